@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  FormatError,
+  TransientError,
+  ConfigError,
+  fromPlainError,
+  isRetryable,
+  toPlainError,
+} from '../src/errors.js';
+import { Cursor } from '../src/formats/cursor.js';
+
+test('typed errors survive a plain-data boundary with name, code and offset', () => {
+  const e = new FormatError('mar', 'MAR_BAD_MAGIC', 'bad magic "ABCD"', 0);
+  const plain = JSON.parse(JSON.stringify(toPlainError(e)));
+  const back = fromPlainError(plain);
+  assert.ok(back instanceof FormatError);
+  assert.equal(back.code, 'MAR_BAD_MAGIC');
+  assert.equal((back as FormatError).offset, 0);
+  assert.equal(back.message, e.message);
+});
+
+test('retry classification: transient and network errors retry, format/config do not', () => {
+  assert.equal(isRetryable(new TransientError('TSA_UNAVAILABLE', 'down')), true);
+  assert.equal(isRetryable(Object.assign(new Error('x'), { code: 'ECONNRESET' })), true);
+  assert.equal(isRetryable(new FormatError('pe', 'PE_NOT_PE', 'no MZ')), false);
+  assert.equal(isRetryable(new ConfigError('CONFIG_INVALID', 'bad')), false);
+  assert.equal(isRetryable(toPlainError(new TransientError('X', 'y'))), true);
+});
+
+test('cursor reads big- and little-endian values and refuses to run past the end', () => {
+  const c = new Cursor(Uint8Array.from([0, 0, 1, 2, 0x34, 0x12, 0x41, 0x00]), 'mar', 100, 'MAR_TRUNCATED');
+  assert.equal(c.u32be(), 0x102);
+  assert.equal(c.u16le(), 0x1234);
+  assert.deepEqual([...c.cstring(10)], [0x41]);
+  assert.throws(
+    () => c.u8(),
+    (e: unknown) => e instanceof FormatError && e.code === 'MAR_TRUNCATED' && e.offset === 108,
+  );
+});
