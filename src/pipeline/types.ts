@@ -62,3 +62,42 @@ export interface LocaleManifest {
 export interface Coordinator {
   once<T>(key: string, lookup: () => Promise<T | undefined>, work: () => Promise<T>): Promise<T>;
 }
+
+/**
+ * The worker-thread protocol (workers/sign-entry.ts). Plain, structured-cloneable data only: the task
+ * names where the keys are (config path + profile), never carries key material; the entry's bytes are
+ * transferred, not copied.
+ */
+export interface SignEntryTask {
+  /** Absolute path of the config file; the worker loads the profile from it once per thread. */
+  configPath: string;
+  /** sha256 of the config file the main thread loaded: a changed file makes the thread reload. */
+  configSha256: string;
+  profile: string;
+  /** The MAR entry name (for error messages only). */
+  name: string;
+  /** The entry's raw (compressed) bytes from the input MAR; its ArrayBuffer is in the transferList. */
+  input: Uint8Array;
+  /** Decompressed-size cap (codec bomb guard). */
+  maxOutputSize: number;
+}
+
+export interface SignEntryTimings {
+  decompressMs: number;
+  signMs: number;
+  verifyMs: number;
+  compressMs: number;
+}
+
+export type SignEntryResult =
+  | {
+      ok: true;
+      /** Signed PE, recompressed with the input entry's codec settings (transferred back). */
+      output: Uint8Array;
+      /** settingsKey() of the input entry, re-checked on the output. */
+      codecSettings: string;
+      decompressedSize: number;
+      signedSize: number;
+      timings: SignEntryTimings;
+    }
+  | { ok: false; error: PlainError };

@@ -1,0 +1,112 @@
+/**
+ * The signing thread pool: a thin wrapper over piscina that resolves the worker file for source (tsx)
+ * and compiled (dist/) runs, transfers entry bytes instead of copying them, and turns the worker's
+ * plain-data errors back into typed errors.
+ */
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { fromPlainError, UsageError } from '../errors.js';
+import { FROM_SOURCE } from '../version.js';
+import type { SignEntryResult, SignEntryTask } from './types.js';
+
+/**
+ * `workers/sign-entry.ts` from sources, `dist/workers/sign-entry.js` when compiled: this file sits at
+ * `src/pipeline/` (or `dist/src/pipeline/`) in both layouts, so the relative path is the same.
+ */
+export const SIGN_ENTRY_WORKER = fileURLToPath(
+  new URL(`../../workers/sign-entry.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url),
+);
+
+/**
+ * Under tsx the worker thread must load the tsx hooks itself (module hooks registered in the main
+ * thread do not reach worker threads on Node 20), so `--import tsx` goes in its execArgv.
+ */
+export function workerExecArgv(): string[] | undefined {
+  if (!FROM_SOURCE) return undefined;
+  // Inspector flags would make every thread try to bind the same port.
+  const inherited = process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const hasTsx = inherited.some(
+    (a, i) =>
+      /^--(import|loader|require)=.*tsx/.test(a) ||
+      (/^--(import|loader|require)$/.test(a) && /tsx/.test(inherited[i + 1] ?? '')),
+  );
+  return hasTsx ? inherited : [...inherited, '--import', 'tsx'];
+}
+
+export interface PoolOptions {
+  /** Worker threads (default: available cores). */
+  threads?: number;
+  /** Override the worker file (tests). */
+  filename?: string;
+}
+
+export function validateThreads(threads: unknown): number {
+  if (threads === undefined) return Math.max(1, availableParallelism());
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 256)
+    throw new UsageError('BAD_THREADS', `threads must be an integer from 1 to 256, found ${String(threads)}`);
+  return threads;
+}
+
+export class SigningPool {
+  private readonly piscina: Piscina<SignEntryTask, SignEntryResult>;
+  readonly threads: number;
+  private completedTasks = 0;
+
+  constructor(options: PoolOptions = {}) {
+    this.threads = validateThreads(options.threads);
+    const execArgv = workerExecArgv();
+    this.piscina = new Piscina<SignEntryTask, SignEntryResult>({
+      filename: options.filename ?? SIGN_ENTRY_WORKER,
+      minThreads: this.threads,
+      maxThreads: this.threads,
+      // Keys load once per thread: keep threads alive for the pool's lifetime.
+      idleTimeout: Number.POSITIVE_INFINITY,
+      ...(execArgv ? { execArgv } : {}),
+    });
+  }
+
+  /**
+   * Run one sign task. `task.input`'s buffer is transferred (the caller must not use it afterwards);
+   * it must own its whole ArrayBuffer (allocUnsafeSlow), or it is copied first.
+   */
+  async run(task: SignEntryTask, signal?: AbortSignal): Promise<Extract<SignEntryResult, { ok: true }>> {
+    const input = ownsBuffer(task.input) ? task.input : copyToOwnBuffer(task.input);
+    const result = await this.piscina.run(
+      { ...task, input },
+      { transferList: [input.buffer as ArrayBuffer], ...(signal ? { signal } : {}) },
+    );
+    this.completedTasks++;
+    if (!result.ok) throw fromPlainError(result.error);
+    return result;
+  }
+
+  get utilisation(): number {
+    return this.piscina.utilization;
+  }
+  get queued(): number {
+    return this.piscina.queueSize;
+  }
+  get completed(): number {
+    return this.completedTasks;
+  }
+
+  async close(): Promise<void> {
+    await this.piscina.close();
+  }
+
+  async destroy(): Promise<void> {
+    await this.piscina.destroy();
+  }
+}
+
+/** True when the view spans its entire (non-shared) ArrayBuffer, so transferring it moves only it. */
+export function ownsBuffer(b: Uint8Array): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer;
+}
+
+export function copyToOwnBuffer(b: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafeSlow(b.byteLength);
+  out.set(b);
+  return out;
+}

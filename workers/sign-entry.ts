@@ -1,0 +1,119 @@
+/**
+ * Piscina task: one MAR entry → decompress → check it is a PE → Authenticode-sign → verify →
+ * recompress with the entry's own codec settings. Runs only in worker threads.
+ *
+ * Protocol (src/pipeline/types.ts): the task names the config file and profile; keys are loaded here
+ * once per thread and cached, never sent in messages. Input bytes arrive transferred; the output is
+ * transferred back with piscina's movable protocol (the same one `Piscina.move()` uses, carrying a
+ * result object instead of a bare buffer). Errors return as plain data (`toPlainError`); the main
+ * thread rebuilds them with `fromPlainError`, so name/code survive the thread boundary.
+ */
+import { performance } from 'node:perf_hooks';
+import { Piscina } from 'piscina';
+import { compress, decompress, readSettings, settingsKey } from '../src/codecs/index.js';
+import { loadConfig, loadProfile } from '../src/config/index.js';
+import type { SigningProfile } from '../src/config/types.js';
+import { ConfigError, PolicyError, toPlainError, VerificationError } from '../src/errors.js';
+import type { SignEntryResult, SignEntryTask } from '../src/pipeline/types.js';
+import { isPe, signPe } from '../src/signing/authenticode.js';
+import { verifyPe } from '../src/signing/verify-pe.js';
+
+/** Loaded profiles of this thread, by config sha256 + profile name. */
+const profiles = new Map<string, Promise<SigningProfile>>();
+
+function profileFor(task: SignEntryTask): Promise<SigningProfile> {
+  const key = `${task.configSha256}\0${task.profile}`;
+  let p = profiles.get(key);
+  if (!p) {
+    p = (async () => {
+      const config = await loadConfig(task.configPath);
+      if (config.sha256 !== task.configSha256)
+        throw new ConfigError(
+          'CONFIG_CHANGED',
+          `${task.configPath} changed while signing (sha256 ${config.sha256}, expected ${task.configSha256})`,
+        );
+      return loadProfile(config, task.profile);
+    })();
+    // A failed load is not cached: a fixed passphrase file must work without restarting the pool.
+    p.catch(() => profiles.delete(key));
+    profiles.set(key, p);
+  }
+  return p;
+}
+
+/** Piscina's transfer protocol: `transferableSymbol` lists what to move, `valueSymbol` is the result. */
+function movable(result: SignEntryResult, transfer: ArrayBuffer[]): unknown {
+  return { [Piscina.transferableSymbol]: transfer, [Piscina.valueSymbol]: result };
+}
+
+/** A buffer that owns its whole ArrayBuffer, so transferring it moves exactly these bytes. */
+function owned(b: Uint8Array): Uint8Array {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b;
+  const out = Buffer.allocUnsafeSlow(b.byteLength);
+  out.set(b);
+  return out;
+}
+
+export default async function signEntry(task: SignEntryTask): Promise<unknown> {
+  try {
+    const profile = await profileFor(task);
+    if (!profile.authenticode)
+      throw new ConfigError(
+        'CONFIG_NO_AUTHENTICODE',
+        `profile "${task.profile}" has no authenticode section, so it cannot sign ${task.name}`,
+      );
+    const settings = await readSettings(task.input);
+    const key = settingsKey(settings);
+
+    let t = performance.now();
+    const pe = await decompress(task.input, { maxOutputSize: task.maxOutputSize });
+    const decompressMs = performance.now() - t;
+    if (!isPe(pe))
+      throw new PolicyError(
+        'POLICY_NOT_PE',
+        `${task.name} matches the signing policy but is not a PE file (${pe.length} bytes, starts ${hexStart(pe)})`,
+        { details: { entry: task.name } },
+      );
+
+    t = performance.now();
+    const signed = await signPe(pe, profile.authenticode);
+    const signMs = performance.now() - t;
+
+    t = performance.now();
+    const v = await verifyPe(signed, {});
+    if (!v.signed || !v.digestMatches || !v.signatureValid)
+      throw new VerificationError(
+        'SIGNED_PE_INVALID',
+        `${task.name}: the freshly signed PE does not verify (${v.problems.join('; ') || 'no detail'})`,
+      );
+    const verifyMs = performance.now() - t;
+
+    t = performance.now();
+    const output = owned(await compress(signed, settings));
+    const outKey = settingsKey(await readSettings(output));
+    if (outKey !== key)
+      throw new VerificationError(
+        'CODEC_SETTINGS_CHANGED',
+        `${task.name}: recompressed entry has codec settings ${outKey}, input had ${key}`,
+      );
+    const compressMs = performance.now() - t;
+
+    return movable(
+      {
+        ok: true,
+        output,
+        codecSettings: key,
+        decompressedSize: pe.length,
+        signedSize: signed.length,
+        timings: { decompressMs, signMs, verifyMs, compressMs },
+      },
+      [output.buffer as ArrayBuffer],
+    );
+  } catch (err) {
+    return { ok: false, error: toPlainError(err) } satisfies SignEntryResult;
+  }
+}
+
+function hexStart(b: Uint8Array): string {
+  return Buffer.from(b.subarray(0, 4)).toString('hex') || '(empty)';
+}
