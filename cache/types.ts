@@ -32,6 +32,16 @@ export interface CacheVerifyReport {
   ok: number;
   /** Keys of bad entries (removed when `repair` was asked). */
   bad: { key: string; reason: string }[];
+  /** Leftover temp/quarantine files of crashed writers removed (only with `repair`). */
+  staleTempRemoved?: number;
+}
+
+export interface CachePruneResult {
+  removed: number;
+  freedBytes: number;
+  remainingBytes: number;
+  /** Leftover temp/quarantine files of crashed writers removed on the way. */
+  staleTempRemoved?: number;
 }
 
 export interface CacheStore {
@@ -42,5 +52,5 @@ export interface CacheStore {
   stats(): Promise<CacheStats>;
   verify(options?: { repair?: boolean }): Promise<CacheVerifyReport>;
   /** Remove least-recently-used entries until the total is at most maxBytes. */
-  prune(maxBytes: number): Promise<{ removed: number; freedBytes: number; remainingBytes: number }>;
+  prune(maxBytes: number): Promise<CachePruneResult>;
 }

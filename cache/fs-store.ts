@@ -1,0 +1,441 @@
+import {
+  createHash,
+  createHmac,
+  createSecretKey,
+  randomBytes,
+  timingSafeEqual,
+  type KeyObject,
+} from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { CodedError, ConfigError } from '../src/errors.js';
+import { AtomicFile } from '../src/io/atomic.js';
+import { assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
+import {
+  CACHE_FORMAT_VERSION,
+  type CachePruneResult,
+  type CacheStats,
+  type CacheStore,
+  type CacheVerifyReport,
+} from './types.js';
+
+/** Largest payload stored or read back (a compressed MAR entry; xul.dll is well under this). */
+export const MAX_PAYLOAD_BYTES = 1024 * 1024 * 1024;
+/** Shortest accepted HMAC secret (RFC 2104 §3: shorter than the hash output weakens the MAC). */
+export const MIN_SECRET_BYTES = 16;
+/** A hit refreshes the entry's mtime (the LRU clock) at most this often: atime is unreliable (noatime). */
+export const TOUCH_INTERVAL_MS = 60_000;
+/** Temp/quarantine files older than this belong to a crashed process and may be removed. */
+export const STALE_TEMP_MS = 60 * 60 * 1000;
+const VERIFY_CHUNK = 1024 * 1024;
+
+/*
+ * Entry file layout (all integers big-endian), HEADER_SIZE bytes then the payload:
+ *   0x00  8  magic "MARSCACH"
+ *   0x08  u32 format version (CACHE_FORMAT_VERSION)
+ *   0x0C  u32 header size (HEADER_SIZE)
+ *   0x10  u64 payload length
+ *   0x18 32  the entry's key (raw bytes of the hex file name)
+ *   0x38 32  sha256 of the payload
+ *   0x58 32  HMAC-SHA256(secret, bytes 0x00..0x58): authenticates key ‖ payload hash and the
+ *            header fields with them, so a file moved to another key or edited header fails too
+ *   0x78     payload
+ */
+const MAGIC = Buffer.from('MARSCACH', 'latin1');
+const OFF_VERSION = 0x08;
+const OFF_HEADER_SIZE = 0x0c;
+const OFF_LENGTH = 0x10;
+const OFF_KEY = 0x18;
+const OFF_SHA = 0x38;
+const OFF_MAC = 0x58;
+export const HEADER_SIZE = 0x78;
+
+/** Why an entry is not served. */
+export type CacheEntryProblem =
+  | 'not-a-file'
+  | 'truncated'
+  | 'bad-magic'
+  | 'version'
+  | 'bad-header'
+  | 'too-large'
+  | 'size-mismatch'
+  | 'key-mismatch'
+  | 'hmac'
+  | 'payload-sha256'
+  | 'misplaced';
+
+export interface FsCacheStoreOptions {
+  /** Cache root; entries live at `<root>/<key[0..2]>/<key>`. */
+  root: string;
+  /** Secret for the entry HMAC (at least MIN_SECRET_BYTES). Copied; never logged. */
+  hmacSecret: Uint8Array;
+  /**
+   * Called after an entry was found bad and before it is removed. Tests use it to interleave
+   * another process's put at the one moment that matters.
+   */
+  onBadEntry?: (key: string, problem: CacheEntryProblem) => Promise<void> | void;
+}
+
+interface EntryFile {
+  key: string;
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
+
+interface Scan {
+  entries: EntryFile[];
+  /** Valid key names in the wrong prefix directory: never found by get, reported by verify. */
+  misplaced: EntryFile[];
+  /** `.*.tmp` and `.*.bad` files: in-flight writes, or leftovers of a crash. */
+  temps: { path: string; mtimeMs: number }[];
+}
+
+type Check = { ok: true; payload: Uint8Array | undefined } | { ok: false; problem: CacheEntryProblem };
+
+/**
+ * The content-addressed cache on a local (or shared) filesystem. Safe with many processes on one
+ * directory: writers rename complete files into place, readers verify everything they read, and a
+ * bad entry is moved aside by inode before it is deleted so a fresh entry written by another process
+ * in the meantime survives.
+ */
+export class FsCacheStore implements CacheStore {
+  readonly root: string;
+  private readonly secret: KeyObject;
+  private readonly onBadEntry: FsCacheStoreOptions['onBadEntry'];
+  private counters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
+
+  constructor(options: FsCacheStoreOptions) {
+    if (typeof options?.root !== 'string' || options.root === '')
+      throw new ConfigError(
+        'CACHE_BAD_ROOT',
+        `options.root must be a non-empty path, got ${typeof options?.root}`,
+      );
+    const secret: unknown = options.hmacSecret;
+    if (!(secret instanceof Uint8Array))
+      throw new ConfigError(
+        'CACHE_BAD_SECRET',
+        `options.hmacSecret must be a Uint8Array, got ${typeof secret}`,
+      );
+    if (secret.length < MIN_SECRET_BYTES)
+      throw new ConfigError(
+        'CACHE_SECRET_TOO_SHORT',
+        `options.hmacSecret must be at least ${MIN_SECRET_BYTES} bytes, got ${secret.length}`,
+      );
+    this.root = resolve(options.root);
+    this.secret = createSecretKey(Buffer.from(secret));
+    this.onBadEntry = options.onBadEntry;
+  }
+
+  entryPath(key: string): string {
+    assertCacheKey(key);
+    return join(this.root, key.slice(0, 2), key);
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const path = this.entryPath(key);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      if (isMissing(e)) {
+        this.counters.misses++;
+        return undefined;
+      }
+      throw e;
+    }
+    try {
+      const st = await fh.stat();
+      const r = st.isFile() ? await checkEntry(fh, st.size, key, this.secret, true) : notAFile;
+      if (r.ok) {
+        this.counters.hits++;
+        const now = Date.now();
+        if (now - st.mtimeMs > TOUCH_INTERVAL_MS) {
+          // The LRU clock for prune. Best effort: a read-only or foreign-owned cache still serves.
+          await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+        }
+        return r.payload;
+      }
+      this.counters.corrupt++;
+      this.counters.misses++;
+      await this.onBadEntry?.(key, r.problem);
+      // The handle stays open until the bad file is gone, so its inode cannot be reused meanwhile.
+      if (st.isFile()) await removeBad(path, st);
+      return undefined;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async put(key: string, payload: Uint8Array): Promise<void> {
+    const path = this.entryPath(key);
+    if (!(payload instanceof Uint8Array))
+      throw new CodedError('CACHE_BAD_PAYLOAD', `payload must be a Uint8Array, got ${typeof payload}`);
+    if (payload.length > MAX_PAYLOAD_BYTES)
+      throw new CodedError(
+        'CACHE_PAYLOAD_TOO_LARGE',
+        `payload is ${payload.length} bytes, more than the ${MAX_PAYLOAD_BYTES} a cache entry may hold`,
+      );
+    await mkdir(dirname(path), { recursive: true });
+    const header = buildHeader(key, payload, this.secret);
+    const f = await AtomicFile.create(path, 0o644);
+    try {
+      await f.write(header);
+      await f.write(payload);
+      await f.commit();
+    } catch (e) {
+      await f.abort();
+      throw e;
+    }
+    this.counters.puts++;
+  }
+
+  async stats(): Promise<CacheStats> {
+    const scan = await scanRoot(this.root);
+    let bytes = 0;
+    for (const e of scan.entries) bytes += e.size;
+    return { root: this.root, entries: scan.entries.length, bytes, ...this.counters };
+  }
+
+  async verify(options: { repair?: boolean } = {}): Promise<CacheVerifyReport> {
+    const repair = options.repair === true;
+    const scan = await scanRoot(this.root);
+    const report: CacheVerifyReport = { checked: 0, ok: 0, bad: [] };
+    for (const e of scan.entries) {
+      let fh: FileHandle;
+      try {
+        fh = await open(e.path, 'r');
+      } catch (err) {
+        if (isMissing(err)) continue; // pruned or replaced-and-removed by another process meanwhile
+        throw err;
+      }
+      try {
+        const st = await fh.stat();
+        const r = st.isFile() ? await checkEntry(fh, st.size, e.key, this.secret, false) : notAFile;
+        report.checked++;
+        if (r.ok) report.ok++;
+        else {
+          report.bad.push({ key: e.key, reason: r.problem });
+          if (repair && st.isFile()) await removeBad(e.path, st);
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    for (const e of scan.misplaced) {
+      report.checked++;
+      report.bad.push({ key: e.key, reason: 'misplaced' });
+      if (repair) await unlinkIfPresent(e.path);
+    }
+    if (repair) report.staleTempRemoved = await removeStaleTemps(scan);
+    return report;
+  }
+
+  async prune(maxBytes: number): Promise<CachePruneResult> {
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0)
+      throw new CodedError('CACHE_BAD_MAX_SIZE', `maxBytes must be a non-negative integer, got ${maxBytes}`);
+    const scan = await scanRoot(this.root);
+    const staleTempRemoved = await removeStaleTemps(scan);
+    let remaining = 0;
+    for (const e of scan.entries) remaining += e.size;
+    // Least recently used first: mtime is the write time, refreshed by hits (TOUCH_INTERVAL_MS).
+    const order = [...scan.entries].sort((a, b) => a.mtimeMs - b.mtimeMs || (a.key < b.key ? -1 : 1));
+    let removed = 0;
+    let freedBytes = 0;
+    for (const e of order) {
+      if (remaining <= maxBytes) break;
+      // A concurrent writer may have just replaced this entry; losing it costs one miss, no more.
+      if (await unlinkIfPresent(e.path)) {
+        removed++;
+        freedBytes += e.size;
+      }
+      remaining -= e.size;
+    }
+    return { removed, freedBytes, remainingBytes: remaining, staleTempRemoved };
+  }
+}
+
+const notAFile: Check = { ok: false, problem: 'not-a-file' };
+
+function buildHeader(key: string, payload: Uint8Array, secret: KeyObject): Buffer {
+  const h = Buffer.alloc(HEADER_SIZE);
+  MAGIC.copy(h, 0);
+  h.writeUInt32BE(CACHE_FORMAT_VERSION, OFF_VERSION);
+  h.writeUInt32BE(HEADER_SIZE, OFF_HEADER_SIZE);
+  h.writeBigUInt64BE(BigInt(payload.length), OFF_LENGTH);
+  h.write(key, OFF_KEY, 'hex');
+  createHash('sha256').update(payload).digest().copy(h, OFF_SHA);
+  mac(secret, h).copy(h, OFF_MAC);
+  return h;
+}
+
+function mac(secret: KeyObject, header: Buffer): Buffer {
+  return createHmac('sha256', secret).update(header.subarray(0, OFF_MAC)).digest();
+}
+
+/**
+ * Check an open entry file completely. With `wantPayload` the payload is returned in its own
+ * ArrayBuffer (not Node's shared pool) so it can be transferred to or from a worker thread;
+ * without, it is hashed in chunks (verify of big entries without holding them).
+ */
+async function checkEntry(
+  fh: FileHandle,
+  fileSize: number,
+  key: string,
+  secret: KeyObject,
+  wantPayload: boolean,
+): Promise<Check> {
+  if (fileSize < HEADER_SIZE) return { ok: false, problem: 'truncated' };
+  const h = Buffer.alloc(HEADER_SIZE);
+  if ((await readFully(fh, h, 0)) < HEADER_SIZE) return { ok: false, problem: 'truncated' };
+  if (!h.subarray(0, MAGIC.length).equals(MAGIC)) return { ok: false, problem: 'bad-magic' };
+  if (h.readUInt32BE(OFF_VERSION) !== CACHE_FORMAT_VERSION) return { ok: false, problem: 'version' };
+  if (h.readUInt32BE(OFF_HEADER_SIZE) !== HEADER_SIZE) return { ok: false, problem: 'bad-header' };
+  const length = h.readBigUInt64BE(OFF_LENGTH);
+  if (length > BigInt(MAX_PAYLOAD_BYTES)) return { ok: false, problem: 'too-large' };
+  const len = Number(length);
+  if (HEADER_SIZE + len > fileSize) return { ok: false, problem: 'truncated' };
+  if (HEADER_SIZE + len < fileSize) return { ok: false, problem: 'size-mismatch' };
+  if (h.toString('hex', OFF_KEY, OFF_KEY + 32) !== key) return { ok: false, problem: 'key-mismatch' };
+  if (!timingSafeEqual(mac(secret, h), h.subarray(OFF_MAC, OFF_MAC + 32)))
+    return { ok: false, problem: 'hmac' };
+
+  const hash = createHash('sha256');
+  let payload: Uint8Array | undefined;
+  if (wantPayload) {
+    payload = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
+    if ((await readFully(fh, payload, HEADER_SIZE)) < len) return { ok: false, problem: 'truncated' };
+    hash.update(payload);
+  } else {
+    const chunk = Buffer.allocUnsafe(Math.min(VERIFY_CHUNK, Math.max(len, 1)));
+    let done = 0;
+    while (done < len) {
+      const want = Math.min(chunk.length, len - done);
+      const got = await readFully(fh, chunk.subarray(0, want), HEADER_SIZE + done);
+      if (got < want) return { ok: false, problem: 'truncated' };
+      hash.update(chunk.subarray(0, want));
+      done += want;
+    }
+  }
+  if (!timingSafeEqual(hash.digest(), h.subarray(OFF_SHA, OFF_SHA + 32)))
+    return { ok: false, problem: 'payload-sha256' };
+  return { ok: true, payload };
+}
+
+/** Read into `buf` from `position` until it is full or the file ends; returns the bytes read. */
+async function readFully(fh: FileHandle, buf: Uint8Array, position: number): Promise<number> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/**
+ * Remove the bad file whose stat is `bad` from `path`, never a good entry that another process
+ * renamed in after we read: POSIX has no "unlink if still this inode", so the current file is first
+ * renamed aside (atomic), then compared by device+inode. If it is not the bad one, it is linked back
+ * (link fails with EEXIST if a yet newer entry is already in place, which is as good) and the aside
+ * name removed. Readers may see a miss during the swap, never wrong bytes.
+ */
+async function removeBad(path: string, bad: Stats): Promise<void> {
+  const aside = join(
+    dirname(path),
+    `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.bad`,
+  );
+  try {
+    await rename(path, aside);
+  } catch (e) {
+    if (isMissing(e)) return; // already removed by another reader
+    throw e;
+  }
+  let moved: Stats;
+  try {
+    moved = await lstat(aside);
+  } catch (e) {
+    if (isMissing(e)) return;
+    throw e;
+  }
+  if (moved.ino !== bad.ino || moved.dev !== bad.dev) {
+    try {
+      await link(aside, path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        await unlinkIfPresent(aside);
+        throw e;
+      }
+    }
+  }
+  await unlinkIfPresent(aside);
+}
+
+async function unlinkIfPresent(path: string): Promise<boolean> {
+  try {
+    await unlink(path);
+    return true;
+  } catch (e) {
+    if (isMissing(e)) return false;
+    throw e;
+  }
+}
+
+async function removeStaleTemps(scan: Scan): Promise<number> {
+  const cutoff = Date.now() - STALE_TEMP_MS;
+  let n = 0;
+  for (const t of scan.temps) if (t.mtimeMs < cutoff && (await unlinkIfPresent(t.path))) n++;
+  return n;
+}
+
+const PREFIX_DIR = /^[0-9a-f]{2}$/;
+const TEMP_FILE = /^\..*\.(?:tmp|bad)$/;
+
+/** Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. */
+async function scanRoot(root: string): Promise<Scan> {
+  const scan: Scan = { entries: [], misplaced: [], temps: [] };
+  let tops: string[];
+  try {
+    tops = await readdir(root);
+  } catch (e) {
+    if (isMissing(e)) return scan;
+    throw e;
+  }
+  for (const top of tops.sort()) {
+    if (!PREFIX_DIR.test(top)) continue;
+    const dir = join(root, top);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (e) {
+      if (isMissing(e) || (e as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      throw e;
+    }
+    for (const name of names.sort()) {
+      const isKey = CACHE_KEY_PATTERN.test(name);
+      if (!isKey && !TEMP_FILE.test(name)) continue;
+      const path = join(dir, name);
+      let st: Stats;
+      try {
+        st = await lstat(path);
+      } catch (e) {
+        if (isMissing(e)) continue; // renamed or removed by another process while we walked
+        throw e;
+      }
+      if (!isKey) {
+        if (st.isFile()) scan.temps.push({ path, mtimeMs: st.mtimeMs });
+        continue;
+      }
+      const file = { key: name, path, size: st.size, mtimeMs: st.mtimeMs };
+      if (name.startsWith(top)) scan.entries.push(file);
+      else scan.misplaced.push(file);
+    }
+  }
+  return scan;
+}
+
+function isMissing(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

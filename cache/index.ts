@@ -1,0 +1,15 @@
+/** The content-addressed cache: key derivation, the filesystem store, defaults and size parsing. */
+export * from './types.js';
+export { cacheKey, assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
+export {
+  FsCacheStore,
+  HEADER_SIZE,
+  MAX_PAYLOAD_BYTES,
+  MIN_SECRET_BYTES,
+  STALE_TEMP_MS,
+  TOUCH_INTERVAL_MS,
+  type CacheEntryProblem,
+  type FsCacheStoreOptions,
+} from './fs-store.js';
+export { defaultCacheDir, loadOrCreateSecret, readSecretFile, SECRET_FILE_NAME } from './defaults.js';
+export { parseSize, formatSize } from './size.js';

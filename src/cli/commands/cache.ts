@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import type { Argv, CommandModule } from 'yargs';
+import { defaultCacheDir, loadOrCreateSecret } from '../../../cache/defaults.js';
+import { FsCacheStore } from '../../../cache/fs-store.js';
+import { formatSize, parseSize } from '../../../cache/size.js';
+import { emit, EXIT, handler } from '../output.js';
+
+interface CacheArgs {
+  json?: boolean;
+  cacheDir?: string;
+}
+
+function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
+  return y
+    .option('cache-dir', {
+      type: 'string',
+      describe: 'Cache root (default: $MARSIGN_CACHE_DIR, else $XDG_CACHE_HOME/marsign or ~/.cache/marsign)',
+    })
+    .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' });
+}
+
+function rootOf(argv: CacheArgs): string {
+  return argv.cacheDir ? argv.cacheDir : defaultCacheDir();
+}
+
+/**
+ * stats and prune never check an HMAC, so they get a throwaway secret rather than reading (or
+ * creating) the cache's own one.
+ */
+function adminStore(root: string): FsCacheStore {
+  return new FsCacheStore({ root, hmacSecret: randomBytes(32) });
+}
+
+const stats: CommandModule<CacheArgs, CacheArgs> = {
+  command: 'stats',
+  describe: 'Show the number of entries and bytes in the cache',
+  builder: (y) => withCommon(y),
+  handler: handler<CacheArgs>(async (argv) => {
+    const s = await adminStore(rootOf(argv)).stats();
+    const out = { root: s.root, entries: s.entries, bytes: s.bytes };
+    emit(argv, out, (v) =>
+      [
+        `cache root  ${v.root}`,
+        `entries     ${v.entries}`,
+        `size        ${formatSize(v.bytes)} (${v.bytes} bytes)`,
+      ].join('\n'),
+    );
+  }),
+};
+
+const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
+  command: 'verify',
+  describe: 'Check every entry (header, HMAC, payload sha256); exit 1 if bad entries remain',
+  builder: (y) =>
+    withCommon(y).option('repair', {
+      type: 'boolean',
+      default: false,
+      describe: 'Remove bad entries and leftover temp files of crashed writers',
+    }),
+  handler: handler<CacheArgs & { repair: boolean }>(async (argv) => {
+    const root = rootOf(argv);
+    // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
+    const report = existsSync(root)
+      ? await new FsCacheStore({ root, hmacSecret: await loadOrCreateSecret(root) }).verify({
+          repair: argv.repair,
+        })
+      : { checked: 0, ok: 0, bad: [] };
+    const out = { root, repaired: argv.repair, ...report };
+    emit(argv, out, (v) => {
+      const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
+      for (const b of v.bad) lines.push(`bad ${b.key} ${b.reason}${v.repaired ? ' (removed)' : ''}`);
+      if (v.staleTempRemoved) lines.push(`removed ${v.staleTempRemoved} leftover temp files`);
+      return lines.join('\n');
+    });
+    if (report.bad.length > 0 && !argv.repair) process.exitCode = EXIT.INVALID;
+  }),
+};
+
+type PruneArgs = CacheArgs & { 'max-size': string };
+
+const prune: CommandModule<CacheArgs, PruneArgs> = {
+  command: 'prune',
+  describe: 'Remove least recently used entries until the cache is at most --max-size',
+  builder: (y) =>
+    withCommon(y).option('max-size', {
+      type: 'string',
+      demandOption: true,
+      describe: 'Size to shrink to: bytes, or with a unit: 500M, 2G, 1.5GiB (binary), 300MB (decimal)',
+    }),
+  handler: handler<PruneArgs>(async (argv) => {
+    const maxBytes = parseSize(argv['max-size']);
+    const root = rootOf(argv);
+    const r = await adminStore(root).prune(maxBytes);
+    const out = { root, maxBytes, ...r };
+    emit(argv, out, (v) => {
+      const lines = [
+        `removed ${v.removed} entries (${formatSize(v.freedBytes)}); ${formatSize(v.remainingBytes)} remain (limit ${formatSize(v.maxBytes)})`,
+      ];
+      if (v.staleTempRemoved) lines.push(`removed ${v.staleTempRemoved} leftover temp files`);
+      return lines.join('\n');
+    });
+  }),
+};
+
+export const cacheCommand: CommandModule<object, CacheArgs> = {
+  command: 'cache <command>',
+  describe: 'Inspect and maintain the content-addressed cache (stats, verify, prune)',
+  builder: (y) =>
+    y
+      .command(stats as never)
+      .command(verify as never)
+      .command(prune as never)
+      .demandCommand(1, 'Name a cache command: stats, verify or prune.'),
+  handler: () => undefined,
+};
