@@ -1,0 +1,402 @@
+import { X509Certificate, createHash, randomBytes } from 'node:crypto';
+import { existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { CodedError, ConfigError } from '../errors.js';
+import { certificateSpki, loadPemKey, loadPkcs12, pemCertificates } from '../keys/index.js';
+import type { SigningKey } from '../keys/types.js';
+import type { AuthenticodeOptions } from '../signing/types.js';
+import {
+  DEFAULT_POLICY,
+  type ConfigFile,
+  type LoadedConfig,
+  type PolicyFile,
+  type SigningProfile,
+} from './types.js';
+import { validateConfig } from './validate.js';
+
+export type { ConfigFile, LoadedConfig, ProfileFile, SigningProfile, PolicyFile } from './types.js';
+export { DEFAULT_POLICY } from './types.js';
+export { validateConfig, MAX_MAR_KEYS } from './validate.js';
+
+/** A config file bigger than this is not a marsign config. */
+export const MAX_CONFIG_BYTES = 1 << 20;
+/** Key, certificate and secret files bigger than this are refused before reading. */
+export const MAX_KEY_FILE_BYTES = 1 << 20;
+/** libmar MAX_SIGNATURE_LENGTH (mar-format.md §3): RSA keys above 16384 bits cannot sign a MAR. */
+export const MAX_MAR_SIGNATURE_BYTES = 2048;
+/** Shortest accepted cache HMAC secret, in bytes. */
+export const MIN_HMAC_SECRET_BYTES = 16;
+export const CONFIG_FILENAME = 'marsign.config.json';
+/** EKU id-kp-codeSigning (RFC 5280 §4.2.1.12). */
+const EKU_CODE_SIGNING = '1.3.6.1.5.5.7.3.3';
+
+/**
+ * Where the config comes from: `path` (--config), else $MARSIGN_CONFIG, else ./marsign.config.json.
+ * The file is read once, validated whole, and only its sha256 is meant for logs.
+ */
+export async function loadConfig(path?: string): Promise<LoadedConfig> {
+  const [chosen, how] =
+    path !== undefined && path !== ''
+      ? [path, '--config']
+      : process.env.MARSIGN_CONFIG
+        ? [process.env.MARSIGN_CONFIG, '$MARSIGN_CONFIG']
+        : [CONFIG_FILENAME, 'the default (./marsign.config.json)'];
+  const abs = resolve(chosen);
+  let bytes: Buffer;
+  try {
+    const st = await stat(abs);
+    if (!st.isFile())
+      throw new ConfigError('CONFIG_NOT_FOUND', `config ${abs} (from ${how}) is not a regular file`);
+    if (st.size > MAX_CONFIG_BYTES) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `config ${abs} is ${st.size} bytes (limit ${MAX_CONFIG_BYTES})`,
+      );
+    }
+    bytes = await readFile(abs);
+  } catch (e) {
+    if (e instanceof CodedError) throw e;
+    throw new ConfigError(
+      'CONFIG_NOT_FOUND',
+      `config ${abs} (from ${how}) cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
+      { cause: e },
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    // V8's message quotes the surrounding text, which could hold a misplaced secret: give a position only.
+    const m = /position (\d+)/.exec(String((e as Error).message));
+    const where = m ? ` at ${lineCol(bytes, Number(m[1]))}` : '';
+    throw new ConfigError('CONFIG_INVALID', `${abs}: not valid JSON${where}`);
+  }
+  const file = validateConfig(raw, abs);
+  const dir = dirname(abs);
+  checkReferencedFiles(file, dir, abs);
+  return { path: abs, sha256: createHash('sha256').update(bytes).digest('hex'), dir, file };
+}
+
+function lineCol(bytes: Buffer, pos: number): string {
+  const before = bytes.subarray(0, pos).toString('utf8').split('\n');
+  return `line ${before.length} column ${(before[before.length - 1] ?? '').length + 1}`;
+}
+
+/** Fail fast: every file a profile names must exist when the config loads, not when a job runs. */
+function checkReferencedFiles(file: ConfigFile, dir: string, cfgPath: string): void {
+  const need = (field: string, p: string | undefined): void => {
+    if (p === undefined) return;
+    const abs = resolvePath(dir, p);
+    if (!existsSync(abs))
+      throw new ConfigError('CONFIG_FILE_MISSING', `${cfgPath}: ${field}: ${abs} does not exist`, {
+        details: { field },
+      });
+  };
+  for (const [name, p] of Object.entries(file.profiles)) {
+    const a = p.authenticode;
+    if (a) {
+      need(`profiles.${name}.authenticode.certChain`, a.certChain);
+      need(`profiles.${name}.authenticode.key`, a.key);
+      need(`profiles.${name}.authenticode.pkcs12`, a.pkcs12);
+    }
+    p.mar?.keys.forEach((k, i) => need(`profiles.${name}.mar.keys[${i}]`, k));
+  }
+}
+
+export function resolvePath(dir: string, p: string): string {
+  return isAbsolute(p) ? p : resolve(dir, p);
+}
+
+/** Where a secret comes from; at most one of the two. */
+export interface SecretRef {
+  env?: string | undefined;
+  file?: string | undefined;
+}
+
+/**
+ * Read a secret from an environment variable or a file (relative to `baseDir`); undefined when
+ * neither is configured. Errors name the variable or file and `where` (the field), never the value.
+ * One trailing newline of a file is dropped.
+ */
+export async function resolveSecret(
+  ref: SecretRef,
+  where: string,
+  baseDir: string = process.cwd(),
+): Promise<string | undefined> {
+  return resolveSecretSync(ref, where, baseDir);
+}
+
+export function resolveSecretSync(
+  ref: SecretRef,
+  where: string,
+  baseDir: string = process.cwd(),
+): string | undefined {
+  if (ref.env !== undefined) {
+    const v = process.env[ref.env];
+    if (v === undefined)
+      throw new ConfigError('SECRET_MISSING', `${where}: environment variable ${ref.env} is not set`, {
+        details: { variable: ref.env },
+      });
+    if (v === '')
+      throw new ConfigError('SECRET_MISSING', `${where}: environment variable ${ref.env} is empty`, {
+        details: { variable: ref.env },
+      });
+    return v;
+  }
+  if (ref.file !== undefined) {
+    const abs = resolvePath(baseDir, ref.file);
+    let text: string;
+    try {
+      if (statSync(abs).size > MAX_KEY_FILE_BYTES)
+        throw new ConfigError(
+          'SECRET_INVALID',
+          `${where}: ${abs} is larger than ${MAX_KEY_FILE_BYTES} bytes`,
+        );
+      text = readFileSync(abs, 'utf8');
+    } catch (e) {
+      if (e instanceof CodedError) throw e;
+      throw new ConfigError(
+        'SECRET_MISSING',
+        `${where}: secret file ${abs} cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
+        { details: { file: abs } },
+      );
+    }
+    const v = text.replace(/\r?\n$/, '');
+    if (v === '')
+      throw new ConfigError('SECRET_MISSING', `${where}: secret file ${abs} is empty`, {
+        details: { file: abs },
+      });
+    return v;
+  }
+  return undefined;
+}
+
+async function readLimited(path: string, where: string): Promise<Buffer> {
+  try {
+    const st = await stat(path);
+    if (st.size > MAX_KEY_FILE_BYTES)
+      throw new ConfigError(
+        'KEY_INVALID',
+        `${where}: ${path} is ${st.size} bytes (limit ${MAX_KEY_FILE_BYTES})`,
+      );
+    return await readFile(path);
+  } catch (e) {
+    if (e instanceof CodedError) throw e;
+    throw new ConfigError(
+      'CONFIG_FILE_MISSING',
+      `${where}: ${path} cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+}
+
+/** Run `fn`, re-raising a ConfigError with the profile and field in front (same code). */
+async function inField<T>(where: string, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof ConfigError && !e.message.startsWith(where)) {
+      throw new ConfigError(e.code, `${where}: ${e.message}`, { details: { ...e.details, field: where } });
+    }
+    throw e;
+  }
+}
+
+/**
+ * Load one profile: keys into memory (node:crypto), chain parsed, key/certificate pairing and
+ * code-signing EKU checked, fingerprint computed. Errors name the profile and field.
+ */
+export async function loadProfile(config: LoadedConfig, name: string): Promise<SigningProfile> {
+  const pf = Object.hasOwn(config.file.profiles, name) ? config.file.profiles[name] : undefined;
+  if (!pf) {
+    const known = Object.keys(config.file.profiles);
+    throw new ConfigError(
+      'PROFILE_NOT_FOUND',
+      `profile "${name}" is not in ${config.path} (profiles: ${known.length ? known.join(', ') : 'none'})`,
+    );
+  }
+  const dir = config.dir;
+  const at = (field: string): string => `profile "${name}": ${field}`;
+  const profile: SigningProfile = {
+    name,
+    policy: { ...DEFAULT_POLICY, ...definedOnly(pf.policy) },
+    fingerprint: '',
+  };
+
+  if (pf.authenticode) {
+    const a = pf.authenticode;
+    const passphrase = await inField(at('authenticode.passphrase'), () =>
+      resolveSecret(
+        { env: a.passphraseEnv, file: a.passphraseFile },
+        at(a.passphraseEnv ? 'authenticode.passphraseEnv' : 'authenticode.passphraseFile'),
+        dir,
+      ),
+    );
+    let key: SigningKey;
+    let chainDer: Uint8Array[];
+    if (a.pkcs12) {
+      const p = resolvePath(dir, a.pkcs12);
+      const der = await readLimited(p, at('authenticode.pkcs12'));
+      ({ key, chainDer } = await inField(at('authenticode.pkcs12'), () => loadPkcs12(der, passphrase ?? '')));
+    } else {
+      const kp = resolvePath(dir, a.key as string);
+      const pem = await readLimited(kp, at('authenticode.key'));
+      key = await inField(at('authenticode.key'), () => loadPemKey(pem, passphrase));
+      const cp = resolvePath(dir, a.certChain as string);
+      const chainPem = await readLimited(cp, at('authenticode.certChain'));
+      chainDer = await inField(at('authenticode.certChain'), () => pemCertificates(chainPem));
+    }
+    const leaf = chainDer[0];
+    if (!leaf) throw new ConfigError('CERT_INVALID', `${at('authenticode.certChain')}: no certificate`);
+    if (!Buffer.from(certificateSpki(leaf)).equals(Buffer.from(key.publicKeyDer))) {
+      throw new ConfigError(
+        'KEY_CERT_MISMATCH',
+        `${at(a.pkcs12 ? 'authenticode.pkcs12' : 'authenticode.key')}: the private key does not match the first certificate of ${a.pkcs12 ? 'the PKCS#12 file' : 'authenticode.certChain'} (${new X509Certificate(leaf).subject.replace(/\n/g, ', ')})`,
+        { details: { field: a.pkcs12 ? 'authenticode.pkcs12' : 'authenticode.key' } },
+      );
+    }
+    const eku = new X509Certificate(leaf).keyUsage;
+    if (eku !== undefined && !eku.includes(EKU_CODE_SIGNING)) {
+      throw new ConfigError(
+        'CERT_NOT_CODE_SIGNING',
+        `${at('authenticode.certChain')}: the signer certificate's extended key usage (${eku.join(', ')}) lacks codeSigning ${EKU_CODE_SIGNING}`,
+      );
+    }
+    const opts: AuthenticodeOptions = { key, certChainDer: chainDer, digest: a.digest ?? 'sha256' };
+    if (a.programName !== undefined) opts.programName = a.programName;
+    if (a.programUrl !== undefined) opts.programUrl = a.programUrl;
+    if (a.signingTime !== undefined) opts.signingTime = a.signingTime;
+    if (a.timestamp !== undefined) opts.timestamp = { ...a.timestamp, urls: [...a.timestamp.urls] };
+    profile.authenticode = opts;
+  }
+
+  if (pf.mar) {
+    const m = pf.mar;
+    const passphrase = await inField(at('mar.passphrase'), () =>
+      resolveSecret(
+        { env: m.passphraseEnv, file: m.passphraseFile },
+        at(m.passphraseEnv ? 'mar.passphraseEnv' : 'mar.passphraseFile'),
+        dir,
+      ),
+    );
+    const keys: SigningKey[] = [];
+    for (const [i, k] of m.keys.entries()) {
+      const field = `mar.keys[${i}]`;
+      const pem = await readLimited(resolvePath(dir, k), at(field));
+      const key = await inField(at(field), () => loadPemKey(pem, passphrase));
+      if (key.bits / 8 > MAX_MAR_SIGNATURE_BYTES) {
+        throw new ConfigError(
+          'KEY_UNSUPPORTED',
+          `${at(field)}: a ${key.bits}-bit key makes ${key.bits / 8}-byte signatures; MAR allows ${MAX_MAR_SIGNATURE_BYTES}`,
+        );
+      }
+      keys.push(key);
+    }
+    profile.mar = { keys, algorithm: m.algorithm ?? 'sha384' };
+  }
+  profile.fingerprint = profileFingerprint(profile);
+  return profile;
+}
+
+function definedOnly(p: PolicyFile | undefined): PolicyFile {
+  const out: PolicyFile = {};
+  if (p?.include !== undefined) out.include = [...p.include];
+  if (p?.exclude !== undefined) out.exclude = [...p.exclude];
+  if (p?.onInvalid !== undefined) out.onInvalid = p.onInvalid;
+  return out;
+}
+
+/**
+ * sha256 over a canonical JSON of everything that changes signed bytes: chain certificate hashes,
+ * key ids, digest, program name/URL, signingTime, timestamp settings, MAR key ids and algorithm.
+ * The policy is not included: it decides which entries are signed, not how (the pipeline keys
+ * per-entry cache records by content and this fingerprint).
+ */
+export function profileFingerprint(p: Pick<SigningProfile, 'authenticode' | 'mar'>): string {
+  const a = p.authenticode;
+  const doc = {
+    v: 1,
+    authenticode: a
+      ? {
+          chain: a.certChainDer.map((d) => createHash('sha256').update(d).digest('hex')),
+          key: a.key.id,
+          digest: a.digest,
+          programName: a.programName ?? null,
+          programUrl: a.programUrl ?? null,
+          signingTime: a.signingTime ?? false,
+          timestamp: a.timestamp ? { urls: a.timestamp.urls, digest: a.timestamp.digest ?? null } : null,
+        }
+      : null,
+    mar: p.mar ? { keys: p.mar.keys.map((k) => k.id), algorithm: p.mar.algorithm } : null,
+  };
+  return createHash('sha256').update(JSON.stringify(doc)).digest('hex');
+}
+
+/** The cache root and the HMAC secret that authenticates cache entries. */
+export interface CacheSettings {
+  dir: string;
+  hmacSecret: Uint8Array;
+}
+
+/**
+ * Cache dir: config `cache.dir` (relative to the config file), else $MARSIGN_CACHE_DIR, else
+ * $XDG_CACHE_HOME/marsign, else ~/.cache/marsign. HMAC secret: `cache.hmacSecretEnv`/`File`; when
+ * none is configured, a random 32-byte secret is generated once and kept 0600 in `<dir>/.hmac-secret`.
+ */
+export function cacheSettings(config?: LoadedConfig): CacheSettings {
+  const c = config?.file.cache;
+  const base = config?.dir ?? process.cwd();
+  const dir = c?.dir
+    ? resolvePath(base, c.dir)
+    : process.env.MARSIGN_CACHE_DIR
+      ? resolve(process.env.MARSIGN_CACHE_DIR)
+      : process.env.XDG_CACHE_HOME
+        ? join(resolve(process.env.XDG_CACHE_HOME), 'marsign')
+        : join(homedir(), '.cache', 'marsign');
+  const configured = c
+    ? resolveSecretSync(
+        { env: c.hmacSecretEnv, file: c.hmacSecretFile },
+        `cache.${c.hmacSecretEnv ? 'hmacSecretEnv' : 'hmacSecretFile'}`,
+        base,
+      )
+    : undefined;
+  if (configured !== undefined) {
+    const bytes = new Uint8Array(Buffer.from(configured, 'utf8'));
+    if (bytes.length < MIN_HMAC_SECRET_BYTES) {
+      throw new ConfigError(
+        'SECRET_TOO_SHORT',
+        `cache HMAC secret is ${bytes.length} bytes; at least ${MIN_HMAC_SECRET_BYTES} required`,
+      );
+    }
+    return { dir, hmacSecret: bytes };
+  }
+  return { dir, hmacSecret: generatedSecret(dir) };
+}
+
+/** HMAC secret file written on first use; a hard link makes creation atomic and first-writer-wins. */
+export const HMAC_SECRET_FILE = '.hmac-secret';
+
+function generatedSecret(dir: string): Uint8Array {
+  const path = join(dir, HMAC_SECRET_FILE);
+  if (!existsSync(path)) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    writeFileSync(tmp, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+    try {
+      linkSync(tmp, path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    } finally {
+      unlinkSync(tmp);
+    }
+  }
+  const text = readFileSync(path, 'utf8').trim();
+  if (!/^[0-9a-f]{64}$/.test(text)) {
+    throw new ConfigError(
+      'SECRET_INVALID',
+      `${path} is not a 64-hex-digit secret; delete it to have a new one generated`,
+    );
+  }
+  return new Uint8Array(Buffer.from(text, 'hex'));
+}

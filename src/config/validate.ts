@@ -1,0 +1,227 @@
+import { ConfigError } from '../errors.js';
+import type { ConfigFile, PolicyFile, ProfileFile } from './types.js';
+
+/**
+ * Structural validation of the whole config file, up front (CONVENTIONS §10): every rule names the
+ * field path. Values are quoted only when they cannot be secrets (enums, numbers); unknown keys are
+ * named without their value, since a misplaced inline passphrase is the likeliest unknown key.
+ */
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** libmar MAX_SIGNATURES (mar-format.md §3). */
+export const MAX_MAR_KEYS = 8;
+export const MAX_TIMESTAMP_URLS = 8;
+
+type Obj = Record<string, unknown>;
+
+export class Validator {
+  constructor(private readonly file: string) {}
+
+  fail(path: string, rule: string): never {
+    throw new ConfigError('CONFIG_INVALID', `${this.file}: ${path} ${rule}`, { details: { field: path } });
+  }
+
+  describe(v: unknown): string {
+    if (v === null) return 'null';
+    if (Array.isArray(v)) return 'an array';
+    if (typeof v === 'object') return 'an object';
+    if (typeof v === 'string') return `a string`;
+    return `${typeof v} ${String(v)}`;
+  }
+
+  object(v: unknown, path: string, allowed: readonly string[]): Obj {
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      this.fail(path, `must be an object, got ${this.describe(v)}`);
+    for (const k of Object.keys(v)) {
+      if (k.startsWith('$') || k.startsWith('//')) continue; // "$schema", "//" comments
+      if (!allowed.includes(k))
+        this.fail(path === '' ? k : `${path}.${k}`, `is not a known field (known: ${allowed.join(', ')})`);
+    }
+    return v as Obj;
+  }
+
+  string(
+    o: Obj,
+    key: string,
+    path: string,
+    opts: { required?: boolean; pattern?: RegExp; what?: string } = {},
+  ): string | undefined {
+    const v = o[key];
+    const p = `${path}.${key}`;
+    if (v === undefined) {
+      if (opts.required) this.fail(p, 'is required');
+      return undefined;
+    }
+    if (typeof v !== 'string' || v.length === 0)
+      this.fail(p, `must be a non-empty string, got ${this.describe(v)}`);
+    if (opts.pattern && !opts.pattern.test(v))
+      this.fail(p, `must be ${opts.what ?? `like ${String(opts.pattern)}`}`);
+    return v;
+  }
+
+  enumOf<T extends string>(o: Obj, key: string, path: string, values: readonly T[]): T | undefined {
+    const v = o[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || !values.includes(v as T)) {
+      this.fail(
+        `${path}.${key}`,
+        `must be one of ${values.map((x) => `"${x}"`).join(', ')}, got ${typeof v === 'string' ? JSON.stringify(v.slice(0, 32)) : this.describe(v)}`,
+      );
+    }
+    return v as T;
+  }
+
+  bool(o: Obj, key: string, path: string): boolean | undefined {
+    const v = o[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') this.fail(`${path}.${key}`, `must be true or false, got ${this.describe(v)}`);
+    return v;
+  }
+
+  int(o: Obj, key: string, path: string, min: number, max: number): number | undefined {
+    const v = o[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      this.fail(`${path}.${key}`, `must be an integer in [${min}, ${max}], got ${this.describe(v)}`);
+    }
+    return v;
+  }
+
+  stringArray(
+    o: Obj,
+    key: string,
+    path: string,
+    opts: { required?: boolean; min?: number; max?: number } = {},
+  ): string[] | undefined {
+    const v = o[key];
+    const p = `${path}.${key}`;
+    if (v === undefined) {
+      if (opts.required) this.fail(p, 'is required');
+      return undefined;
+    }
+    if (!Array.isArray(v)) this.fail(p, `must be an array of strings, got ${this.describe(v)}`);
+    v.forEach((x, i) => {
+      if (typeof x !== 'string' || x.length === 0)
+        this.fail(`${p}[${i}]`, `must be a non-empty string, got ${this.describe(x)}`);
+    });
+    if (opts.min !== undefined && v.length < opts.min)
+      this.fail(p, `must list at least ${opts.min} item(s), got ${v.length}`);
+    if (opts.max !== undefined && v.length > opts.max)
+      this.fail(p, `must list at most ${opts.max} items, got ${v.length}`);
+    return v as string[];
+  }
+
+  /** `xEnv` / `xFile`: at most one of the two. */
+  secretRef(o: Obj, base: string, path: string): void {
+    this.string(o, `${base}Env`, path, { pattern: ENV_NAME, what: 'an environment variable name' });
+    this.string(o, `${base}File`, path);
+    if (o[`${base}Env`] !== undefined && o[`${base}File`] !== undefined) {
+      this.fail(`${path}.${base}Env`, `and ${path}.${base}File are exclusive: give one`);
+    }
+  }
+}
+
+export function validateConfig(raw: unknown, file: string): ConfigFile {
+  const v = new Validator(file);
+  const top = v.object(raw, '', ['cache', 'redis', 'server', 'profiles']);
+  if (top.cache !== undefined) {
+    const c = v.object(top.cache, 'cache', ['dir', 'hmacSecretEnv', 'hmacSecretFile']);
+    v.string(c, 'dir', 'cache');
+    v.secretRef(c, 'hmacSecret', 'cache');
+  }
+  if (top.redis !== undefined) {
+    const r = v.object(top.redis, 'redis', ['url', 'passwordEnv', 'tls', 'prefix']);
+    const url = v.string(r, 'url', 'redis');
+    if (url !== undefined && !/^rediss?:\/\/[^\s]+$/.test(url))
+      v.fail('redis.url', 'must be a redis:// or rediss:// URL');
+    if (url !== undefined && /^rediss?:\/\/[^/@]*:[^/@]*@/.test(url)) {
+      v.fail('redis.url', 'must not contain a password: use redis.passwordEnv');
+    }
+    v.string(r, 'passwordEnv', 'redis', { pattern: ENV_NAME, what: 'an environment variable name' });
+    v.bool(r, 'tls', 'redis');
+    v.string(r, 'prefix', 'redis');
+  }
+  if (top.server !== undefined) {
+    const s = v.object(top.server, 'server', ['host', 'port', 'tokenEnv', 'tokenFile', 'roots']);
+    v.string(s, 'host', 'server');
+    v.int(s, 'port', 'server', 0, 65535);
+    v.secretRef(s, 'token', 'server');
+    v.stringArray(s, 'roots', 'server');
+  }
+  if (top.profiles === undefined) v.fail('profiles', 'is required (an object of named signing profiles)');
+  const profiles = v.object(top.profiles, 'profiles', Object.keys(top.profiles as Obj));
+  for (const [name, p] of Object.entries(profiles)) {
+    if (!PROFILE_NAME.test(name))
+      v.fail(`profiles.${name}`, 'must be named with letters, digits, ".", "_" or "-" (at most 64)');
+    validateProfile(v, p, `profiles.${name}`);
+  }
+  return raw as ConfigFile;
+}
+
+function validateProfile(v: Validator, raw: unknown, path: string): ProfileFile {
+  const p = v.object(raw, path, ['authenticode', 'mar', 'policy']);
+  if (p.authenticode === undefined && p.mar === undefined)
+    v.fail(path, 'must configure "authenticode", "mar" or both');
+  if (p.authenticode !== undefined) {
+    const ap = `${path}.authenticode`;
+    const a = v.object(p.authenticode, ap, [
+      'certChain',
+      'key',
+      'pkcs12',
+      'passphraseEnv',
+      'passphraseFile',
+      'digest',
+      'programName',
+      'programUrl',
+      'signingTime',
+      'timestamp',
+    ]);
+    v.string(a, 'certChain', ap);
+    v.string(a, 'key', ap);
+    v.string(a, 'pkcs12', ap);
+    if (a.pkcs12 !== undefined) {
+      if (a.key !== undefined || a.certChain !== undefined)
+        v.fail(`${ap}.pkcs12`, 'excludes certChain and key: give either pkcs12 or certChain + key');
+    } else {
+      if (a.certChain === undefined) v.fail(`${ap}.certChain`, 'is required (or give pkcs12)');
+      if (a.key === undefined) v.fail(`${ap}.key`, 'is required (or give pkcs12)');
+    }
+    v.secretRef(a, 'passphrase', ap);
+    v.enumOf(a, 'digest', ap, ['sha256', 'sha1'] as const);
+    v.string(a, 'programName', ap);
+    const url = v.string(a, 'programUrl', ap);
+    if (url !== undefined && !/^https?:\/\/\S+$/.test(url))
+      v.fail(`${ap}.programUrl`, 'must be an http(s) URL');
+    v.bool(a, 'signingTime', ap);
+    if (a.timestamp !== undefined) {
+      const tp = `${ap}.timestamp`;
+      const t = v.object(a.timestamp, tp, ['urls', 'retries', 'backoffMs', 'timeoutMs', 'digest']);
+      const urls = v.stringArray(t, 'urls', tp, { required: true, min: 1, max: MAX_TIMESTAMP_URLS }) ?? [];
+      urls.forEach((u, i) => {
+        if (!/^https?:\/\/\S+$/.test(u)) v.fail(`${tp}.urls[${i}]`, 'must be an http(s) URL');
+      });
+      v.int(t, 'retries', tp, 1, 10);
+      v.int(t, 'backoffMs', tp, 0, 60_000);
+      v.int(t, 'timeoutMs', tp, 1, 300_000);
+      v.enumOf(t, 'digest', tp, ['sha1', 'sha256', 'sha384', 'sha512'] as const);
+    }
+  }
+  if (p.mar !== undefined) {
+    const mp = `${path}.mar`;
+    const m = v.object(p.mar, mp, ['keys', 'passphraseEnv', 'passphraseFile', 'algorithm']);
+    v.stringArray(m, 'keys', mp, { required: true, min: 1, max: MAX_MAR_KEYS });
+    v.secretRef(m, 'passphrase', mp);
+    v.enumOf(m, 'algorithm', mp, ['sha384', 'sha1'] as const);
+  }
+  if (p.policy !== undefined) validatePolicy(v, p.policy, `${path}.policy`);
+  return raw as ProfileFile;
+}
+
+function validatePolicy(v: Validator, raw: unknown, path: string): PolicyFile {
+  const p = v.object(raw, path, ['include', 'exclude', 'onInvalid']);
+  v.stringArray(p, 'include', path);
+  v.stringArray(p, 'exclude', path);
+  v.enumOf(p, 'onInvalid', path, ['error', 'skip'] as const);
+  return raw as PolicyFile;
+}
