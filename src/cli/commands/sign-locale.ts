@@ -1,0 +1,102 @@
+import type { CommandModule } from 'yargs';
+import { loadConfig } from '../../config/index.js';
+import { Pipeline } from '../../pipeline/index.js';
+import type { LocaleManifest } from '../../pipeline/types.js';
+import { emit, handler, type OutputOptions } from '../output.js';
+import { formatBytes, localeProgress, wantProgress } from '../progress.js';
+
+interface Args extends OutputOptions {
+  input: string;
+  output?: string;
+  profile: string;
+  config?: string;
+  'dry-run'?: boolean;
+  'skip-invalid'?: boolean;
+  threads?: number;
+  progress?: boolean;
+}
+
+export const signLocaleCommand: CommandModule<object, Args> = {
+  command: 'sign-locale <input>',
+  describe: 'Sign the PE entries of one MAR, recompress, repack and MAR-sign it',
+  builder: (y) =>
+    y
+      .positional('input', { type: 'string', demandOption: true, describe: 'input MAR' })
+      .option('output', { alias: 'o', type: 'string', describe: 'output MAR (required unless --dry-run)' })
+      .option('profile', { alias: 'p', type: 'string', demandOption: true, describe: 'signing profile name' })
+      .option('config', {
+        alias: 'c',
+        type: 'string',
+        describe: 'config file (default: $MARSIGN_CONFIG, ./marsign.config.json)',
+      })
+      .option('dry-run', {
+        type: 'boolean',
+        describe: 'print the plan (passthrough / cache hit / to sign) and write nothing',
+      })
+      .option('skip-invalid', {
+        type: 'boolean',
+        describe: 'pass matched entries that are not valid PEs through unsigned (recorded in the manifest)',
+      })
+      .option('threads', { alias: 't', type: 'number', describe: 'worker threads (default: cores)' })
+      .option('progress', {
+        type: 'boolean',
+        default: true,
+        describe: 'progress bar on a terminal (--no-progress)',
+      })
+      .option('json', { type: 'boolean', describe: 'print the manifest as JSON' })
+      .check((a) => {
+        if (!a['dry-run'] && !a.output) throw new Error('-o/--output is required (or use --dry-run)');
+        return true;
+      }) as never,
+  handler: handler<Args>(async (argv) => {
+    const config = await loadConfig(argv.config);
+    const pipeline = await Pipeline.create({
+      config,
+      ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+    });
+    const bar = localeProgress(wantProgress(argv), argv.input);
+    let manifest: LocaleManifest;
+    try {
+      manifest = await pipeline.signLocale({
+        profile: argv.profile,
+        input: argv.input,
+        output: argv.output ?? `${argv.input}.dry-run`,
+        dryRun: argv['dry-run'] === true,
+        skipInvalid: argv['skip-invalid'] === true,
+        onProgress: (p) => bar.update(p),
+      });
+    } finally {
+      bar.stop();
+      await pipeline.close();
+    }
+    emit(argv, manifest, manifest.dryRun ? renderPlan : renderLocaleSummary);
+  }),
+};
+
+export function renderPlan(m: LocaleManifest): string {
+  const width = Math.min(60, Math.max(...m.entries.map((e) => e.name.length), 4));
+  const what: Record<string, string> = {
+    passthrough: 'passthrough',
+    hit: 'cache hit',
+    miss: 'sign',
+    'skipped-invalid': 'skip (invalid)',
+  };
+  const lines = m.entries.map(
+    (e) =>
+      `${(what[e.action] ?? e.action).padEnd(12)} ${e.name.padEnd(width)} ${String(e.inputSize).padStart(10)}  ${e.codec}`,
+  );
+  const t = m.totals;
+  lines.push(
+    `plan: ${t.entries} entries: ${t.misses} to sign, ${t.hits} cached, ${t.passthrough} passthrough (dry run, nothing written)`,
+  );
+  return lines.join('\n');
+}
+
+export function renderLocaleSummary(m: LocaleManifest): string {
+  const t = m.totals;
+  return [
+    `${m.output}: ${t.entries} entries: ${t.misses} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
+      (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : ''),
+    `  ${formatBytes(t.inputBytes)} → ${formatBytes(t.outputBytes)} in ${(m.timings.ms / 1000).toFixed(2)} s; sha512 ${m.output_sha512 ?? '-'}`,
+  ].join('\n');
+}

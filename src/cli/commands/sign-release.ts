@@ -1,0 +1,137 @@
+import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { loadConfig } from '../../config/index.js';
+import type { LoadedConfig } from '../../config/types.js';
+import { UsageError } from '../../errors.js';
+import {
+  loadReleaseSpec,
+  Pipeline,
+  signRelease,
+  type ReleaseManifest,
+  type ReleaseSpec,
+} from '../../pipeline/index.js';
+import { emit, EXIT, handler, type OutputOptions } from '../output.js';
+import { formatBytes, releaseProgress, wantProgress } from '../progress.js';
+
+interface Args extends OutputOptions {
+  release: string;
+  output: string;
+  profile?: string;
+  config?: string;
+  'dry-run'?: boolean;
+  'skip-invalid'?: boolean;
+  threads?: number;
+  concurrency?: number;
+  progress?: boolean;
+}
+
+/** Name of a config file picked up from the release directory when --config is not given. */
+export const RELEASE_CONFIG_NAME = 'marsign.config.json';
+
+export const signReleaseCommand: CommandModule<object, Args> = {
+  command: 'sign-release <release>',
+  describe: 'Sign every locale MAR of a release (a directory of *.mar or a release.json) in-process',
+  builder: (y) =>
+    y
+      .positional('release', {
+        type: 'string',
+        demandOption: true,
+        describe: 'release directory or release.json',
+      })
+      .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'output directory' })
+      .option('profile', {
+        alias: 'p',
+        type: 'string',
+        describe: 'signing profile (default: release.json "profile", else the config\'s only profile)',
+      })
+      .option('config', {
+        alias: 'c',
+        type: 'string',
+        describe: `config file (default: ${RELEASE_CONFIG_NAME} in the release directory, else $MARSIGN_CONFIG / ./${RELEASE_CONFIG_NAME})`,
+      })
+      .option('dry-run', { type: 'boolean', describe: 'plan every locale, write nothing' })
+      .option('skip-invalid', {
+        type: 'boolean',
+        describe: 'pass matched non-PE entries through unsigned (recorded)',
+      })
+      .option('threads', { alias: 't', type: 'number', describe: 'worker threads (default: cores)' })
+      .option('concurrency', { type: 'number', describe: 'locales signed at once (default 2)' })
+      .option('progress', {
+        type: 'boolean',
+        default: true,
+        describe: 'progress bars on a terminal (--no-progress)',
+      })
+      .option('json', { type: 'boolean', describe: 'print the release manifest as JSON' }) as never,
+  handler: handler<Args>(async (argv) => {
+    const spec = await loadReleaseSpec(argv.release);
+    const config = await loadConfig(argv.config ?? (await releaseConfig(argv.release)));
+    const profile = pickProfile(argv.profile, spec, config);
+    const pipeline = await Pipeline.create({
+      config,
+      ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+    });
+    const display = releaseProgress(wantProgress(argv), spec.locales.length);
+    let manifest: ReleaseManifest;
+    try {
+      manifest = await signRelease({
+        pipeline,
+        spec,
+        outDir: argv.output,
+        profile,
+        dryRun: argv['dry-run'] === true,
+        skipInvalid: argv['skip-invalid'] === true,
+        ...(argv.concurrency !== undefined ? { concurrency: argv.concurrency } : {}),
+        onProgress: (p) => display.update(p),
+      });
+    } finally {
+      display.stop();
+      await pipeline.close();
+    }
+    emit(argv, manifest, renderReleaseSummary);
+    if (manifest.totals.failed > 0) {
+      for (const l of manifest.locales)
+        if (!l.ok && l.error)
+          process.stderr.write(
+            `marsign: ${l.error.code}: locale ${l.locale}: ${l.error.message.split('\n')[0]}\n`,
+          );
+      process.exitCode = EXIT.ERROR;
+    }
+  }),
+};
+
+/** `<release dir>/marsign.config.json` (or beside a release.json) when present. */
+async function releaseConfig(release: string): Promise<string | undefined> {
+  const dir = (await stat(release)).isDirectory() ? release : dirname(release);
+  const p = join(dir, RELEASE_CONFIG_NAME);
+  return existsSync(p) ? p : undefined;
+}
+
+function pickProfile(flag: string | undefined, spec: ReleaseSpec, config: LoadedConfig): string {
+  if (flag) return flag;
+  if (spec.profile) return spec.profile;
+  const names = Object.keys(config.file.profiles ?? {});
+  if (names.length === 1) return names[0]!;
+  throw new UsageError(
+    'PROFILE_REQUIRED',
+    `name a signing profile with --profile; ${config.path} has ${names.length} (${names.join(', ') || 'none'})`,
+  );
+}
+
+export function renderReleaseSummary(m: ReleaseManifest): string {
+  const t = m.totals;
+  const rel = relative(process.cwd(), m.outDir) || '.';
+  const lines = [
+    `release ${m.release} (profile ${m.profile})${m.dryRun ? ' — dry run, nothing written' : ''}`,
+    `  locales:  ${t.locales}${t.failed ? `, ${t.failed} FAILED` : ''}`,
+    `  entries:  ${t.entries} — ${t.signed} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
+      (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : ''),
+    `  bytes:    ${formatBytes(t.inputBytes)} in → ${formatBytes(t.outputBytes)} out`,
+    `  time:     ${(m.timings.ms / 1000).toFixed(2)} s`,
+    `  cache:    hit rate ${(t.cacheHitRate * 100).toFixed(0)}% (${t.hits}/${t.hits + t.signed} signable entries)`,
+  ];
+  if (!m.dryRun)
+    lines.push(`  output:   ${rel}/ (release-manifest.json, SHA512SUMS, <locale>/*.mar.manifest.json)`);
+  return lines.join('\n');
+}

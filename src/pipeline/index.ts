@@ -1,0 +1,154 @@
+/**
+ * The signing pipeline (docs/ARCHITECTURE.md "Pipeline"): one piscina pool, one cache and one
+ * single-flight coordinator shared by every locale signed through this object. Used in-process by
+ * `marsign sign-locale` / `sign-release` and by the queue worker (with a Redis-lock coordinator).
+ */
+import { performance } from 'node:perf_hooks';
+import { FsCacheStore } from '../../cache/fs-store.js';
+import type { CacheStore } from '../../cache/types.js';
+import { cacheSettings, loadProfile } from '../config/index.js';
+import type { LoadedConfig, SigningProfile } from '../config/types.js';
+import { ConfigError, toPlainError, type PlainError } from '../errors.js';
+import { buildPe } from '../formats/pe/synth.js';
+import { signLocaleWith, type PipelineCounters, type SignLocaleOptions } from './locale.js';
+import { compilePolicy, type CompiledPolicy } from './policy.js';
+import { SigningPool } from './pool.js';
+import { InProcessCoordinator } from './single-flight.js';
+import type { Coordinator, LocaleManifest } from './types.js';
+
+export type { SignLocaleOptions } from './locale.js';
+export { manifestPath } from './locale.js';
+export { compilePolicy } from './policy.js';
+export { InProcessCoordinator } from './single-flight.js';
+export { signRelease, loadReleaseSpec, type ReleaseSpec, type SignReleaseOptions } from './release.js';
+export type { ReleaseManifest, ReleaseLocaleResult } from './manifest.js';
+export type * from './types.js';
+
+export interface PipelineOptions {
+  config: LoadedConfig;
+  /** Worker threads (default: available cores). */
+  threads?: number;
+  /** The entry cache; undefined = the config's filesystem cache, null = no cache. */
+  cache?: CacheStore | null;
+  /** Default: in-process single-flight. */
+  coordinator?: Coordinator;
+}
+
+export interface PipelineStats {
+  threads: number;
+  utilisation: number;
+  queued: number;
+  signOperations: number;
+  cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
+}
+
+export class Pipeline {
+  private readonly profiles = new Map<string, Promise<{ profile: SigningProfile; policy: CompiledPolicy }>>();
+  private readonly counters: PipelineCounters = { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 };
+  private corrupt = 0;
+  private closed = false;
+
+  private constructor(
+    readonly config: LoadedConfig,
+    readonly pool: SigningPool,
+    readonly cache: CacheStore | null,
+    readonly coordinator: Coordinator,
+  ) {}
+
+  static async create(options: PipelineOptions): Promise<Pipeline> {
+    if (!options || typeof options.config !== 'object' || options.config === null)
+      throw new ConfigError('CONFIG_MISSING', 'Pipeline.create: options.config must be a loaded config');
+    let cache = options.cache;
+    if (cache === undefined) {
+      const { dir, hmacSecret } = await cacheSettings(options.config);
+      cache = new FsCacheStore({ root: dir, hmacSecret });
+    }
+    const pool = new SigningPool(options.threads === undefined ? {} : { threads: options.threads });
+    return new Pipeline(options.config, pool, cache, options.coordinator ?? new InProcessCoordinator());
+  }
+
+  /** The loaded profile (keys in memory, main thread: MAR signing and the cache key fingerprint). */
+  profile(name: string): Promise<{ profile: SigningProfile; policy: CompiledPolicy }> {
+    let p = this.profiles.get(name);
+    if (!p) {
+      p = (async () => {
+        const profile = await loadProfile(this.config, name);
+        return { profile, policy: compilePolicy(profile.policy) };
+      })();
+      p.catch(() => this.profiles.delete(name));
+      this.profiles.set(name, p);
+    }
+    return p;
+  }
+
+  async signLocale(options: SignLocaleOptions): Promise<LocaleManifest> {
+    if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
+    const { profile, policy } = await this.profile(options.profile);
+    try {
+      return await signLocaleWith(
+        {
+          config: this.config,
+          profile,
+          policy,
+          pool: this.pool,
+          cache: this.cache,
+          coordinator: this.coordinator,
+          counters: this.counters,
+        },
+        options,
+      );
+    } finally {
+      await this.refreshCorrupt();
+    }
+  }
+
+  private async refreshCorrupt(): Promise<void> {
+    if (!this.cache) return;
+    try {
+      this.corrupt = (await this.cache.stats()).corrupt;
+    } catch {
+      // Stats are advisory; a failing stat() must not fail a signed locale.
+    }
+  }
+
+  stats(): PipelineStats {
+    return {
+      threads: this.pool.threads,
+      utilisation: this.pool.utilisation,
+      queued: this.pool.queued,
+      signOperations: this.counters.signOperations,
+      cache: {
+        hits: this.counters.hits,
+        misses: this.counters.misses,
+        corrupt: this.corrupt,
+        bytesServed: this.counters.bytesServed,
+      },
+    };
+  }
+
+  /** Sign a synthetic PE through the pool and verify it (service health canary). Never cached. */
+  async canary(profile: string): Promise<{ ok: boolean; ms: number; error?: PlainError }> {
+    const t = performance.now();
+    try {
+      await this.profile(profile);
+      const pe = buildPe({ arch: 'x64', kind: 'exe', name: 'marsign-canary' });
+      await this.pool.run({
+        configPath: this.config.path,
+        configSha256: this.config.sha256,
+        profile,
+        name: 'canary.exe',
+        input: pe,
+        maxOutputSize: 64 * 1024 * 1024,
+      });
+      return { ok: true, ms: performance.now() - t };
+    } catch (err) {
+      return { ok: false, ms: performance.now() - t, error: toPlainError(err) };
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.close();
+  }
+}
