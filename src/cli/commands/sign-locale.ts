@@ -1,6 +1,4 @@
 import type { CommandModule } from 'yargs';
-import { loadConfig } from '../../config/index.js';
-import { Pipeline } from '../../pipeline/index.js';
 import type { LocaleManifest } from '../../pipeline/types.js';
 import { emit, handler, type OutputOptions } from '../output.js';
 import { formatBytes, localeProgress, wantProgress } from '../progress.js';
@@ -49,6 +47,9 @@ export const signLocaleCommand: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: handler<Args>(async (argv) => {
+    // Loaded on use: the command list stays cheap to import for every other command.
+    const { loadConfig } = await import('../../config/index.js');
+    const { Pipeline } = await import('../../pipeline/index.js');
     const config = await loadConfig(argv.config);
     const pipeline = await Pipeline.create({
       config,

@@ -2,16 +2,9 @@ import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { loadConfig } from '../../config/index.js';
 import type { LoadedConfig } from '../../config/types.js';
 import { UsageError } from '../../errors.js';
-import {
-  loadReleaseSpec,
-  Pipeline,
-  signRelease,
-  type ReleaseManifest,
-  type ReleaseSpec,
-} from '../../pipeline/index.js';
+import type { ReleaseManifest, ReleaseSpec } from '../../pipeline/index.js';
 import { emit, EXIT, handler, type OutputOptions } from '../output.js';
 import { formatBytes, releaseProgress, wantProgress } from '../progress.js';
 
@@ -65,6 +58,9 @@ export const signReleaseCommand: CommandModule<object, Args> = {
       })
       .option('json', { type: 'boolean', describe: 'print the release manifest as JSON' }) as never,
   handler: handler<Args>(async (argv) => {
+    // Loaded on use: the command list stays cheap to import for every other command.
+    const { loadConfig } = await import('../../config/index.js');
+    const { loadReleaseSpec, Pipeline, signRelease } = await import('../../pipeline/index.js');
     const spec = await loadReleaseSpec(argv.release);
     const config = await loadConfig(argv.config ?? (await releaseConfig(argv.release)));
     const profile = pickProfile(argv.profile, spec, config);
