@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { cacheCommand } from './cache.js';
+import { marCommand } from './mar.js';
 import { signLocaleCommand } from './sign-locale.js';
 import { signReleaseCommand } from './sign-release.js';
 
@@ -8,4 +9,9 @@ import { signReleaseCommand } from './sign-release.js';
  * Each module's handler only maps flags to library options and calls the library.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [cacheCommand, signLocaleCommand, signReleaseCommand];
+export const commands: CommandModule<any, any>[] = [
+  cacheCommand,
+  marCommand,
+  signLocaleCommand,
+  signReleaseCommand,
+];

@@ -2,7 +2,7 @@
 export * from './types.js';
 export { readMar, readEntryBytes } from './reader.js';
 export { signableRanges, signableChunks, type ByteRange } from './signable.js';
-export { unsafeNameReason, assertSafeName, decodeEntryName } from './names.js';
+export { unsafeNameReason, assertSafeName, decodeEntryName, entryCodecOf } from './names.js';
 export {
   marHeaderLayout,
   encodeHeaderFields,

@@ -53,3 +53,14 @@ export function assertSafeName(name: string, offset?: number): void {
   if (utf8Encoder.encode(name).length > MAR_MAX_NAME_LENGTH)
     throw marError('MAR_BAD_NAME', `entry name exceeds ${MAR_MAX_NAME_LENGTH} bytes`, offset);
 }
+
+/**
+ * The codec of a stored entry by its magic, as every MAR reader tells them apart (mar-format.md §9):
+ * `BZh` → bz2, `FD 37 7A 58 5A 00` → xz, anything else stored.
+ */
+export function entryCodecOf(head: Uint8Array): 'none' | 'bz2' | 'xz' {
+  if (head.length >= 3 && head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) return 'bz2';
+  const xz = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
+  if (head.length >= 6 && xz.every((b, i) => head[i] === b)) return 'xz';
+  return 'none';
+}

@@ -1,0 +1,254 @@
+import type { Argv, CommandModule } from 'yargs';
+import { UsageError } from '../../errors.js';
+import { MAR_SIGNATURE_ALGORITHMS, type MarInfo } from '../../formats/mar/index.js';
+import { createMar, entryCodecs, extractMar, openMar, type Compression } from '../../mar/file.js';
+import { emit, handler } from '../output.js';
+
+interface CommonArgs {
+  json?: boolean;
+  file: string;
+}
+interface ReadArgs extends CommonArgs {
+  lenient?: boolean;
+}
+
+function withRead<T>(y: Argv<T>): Argv<T & ReadArgs> {
+  return y
+    .positional('file', { type: 'string', demandOption: true, describe: 'MAR file' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' })
+    .option('lenient', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'Also read MARs with names unsafe to extract (absolute, "..") or a wrong file-size field / trailing bytes; extract stays strict',
+    }) as Argv<T & ReadArgs>;
+}
+
+const algName = (id: number): string => MAR_SIGNATURE_ALGORITHMS[id] ?? 'unknown';
+const oct = (n: number): string => n.toString(8).padStart(4, '0');
+
+function summary(info: MarInfo) {
+  const storedBytes = info.entries.reduce((n, e) => n + e.size, 0);
+  return {
+    style: info.style,
+    fileSize: info.fileSize,
+    ...(info.declaredFileSize === undefined ? {} : { declaredFileSize: info.declaredFileSize }),
+    indexOffset: info.indexOffset,
+    dataStart: info.dataStart,
+    signatures: info.signatures.map((s) => ({ ...s, algorithm: algName(s.algorithmId) })),
+    hasAdditionalHeader: info.hasAdditionalHeader,
+    additionalSections: info.additionalSections,
+    ...(info.productInfo ? { productInfo: info.productInfo } : {}),
+    entryCount: info.entries.length,
+    storedBytes,
+  };
+}
+
+const info: CommandModule<object, ReadArgs> = {
+  command: 'info <file>',
+  describe: "Show a MAR's layout: style, size, signatures, additional sections, product info, entry totals",
+  builder: (y) => withRead(y),
+  handler: handler<ReadArgs>(async (argv) => {
+    const m = await openMar(argv.file, lenientOpts(argv));
+    try {
+      emit(argv, summary(m.info), (v) => {
+        const lines = [
+          `style            ${v.style === 'old' ? 'old (no signature block)' : 'modern'}`,
+          `file size        ${v.fileSize} bytes` +
+            (v.declaredFileSize !== undefined && v.declaredFileSize !== v.fileSize
+              ? ` (file_size field says ${v.declaredFileSize})`
+              : ''),
+          `signatures       ${v.signatures.length}`,
+          ...v.signatures.map(
+            (s, i) =>
+              `  [${i}] algorithm ${s.algorithmId} (${s.algorithm}), ${s.length} bytes at ${s.offset}`,
+          ),
+          `additional       ${v.hasAdditionalHeader ? `${v.additionalSections.length} section(s)` : 'no header'}`,
+          ...v.additionalSections.map(
+            (s) =>
+              `  id ${s.id}${s.id === 1 ? ' (product information)' : ''}, ${s.size} bytes at ${s.offset}`,
+          ),
+          `product info     ${
+            v.productInfo
+              ? `channel ${JSON.stringify(v.productInfo.channel)}, version ${JSON.stringify(v.productInfo.version)} (${v.productInfo.padded ? 'libmar padded' : 'exact size'})`
+              : 'none'
+          }`,
+          `entries          ${v.entryCount} (${v.storedBytes} bytes stored, data at ${v.dataStart}, index at ${v.indexOffset})`,
+        ];
+        return lines.join('\n');
+      });
+    } finally {
+      await m.close();
+    }
+  }),
+};
+
+type ListArgs = ReadArgs & { verbose?: boolean };
+
+const list: CommandModule<object, ListArgs> = {
+  command: 'list <file>',
+  describe:
+    'List entries like mardor `mar -t`: size, mode (octal flags), name; --verbose adds offset and codec',
+  builder: (y) =>
+    withRead(y).option('verbose', {
+      alias: 'v',
+      type: 'boolean',
+      default: false,
+      describe: 'Also print the signature/product-info header (like `mar -T`), offsets and codecs',
+    }),
+  handler: handler<ListArgs>(async (argv) => {
+    const m = await openMar(argv.file, lenientOpts(argv));
+    try {
+      const codecs = await entryCodecs(m);
+      const entries = m.info.entries.map((e, i) => ({ ...e, mode: oct(e.flags), codec: codecs[i]! }));
+      emit(argv, { ...summary(m.info), entries }, (v) => {
+        const lines: string[] = [];
+        if (argv.verbose) {
+          if (m.info.style === 'modern')
+            lines.push(`Signature block found with ${v.signatures.length} signature`);
+          for (const [i, s] of v.signatures.entries())
+            lines.push(`- Signature ${i}: algorithm ${s.algorithmId} (${s.algorithm}), ${s.length} bytes`);
+          if (v.hasAdditionalHeader) {
+            lines.push(`${v.additionalSections.length} additional block found:`);
+            for (const s of v.additionalSections) {
+              if (s.id === 1 && v.productInfo) {
+                lines.push('  - Product Information Block:');
+                lines.push(`    - MAR channel name: ${v.productInfo.channel}`);
+                lines.push(`    - Product version: ${v.productInfo.version}`);
+                lines.push('');
+              } else lines.push('Unknown additional data');
+            }
+          }
+          lines.push(
+            `${'SIZE'.padEnd(7)} ${'MODE'.padEnd(7)} ${'OFFSET'.padEnd(8)} ${'CODEC'.padEnd(5)} NAME`,
+          );
+          for (const e of v.entries)
+            lines.push(
+              `${String(e.size).padEnd(7)} ${e.mode}    ${String(e.offset).padEnd(8)} ${e.codec.padEnd(5)} ${e.name}`,
+            );
+        } else {
+          // mardor cli.py do_list: "{:7s} {:7s} {:7s}" header, "{:<7d} {:04o}    {}" rows.
+          lines.push(`${'SIZE'.padEnd(7)} ${'MODE'.padEnd(7)} ${'NAME'.padEnd(7)}`);
+          for (const e of v.entries) lines.push(`${String(e.size).padEnd(7)} ${e.mode}    ${e.name}`);
+        }
+        return lines.join('\n');
+      });
+    } finally {
+      await m.close();
+    }
+  }),
+};
+
+type ExtractArgs = CommonArgs & { dest: string; decompress?: boolean };
+
+const extract: CommandModule<object, ExtractArgs> = {
+  command: 'extract <file> <dest>',
+  describe:
+    'Extract every entry into DEST (must not exist or be empty); names are checked, nothing is written outside DEST, and a failure leaves no output',
+  builder: (y) =>
+    y
+      .positional('file', { type: 'string', demandOption: true, describe: 'MAR file' })
+      .positional('dest', { type: 'string', demandOption: true, describe: 'destination directory' })
+      .option('decompress', {
+        alias: 'd',
+        type: 'boolean',
+        default: false,
+        describe: 'Decompress bz2/xz entries (detected by magic); default writes the stored bytes',
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print one JSON document',
+      }) as Argv<ExtractArgs>,
+  handler: handler<ExtractArgs>(async (argv) => {
+    const r = await extractMar(argv.file, argv.dest, { decompress: argv.decompress ?? false });
+    emit(argv, r, (v) =>
+      [...v.files.map((f) => `${f.name}`), `extracted ${v.files.length} entries to ${v.destDir}`].join('\n'),
+    );
+  }),
+};
+
+type CreateArgs = CommonArgs & {
+  inputs: string[];
+  compression: Compression;
+  'x86-filter'?: boolean;
+  channel?: string;
+  'product-version'?: string;
+};
+
+const create: CommandModule<object, CreateArgs> = {
+  command: 'create <file> <inputs..>',
+  describe:
+    "Create a modern unsigned MAR (libmar layout) from files and/or directories (a directory's files are named relative to it)",
+  builder: (y) =>
+    y
+      .positional('file', { type: 'string', demandOption: true, describe: 'MAR file to write' })
+      .positional('inputs', {
+        type: 'string',
+        array: true,
+        demandOption: true,
+        describe: 'files or directories',
+      })
+      .option('compression', {
+        choices: ['none', 'bz2', 'xz'] as const,
+        default: 'none' as Compression,
+        describe:
+          'Compress each entry (xz: LZMA2 8 MiB dictionary, CRC64; bz2: level 9); none stores the bytes like `mar -c`',
+      })
+      .option('x86-filter', {
+        type: 'boolean',
+        default: false,
+        describe: 'xz only: add the x86 BCJ filter (for executables)',
+      })
+      .option('channel', {
+        type: 'string',
+        describe: 'Product-information MAR channel id (≤ 63 ASCII chars)',
+      })
+      .option('product-version', {
+        type: 'string',
+        describe: 'Product-information version (≤ 31 ASCII chars)',
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print one JSON document',
+      }) as Argv<CreateArgs>,
+  handler: handler<CreateArgs>(async (argv) => {
+    const channel = argv.channel;
+    const version = argv['product-version'];
+    if ((channel === undefined) !== (version === undefined))
+      throw new UsageError(
+        'USAGE',
+        '--channel and --product-version go together (one product-information block)',
+      );
+    if (argv['x86-filter'] && argv.compression !== 'xz')
+      throw new UsageError('USAGE', '--x86-filter needs --compression xz');
+    const info = await createMar(argv.file, argv.inputs, {
+      compression: argv.compression,
+      x86: argv['x86-filter'] ?? false,
+      ...(channel !== undefined && version !== undefined ? { productInfo: { channel, version } } : {}),
+    });
+    emit(
+      argv,
+      { file: argv.file, ...summary(info), entries: info.entries },
+      (v) => `wrote ${v.file}: ${v.entryCount} entries, ${v.fileSize} bytes`,
+    );
+  }),
+};
+
+function lenientOpts(argv: ReadArgs) {
+  return argv.lenient ? { allowUnsafeNames: true, allowSizeMismatch: true } : {};
+}
+
+export const marCommand: CommandModule<object, object> = {
+  command: 'mar <command>',
+  describe: 'Read, list, extract and create MAR files (info, list, extract, create)',
+  builder: (y) =>
+    y
+      .command(info as never)
+      .command(list as never)
+      .command(extract as never)
+      .command(create as never)
+      .demandCommand(1, 'Name a mar command: info, list, extract or create.'),
+  handler: () => undefined,
+};

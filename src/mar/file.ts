@@ -1,0 +1,244 @@
+import { constants } from 'node:fs';
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  rmdir,
+  stat,
+} from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
+import { UsageError } from '../errors.js';
+import type { CodecName, CodecSettings } from '../codecs/types.js';
+import { FileSource } from '../io/byte-source.js';
+import {
+  assertSafeName,
+  entryCodecOf,
+  marError,
+  readEntryBytes,
+  readMar,
+  unsafeNameReason,
+  type MarInfo,
+  type ProductInfo,
+  type ReadMarOptions,
+} from '../formats/mar/index.js';
+import { MarWriter } from './writer.js';
+
+/** The codec module's API as this layer uses it (src/codecs/index.ts). */
+interface Codecs {
+  detectCodec(bytes: Uint8Array): CodecName;
+  decompress(bytes: Uint8Array, opts?: { maxOutputSize?: number }): Promise<Uint8Array>;
+  compress(data: Uint8Array, settings: CodecSettings): Promise<Uint8Array>;
+}
+const CODECS_MODULE = '../codecs/index.js';
+async function codecs(): Promise<Codecs> {
+  return (await import(CODECS_MODULE)) as Codecs;
+}
+
+export interface OpenMar {
+  source: FileSource;
+  info: MarInfo;
+  close(): Promise<void>;
+}
+
+/** Open and validate a MAR file; entries are read on demand from `source`. */
+export async function openMar(path: string, options: ReadMarOptions = {}): Promise<OpenMar> {
+  const source = await FileSource.open(path);
+  try {
+    const info = await readMar(source, options);
+    return { source, info, close: () => source.close() };
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+/** The codec of each entry, by magic (mar-format.md §9), reading only the first bytes. */
+export async function entryCodecs(m: OpenMar): Promise<CodecName[]> {
+  const out: CodecName[] = [];
+  for (const e of m.info.entries) {
+    out.push(e.size === 0 ? 'none' : entryCodecOf(await m.source.read(e.offset, Math.min(e.size, 6))));
+  }
+  return out;
+}
+
+export interface ExtractOptions {
+  /** Decompress bz2/xz entries (detected by magic). Default false: write the stored bytes. */
+  decompress?: boolean;
+  /** Per-entry decompressed-size cap (default: the codec module's DEFAULT_MAX_OUTPUT_SIZE). */
+  maxOutputSize?: number;
+}
+
+export interface ExtractResult {
+  destDir: string;
+  files: { name: string; size: number; mode: number }[];
+}
+
+/**
+ * Extract every entry under `destDir`, which must not exist or be an empty directory.
+ * Entries go to a fresh temp directory beside it, renamed into place at the end, so a failure
+ * leaves nothing behind. Each path is re-validated, resolved and checked to stay inside the temp
+ * directory; no component may be a symlink, and files are opened O_EXCL|O_NOFOLLOW (§11.6-8).
+ * Modes are `flags & 0o777` (never setuid/setgid/sticky).
+ */
+export async function extractMar(
+  path: string,
+  destDir: string,
+  options: ExtractOptions = {},
+): Promise<ExtractResult> {
+  const dest = resolve(destDir);
+  const existing = await lstat(dest).catch(() => undefined);
+  if (existing && !(existing.isDirectory() && (await readdir(dest)).length === 0))
+    throw new UsageError('DEST_NOT_EMPTY', `${dest} exists and is not an empty directory`);
+
+  const m = await openMar(path);
+  const tmp = await mkdtemp(join(dirname(dest), `.${basename(dest)}.extract-`));
+  try {
+    const root = await realpath(tmp);
+    const c = options.decompress ? await codecs() : undefined;
+    const files: ExtractResult['files'] = [];
+    for (const e of m.info.entries) {
+      assertSafeName(e.name);
+      const target = resolve(root, ...e.name.split('/'));
+      if (!target.startsWith(root + sep))
+        throw marError(
+          'MAR_UNSAFE_EXTRACT',
+          `${JSON.stringify(e.name)} resolves outside the destination`,
+          e.offset,
+        );
+      await makeParents(root, target, e.name);
+      let data = await readEntryBytes(m.source, e);
+      if (c && data.length > 0 && c.detectCodec(data) !== 'none')
+        data = await c.decompress(
+          data,
+          options.maxOutputSize === undefined ? {} : { maxOutputSize: options.maxOutputSize },
+        );
+      const mode = e.flags & 0o777;
+      const fh = await open(
+        target,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        mode,
+      );
+      try {
+        await fh.writeFile(data);
+        await fh.chmod(mode);
+      } finally {
+        await fh.close();
+      }
+      files.push({ name: e.name, size: data.length, mode });
+    }
+    if (existing) await rmdir(dest);
+    await rename(tmp, dest);
+    return { destDir: dest, files };
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  } finally {
+    await m.close();
+  }
+}
+
+async function makeParents(root: string, target: string, name: string): Promise<void> {
+  let dir = root;
+  for (const seg of relative(root, dirname(target)).split(sep).filter(Boolean)) {
+    dir = join(dir, seg);
+    const st = await lstat(dir).catch(() => undefined);
+    if (!st) await mkdir(dir, { mode: 0o755 });
+    else if (st.isSymbolicLink())
+      throw marError('MAR_UNSAFE_EXTRACT', `a symlink is in the way of ${JSON.stringify(name)}`);
+    else if (!st.isDirectory())
+      throw marError(
+        'MAR_UNSAFE_EXTRACT',
+        `${JSON.stringify(name)} needs a directory where a file was extracted`,
+      );
+  }
+}
+
+export type Compression = 'none' | 'bz2' | 'xz';
+
+export interface CreateOptions {
+  productInfo?: ProductInfo;
+  /** Default 'none' (like `mar -c`, which stores what it is given). */
+  compression?: Compression;
+  /** xz only: put the x86 BCJ filter before LZMA2 (Mozilla's x86/x64 packaging, §9). */
+  x86?: boolean;
+  /** Permission bits of the MAR file. */
+  mode?: number;
+  /** Overrides each entry's flags (default: the input's st_mode & 0o777, like libmar). */
+  flags?: number;
+}
+
+export interface CreateInput {
+  /** Path of the file on disk. */
+  path: string;
+  /** Entry name. */
+  name: string;
+}
+
+/**
+ * Entries for `marsign mar create` inputs. A directory contributes its files (sorted, recursively)
+ * named relative to it; a file given by a relative path keeps that path as its name (like `mar -c`),
+ * a file given by an absolute path is named by its basename.
+ */
+export async function collectInputs(inputs: string[]): Promise<CreateInput[]> {
+  const out: CreateInput[] = [];
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    for (const n of (await readdir(dir)).sort()) {
+      const p = join(dir, n);
+      const st = await stat(p);
+      if (st.isDirectory()) await walk(p, `${prefix}${n}/`);
+      else if (st.isFile()) out.push({ path: p, name: prefix + n });
+      else throw new UsageError('BAD_INPUT', `${p} is not a regular file or directory`);
+    }
+  };
+  for (const input of inputs) {
+    const st = await stat(input);
+    if (st.isDirectory()) await walk(input, '');
+    else if (st.isFile()) {
+      const rel = normalize(input).split(sep).join('/');
+      const name = isAbsolute(input) || unsafeNameReason(rel) ? basename(input) : rel;
+      out.push({ path: input, name });
+    } else throw new UsageError('BAD_INPUT', `${input} is not a regular file or directory`);
+  }
+  return out;
+}
+
+/** Build a modern MAR from files (in order) with libmar's layout, atomically. */
+export async function createMar(
+  outPath: string,
+  inputs: (string | CreateInput)[],
+  options: CreateOptions = {},
+): Promise<MarInfo> {
+  const list: CreateInput[] = [];
+  for (const i of inputs) list.push(...(typeof i === 'string' ? await collectInputs([i]) : [i]));
+  if (list.length === 0) throw new UsageError('BAD_INPUT', 'no input files');
+  const compression = options.compression ?? 'none';
+  const c = compression === 'none' ? undefined : await codecs();
+  const settings: CodecSettings =
+    compression === 'bz2'
+      ? { codec: 'bz2', level: 9 }
+      : { codec: 'xz', dictSize: 8 * 1024 * 1024, x86: options.x86 ?? false, check: 'crc64' };
+  const w = await MarWriter.create(outPath, {
+    ...(options.productInfo ? { productInfo: options.productInfo } : {}),
+    ...(options.mode === undefined ? {} : { mode: options.mode }),
+  });
+  try {
+    for (const input of list) {
+      const st = await stat(input.path);
+      let data: Uint8Array = await readFile(input.path);
+      if (c) data = await c.compress(data, settings);
+      await w.addEntry(input.name, options.flags ?? st.mode & 0o777, data);
+    }
+    const info = await w.finish();
+    await w.commit();
+    return info;
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+}
