@@ -1,8 +1,9 @@
-import { X509Certificate, createHash, randomBytes } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { X509Certificate, createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { defaultCacheDir, loadOrCreateSecret, readSecretFile } from '../../cache/defaults.js';
+import { MIN_SECRET_BYTES } from '../../cache/fs-store.js';
 import { CodedError, ConfigError } from '../errors.js';
 import { certificateSpki, loadPemKey, loadPkcs12, pemCertificates } from '../keys/index.js';
 import type { SigningKey } from '../keys/types.js';
@@ -26,8 +27,6 @@ export const MAX_CONFIG_BYTES = 1 << 20;
 export const MAX_KEY_FILE_BYTES = 1 << 20;
 /** libmar MAX_SIGNATURE_LENGTH (mar-format.md §3): RSA keys above 16384 bits cannot sign a MAR. */
 export const MAX_MAR_SIGNATURE_BYTES = 2048;
-/** Shortest accepted cache HMAC secret, in bytes. */
-export const MIN_HMAC_SECRET_BYTES = 16;
 export const CONFIG_FILENAME = 'marsign.config.json';
 /** EKU id-kp-codeSigning (RFC 5280 §4.2.1.12). */
 const EKU_CODE_SIGNING = '1.3.6.1.5.5.7.3.3';
@@ -341,62 +340,34 @@ export interface CacheSettings {
 
 /**
  * Cache dir: config `cache.dir` (relative to the config file), else $MARSIGN_CACHE_DIR, else
- * $XDG_CACHE_HOME/marsign, else ~/.cache/marsign. HMAC secret: `cache.hmacSecretEnv`/`File`; when
- * none is configured, a random 32-byte secret is generated once and kept 0600 in `<dir>/.hmac-secret`.
+ * $XDG_CACHE_HOME/marsign, else ~/.cache/marsign (cache/defaults.ts). HMAC secret, as hex: from
+ * `cache.hmacSecretEnv`, or `cache.hmacSecretFile` (a private, mode 0600, hex line); when none is
+ * configured, 32 random bytes generated once and kept 0600 in `<dir>/.hmac-secret`, shared with
+ * `marsign cache verify`.
  */
-export function cacheSettings(config?: LoadedConfig): CacheSettings {
+export async function cacheSettings(config?: LoadedConfig): Promise<CacheSettings> {
   const c = config?.file.cache;
   const base = config?.dir ?? process.cwd();
-  const dir = c?.dir
-    ? resolvePath(base, c.dir)
-    : process.env.MARSIGN_CACHE_DIR
-      ? resolve(process.env.MARSIGN_CACHE_DIR)
-      : process.env.XDG_CACHE_HOME
-        ? join(resolve(process.env.XDG_CACHE_HOME), 'marsign')
-        : join(homedir(), '.cache', 'marsign');
-  const configured = c
-    ? resolveSecretSync(
-        { env: c.hmacSecretEnv, file: c.hmacSecretFile },
-        `cache.${c.hmacSecretEnv ? 'hmacSecretEnv' : 'hmacSecretFile'}`,
-        base,
-      )
-    : undefined;
-  if (configured !== undefined) {
-    const bytes = new Uint8Array(Buffer.from(configured, 'utf8'));
-    if (bytes.length < MIN_HMAC_SECRET_BYTES) {
+  const dir = c?.dir ? resolvePath(base, c.dir) : defaultCacheDir();
+  if (c?.hmacSecretFile !== undefined) {
+    return { dir, hmacSecret: await readSecretFile(resolvePath(base, c.hmacSecretFile)) };
+  }
+  if (c?.hmacSecretEnv !== undefined) {
+    const hex = resolveSecretSync({ env: c.hmacSecretEnv }, 'cache.hmacSecretEnv', base) as string;
+    if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex.trim())) {
       throw new ConfigError(
-        'SECRET_TOO_SHORT',
-        `cache HMAC secret is ${bytes.length} bytes; at least ${MIN_HMAC_SECRET_BYTES} required`,
+        'CACHE_SECRET_INVALID',
+        `cache.hmacSecretEnv: environment variable ${c.hmacSecretEnv} does not hold a hex secret`,
+      );
+    }
+    const bytes = new Uint8Array(Buffer.from(hex.trim(), 'hex'));
+    if (bytes.length < MIN_SECRET_BYTES) {
+      throw new ConfigError(
+        'CACHE_SECRET_TOO_SHORT',
+        `cache.hmacSecretEnv: ${c.hmacSecretEnv} holds ${bytes.length} bytes, at least ${MIN_SECRET_BYTES} are needed`,
       );
     }
     return { dir, hmacSecret: bytes };
   }
-  return { dir, hmacSecret: generatedSecret(dir) };
-}
-
-/** HMAC secret file written on first use; a hard link makes creation atomic and first-writer-wins. */
-export const HMAC_SECRET_FILE = '.hmac-secret';
-
-function generatedSecret(dir: string): Uint8Array {
-  const path = join(dir, HMAC_SECRET_FILE);
-  if (!existsSync(path)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-    writeFileSync(tmp, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
-    try {
-      linkSync(tmp, path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    } finally {
-      unlinkSync(tmp);
-    }
-  }
-  const text = readFileSync(path, 'utf8').trim();
-  if (!/^[0-9a-f]{64}$/.test(text)) {
-    throw new ConfigError(
-      'SECRET_INVALID',
-      `${path} is not a 64-hex-digit secret; delete it to have a new one generated`,
-    );
-  }
-  return new Uint8Array(Buffer.from(text, 'hex'));
+  return { dir, hmacSecret: await loadOrCreateSecret(dir) };
 }
