@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadOrCreateSecret } from '../../cache/defaults.js';
+import { FsCacheStore, HEADER_SIZE } from '../../cache/fs-store.js';
+import { runCli, tempDir } from '../helpers/env.js';
+
+const key = (n: number) => n.toString(16).padStart(2, '0').repeat(32);
+
+async function populated(): Promise<{ dir: string; store: FsCacheStore }> {
+  const dir = tempDir();
+  const store = new FsCacheStore({ root: dir, hmacSecret: await loadOrCreateSecret(dir) });
+  const t0 = Date.now() / 1000 - 7200;
+  for (let n = 1; n <= 4; n++) {
+    await store.put(key(n), new Uint8Array(1000).fill(n));
+    utimesSync(store.entryPath(key(n)), t0 + n * 60, t0 + n * 60); // key(1) least recently used
+  }
+  return { dir, store };
+}
+
+test('cache --help lists the subcommands; missing or bad arguments are usage errors', async () => {
+  const [help, none, noSize, bad] = await Promise.all([
+    runCli(['cache', '--help']),
+    runCli(['cache']),
+    runCli(['cache', 'prune', '--cache-dir', tempDir()]),
+    runCli(['cache', 'prune', '--max-size', '12 parsecs', '--cache-dir', tempDir()]),
+  ]);
+  assert.equal(help.code, 0);
+  for (const c of ['stats', 'verify', 'prune']) assert.match(help.stdout, new RegExp(`marsign cache ${c}`));
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /^marsign: USAGE:/);
+  assert.equal(noSize.code, 2);
+  assert.match(noSize.stderr, /max-size/);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^marsign: BAD_SIZE: .*"12 parsecs"/);
+});
+
+test('stats on a cache that does not exist reports zero and creates nothing', async () => {
+  const dir = join(tempDir(), 'nothing-here');
+  const r = await runCli(['cache', 'stats', '--json', '--cache-dir', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { root: dir, entries: 0, bytes: 0 });
+  const v = await runCli(['cache', 'verify', '--cache-dir', dir]);
+  assert.equal(v.code, 0, v.stderr);
+  assert.equal(existsSync(dir), false);
+});
+
+test('stats counts entries and bytes; $MARSIGN_CACHE_DIR is the default root', async () => {
+  const { dir } = await populated();
+  const [json, human] = await Promise.all([
+    runCli(['cache', 'stats', '--json'], { env: { MARSIGN_CACHE_DIR: dir } }),
+    runCli(['cache', 'stats', '--cache-dir', dir]),
+  ]);
+  assert.equal(json.code, 0, json.stderr);
+  assert.deepEqual(JSON.parse(json.stdout), { root: dir, entries: 4, bytes: 4 * (HEADER_SIZE + 1000) });
+  assert.equal(human.code, 0);
+  assert.match(human.stdout, /entries\s+4\n/);
+  assert.match(human.stdout, new RegExp(`\\(${4 * (HEADER_SIZE + 1000)} bytes\\)`));
+});
+
+test('verify exits 1 on bad entries, 0 after --repair removed them', async () => {
+  const { dir, store } = await populated();
+  const ok = await runCli(['cache', 'verify', '--cache-dir', dir]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /checked 4 entries .*: 4 ok, 0 bad/);
+
+  const path = store.entryPath(key(2));
+  const b = readFileSync(path);
+  b[b.length - 1]! ^= 0xff;
+  writeFileSync(path, b);
+  const [human, json] = await Promise.all([
+    runCli(['cache', 'verify', '--cache-dir', dir]),
+    runCli(['cache', 'verify', '--json', '--cache-dir', dir]),
+  ]);
+  assert.equal(human.code, 1);
+  assert.match(human.stdout, new RegExp(`bad ${key(2)} payload-sha256\\n`));
+  assert.equal(json.code, 1);
+  const doc = JSON.parse(json.stdout) as { checked: number; ok: number; bad: unknown[]; repaired: boolean };
+  assert.equal(doc.checked, 4);
+  assert.equal(doc.ok, 3);
+  assert.equal(doc.repaired, false);
+  assert.deepEqual(doc.bad, [{ key: key(2), reason: 'payload-sha256' }]);
+  assert.ok(existsSync(path), 'verify without --repair changes nothing');
+
+  const repair = await runCli(['cache', 'verify', '--repair', '--cache-dir', dir]);
+  assert.equal(repair.code, 0, repair.stderr);
+  assert.match(repair.stdout, new RegExp(`bad ${key(2)} payload-sha256 \\(removed\\)`));
+  assert.equal(existsSync(path), false);
+  const again = await runCli(['cache', 'verify', '--json', '--cache-dir', dir]);
+  assert.equal(again.code, 0);
+  assert.equal((JSON.parse(again.stdout) as { ok: number }).ok, 3);
+});
+
+test('prune --max-size removes least recently used entries first', async () => {
+  const { dir, store } = await populated();
+  const entry = HEADER_SIZE + 1000;
+  const r = await runCli(['cache', 'prune', '--max-size', '2.5K', '--json', '--cache-dir', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), {
+    root: dir,
+    maxBytes: 2560,
+    removed: 2,
+    freedBytes: 2 * entry,
+    remainingBytes: 2 * entry,
+    staleTempRemoved: 0,
+  });
+  assert.deepEqual(
+    [1, 2, 3, 4].map((n) => existsSync(store.entryPath(key(n)))),
+    [false, false, true, true],
+  );
+  const human = await runCli(['cache', 'prune', '--max-size', '0', '--cache-dir', dir]);
+  assert.equal(human.code, 0);
+  assert.match(human.stdout, /^removed 2 entries/);
+  assert.equal((await store.stats()).entries, 0);
+});
