@@ -1,0 +1,106 @@
+/**
+ * In-process MAR entry codecs (docs/ARCHITECTURE.md "Codecs"): detect, read settings, decode with
+ * hostile-input limits, re-encode with the original settings. Library modules load on first use.
+ */
+import { FormatError } from '../errors.js';
+import { readBz2Level } from './bz2.js';
+import type { CodecName, CodecSettings, DecodeOptions } from './types.js';
+import { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
+import { readXzSettings, XZ_MAGIC } from './xz-header.js';
+
+export type { CodecName, CodecSettings, DecodeOptions, XzCheck } from './types.js';
+export { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
+
+/** By the first bytes only (docs/mar-format.md §9): `BZh` → bz2, xz magic → xz, else stored. */
+export function detectCodec(bytes: Uint8Array): CodecName {
+  if (bytes.length >= 3 && bytes[0] === 0x42 && bytes[1] === 0x5a && bytes[2] === 0x68) return 'bz2';
+  if (bytes.length >= XZ_MAGIC.length && XZ_MAGIC.every((b, i) => bytes[i] === b)) return 'xz';
+  return 'none';
+}
+
+/** Settings from the headers only; FormatError (format 'bz2'/'xz') on malformed headers. */
+export function readSettings(bytes: Uint8Array): CodecSettings {
+  switch (detectCodec(bytes)) {
+    case 'bz2':
+      return { codec: 'bz2', level: readBz2Level(bytes) };
+    case 'xz':
+      return { codec: 'xz', ...readXzSettings(bytes) };
+    default:
+      return { codec: 'none' };
+  }
+}
+
+/** Stable text for cache keys, e.g. `xz:dict=8388608:x86:crc64`, `xz:dict=16777216:nox86:crc32`, `bz2:9`, `none`. */
+export function settingsKey(settings: CodecSettings): string {
+  switch (settings.codec) {
+    case 'none':
+      return 'none';
+    case 'bz2':
+      return `bz2:${settings.level}`;
+    case 'xz':
+      return `xz:dict=${settings.dictSize}:${settings.x86 ? 'x86' : 'nox86'}:${settings.check}`;
+  }
+}
+
+function capOf(options: DecodeOptions | undefined): number {
+  const cap = options?.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
+  if (!Number.isSafeInteger(cap) || cap < 0)
+    throw new RangeError(`maxOutputSize must be a non-negative integer, got ${cap}`);
+  return cap;
+}
+
+/** Decodes an entry and reports the settings it was made with. */
+export async function decompressWithSettings(
+  bytes: Uint8Array,
+  options?: DecodeOptions,
+): Promise<{ data: Uint8Array; settings: CodecSettings }> {
+  const cap = capOf(options);
+  const settings = readSettings(bytes);
+  switch (settings.codec) {
+    case 'bz2': {
+      const { decodeBz2 } = await import('./bz2.js');
+      return { data: await decodeBz2(bytes, cap), settings };
+    }
+    case 'xz': {
+      const { decodeXz } = await import('./xz.js');
+      return { data: await decodeXz(bytes, cap), settings };
+    }
+    case 'none': {
+      if (bytes.length > cap) {
+        throw new FormatError(
+          'none',
+          'CODEC_OUTPUT_TOO_LARGE',
+          `stored entry of ${bytes.length} bytes is over the ${cap}-byte limit`,
+        );
+      }
+      return { data: copy(bytes), settings };
+    }
+  }
+}
+
+export async function decompress(bytes: Uint8Array, options?: DecodeOptions): Promise<Uint8Array> {
+  return (await decompressWithSettings(bytes, options)).data;
+}
+
+/** Encodes `data` with exactly these settings (bz2 block size; xz dictionary, x86 BCJ, check). */
+export async function compress(data: Uint8Array, settings: CodecSettings): Promise<Uint8Array> {
+  switch (settings.codec) {
+    case 'bz2': {
+      const { encodeBz2 } = await import('./bz2.js');
+      return encodeBz2(data, settings.level);
+    }
+    case 'xz': {
+      const { encodeXz } = await import('./xz.js');
+      return encodeXz(data, settings);
+    }
+    case 'none':
+      return copy(data);
+  }
+}
+
+/** A copy in its own ArrayBuffer (never a slice of Node's shared pool), so it can be transferred. */
+function copy(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  out.set(bytes);
+  return out;
+}
