@@ -1,8 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { cacheCommand } from './cache.js';
+import { keysCommand } from './keys.js';
 import { marCommand } from './mar.js';
 import { signLocaleCommand } from './sign-locale.js';
+import { signMarCommand } from './sign-mar.js';
+import { signPeCommand } from './sign-pe.js';
 import { signReleaseCommand } from './sign-release.js';
+import { verifyCommand } from './verify.js';
 
 /**
  * Every CLI command, registered explicitly (one module per file in this folder).
@@ -14,4 +18,8 @@ export const commands: CommandModule<any, any>[] = [
   marCommand,
   signLocaleCommand,
   signReleaseCommand,
+  keysCommand,
+  signPeCommand,
+  signMarCommand,
+  verifyCommand,
 ];

@@ -1,0 +1,60 @@
+import type { Argv, CommandModule } from 'yargs';
+import { generateDevKeys } from '../../keys/dev.js';
+import { emit, handler } from '../output.js';
+
+interface DevArgs {
+  out: string;
+  bits: number;
+  'mar-key-bits': number;
+  force: boolean;
+  json?: boolean;
+}
+
+const dev: CommandModule<object, DevArgs> = {
+  command: 'dev',
+  describe:
+    'Write a throwaway TEST-ONLY PKI (CA, code-signing cert, MAR key, TSA cert) and a marsign.config.json',
+  builder: (y: Argv) =>
+    y
+      .option('out', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Directory to write into (created if missing)',
+      })
+      .option('bits', {
+        type: 'number',
+        default: 2048,
+        describe: 'RSA size of the CA, code-signing and TSA keys',
+      })
+      .option('mar-key-bits', {
+        type: 'number',
+        default: 2048,
+        describe: 'RSA size of the MAR key (4096 like Mozilla)',
+      })
+      .option('force', { type: 'boolean', default: false, describe: 'Overwrite an existing set' })
+      .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' }),
+  handler: handler<DevArgs>(async (argv) => {
+    const r = await generateDevKeys(argv.out, {
+      bits: argv.bits,
+      marKeyBits: argv['mar-key-bits'],
+      force: argv.force,
+    });
+    emit(argv, { ok: true, testOnly: true, ...r }, (v) =>
+      [
+        `TEST-ONLY keys written to ${v.dir} (never trust them for anything real)`,
+        `  config      ${v.config} (profile "dev")`,
+        `  CA          ${v.caCert}   (verify --ca)`,
+        `  MAR cert    ${v.marCert}   (verify --mar-cert)`,
+        `  TSA cert    ${v.tsaCert}`,
+        `try: marsign sign-pe IN.exe -o OUT.exe --profile dev --config ${v.config}`,
+      ].join('\n'),
+    );
+  }),
+};
+
+export const keysCommand: CommandModule = {
+  command: 'keys <command>',
+  describe: 'Key management (keys dev: throwaway test keys)',
+  builder: (y: Argv) => y.command(dev as CommandModule).demandCommand(1, 'Name a keys command: dev'),
+  handler: () => undefined,
+};

@@ -1,0 +1,52 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import type { Argv, CommandModule } from 'yargs';
+import { ConfigError } from '../../errors.js';
+import { signMarFile } from '../../signing/mar-signer.js';
+import { emit, handler } from '../output.js';
+import { profileFrom, withProfile, type ProfileArgs } from './sign-pe.js';
+
+type SignMarArgs = ProfileArgs & { input: string; output: string };
+
+export const signMarCommand: CommandModule<object, SignMarArgs> = {
+  command: 'sign-mar <input>',
+  describe: 'MAR-sign a MAR as is (entries untouched; existing MAR signatures are replaced)',
+  builder: (y: Argv) =>
+    withProfile(y)
+      .positional('input', { type: 'string', demandOption: true, describe: 'MAR file' })
+      .option('output', {
+        alias: 'o',
+        type: 'string',
+        demandOption: true,
+        describe: 'Signed MAR',
+      }) as Argv<SignMarArgs>,
+  handler: handler<SignMarArgs>(async (argv) => {
+    const { profile } = await profileFrom(argv);
+    if (!profile.mar)
+      throw new ConfigError('PROFILE_NO_MAR', `profile "${profile.name}" has no "mar" section`);
+    const info = await signMarFile(argv.input, argv.output, profile.mar);
+    const out = {
+      ok: true,
+      input: argv.input,
+      output: argv.output,
+      profile: profile.name,
+      algorithm: profile.mar.algorithm,
+      signatures: info.signatures.map((s) => ({ algorithmId: s.algorithmId, length: s.length })),
+      entries: info.entries.length,
+      bytes: info.fileSize,
+      sha256: await fileSha256(argv.output),
+    };
+    emit(
+      argv,
+      out,
+      (v) =>
+        `signed ${v.input} -> ${v.output} (${v.signatures.length} ${v.algorithm} signature(s), ${v.entries} entries, sha256 ${v.sha256})`,
+    );
+  }),
+};
+
+async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
