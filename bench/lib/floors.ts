@@ -1,0 +1,182 @@
+/**
+ * Lower bounds ("floors") the release benchmark compares the pipeline with:
+ * - disk: read every input MAR and write the same number of bytes to new files, fsync'd (what any
+ *   signer must at least do: read the input, write the output durably);
+ * - sha256: one node:crypto sha256 pass over the same bytes, in memory (the least hashing a
+ *   content-addressed cache needs: one digest of the input);
+ * - unique work: CPU time of decompress → Authenticode-sign → recompress of every *unique* signable
+ *   entry of the release (identical entries across locales counted once), measured in-process on one
+ *   thread, divided by the cores: what a perfect parallel signer with a perfect cache cannot beat.
+ */
+import { createHash } from 'node:crypto';
+import { open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { compress, decompress, readSettings } from '../../src/codecs/index.js';
+import { loadProfile } from '../../src/config/index.js';
+import type { LoadedConfig } from '../../src/config/types.js';
+import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
+import { FileSource } from '../../src/io/byte-source.js';
+import { compilePolicy } from '../../src/pipeline/policy.js';
+import { signPe } from '../../src/signing/authenticode.js';
+
+const CHUNK = 8 << 20;
+
+export interface DiskFloor {
+  ms: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** Read each file in 8 MiB chunks and write the chunks to a new file in `outDir`, fsync, close. */
+export async function diskFloor(files: string[], outDir: string): Promise<DiskFloor> {
+  const buf = Buffer.allocUnsafeSlow(CHUNK);
+  let bytesRead = 0;
+  let bytesWritten = 0;
+  const outs: string[] = [];
+  const t0 = performance.now();
+  for (const [i, path] of files.entries()) {
+    const out = join(outDir, `floor-${i}.out`);
+    outs.push(out);
+    const src = await open(path, 'r');
+    const dst = await open(out, 'w');
+    try {
+      for (;;) {
+        const { bytesRead: n } = await src.read(buf, 0, CHUNK, null);
+        if (n === 0) break;
+        bytesRead += n;
+        let off = 0;
+        while (off < n) off += (await dst.write(buf, off, n - off)).bytesWritten;
+        bytesWritten += n;
+      }
+      await dst.sync();
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+  }
+  const ms = performance.now() - t0;
+  for (const o of outs) await rm(o, { force: true });
+  return { ms, bytesRead, bytesWritten };
+}
+
+export interface ShaFloor {
+  ms: number;
+  bytes: number;
+}
+
+/** sha256 of every file's bytes, timing the hashing only (files are read into memory first). */
+export async function sha256Floor(files: string[]): Promise<ShaFloor> {
+  let ms = 0;
+  let bytes = 0;
+  for (const path of files) {
+    const data = await readFile(path);
+    const t0 = performance.now();
+    createHash('sha256').update(data).digest();
+    ms += performance.now() - t0;
+    bytes += data.length;
+  }
+  return { ms, bytes };
+}
+
+export interface UniqueEntryWork {
+  name: string;
+  sha256: string;
+  /** Stored (compressed) size and uncompressed size. */
+  storedSize: number;
+  size: number;
+  /** CPU milliseconds (user + system, all threads of this process) per step. */
+  cpuMs: { decompress: number; sign: number; compress: number };
+  wallMs: number;
+  /** Indexes (in the given file list) of the MARs holding this entry. */
+  mars: number[];
+}
+
+export interface WorkFloor {
+  cores: number;
+  uniqueEntries: number;
+  uniqueBytes: number;
+  cpuMs: number;
+  /** cpuMs / cores. */
+  floorMs: number;
+  /** The same for the first MAR alone (one locale cold: every signable entry of it is unique work). */
+  firstMar: { entries: number; bytes: number; cpuMs: number; floorMs: number };
+  entries: UniqueEntryWork[];
+}
+
+function cpuNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/**
+ * Decompress, sign and recompress each unique signable entry of `mars`, one at a time on this thread,
+ * with the profile's key and policy (the same ones the pipeline uses).
+ */
+export async function workFloor(
+  mars: string[],
+  config: LoadedConfig,
+  profileName: string,
+  cores: number,
+  log: (m: string) => void = () => {},
+): Promise<WorkFloor> {
+  const profile = await loadProfile(config, profileName);
+  if (!profile.authenticode) throw new Error(`profile ${profileName} has no authenticode settings`);
+  const policy = compilePolicy(profile.policy);
+  const seen = new Map<string, UniqueEntryWork>();
+  for (const [mi, path] of mars.entries()) {
+    const source = await FileSource.open(path);
+    try {
+      const info = await readMar(source);
+      for (const e of info.entries) {
+        if (policy.decide(e.name) !== 'sign') continue;
+        const raw = await readEntryBytes(source, e);
+        const sha = createHash('sha256').update(raw).digest('hex');
+        const prev = seen.get(sha);
+        if (prev) {
+          prev.mars.push(mi);
+          continue;
+        }
+        const w0 = performance.now();
+        const c0 = cpuNow();
+        const data = await decompress(raw);
+        const c1 = cpuNow();
+        const signed = await signPe(data, profile.authenticode);
+        const c2 = cpuNow();
+        await compress(signed, readSettings(raw));
+        const c3 = cpuNow();
+        seen.set(sha, {
+          name: e.name,
+          sha256: sha,
+          storedSize: raw.length,
+          size: data.length,
+          cpuMs: { decompress: c1 - c0, sign: c2 - c1, compress: c3 - c2 },
+          wallMs: performance.now() - w0,
+          mars: [mi],
+        });
+      }
+    } finally {
+      await source.close();
+    }
+    log(`work floor: ${path}: ${seen.size} unique entries so far`);
+  }
+  const entries = [...seen.values()];
+  const total = (es: UniqueEntryWork[]): number =>
+    es.reduce((s, e) => s + e.cpuMs.decompress + e.cpuMs.sign + e.cpuMs.compress, 0);
+  const first = entries.filter((e) => e.mars.includes(0));
+  const cpuMs = total(entries);
+  return {
+    cores,
+    uniqueEntries: entries.length,
+    uniqueBytes: entries.reduce((s, e) => s + e.size, 0),
+    cpuMs,
+    floorMs: cpuMs / cores,
+    firstMar: {
+      entries: first.length,
+      bytes: first.reduce((s, e) => s + e.size, 0),
+      cpuMs: total(first),
+      floorMs: total(first) / cores,
+    },
+    entries,
+  };
+}
