@@ -1,5 +1,5 @@
 import { AtomicFile } from '../io/atomic.js';
-import type { ByteSource } from '../io/byte-source.js';
+import { FileSource } from '../io/byte-source.js';
 import {
   MAR_MAX_ENTRIES,
   MAR_MAX_FILE_SIZE,
@@ -27,26 +27,6 @@ export interface MarWriterOptions {
 }
 
 type State = 'writing' | 'finished' | 'done';
-
-/** Positioned reads from the writer's temp file, so the signed stream is read back from disk. */
-class HandleSource implements ByteSource {
-  constructor(
-    private readonly file: AtomicFile,
-    readonly size: number,
-  ) {}
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    if (offset < 0 || length < 0 || offset + length > this.size)
-      throw new RangeError(`read [${offset}, +${length}) outside ${this.size} bytes`);
-    const buf = Buffer.allocUnsafeSlow(length);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await this.file.handle.read(buf, done, length - done, offset + done);
-      if (bytesRead === 0) throw Object.assign(new Error(`${this.file.tempPath} shrank`), { code: 'EIO' });
-      done += bytesRead;
-    }
-    return buf;
-  }
-}
 
 /**
  * Streams a modern MAR to a temp file beside `path` (libmar layout: header, entries back to back, index),
@@ -132,10 +112,22 @@ export class MarWriter {
     return this.info;
   }
 
-  /** The exact stream the signatures cover, read back from the finished temp file in chunks. */
+  /**
+   * The exact stream the signatures cover, read back from the finished temp file in chunks
+   * (through a second, read-only descriptor: the temp file is opened write-only).
+   */
   signable(chunkSize?: number): AsyncIterable<Uint8Array> {
     this.expect('finished');
-    return signableChunks(new HandleSource(this.file, this.info!.fileSize), this.info!, chunkSize);
+    const info = this.info!;
+    const path = this.file.tempPath;
+    return (async function* () {
+      const src = await FileSource.open(path);
+      try {
+        yield* signableChunks(src, info, chunkSize);
+      } finally {
+        await src.close();
+      }
+    })();
   }
 
   /** pwrite the signatures into their slots; count and lengths must match the reserved slots. */
