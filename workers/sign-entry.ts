@@ -4,8 +4,8 @@
  *
  * Protocol (src/pipeline/types.ts): the task names the config file and profile; keys are loaded here
  * once per thread and cached, never sent in messages. Input bytes arrive transferred; the output is
- * transferred back with piscina's movable protocol (the same one `Piscina.move()` uses, carrying a
- * result object instead of a bare buffer). Errors return as plain data (`toPlainError`); the main
+ * transferred back with `Piscina.move()` of an object implementing piscina's transferable protocol
+ * (so the result can carry metadata beside the buffer). Errors return as plain data (`toPlainError`); the main
  * thread rebuilds them with `fromPlainError`, so name/code survive the thread boundary.
  */
 import { performance } from 'node:perf_hooks';
@@ -41,9 +41,12 @@ function profileFor(task: SignEntryTask): Promise<SigningProfile> {
   return p;
 }
 
-/** Piscina's transfer protocol: `transferableSymbol` lists what to move, `valueSymbol` is the result. */
+/**
+ * `Piscina.move()` of a bare buffer would lose the metadata; an object implementing the transferable
+ * protocol (`transferableSymbol`: what to move, `valueSymbol`: what the caller receives) keeps it.
+ */
 function movable(result: SignEntryResult, transfer: ArrayBuffer[]): unknown {
-  return { [Piscina.transferableSymbol]: transfer, [Piscina.valueSymbol]: result };
+  return Piscina.move({ [Piscina.transferableSymbol]: transfer, [Piscina.valueSymbol]: result } as never);
 }
 
 /** A buffer that owns its whole ArrayBuffer, so transferring it moves exactly these bytes. */

@@ -11,28 +11,13 @@ import { FROM_SOURCE } from '../version.js';
 import type { SignEntryResult, SignEntryTask } from './types.js';
 
 /**
- * `workers/sign-entry.ts` from sources, `dist/workers/sign-entry.js` when compiled: this file sits at
- * `src/pipeline/` (or `dist/src/pipeline/`) in both layouts, so the relative path is the same.
+ * The pool's worker file. Compiled: `dist/workers/sign-entry.js` (this file is `dist/src/pipeline/`).
+ * From sources (tsx): `workers/tsx-bootstrap.mjs`, which registers tsx's hooks inside each thread and
+ * loads `workers/sign-entry.ts` (see that file for why `execArgv: ['--import', 'tsx']` is not enough).
  */
 export const SIGN_ENTRY_WORKER = fileURLToPath(
-  new URL(`../../workers/sign-entry.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url),
+  new URL(FROM_SOURCE ? '../../workers/tsx-bootstrap.mjs' : '../../workers/sign-entry.js', import.meta.url),
 );
-
-/**
- * Under tsx the worker thread must load the tsx hooks itself (module hooks registered in the main
- * thread do not reach worker threads on Node 20), so `--import tsx` goes in its execArgv.
- */
-export function workerExecArgv(): string[] | undefined {
-  if (!FROM_SOURCE) return undefined;
-  // Inspector flags would make every thread try to bind the same port.
-  const inherited = process.execArgv.filter((a) => !a.startsWith('--inspect'));
-  const hasTsx = inherited.some(
-    (a, i) =>
-      /^--(import|loader|require)=.*tsx/.test(a) ||
-      (/^--(import|loader|require)$/.test(a) && /tsx/.test(inherited[i + 1] ?? '')),
-  );
-  return hasTsx ? inherited : [...inherited, '--import', 'tsx'];
-}
 
 export interface PoolOptions {
   /** Worker threads (default: available cores). */
@@ -55,14 +40,14 @@ export class SigningPool {
 
   constructor(options: PoolOptions = {}) {
     this.threads = validateThreads(options.threads);
-    const execArgv = workerExecArgv();
     this.piscina = new Piscina<SignEntryTask, SignEntryResult>({
       filename: options.filename ?? SIGN_ENTRY_WORKER,
       minThreads: this.threads,
       maxThreads: this.threads,
       // Keys load once per thread: keep threads alive for the pool's lifetime.
       idleTimeout: Number.POSITIVE_INFINITY,
-      ...(execArgv ? { execArgv } : {}),
+      // Inspector flags would make every thread try to bind the parent's port.
+      execArgv: process.execArgv.filter((a) => !a.startsWith('--inspect')),
     });
   }
 
