@@ -59,7 +59,7 @@ test('put/get round trip, layout, counters, transferable payload', async () => {
   // Its own ArrayBuffer, not a slice of Node's pool: transferable to a worker without copying others' bytes.
   assert.equal(got.byteOffset, 0);
   assert.equal(got.buffer.byteLength, payload.length);
-  structuredClone(got, { transfer: [got.buffer] });
+  structuredClone(got, { transfer: [got.buffer as ArrayBuffer] });
 
   await store.put(keyOf(2), new Uint8Array(0));
   assert.deepEqual(await store.get(keyOf(2)), new Uint8Array(0));

@@ -114,3 +114,37 @@ test('prune --max-size removes least recently used entries first', async () => {
   assert.match(human.stdout, /^removed 2 entries/);
   assert.equal((await store.stats()).entries, 0);
 });
+
+test('--config supplies cache.dir (relative to the config) and the HMAC secret file', async () => {
+  const base = tempDir();
+  const secretHex = 'c3'.repeat(32);
+  writeFileSync(join(base, 'cache.secret'), secretHex + '\n', { mode: 0o600 });
+  const cfg = join(base, 'marsign.config.json');
+  writeFileSync(cfg, JSON.stringify({ cache: { dir: 'c', hmacSecretFile: 'cache.secret' }, profiles: {} }));
+  const dir = join(base, 'c');
+  const store = new FsCacheStore({ root: dir, hmacSecret: Buffer.from(secretHex, 'hex') });
+  await store.put(key(9), new Uint8Array(10).fill(9));
+
+  const [stats, verify, fromEnv] = await Promise.all([
+    runCli(['cache', 'stats', '--json', '--config', cfg]),
+    runCli(['cache', 'verify', '--json', '--config', cfg]),
+    runCli(['cache', 'verify', '--json'], { env: { MARSIGN_CONFIG: cfg } }),
+  ]);
+  assert.equal(stats.code, 0, stats.stderr);
+  assert.equal((JSON.parse(stats.stdout) as { root: string; entries: number }).root, dir);
+  assert.equal((JSON.parse(stats.stdout) as { entries: number }).entries, 1);
+  assert.equal(verify.code, 0, verify.stderr);
+  assert.equal((JSON.parse(verify.stdout) as { ok: number }).ok, 1);
+  assert.equal(fromEnv.code, 0, fromEnv.stderr);
+  assert.equal((JSON.parse(fromEnv.stdout) as { ok: number }).ok, 1);
+  assert.equal(existsSync(join(dir, '.hmac-secret')), false, 'a configured secret is used, none generated');
+
+  // Without the config the same entries cannot be authenticated (a new secret is generated there).
+  const other = await runCli(['cache', 'verify', '--json', '--cache-dir', dir]);
+  assert.equal(other.code, 1);
+  assert.deepEqual((JSON.parse(other.stdout) as { bad: unknown[] }).bad, [{ key: key(9), reason: 'hmac' }]);
+
+  const missing = await runCli(['cache', 'stats', '--config', join(base, 'nope.json')]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^marsign: CONFIG_NOT_FOUND:/);
+});

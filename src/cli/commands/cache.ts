@@ -1,27 +1,55 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { defaultCacheDir, loadOrCreateSecret } from '../../../cache/defaults.js';
 import { FsCacheStore } from '../../../cache/fs-store.js';
 import { formatSize, parseSize } from '../../../cache/size.js';
+import { cacheSettings, CONFIG_FILENAME, loadConfig, resolvePath } from '../../config/index.js';
+import type { LoadedConfig } from '../../config/types.js';
 import { emit, EXIT, handler } from '../output.js';
 
 interface CacheArgs {
   json?: boolean;
   cacheDir?: string;
+  config?: string;
 }
 
 function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
   return y
     .option('cache-dir', {
       type: 'string',
-      describe: 'Cache root (default: $MARSIGN_CACHE_DIR, else $XDG_CACHE_HOME/marsign or ~/.cache/marsign)',
+      describe:
+        "Cache root (default: the config's cache.dir, else $MARSIGN_CACHE_DIR, else $XDG_CACHE_HOME/marsign or ~/.cache/marsign)",
+    })
+    .option('config', {
+      type: 'string',
+      describe:
+        'Config file for cache.dir and the HMAC secret (default: $MARSIGN_CONFIG, else ./marsign.config.json if present)',
     })
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' });
 }
 
-function rootOf(argv: CacheArgs): string {
-  return argv.cacheDir ? argv.cacheDir : defaultCacheDir();
+/** The config is optional here: used when named (--config, $MARSIGN_CONFIG) or present in the cwd. */
+async function configOf(argv: CacheArgs): Promise<LoadedConfig | undefined> {
+  if (argv.config || process.env.MARSIGN_CONFIG || existsSync(CONFIG_FILENAME))
+    return loadConfig(argv.config);
+  return undefined;
+}
+
+/** The same rule as cacheSettings() for the directory, without creating a secret there. */
+function rootOf(argv: CacheArgs, config: LoadedConfig | undefined): string {
+  if (argv.cacheDir) return resolve(argv.cacheDir);
+  const dir = config?.file.cache?.dir;
+  return config && dir ? resolvePath(config.dir, dir) : defaultCacheDir();
+}
+
+/** A configured secret (env/file) wins; else the root's generated `.hmac-secret`, as cacheSettings() does. */
+async function secretOf(root: string, config: LoadedConfig | undefined): Promise<Uint8Array> {
+  const c = config?.file.cache;
+  if (c?.hmacSecretEnv !== undefined || c?.hmacSecretFile !== undefined)
+    return (await cacheSettings(config)).hmacSecret;
+  return loadOrCreateSecret(root);
 }
 
 /**
@@ -37,7 +65,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
   describe: 'Show the number of entries and bytes in the cache',
   builder: (y) => withCommon(y),
   handler: handler<CacheArgs>(async (argv) => {
-    const s = await adminStore(rootOf(argv)).stats();
+    const s = await adminStore(rootOf(argv, await configOf(argv))).stats();
     const out = { root: s.root, entries: s.entries, bytes: s.bytes };
     emit(argv, out, (v) =>
       [
@@ -59,10 +87,11 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
       describe: 'Remove bad entries and leftover temp files of crashed writers',
     }),
   handler: handler<CacheArgs & { repair: boolean }>(async (argv) => {
-    const root = rootOf(argv);
+    const config = await configOf(argv);
+    const root = rootOf(argv, config);
     // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
     const report = existsSync(root)
-      ? await new FsCacheStore({ root, hmacSecret: await loadOrCreateSecret(root) }).verify({
+      ? await new FsCacheStore({ root, hmacSecret: await secretOf(root, config) }).verify({
           repair: argv.repair,
         })
       : { checked: 0, ok: 0, bad: [] };
@@ -90,7 +119,7 @@ const prune: CommandModule<CacheArgs, PruneArgs> = {
     }),
   handler: handler<PruneArgs>(async (argv) => {
     const maxBytes = parseSize(argv['max-size']);
-    const root = rootOf(argv);
+    const root = rootOf(argv, await configOf(argv));
     const r = await adminStore(root).prune(maxBytes);
     const out = { root, maxBytes, ...r };
     emit(argv, out, (v) => {
