@@ -145,8 +145,8 @@ export function findEosMarkers(bytes: Uint8Array): number[] {
     const needle = Buffer.alloc(4);
     needle.writeUInt32BE(Number((magic >> BigInt(8 + s)) & 0xffffffffn));
     for (let j = buf.indexOf(needle, 0); j >= 0; j = buf.indexOf(needle, j + 1)) {
-      const k = s === 0 ? j : j - 1;
-      if (k < 0 || k + (s === 0 ? 6 : 7) > buf.length) continue;
+      const k = j - 1;
+      if (k < 0 || k + Math.ceil((s + 48) / 8) > buf.length) continue;
       let v = 0n;
       for (let i = 0; i < 7 && k + i < buf.length; i++) v = (v << 8n) | BigInt(buf[k + i]!);
       const width = 8n * BigInt(Math.min(7, buf.length - k));

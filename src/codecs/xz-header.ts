@@ -246,6 +246,9 @@ function parseStreamEndingAt(bytes: Uint8Array, end: number, check: XzCheck): Xz
     corrupt(`stream footer check ${footer.check} differs from header check ${check}`, end - 4);
   }
   const records = parseIndex(bytes, indexStart, footer.indexSize);
+  const blocksSize = records.reduce((n, r) => n + pad4(r.unpaddedSize), 0);
+  // Another stream (or padding) before this one: the caller reports trailing data after the first.
+  if (indexStart - blocksSize !== STREAM_HEADER_SIZE) return undefined;
   const checkSize = CHECK_SIZES[XZ_CHECK_IDS[check]]!;
   const blocks: XzStreamInfo['blocks'] = [];
   let pos = STREAM_HEADER_SIZE;

@@ -1,0 +1,231 @@
+/**
+ * Codec benchmark on real PE files (docs/BENCHMARKS.md "Codecs").
+ *   npm run bench:codecs                      # representative set, see REP_FILES
+ *   BENCH_RUNS=3 BENCH_ENCODE_RUNS=1 npm run bench:codecs
+ *   BENCH_FILES=/path/a.dll,/path/b.exe npm run bench:codecs
+ * MB/s = 10^6 bytes of uncompressed data per second, median of the runs; inputs are in memory.
+ * Every output is checked: decoders against the original bytes, encoders through the xz/bzip2 CLIs.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createRequire } from 'node:module';
+import { peCorpus } from '../test/helpers/env.js';
+import { compress, decompress, settingsKey, readSettings } from '../src/codecs/index.js';
+import { decodeBz2Streaming } from '../src/codecs/bz2.js';
+import { encodeXz } from '../src/codecs/xz.js';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const ENCODE_RUNS = Number(process.env.BENCH_ENCODE_RUNS ?? 1);
+/** Large PE32+ (wine), large PE32 (mingw i686), medium PE32+, plus every corpus file under 200 KB. */
+const REP_FILES = ['wine64/shell32.dll', 'mingw-i686/libgnat-12.dll', 'wine64/kernelbase.dll'];
+const SMALL_LIMIT = 200 * 1024;
+
+const corpus = peCorpus();
+if (typeof corpus === 'string') {
+  console.error(corpus);
+  process.exit(1);
+}
+const root = join(corpus[0]!, '..', '..');
+const paths = process.env.BENCH_FILES
+  ? process.env.BENCH_FILES.split(',')
+  : [...REP_FILES.map((f) => join(root, f)), ...corpus.filter((f) => readFileSync(f).length < SMALL_LIMIT)];
+const files = paths.map((p) => ({ name: basename(p), data: new Uint8Array(readFileSync(p)) }));
+const total = files.reduce((n, f) => n + f.data.length, 0);
+const small = files.filter((f) => f.data.length < SMALL_LIMIT);
+console.log(
+  `# ${files.length} files, ${(total / 1e6).toFixed(1)} MB (${small.length} under 200 KB); runs ${RUNS}, encode runs ${ENCODE_RUNS}`,
+);
+console.log(`# node ${process.version}, ${new Date().toISOString()}`);
+
+const cli = (cmd: string, args: string[], input: Uint8Array): Buffer =>
+  execFileSync(cmd, args, { input, maxBuffer: 1 << 30 });
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
+
+interface Row {
+  what: string;
+  mbps: number;
+  mbpsSmall: number;
+  msPerSmall: number;
+  ratio?: number;
+  note: string;
+}
+const rows: Row[] = [];
+
+/** Times fn over every file (runs times), returns per-run seconds total and for the small set. */
+async function timeIt(
+  runs: number,
+  inputs: Uint8Array[],
+  fn: (input: Uint8Array, i: number) => Promise<Uint8Array>,
+): Promise<{ all: number; small: number; outputs: Uint8Array[] }> {
+  const alls: number[] = [];
+  const smalls: number[] = [];
+  let outputs: Uint8Array[] = [];
+  // Warm-up (module load, WASM instantiation) on the smallest input, not timed.
+  let smallest = 0;
+  inputs.forEach((x, i) => (x.length < inputs[smallest]!.length ? (smallest = i) : undefined));
+  await fn(inputs[smallest]!, smallest);
+  for (let r = 0; r < runs; r++) {
+    outputs = [];
+    let t = 0;
+    let ts = 0;
+    for (let i = 0; i < inputs.length; i++) {
+      const t0 = performance.now();
+      outputs.push(await fn(inputs[i]!, i));
+      const dt = (performance.now() - t0) / 1000;
+      t += dt;
+      if (files[i]!.data.length < SMALL_LIMIT) ts += dt;
+    }
+    alls.push(t);
+    smalls.push(ts);
+  }
+  return { all: median(alls), small: median(smalls), outputs };
+}
+
+function record(what: string, t: { all: number; small: number }, note: string, ratio?: number): void {
+  const smallBytes = small.reduce((n, f) => n + f.data.length, 0);
+  const row: Row = {
+    what,
+    mbps: total / 1e6 / t.all,
+    mbpsSmall: smallBytes / 1e6 / t.small,
+    msPerSmall: small.length ? (t.small * 1000) / small.length : 0,
+    note,
+  };
+  if (ratio !== undefined) row.ratio = ratio;
+  rows.push(row);
+  console.log(
+    `| ${what} | ${row.mbps.toFixed(1)} | ${row.mbpsSmall.toFixed(1)} | ${row.msPerSmall.toFixed(2)} | ${
+      ratio === undefined ? '' : ratio.toFixed(4)
+    } | ${note} |`,
+  );
+}
+
+console.log('| codec / library | MB/s all | MB/s small | ms/small file | ratio | check |');
+console.log('|---|---|---|---|---|---|');
+
+// ---- bzip2 ----
+const bz9 = files.map((f) => new Uint8Array(cli('bzip2', ['-9', '-c'], f.data)));
+const bzBytes = bz9.reduce((n, b) => n + b.length, 0);
+{
+  const t = await timeIt(RUNS, bz9, (b) => decompress(b));
+  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+  record(
+    'bz2 decode: @foxglove/wasm-bz2 via decompress() (guess 6×, grow 4×, EOS scan)',
+    t,
+    ok ? 'all identical' : 'MISMATCH',
+  );
+}
+{
+  const require = createRequire(import.meta.url);
+  const Bzip2 = require('@foxglove/wasm-bz2') as {
+    init(): Promise<{ decompress(s: Uint8Array, n: number): Uint8Array }>;
+  };
+  const b = await Bzip2.init();
+  const t = await timeIt(RUNS, bz9, async (x, i) => b.decompress(x, files[i]!.data.length));
+  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+  record('bz2 decode: @foxglove/wasm-bz2 alone, exact output size', t, ok ? 'all identical' : 'MISMATCH');
+}
+{
+  const t = await timeIt(RUNS, bz9, (b) => decodeBz2Streaming(b, 1 << 30));
+  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+  record('bz2 decode: unbzip2-stream 1.4.3 (streaming fallback)', t, ok ? 'all identical' : 'MISMATCH');
+}
+{
+  const t = await timeIt(
+    ENCODE_RUNS,
+    files.map((f) => f.data),
+    (d) => compress(d, { codec: 'bz2', level: 9 }),
+  );
+  const identical = t.outputs.filter((o, i) => same(o, bz9[i]!)).length;
+  const size = t.outputs.reduce((n, o) => n + o.length, 0);
+  record(
+    'bz2 encode -9: libbzip2-wasm 0.0.4',
+    t,
+    `${identical}/${files.length} byte-identical to bzip2 -9`,
+    size / total,
+  );
+}
+console.log(`# bzip2 -9 CLI ratio ${(bzBytes / total).toFixed(4)}`);
+
+// ---- xz ----
+const xzRef = files.map(
+  (f) => new Uint8Array(cli('xz', ['--x86', '--lzma2', '--check=crc64', '-c'], f.data)),
+);
+const xzRefBytes = xzRef.reduce((n, b) => n + b.length, 0);
+console.log(
+  `# xz --x86 --lzma2 (preset 6) CLI ratio ${(xzRefBytes / total).toFixed(4)}; ${settingsKey(readSettings(xzRef[0]!))}`,
+);
+{
+  const t = await timeIt(RUNS, xzRef, (b) => decompress(b));
+  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+  record(
+    'xz decode (+BCJ, 8 MiB): node-liblzma 4.0.2 via decompress()',
+    t,
+    ok ? 'all identical' : 'MISMATCH',
+  );
+}
+{
+  const require = createRequire(import.meta.url);
+  const ln = require('lzma-native') as { decompress(b: Buffer): Promise<Buffer> };
+  const t = await timeIt(RUNS, xzRef, async (b) => new Uint8Array(await ln.decompress(Buffer.from(b))));
+  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+  record('xz decode (+BCJ, 8 MiB): lzma-native 8.0.6 decompress()', t, ok ? 'all identical' : 'MISMATCH');
+}
+
+const MiB = 1024 * 1024;
+const xzVariants: {
+  what: string;
+  dictSize: number;
+  x86: boolean;
+  extreme: boolean;
+  compareCli?: string[];
+}[] = [
+  {
+    what: 'preset 6 (= xz --x86 --lzma2)',
+    dictSize: 8 * MiB,
+    x86: true,
+    extreme: false,
+    compareCli: ['--x86', '--lzma2'],
+  },
+  {
+    what: 'preset 6e',
+    dictSize: 8 * MiB,
+    x86: true,
+    extreme: true,
+    compareCli: ['--x86', '--lzma2=preset=6e'],
+  },
+  { what: 'preset 6, no BCJ', dictSize: 8 * MiB, x86: false, extreme: false },
+  { what: 'preset 7e (Mozilla XZ_OPT=-7e, 16 MiB)', dictSize: 16 * MiB, x86: true, extreme: true },
+  {
+    what: 'lzma-native fallback, 12 MiB dict, preset-6 params',
+    dictSize: 12 * MiB,
+    x86: true,
+    extreme: false,
+  },
+];
+for (const v of xzVariants) {
+  const s = { codec: 'xz' as const, dictSize: v.dictSize, x86: v.x86, check: 'crc64' as const };
+  const t = await timeIt(
+    ENCODE_RUNS,
+    files.map((f) => f.data),
+    (d) => encodeXz(d, s, { extreme: v.extreme }),
+  );
+  const size = t.outputs.reduce((n, o) => n + o.length, 0);
+  const roundTrip = t.outputs.every((o, i) => same(cli('xz', ['-dc'], o), files[i]!.data));
+  const keys = new Set(t.outputs.map((o) => settingsKey(readSettings(o))));
+  let identical = '';
+  if (v.compareCli) {
+    const n = t.outputs.filter((o, i) =>
+      same(o, cli('xz', [...v.compareCli!, '--check=crc64', '-c'], files[i]!.data)),
+    ).length;
+    identical = `, ${n}/${files.length} identical to xz ${v.compareCli.join(' ')}`;
+  }
+  record(
+    `xz encode ${v.what}`,
+    t,
+    `xz -dc ${roundTrip ? 'ok' : 'FAILED'}; ${[...keys].join(' ')}${identical}`,
+    size / total,
+  );
+}

@@ -1,0 +1,359 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import {
+  compress,
+  decompress,
+  decompressWithSettings,
+  detectCodec,
+  readSettings,
+  settingsKey,
+  type CodecSettings,
+} from '../../src/codecs/index.js';
+import { FormatError } from '../../src/errors.js';
+import { peCorpus, peerMar, SHARED_SKIP } from '../helpers/env.js';
+import { concat, firstBlockHeaderCrcAt, marEntries, patchWithCrc, run, xzList } from './helpers.js';
+
+const MiB = 1024 * 1024;
+const corpus = peCorpus();
+const CORPUS_SKIP = typeof corpus === 'string' ? corpus : undefined;
+/** A small PE32+ (wine), a 0.5 MB PE32 (mingw i686) and an EFI PE32+ application. */
+const SAMPLE_NAMES = ['wine64/softpub.dll', 'mingw-i686/libobjc-4.dll', 'efi/shimx64.efi'];
+const samples = (): { name: string; data: Uint8Array }[] =>
+  typeof corpus === 'string'
+    ? []
+    : SAMPLE_NAMES.map((n) => {
+        const path = corpus.find((p) => p.endsWith('/' + n));
+        assert.ok(path, `${n} in the corpus`);
+        return { name: n, data: new Uint8Array(readFileSync(path)) };
+      });
+
+function assertCodecError(code: string, format?: string): (e: unknown) => boolean {
+  return (e: unknown) => {
+    assert.ok(e instanceof FormatError, `expected FormatError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    if (format) assert.equal(e.format, format);
+    return true;
+  };
+}
+
+/** xz -lvv's rendering of a filter chain, as written by `xz --x86 --lzma2=dict=…`. */
+function xzChain(s: Extract<CodecSettings, { codec: 'xz' }>): string {
+  const dict = s.dictSize % MiB === 0 ? `${s.dictSize / MiB}MiB` : `${s.dictSize / 1024}KiB`;
+  return `${s.x86 ? '--x86 ' : ''}--lzma2=dict=${dict}`;
+}
+
+const XZ_CHECK_NAMES = { none: 'None', crc32: 'CRC32', crc64: 'CRC64', sha256: 'SHA-256' } as const;
+
+/** Decoded with the real CLI, re-listed with `xz -lvv`: same bytes, same dictionary/BCJ/check. */
+function assertXzMatches(stream: Uint8Array, data: Uint8Array, s: CodecSettings): void {
+  assert.equal(s.codec, 'xz');
+  if (s.codec !== 'xz') return;
+  assert.deepEqual(run('xz', ['-dc'], stream), Buffer.from(data));
+  const l = xzList(stream);
+  assert.equal(l.check, XZ_CHECK_NAMES[s.check]);
+  for (const f of l.filters) assert.equal(f, xzChain(s));
+}
+
+describe('detectCodec / readSettings / settingsKey', () => {
+  test('detects by the first bytes only', () => {
+    assert.equal(detectCodec(Buffer.from('BZh91AY&SY')), 'bz2');
+    assert.equal(detectCodec(Uint8Array.of(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1)), 'xz');
+    assert.equal(detectCodec(Uint8Array.of(0xfd, 0x37, 0x7a, 0x58, 0x5a)), 'none');
+    assert.equal(detectCodec(Buffer.from('MZ\x90\x00')), 'none');
+    assert.equal(detectCodec(new Uint8Array(0)), 'none');
+    assert.equal(detectCodec(Buffer.from('BZ')), 'none');
+  });
+
+  test('bz2 level is the BZhN digit; a bad digit or block magic is CODEC_CORRUPT', () => {
+    for (const n of [1, 5, 9]) {
+      const s = readSettings(run('bzip2', [`-${n}`, '-c'], Buffer.from('hello hello hello')));
+      assert.deepEqual(s, { codec: 'bz2', level: n });
+      assert.equal(settingsKey(s), `bz2:${n}`);
+    }
+    assert.throws(
+      () => readSettings(Buffer.from('BZh0\x31\x41\x59\x26\x53\x59')),
+      assertCodecError('CODEC_CORRUPT', 'bz2'),
+    );
+    assert.throws(
+      () => readSettings(Buffer.from('BZh9\x00\x41\x59\x26\x53\x59')),
+      assertCodecError('CODEC_CORRUPT', 'bz2'),
+    );
+    assert.throws(() => readSettings(Buffer.from('BZh9')), assertCodecError('CODEC_CORRUPT', 'bz2'));
+  });
+
+  test('xz settings come from the stream and first block headers (xz CLI streams)', () => {
+    const data = Buffer.from('x'.repeat(1000));
+    const cases: [string[], string][] = [
+      [['--x86', '--lzma2', '--check=crc64'], 'xz:dict=8388608:x86:crc64'],
+      [['--lzma2', '--check=crc64'], 'xz:dict=8388608:nox86:crc64'],
+      [['-7e', '--check=crc32'], 'xz:dict=16777216:nox86:crc32'],
+      [['--x86', '--lzma2=preset=6,dict=3MiB', '--check=sha256'], 'xz:dict=3145728:x86:sha256'],
+      [['--lzma2=dict=64KiB', '--check=none'], 'xz:dict=65536:nox86:none'],
+    ];
+    for (const [args, key] of cases)
+      assert.equal(settingsKey(readSettings(run('xz', ['-c', ...args], data))), key, args.join(' '));
+    assert.equal(settingsKey({ codec: 'none' }), 'none');
+  });
+
+  test('malformed xz headers are typed errors with offsets', () => {
+    const xz = run('xz', ['-c', '--check=crc64'], Buffer.from('abc'));
+    const badHeaderCrc = new Uint8Array(xz);
+    badHeaderCrc[8]! ^= 1;
+    assert.throws(
+      () => readSettings(badHeaderCrc),
+      (e) => assertCodecError('CODEC_CORRUPT', 'xz')(e) && (e as FormatError).offset === 6,
+    );
+    // Check ID 2 is reserved by the spec: unsupported, with a valid header CRC.
+    const check2 = patchWithCrc(xz, (b) => (b[7] = 0x02), 6, 8);
+    assert.throws(() => readSettings(check2), assertCodecError('CODEC_UNSUPPORTED', 'xz'));
+    assert.throws(() => readSettings(xz.subarray(0, 14)), assertCodecError('CODEC_CORRUPT', 'xz'));
+  });
+
+  test('filters other than [x86,] lzma2 are CODEC_UNSUPPORTED', async () => {
+    const data = Buffer.from('abcdefgh'.repeat(100));
+    for (const args of [
+      ['--delta=dist=4', '--lzma2'],
+      ['--arm', '--lzma2'],
+      ['--x86=start=16', '--lzma2'],
+    ]) {
+      const xz = run('xz', ['-c', ...args], data);
+      assert.throws(() => readSettings(xz), assertCodecError('CODEC_UNSUPPORTED', 'xz'), args.join(' '));
+      await assert.rejects(decompress(xz), assertCodecError('CODEC_UNSUPPORTED', 'xz'));
+    }
+  });
+});
+
+describe('peer MAR entries (Mozilla, mardor)', { skip: SHARED_SKIP }, () => {
+  const expectations: [string, string][] = [
+    ['firefox-updater/complete.mar', 'xz:dict=8388608:nox86:crc64'],
+    ['firefox-updater/partial.mar', 'xz:dict=8388608:nox86:crc64'],
+    ['generated-mardor/gen-mardor-xz-bcj-x86-unsigned.mar', 'xz:dict=8388608:x86:crc64'],
+  ];
+  for (const [mar, key] of expectations) {
+    test(`${mar}: settings, decode = xz -dc, re-encode keeps dictionary/BCJ/check`, async () => {
+      const entries = marEntries(peerMar(mar));
+      assert.ok(entries.length > 0);
+      for (const e of entries) {
+        const { data, settings } = await decompressWithSettings(e.bytes);
+        assert.equal(settingsKey(settings), key, e.name);
+        assert.deepEqual(Buffer.from(data), run('xz', ['-dc'], e.bytes), e.name);
+        const again = await compress(data, settings);
+        assert.equal(settingsKey(readSettings(again)), key);
+        assertXzMatches(again, data, settings);
+        // Same xz-utils preset and liblzma as Mozilla's packaging → mostly the very same bytes.
+      }
+    });
+  }
+
+  test('old_version.mar: a 32-byte empty xz stream decodes to nothing and re-encodes to 32 bytes', async () => {
+    const [entry] = marEntries(peerMar('firefox-updater/old_version.mar'));
+    assert.ok(entry);
+    assert.equal(entry.bytes.length, 32);
+    const { data, settings } = await decompressWithSettings(entry.bytes);
+    assert.equal(data.length, 0);
+    assert.equal(settings.codec, 'xz');
+    const again = await compress(data, settings);
+    assert.equal(again.length, 32);
+    assert.equal(run('xz', ['-dc'], again).length, 0);
+  });
+
+  test('build-mar test-bz2.mar / test-xz.mar: bzip2 and xz entries match the CLIs', async () => {
+    for (const e of marEntries(peerMar('build-mar/test-bz2.mar'))) {
+      const { data, settings } = await decompressWithSettings(e.bytes);
+      assert.equal(settings.codec, 'bz2');
+      assert.deepEqual(Buffer.from(data), run('bzip2', ['-dc'], e.bytes));
+      const again = await compress(data, settings);
+      assert.deepEqual(run('bzip2', ['-dc'], again), Buffer.from(data));
+      assert.equal(again[3], e.bytes[3], 'same BZhN block size');
+    }
+    for (const e of marEntries(peerMar('build-mar/test-xz.mar'))) {
+      const { data, settings } = await decompressWithSettings(e.bytes);
+      assert.deepEqual(Buffer.from(data), run('xz', ['-dc'], e.bytes));
+      assertXzMatches(await compress(data, settings), data, settings);
+    }
+  });
+});
+
+describe('round trips on corpus PE files', { skip: CORPUS_SKIP }, () => {
+  test('bz2 -1/-9: decode of bzip2 CLI output, encode byte-identical to bzip2 -N', async () => {
+    for (const { name, data } of samples()) {
+      for (const level of [1, 9]) {
+        const ref = run('bzip2', [`-${level}`, '-c'], data);
+        assert.deepEqual(await decompress(ref), data, name);
+        const enc = await compress(data, { codec: 'bz2', level });
+        assert.deepEqual(Buffer.from(enc), ref, `${name} -${level}`);
+        assert.deepEqual(run('bzip2', ['-dc'], enc), Buffer.from(data));
+      }
+    }
+  });
+
+  const xzSettings: Extract<CodecSettings, { codec: 'xz' }>[] = [
+    { codec: 'xz', dictSize: 8 * MiB, x86: true, check: 'crc64' },
+    { codec: 'xz', dictSize: 8 * MiB, x86: false, check: 'crc32' },
+    { codec: 'xz', dictSize: 16 * MiB, x86: true, check: 'crc64' },
+    { codec: 'xz', dictSize: 1 * MiB, x86: false, check: 'none' },
+    // No preset has 12 MiB or 3 MiB: the lzma-native path with an explicit dict_size.
+    { codec: 'xz', dictSize: 12 * MiB, x86: true, check: 'sha256' },
+    { codec: 'xz', dictSize: 3 * MiB, x86: false, check: 'crc64' },
+  ];
+  test('xz: encode keeps dictionary, BCJ and check (xz -lvv); xz -dc restores the bytes', async () => {
+    const [first, second] = samples();
+    assert.ok(first && second);
+    for (const s of xzSettings) {
+      for (const { name, data } of s.dictSize === 8 * MiB ? samples() : [first]) {
+        const enc = await compress(data, s);
+        assert.deepEqual(readSettings(enc), s, name);
+        assertXzMatches(enc, data, s);
+        assert.deepEqual(await decompress(enc), data);
+      }
+    }
+  });
+
+  test('xz: preset-6 encode is byte-identical to `xz --x86 --lzma2` (Mozilla default)', async () => {
+    for (const { name, data } of samples()) {
+      const ref = run('xz', ['--x86', '--lzma2', '--check=crc64', '-c'], data);
+      const enc = await compress(data, readSettings(ref));
+      assert.deepEqual(Buffer.from(enc), ref, name);
+      assert.deepEqual(await decompress(ref), data);
+    }
+  });
+});
+
+describe('hostile and edge inputs', () => {
+  const data = new Uint8Array(Buffer.from('MZ'.padEnd(50_000, 'marsign codec test ')));
+
+  test('stored entries: zero-length and a cap', async () => {
+    assert.equal((await decompress(new Uint8Array(0))).length, 0);
+    const r = await decompressWithSettings(data);
+    assert.deepEqual(r.settings, { codec: 'none' });
+    assert.deepEqual(r.data, data);
+    await assert.rejects(
+      decompress(data, { maxOutputSize: 100 }),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE'),
+    );
+    assert.equal((await compress(new Uint8Array(0), { codec: 'none' })).length, 0);
+  });
+
+  test('empty inputs round-trip through both codecs', async () => {
+    for (const s of [
+      { codec: 'bz2', level: 9 },
+      { codec: 'xz', dictSize: 8 * MiB, x86: true, check: 'crc64' },
+    ] as CodecSettings[]) {
+      const enc = await compress(new Uint8Array(0), s);
+      assert.equal(run(s.codec === 'bz2' ? 'bzip2' : 'xz', ['-dc'], enc).length, 0);
+      assert.equal((await decompress(enc)).length, 0);
+    }
+  });
+
+  test('decompression bombs stop at the cap: CODEC_OUTPUT_TOO_LARGE', async () => {
+    const zeros = new Uint8Array(16 * MiB);
+    const bz = run('bzip2', ['-9', '-c'], zeros);
+    const xz = run('xz', ['-c', '--check=crc64'], zeros);
+    assert.ok(bz.length < 10_000 && xz.length < 10_000);
+    await assert.rejects(
+      decompress(bz, { maxOutputSize: MiB }),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'bz2'),
+    );
+    await assert.rejects(
+      decompress(xz, { maxOutputSize: MiB }),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'xz'),
+    );
+    assert.equal((await decompress(bz, { maxOutputSize: 16 * MiB })).length, 16 * MiB);
+    assert.equal((await decompress(xz, { maxOutputSize: 16 * MiB })).length, 16 * MiB);
+    await assert.rejects(
+      decompress(bz, { maxOutputSize: 16 * MiB - 1 }),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'bz2'),
+    );
+    await assert.rejects(
+      decompress(xz, { maxOutputSize: 16 * MiB - 1 }),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'xz'),
+    );
+  });
+
+  test('an xz index that understates the size is CODEC_CORRUPT, not a bigger output', async () => {
+    const xz = run('xz', ['-c', '--check=crc64'], new Uint8Array(4 * MiB));
+    // Index: 00, count 01, unpadded size VLI, uncompressed size 4 MiB = 80 80 80 02.
+    const i = Buffer.from(xz).indexOf(Buffer.from([0x80, 0x80, 0x80, 0x02]), xz.length - 40);
+    assert.ok(i > 0);
+    const indexStart =
+      xz.length - 12 - (new DataView(xz.buffer, xz.byteOffset).getUint32(xz.length - 8, true) + 1) * 4;
+    const lying = patchWithCrc(xz, (b) => (b[i + 3] = 0x01), indexStart, xz.length - 16);
+    await assert.rejects(
+      decompress(lying, { maxOutputSize: 3 * MiB }),
+      assertCodecError('CODEC_CORRUPT', 'xz'),
+    );
+  });
+
+  test('dictionary over 64 MiB (Firefox updater limit) is refused before decoding', async () => {
+    const xz = run('xz', ['-c', '--lzma2=dict=64MiB'], data);
+    assert.equal(readSettings(xz).codec, 'xz');
+    // Block header: size, flags, 21 01 <dict byte>; 28 = 64 MiB, 30 = 128 MiB.
+    const at = Buffer.from(xz).indexOf(Buffer.from([0x21, 0x01, 28]), 12) + 2;
+    const big = patchWithCrc(xz, (b) => (b[at] = 30), 12, firstBlockHeaderCrcAt(xz));
+    assert.equal(readSettings(big).codec === 'xz' && readSettings(big).dictSize, 128 * MiB);
+    await assert.rejects(decompress(big), assertCodecError('CODEC_UNSUPPORTED', 'xz'));
+    await assert.rejects(
+      compress(data, { codec: 'xz', dictSize: 128 * MiB, x86: false, check: 'crc64' }),
+      assertCodecError('CODEC_UNSUPPORTED'),
+    );
+  });
+
+  test('trailing bytes after the stream: CODEC_TRAILING_DATA (garbage, padding, a second stream)', async () => {
+    const xz = run('xz', ['-c'], data);
+    const bz = run('bzip2', ['-c'], data);
+    for (const tail of [Buffer.from('garbage!'), new Uint8Array(4), xz]) {
+      await assert.rejects(decompress(concat(xz, tail)), assertCodecError('CODEC_TRAILING_DATA', 'xz'));
+    }
+    await assert.rejects(
+      decompress(concat(xz, Buffer.from('x'))),
+      assertCodecError('CODEC_TRAILING_DATA', 'xz'),
+    );
+    for (const tail of [Buffer.from('garbage!'), new Uint8Array(1), bz]) {
+      await assert.rejects(decompress(concat(bz, tail)), (e) => {
+        assert.ok(e instanceof FormatError);
+        // Random bytes after a bzip2 stream hide its end marker: trailing data or corrupt, never accepted.
+        assert.ok(['CODEC_TRAILING_DATA', 'CODEC_CORRUPT'].includes(e.code), e.code);
+        return true;
+      });
+    }
+    await assert.rejects(decompress(concat(bz, bz)), assertCodecError('CODEC_TRAILING_DATA', 'bz2'));
+  });
+
+  test('corrupt and truncated streams: CODEC_CORRUPT', async () => {
+    const xz = run('xz', ['-c', '--check=crc64'], data);
+    const bz = run('bzip2', ['-c'], data);
+    for (const [stream, format] of [
+      [xz, 'xz'],
+      [bz, 'bz2'],
+    ] as const) {
+      const flipped = new Uint8Array(stream);
+      flipped[Math.floor(stream.length / 2)]! ^= 0x55;
+      await assert.rejects(decompress(flipped), assertCodecError('CODEC_CORRUPT', format));
+      await assert.rejects(
+        decompress(stream.subarray(0, stream.length - 5)),
+        assertCodecError('CODEC_CORRUPT', format),
+      );
+    }
+    // The integrity check itself: flip a byte of the block's CRC64.
+    const badCheck = new Uint8Array(xz);
+    const indexStart =
+      xz.length - 12 - (new DataView(xz.buffer, xz.byteOffset).getUint32(xz.length - 8, true) + 1) * 4;
+    badCheck[indexStart - 1]! ^= 1;
+    await assert.rejects(decompress(badCheck), assertCodecError('CODEC_CORRUPT', 'xz'));
+  });
+
+  test('outputs are transferable (own ArrayBuffer, not Node pool slices)', async () => {
+    const small = Buffer.from('tiny');
+    const streams = [
+      small,
+      await compress(small, { codec: 'bz2', level: 9 }),
+      await compress(small, { codec: 'xz', dictSize: 8 * MiB, x86: false, check: 'crc64' }),
+    ];
+    for (const s of [...streams, ...(await Promise.all(streams.map((x) => decompress(x))))]) {
+      const copy = new Uint8Array(s);
+      const moved = structuredClone(s, { transfer: [s.buffer] });
+      assert.deepEqual(new Uint8Array(moved), copy);
+    }
+  });
+});
