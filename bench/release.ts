@@ -113,10 +113,11 @@ interface Timed {
 }
 
 const TIME_BIN = '/usr/bin/time';
+let timeFiles = 0;
 
 /** Run a command as a child process, timing it from spawn to exit (and its CPU via /usr/bin/time). */
 async function timedRun(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
-  const timeFile = join(BENCH_ROOT, `time-${process.pid}.txt`);
+  const timeFile = join(BENCH_ROOT, `time-${process.pid}-${timeFiles++}.txt`);
   const useTime = existsSync(TIME_BIN);
   const [c, a] = useTime ? [TIME_BIN, ['-f', '%e %U %S %M', '-o', timeFile, cmd, ...args]] : [cmd, args];
   const t0 = performance.now();
