@@ -29,15 +29,9 @@ import {
 } from '../formats/mar/index.js';
 import { MarWriter } from './writer.js';
 
-/** The codec module's API as this layer uses it (src/codecs/index.ts). */
-interface Codecs {
-  detectCodec(bytes: Uint8Array): CodecName;
-  decompress(bytes: Uint8Array, opts?: { maxOutputSize?: number }): Promise<Uint8Array>;
-  compress(data: Uint8Array, settings: CodecSettings): Promise<Uint8Array>;
-}
-const CODECS_MODULE = '../codecs/index.js';
-async function codecs(): Promise<Codecs> {
-  return (await import(CODECS_MODULE)) as Codecs;
+/** The codec module is loaded only when an entry is (de)compressed: listing and raw extraction stay light. */
+async function codecs(): Promise<typeof import('../codecs/index.js')> {
+  return import('../codecs/index.js');
 }
 
 export interface OpenMar {

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { chmodSync, copyFileSync, existsSync, readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
+
+test('marsign mar list prints what mardor `mar -t` prints', { skip: SHARED_SKIP }, async () => {
+  const r = await runCli(['mar', 'list', peerMar('build-mar/test-bz2.mar')]);
+  assert.equal(r.code, 0, r.stderr);
+  // mardor cli.py do_list: '{:7s} {:7s} {:7s}' then '{:<7d} {:04o}    {}' per entry.
+  assert.equal(
+    r.stdout,
+    [
+      'SIZE    MODE    NAME   ',
+      '141     0664    update.manifest',
+      '76      0664    defaults/pref/channel-prefs.js',
+      '76      0664    Contents/MacOS/defaults/pref/channel-prefs.js',
+      '152     0664    update-settings.ini',
+      '152     0664    Contents/MacOS/update-settings.ini',
+      '',
+    ].join('\n'),
+  );
+});
+
+test('marsign mar list --verbose adds the -T header, offsets and codecs', { skip: SHARED_SKIP }, async () => {
+  const r = await runCli(['mar', 'list', '--verbose', peerMar('firefox-libmar/multiple_file.mar')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Signature block found with 0 signature$/m);
+  assert.match(r.stdout, /^ {4}- MAR channel name: @MAR_CHANNEL_ID@$/m);
+  assert.match(r.stdout, /^ {4}- Product version: 13\.0a1$/m);
+  assert.match(r.stdout, /^1 +0666 +128 +none +1_byte_file$/m);
+  assert.match(r.stdout, /^512 +0666 +129 +none +binary_data_file$/m);
+});
+
+test(
+  'marsign mar list --json gives entries with offsets, octal modes and codecs',
+  { skip: SHARED_SKIP },
+  async () => {
+    const r = await runCli(['mar', 'list', '--json', peerMar('firefox-updater/old_version.mar')]);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.entries, [
+      { name: '0_sized_file', offset: 648, size: 32, flags: 0o666, mode: '0666', codec: 'xz' },
+    ]);
+    assert.deepEqual(j.productInfo, { channel: 'xpcshell-test', version: '0', padded: true });
+  },
+);
+
+test(
+  'marsign mar info shows style, sizes, signatures, sections, product info',
+  { skip: SHARED_SKIP },
+  async () => {
+    const r = await runCli(['mar', 'info', '--json', peerMar('firefox-libmar/signed_no_pib.mar')]);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.style, 'modern');
+    assert.equal(j.fileSize, 1085);
+    assert.deepEqual(j.signatures, [
+      { algorithmId: 2, length: 512, offset: 28, algorithm: 'RSA-PKCS1-SHA384' },
+    ]);
+    assert.equal(j.hasAdditionalHeader, false);
+    assert.equal(j.entryCount, 1);
+    assert.equal(j.storedBytes, 512);
+    const h = await runCli(['mar', 'info', peerMar('firefox-libmar/no_pib.mar')]);
+    assert.equal(h.code, 0, h.stderr);
+    assert.match(h.stdout, /style +old \(no signature block\)/);
+    assert.match(h.stdout, /entries +1 \(512 bytes stored, data at 8, index at 520\)/);
+  },
+);
+
+test(
+  'hostile MARs: exit 2 with `marsign: CODE: reason`; --lenient lists miniMarB',
+  { skip: SHARED_SKIP },
+  async () => {
+    const bad = await runCli(['mar', 'list', peerMar('margo/miniMarB.mar')]);
+    assert.equal(bad.code, 2);
+    assert.match(
+      bad.stderr,
+      /^marsign: MAR_BAD_NAME: unsafe entry name "\/foo\/bar": absolute path \(at offset 397\)$/m,
+    );
+    assert.equal(bad.stdout, '');
+    const lenient = await runCli(['mar', 'list', '--lenient', peerMar('margo/miniMarB.mar')]);
+    assert.equal(lenient.code, 0, lenient.stderr);
+    assert.match(lenient.stdout, /^21 +1130 +\/foo\/bar$/m);
+    const json = await runCli(['mar', 'info', '--json', peerMar('firefox-libmar/manipulated_signed.mar')]);
+    assert.equal(json.code, 2);
+    assert.equal(JSON.parse(json.stdout).error.code, 'MAR_FILE_SIZE_MISMATCH');
+  },
+);
+
+test(
+  'marsign mar create reproduces binary_data.mar; extract gets the file back',
+  { skip: SHARED_SKIP },
+  async () => {
+    const dir = tempDir();
+    const input = join(dir, 'binary_data_file');
+    copyFileSync(peerMar('firefox-libmar/binary_data_file'), input);
+    chmodSync(input, 0o666);
+    const out = join(dir, 'out.mar');
+    const c = await runCli([
+      'mar',
+      'create',
+      out,
+      input, // absolute: named by its basename
+      '--channel',
+      '@MAR_CHANNEL_ID@',
+      '--product-version',
+      '13.0a1',
+    ]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.deepEqual(await readFile(out), await readFile(peerMar('firefox-libmar/binary_data.mar')));
+    const x = await runCli(['mar', 'extract', '--json', out, join(dir, 'x')]);
+    assert.equal(x.code, 0, x.stderr);
+    assert.deepEqual(JSON.parse(x.stdout).files, [{ name: 'binary_data_file', size: 512, mode: 0o666 }]);
+    assert.deepEqual(await readFile(join(dir, 'x', 'binary_data_file')), await readFile(input));
+  },
+);
+
+test('marsign mar create errors leave no output', async () => {
+  const dir = tempDir();
+  const r = await runCli([
+    'mar',
+    'create',
+    join(dir, 'o.mar'),
+    peerMar('firefox-libmar/1_byte_file'),
+    '--channel',
+    'c',
+    '--product-version',
+    'v'.repeat(40),
+  ]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^marsign: MAR_PRODUCT_INFO_INVALID: /m);
+  const u = await runCli([
+    'mar',
+    'create',
+    join(dir, 'o.mar'),
+    peerMar('firefox-libmar/1_byte_file'),
+    '--channel',
+    'c',
+  ]);
+  assert.equal(u.code, 2);
+  assert.match(u.stderr, /--product-version/);
+  assert.deepEqual(readdirSync(dir), []);
+  assert.equal(existsSync(join(dir, 'o.mar')), false);
+});
+
+test('marsign mar --help lists the subcommands; each has its own help', async () => {
+  const r = await runCli(['mar', '--help']);
+  assert.equal(r.code, 0);
+  for (const c of ['info', 'list', 'extract', 'create'])
+    assert.match(r.stdout, new RegExp(`marsign mar ${c}`));
+  const c = await runCli(['mar', 'create', '--help']);
+  assert.equal(c.code, 0);
+  for (const o of ['--compression', '--x86-filter', '--channel', '--product-version', '--json'])
+    assert.ok(c.stdout.includes(o), o);
+});
