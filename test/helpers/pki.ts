@@ -2,7 +2,7 @@
  * Test-only PKI: a throwaway CA (optionally an intermediate) and a code-signing certificate made with
  * the `openssl` CLI in a temp dir, and a SigningKey on node:crypto. Production keys live in src/keys/.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import {
   createHash,
   createPrivateKey,
@@ -20,7 +20,7 @@ export interface TestPki {
   dir: string;
   caPemPath: string;
   caDer: Uint8Array;
-  /** PEM bundle of the CA and, when made, the intermediate (for `-CAfile`). */
+  /** PEM of the signer certificate. */
   certPemPath: string;
   certDer: Uint8Array;
   keyPemPath: string;
@@ -188,4 +188,50 @@ export function makePki(
     chainDer,
     key: nodeSigningKey(privateKey),
   };
+}
+
+export interface OsslResult {
+  code: number;
+  output: string;
+}
+
+/** `osslsigncode verify -CAfile ... [-TSA-CAfile ...] -in file` (stdout + stderr). */
+export function osslVerify(file: string, caPemPath: string, tsaCaPemPath?: string): Promise<OsslResult> {
+  const args = [
+    'verify',
+    '-CAfile',
+    caPemPath,
+    ...(tsaCaPemPath ? ['-TSA-CAfile', tsaCaPemPath] : []),
+    '-in',
+    file,
+  ];
+  return new Promise((resolve) => {
+    execFile('osslsigncode', args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, output: `${stdout}${stderr}` });
+    });
+  });
+}
+
+/** osslsigncode's verdict: exit 0 and a "Signature verification: ok" line. */
+export function osslOk(r: OsslResult): boolean {
+  return r.code === 0 && /Signature verification: ok/.test(r.output);
+}
+
+/** Run `fn` over `items` with at most `limit` in flight (osslsigncode runs 2 at a time on 2 cores). */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
