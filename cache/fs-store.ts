@@ -161,7 +161,8 @@ export class FsCacheStore implements CacheStore {
       this.counters.misses++;
       await this.onBadEntry?.(key, r.problem);
       // The handle stays open until the bad file is gone, so its inode cannot be reused meanwhile.
-      if (st.isFile()) await removeBad(path, st);
+      // A failed removal (read-only cache) still leaves a miss: the bad bytes are never served.
+      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
       return undefined;
     } finally {
       await fh.close();
