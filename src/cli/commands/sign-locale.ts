@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import type { LocaleManifest } from '../../pipeline/types.js';
+import { UsageError } from '../../errors.js';
 import { emit, handler, type OutputOptions } from '../output.js';
 import { formatBytes, localeProgress, wantProgress } from '../progress.js';
 
@@ -41,12 +42,10 @@ export const signLocaleCommand: CommandModule<object, Args> = {
         default: true,
         describe: 'progress bar on a terminal (--no-progress)',
       })
-      .option('json', { type: 'boolean', describe: 'print the manifest as JSON' })
-      .check((a) => {
-        if (!a['dry-run'] && !a.output) throw new Error('-o/--output is required (or use --dry-run)');
-        return true;
-      }) as never,
+      .option('json', { type: 'boolean', describe: 'print the manifest as JSON' }) as never,
   handler: handler<Args>(async (argv) => {
+    if (!argv['dry-run'] && !argv.output)
+      throw new UsageError('OUTPUT_REQUIRED', '-o/--output is required (or use --dry-run)');
     // Loaded on use: the command list stays cheap to import for every other command.
     const { loadConfig } = await import('../../config/index.js');
     const { Pipeline } = await import('../../pipeline/index.js');
