@@ -10,6 +10,9 @@ import { PROJECT_ROOT } from '../../src/version.js';
 
 export { PROJECT_ROOT };
 
+/** `--import` value for tsx that works from any working directory (a bare `tsx` resolves from cwd). */
+export const TSX_IMPORT = import.meta.resolve('tsx');
+
 /** `../shared` beside the checkout, or $MARSIGN_SHARED_DIR. */
 export const SHARED_DIR = resolve(process.env.MARSIGN_SHARED_DIR ?? join(PROJECT_ROOT, '..', 'shared'));
 export const PEER_MAR_DIR = join(SHARED_DIR, 'fixtures', 'peer-mar');
@@ -49,7 +52,7 @@ export function runCli(
   return new Promise((resolvePromise, reject) => {
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), ...args],
+      ['--import', TSX_IMPORT, join(PROJECT_ROOT, 'src/cli/main.ts'), ...args],
       {
         cwd: opts.cwd ?? PROJECT_ROOT,
         env: { ...process.env, ...opts.env },
