@@ -7,6 +7,10 @@ import { signMarCommand } from './sign-mar.js';
 import { signPeCommand } from './sign-pe.js';
 import { signReleaseCommand } from './sign-release.js';
 import { verifyCommand } from './verify.js';
+import { enqueueCommand } from './enqueue.js';
+import { serveCommand } from './serve.js';
+import { statusCommand } from './status.js';
+import { workerCommand } from './worker.js';
 
 /**
  * Every CLI command, registered explicitly (one module per file in this folder).
@@ -22,4 +26,8 @@ export const commands: CommandModule<any, any>[] = [
   signPeCommand,
   signMarCommand,
   verifyCommand,
+  workerCommand,
+  enqueueCommand,
+  statusCommand,
+  serveCommand,
 ];

@@ -1,0 +1,75 @@
+import type { CommandModule } from 'yargs';
+import type { ReleaseStatus } from '../../queue/types.js';
+import { UsageError } from '../../errors.js';
+import { emit, handler, type OutputOptions } from '../output.js';
+
+interface Args extends OutputOptions {
+  release?: string;
+  config?: string;
+  watch?: boolean;
+  limit?: number;
+  interval?: number;
+}
+
+export const statusCommand: CommandModule<object, Args> = {
+  command: 'status [release]',
+  describe: 'Show releases in the queue, or one release with per-locale state, progress and errors',
+  builder: (y) =>
+    y
+      .positional('release', { type: 'string', describe: 'release id (default: list recent releases)' })
+      .option('config', {
+        alias: 'c',
+        type: 'string',
+        describe: 'config file (default $MARSIGN_CONFIG, else ./marsign.config.json)',
+      })
+      .option('watch', {
+        alias: 'w',
+        type: 'boolean',
+        describe: 'redraw until interrupted (a release: until it finishes)',
+      })
+      .option('limit', { type: 'number', default: 20, describe: 'releases listed' })
+      .option('interval', { type: 'number', default: 1000, describe: '--watch refresh in ms' })
+      .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
+  handler: handler<Args>(async (argv) => {
+    const { loadConfig } = await import('../../config/index.js');
+    const { openQueue } = await import('../../service/client.js');
+    const { renderRelease, renderReleaseList } = await import('../../service/render.js');
+    if (argv.limit !== undefined && (!Number.isInteger(argv.limit) || argv.limit < 1)) {
+      throw new UsageError('USAGE', `--limit must be a positive integer, found ${argv.limit}`);
+    }
+    const config = await loadConfig(argv.config);
+    const queue = await openQueue(config);
+    try {
+      const once = async (): Promise<ReleaseStatus | ReleaseStatus[]> => {
+        if (argv.release) {
+          const s = await queue.get(argv.release);
+          if (!s)
+            throw new UsageError(
+              'RELEASE_NOT_FOUND',
+              `no release ${JSON.stringify(argv.release)} in the queue`,
+            );
+          return s;
+        }
+        return queue.list({ limit: argv.limit ?? 20 });
+      };
+      const show = (v: ReleaseStatus | ReleaseStatus[]): void =>
+        emit(argv, v, (x) => (Array.isArray(x) ? renderReleaseList(x) : renderRelease(x)));
+      if (!argv.watch) {
+        show(await once());
+        return;
+      }
+      const tty = process.stdout.isTTY && !argv.json;
+      let stop = false;
+      process.once('SIGINT', () => (stop = true));
+      while (!stop) {
+        const v = await once();
+        if (tty) process.stdout.write('\x1b[H\x1b[2J');
+        show(v);
+        if (!Array.isArray(v) && (v.state === 'completed' || v.state === 'failed')) break;
+        await new Promise((r) => setTimeout(r, argv.interval ?? 1000));
+      }
+    } finally {
+      await queue.close();
+    }
+  }),
+};

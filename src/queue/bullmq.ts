@@ -1,0 +1,277 @@
+/**
+ * The release queue on BullMQ: one flow per release (parent job in `releases`, one child per locale in
+ * `locales`). Only this folder imports bullmq; the pipeline never sees it.
+ */
+import { FlowProducer, Queue, type Job, type JobsOptions } from 'bullmq';
+import type { PlainError } from '../errors.js';
+import { bullConnection, type RedisSettings } from './connection.js';
+import type {
+  LocaleJobData,
+  LocaleJobProgress,
+  LocaleJobResult,
+  LocaleState,
+  LocaleStatus,
+  ReleaseJobData,
+  ReleaseJobResult,
+  ReleaseManifest,
+  ReleaseQueue,
+  ReleaseState,
+  ReleaseStatus,
+  SubmitResult,
+} from './types.js';
+
+export const RELEASES_QUEUE = 'releases';
+export const LOCALES_QUEUE = 'locales';
+
+export interface RetryPolicy {
+  /** Total tries for a transient failure (I/O, Redis, timestamp authority). */
+  attempts: number;
+  /** First backoff delay; doubles each retry (BullMQ exponential backoff). */
+  backoffMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, backoffMs: 2_000 };
+
+/** BullMQ rejects ':' in custom job ids, so `release@locale` stands for `release:locale`. */
+export function localeJobId(release: string, locale: string): string {
+  return `${release}@${locale}`;
+}
+
+export function localeJobOptions(release: string, locale: string, retry: RetryPolicy): JobsOptions {
+  return {
+    jobId: localeJobId(release, locale),
+    attempts: retry.attempts,
+    backoff: { type: 'exponential', delay: retry.backoffMs },
+    // A locale that fails for good fails its release at once, visibly (parent → failed).
+    failParentOnFailure: true,
+    removeOnComplete: false,
+    removeOnFail: false,
+  };
+}
+
+/** Parse `CODE: message` (how the processor words a failure) back into a plain error. */
+export function errorFromFailedReason(reason: string | undefined): PlainError | undefined {
+  if (!reason) return undefined;
+  const m = /^([A-Z][A-Z0-9_]+): ([\s\S]*)$/.exec(reason);
+  if (m) return { name: 'Error', code: m[1]!, message: m[2]! };
+  return { name: 'Error', code: 'INTERNAL', message: reason };
+}
+
+function iso(ms: number | undefined): string | undefined {
+  return ms ? new Date(ms).toISOString() : undefined;
+}
+
+function localeState(state: string, job: Job): LocaleState {
+  switch (state) {
+    case 'completed':
+      return 'completed';
+    case 'failed':
+      return 'failed';
+    case 'active':
+      return 'active';
+    case 'delayed':
+      return job.attemptsMade > 0 ? 'retrying' : 'queued';
+    case 'waiting':
+    case 'prioritized':
+    case 'waiting-children':
+      return job.attemptsMade > 0 ? 'retrying' : 'queued';
+    default:
+      return 'unknown';
+  }
+}
+
+export class BullReleaseQueue implements ReleaseQueue {
+  readonly releases: Queue<ReleaseJobData, ReleaseJobResult>;
+  readonly locales: Queue<LocaleJobData, LocaleJobResult>;
+  private readonly flows: FlowProducer;
+
+  constructor(
+    readonly settings: RedisSettings,
+    private readonly retry: RetryPolicy = DEFAULT_RETRY,
+  ) {
+    const connection = bullConnection(settings);
+    this.releases = new Queue(RELEASES_QUEUE, { connection, prefix: settings.prefix });
+    this.locales = new Queue(LOCALES_QUEUE, { connection, prefix: settings.prefix });
+    this.flows = new FlowProducer({ connection, prefix: settings.prefix });
+  }
+
+  async submit(manifest: ReleaseManifest): Promise<SubmitResult> {
+    const locales = manifest.locales.map((l) => l.locale);
+    const existing = await this.releases.getJob(manifest.release);
+    if (existing) return { release: manifest.release, created: false, locales: existing.data.locales };
+    await this.flows.add({
+      name: 'release',
+      queueName: RELEASES_QUEUE,
+      data: {
+        release: manifest.release,
+        profile: manifest.profile,
+        locales,
+        submittedAt: new Date().toISOString(),
+      } satisfies ReleaseJobData,
+      opts: { jobId: manifest.release, removeOnComplete: false, removeOnFail: false },
+      children: manifest.locales.map((l) => ({
+        name: 'locale',
+        queueName: LOCALES_QUEUE,
+        data: {
+          release: manifest.release,
+          locale: l.locale,
+          profile: manifest.profile,
+          input: l.input,
+          output: l.output,
+        } satisfies LocaleJobData,
+        opts: localeJobOptions(manifest.release, l.locale, this.retry),
+      })),
+    });
+    return { release: manifest.release, created: true, locales };
+  }
+
+  async get(release: string): Promise<ReleaseStatus | undefined> {
+    const parent = await this.releases.getJob(release);
+    if (!parent) return undefined;
+    return this.statusOf(parent);
+  }
+
+  async list(options: { limit?: number } = {}): Promise<ReleaseStatus[]> {
+    const limit = options.limit ?? 20;
+    const jobs = await this.releases.getJobs(
+      ['waiting-children', 'waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'],
+      0,
+      limit * 2,
+    );
+    jobs.sort((a, b) => b.timestamp - a.timestamp);
+    const out: ReleaseStatus[] = [];
+    for (const j of jobs.slice(0, limit)) if (j) out.push(await this.statusOf(j));
+    return out;
+  }
+
+  async counts(): Promise<Record<'releases' | 'locales', Record<string, number>>> {
+    const [releases, locales] = await Promise.all([
+      this.releases.getJobCounts(),
+      this.locales.getJobCounts(),
+    ]);
+    return { releases, locales };
+  }
+
+  private async localeStatus(release: string, locale: string): Promise<LocaleStatus> {
+    const jobId = localeJobId(release, locale);
+    const job = await this.locales.getJob(jobId);
+    if (!job) {
+      return { locale, jobId, state: 'unknown', input: '', output: '', attempts: 0, progress: {} };
+    }
+    const state = localeState(await job.getState(), job);
+    const progress: LocaleJobProgress =
+      typeof job.progress === 'object' && job.progress !== null ? (job.progress as LocaleJobProgress) : {};
+    const s: LocaleStatus = {
+      locale,
+      jobId,
+      state,
+      input: job.data.input,
+      output: job.data.output,
+      attempts: job.attemptsMade,
+      progress,
+    };
+    if (state === 'completed' && job.returnvalue) s.result = job.returnvalue;
+    if (job.failedReason && state !== 'completed') {
+      s.error = progress.error ?? errorFromFailedReason(job.failedReason);
+    }
+    const started = job.processedOn;
+    if (started) s.startedAt = iso(started)!;
+    if (job.finishedOn && (state === 'completed' || state === 'failed')) {
+      s.finishedAt = iso(job.finishedOn)!;
+      if (started) s.durationMs = job.finishedOn - started;
+    } else if (started && state === 'active') {
+      s.durationMs = Date.now() - started;
+    }
+    const worker = s.result?.worker ?? job.processedBy;
+    if (worker) s.worker = worker;
+    return s;
+  }
+
+  private async statusOf(parent: Job<ReleaseJobData, ReleaseJobResult>): Promise<ReleaseStatus> {
+    const data = parent.data;
+    const parentState = await parent.getState();
+    const locales = await Promise.all(data.locales.map((l) => this.localeStatus(data.release, l)));
+    const totals = {
+      locales: locales.length,
+      completed: 0,
+      failed: 0,
+      active: 0,
+      entriesDone: 0,
+      entriesTotal: 0,
+      bytesDone: 0,
+      bytesTotal: 0,
+      hits: 0,
+      misses: 0,
+      hitRate: null as number | null,
+    };
+    let firstStart = Infinity;
+    let lastFinish = 0;
+    let units = 0;
+    for (const l of locales) {
+      if (l.state === 'completed') totals.completed++;
+      else if (l.state === 'failed') totals.failed++;
+      else if (l.state === 'active') totals.active++;
+      const p = l.progress;
+      if (l.result) {
+        totals.entriesDone += l.result.entries;
+        totals.entriesTotal += l.result.entries;
+        totals.bytesDone += l.result.inputBytes;
+        totals.bytesTotal += l.result.inputBytes;
+        totals.hits += l.result.hits;
+        totals.misses += l.result.misses;
+        units += 1;
+      } else {
+        totals.entriesDone += p.entriesDone ?? 0;
+        totals.entriesTotal += p.entriesTotal ?? 0;
+        totals.bytesDone += p.bytesDone ?? 0;
+        totals.bytesTotal += p.bytesTotal ?? 0;
+        totals.hits += p.hits ?? 0;
+        totals.misses += p.misses ?? 0;
+        if (l.state === 'active' && p.bytesTotal) units += (p.bytesDone ?? 0) / p.bytesTotal;
+      }
+      if (l.startedAt) firstStart = Math.min(firstStart, Date.parse(l.startedAt));
+      if (l.finishedAt) lastFinish = Math.max(lastFinish, Date.parse(l.finishedAt));
+    }
+    if (totals.hits + totals.misses > 0) totals.hitRate = totals.hits / (totals.hits + totals.misses);
+
+    const failedLocale = locales.find((l) => l.state === 'failed');
+    let state: ReleaseState;
+    if (parentState === 'completed') state = 'completed';
+    else if (parentState === 'failed' || failedLocale) state = 'failed';
+    else if (parentState === 'unknown') state = 'unknown';
+    else if (locales.some((l) => l.state !== 'queued')) state = 'running';
+    else state = 'queued';
+
+    const status: ReleaseStatus = {
+      release: data.release,
+      profile: data.profile,
+      state,
+      submittedAt: data.submittedAt,
+      locales,
+      totals,
+      etaMs: null,
+    };
+    const err =
+      failedLocale?.error ??
+      (parentState === 'failed' ? errorFromFailedReason(parent.failedReason) : undefined);
+    if (err)
+      status.error = failedLocale
+        ? { ...err, details: { ...err.details, locale: failedLocale.locale } }
+        : err;
+    if (state === 'completed' || state === 'failed') {
+      const end = parent.finishedOn ?? (lastFinish || undefined);
+      if (end) {
+        status.finishedAt = iso(end)!;
+        status.durationMs = end - Date.parse(data.submittedAt);
+      }
+    } else if (state === 'running' && units > 0 && Number.isFinite(firstStart)) {
+      const remaining = totals.locales - totals.failed - units;
+      status.etaMs = Math.max(0, Math.round(((Date.now() - firstStart) * remaining) / units));
+    }
+    return status;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.flows.close(), this.releases.close(), this.locales.close()]);
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Worker snapshots in Redis: each `marsign worker` writes its counters, pool state and canary results
+ * under `<prefix>:worker:<id>` with a short TTL, so `marsign serve` (any host) can export metrics and
+ * health without talking to workers. A dead worker's snapshot simply expires.
+ */
+import type { Redis } from 'ioredis';
+import type { PlainError } from '../errors.js';
+
+export const SNAPSHOT_TTL_MS = 20_000;
+
+/** Upper bounds (seconds) of the locale duration histogram. */
+export const LOCALE_SECONDS_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800];
+
+export interface CanaryResult {
+  ok: boolean;
+  ms: number;
+  at: string;
+  error?: PlainError;
+}
+
+export interface WorkerSnapshot {
+  id: string;
+  host: string;
+  pid: number;
+  version: string;
+  startedAt: string;
+  updatedAt: string;
+  concurrency: number;
+  /** False once the worker is shutting down (no new jobs). */
+  accepting: boolean;
+  pool: { threads: number; utilisation: number; queued: number };
+  counters: {
+    signOperations: number;
+    cacheHits: number;
+    cacheMisses: number;
+    cacheCorrupt: number;
+    cacheBytesServed: number;
+    localesCompleted: number;
+    localesFailed: number;
+    lockAcquired: number;
+    lockWaited: number;
+    lockTakeovers: number;
+  };
+  /** Cumulative locale durations: counts per LOCALE_SECONDS_BUCKETS bound (non-cumulative), +Inf last. */
+  localeSeconds: { buckets: number[]; sum: number; count: number };
+  active: string[];
+  canary: Record<string, CanaryResult>;
+}
+
+export function snapshotKey(prefix: string, id: string): string {
+  return `${prefix}:worker:${id}`;
+}
+
+export async function publishSnapshot(redis: Redis, prefix: string, s: WorkerSnapshot): Promise<void> {
+  await redis.set(snapshotKey(prefix, s.id), JSON.stringify(s), 'PX', SNAPSHOT_TTL_MS);
+}
+
+export async function removeSnapshot(redis: Redis, prefix: string, id: string): Promise<void> {
+  await redis.del(snapshotKey(prefix, id));
+}
+
+/** Every live worker's snapshot. */
+export async function readSnapshots(redis: Redis, prefix: string): Promise<WorkerSnapshot[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}:worker:*`, 'COUNT', 200);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  if (keys.length === 0) return [];
+  const values = await redis.mget(...keys);
+  const out: WorkerSnapshot[] = [];
+  for (const v of values) {
+    if (!v) continue;
+    try {
+      out.push(JSON.parse(v) as WorkerSnapshot);
+    } catch {
+      // A malformed snapshot is skipped, not fatal to metrics.
+    }
+  }
+  return out.sort((a, b) => a.id.localeCompare(b.id));
+}

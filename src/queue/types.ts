@@ -1,0 +1,144 @@
+/**
+ * The release queue's data (contract between `enqueue`/`POST /releases`, `marsign worker`, `status`
+ * and the dashboard). Job data holds ids, paths and the profile name only: never file bytes, keys,
+ * passphrases or tokens.
+ */
+import type { PlainError } from '../errors.js';
+import type { LocaleProgress } from '../pipeline/types.js';
+
+/** A validated release manifest: every path absolute, real (symlinks resolved) and inside a root. */
+export interface ReleaseManifest {
+  release: string;
+  profile: string;
+  locales: ReleaseLocale[];
+}
+
+export interface ReleaseLocale {
+  locale: string;
+  /** Absolute real path of the input MAR. */
+  input: string;
+  /** Absolute real path of the output directory. */
+  outputDir: string;
+  /** `outputDir/<basename(input)>`: the signed MAR; its manifest is `<output>.manifest.json`. */
+  output: string;
+}
+
+/** Data of the parent (release) job. */
+export interface ReleaseJobData {
+  release: string;
+  profile: string;
+  locales: string[];
+  submittedAt: string;
+}
+
+/** Data of one child (locale) job. */
+export interface LocaleJobData {
+  release: string;
+  locale: string;
+  profile: string;
+  input: string;
+  output: string;
+}
+
+/** What a locale job's progress holds: pipeline progress, plus the typed error once it failed. */
+export interface LocaleJobProgress extends Partial<LocaleProgress> {
+  phase?: 'signing' | 'done' | 'failed';
+  error?: PlainError;
+}
+
+/** A locale job's return value: the summary of the manifest written beside the output. */
+export interface LocaleJobResult {
+  locale: string;
+  output: string;
+  manifest: string;
+  outputSha256?: string;
+  outputSize?: number;
+  entries: number;
+  hits: number;
+  misses: number;
+  passthrough: number;
+  skippedInvalid: number;
+  signOperations: number;
+  inputBytes: number;
+  outputBytes: number;
+  ms: number;
+  worker: string;
+}
+
+/** The parent job's return value, built once every locale completed. */
+export interface ReleaseJobResult {
+  release: string;
+  locales: Record<string, LocaleJobResult>;
+  totals: {
+    locales: number;
+    entries: number;
+    hits: number;
+    misses: number;
+    signOperations: number;
+    outputBytes: number;
+  };
+}
+
+export type LocaleState = 'queued' | 'active' | 'retrying' | 'completed' | 'failed' | 'unknown';
+export type ReleaseState = 'queued' | 'running' | 'completed' | 'failed' | 'unknown';
+
+export interface LocaleStatus {
+  locale: string;
+  jobId: string;
+  state: LocaleState;
+  input: string;
+  output: string;
+  attempts: number;
+  progress: LocaleJobProgress;
+  result?: LocaleJobResult;
+  error?: PlainError;
+  startedAt?: string;
+  finishedAt?: string;
+  durationMs?: number;
+  worker?: string;
+}
+
+export interface ReleaseStatus {
+  release: string;
+  profile: string;
+  state: ReleaseState;
+  submittedAt: string;
+  finishedAt?: string;
+  durationMs?: number;
+  /** Whole-release error (the first failed locale's, or the parent job's own). */
+  error?: PlainError;
+  locales: LocaleStatus[];
+  totals: {
+    locales: number;
+    completed: number;
+    failed: number;
+    active: number;
+    entriesDone: number;
+    entriesTotal: number;
+    bytesDone: number;
+    bytesTotal: number;
+    hits: number;
+    misses: number;
+    /** hits / (hits + misses), or null before any signable entry finished. */
+    hitRate: number | null;
+  };
+  /** Estimated time to completion from the byte rate so far, or null when unknown. */
+  etaMs: number | null;
+}
+
+export interface SubmitResult {
+  release: string;
+  /** False when a release with this id already existed (re-submission is a no-op). */
+  created: boolean;
+  locales: string[];
+}
+
+/** The queue as the CLI and the HTTP server see it; BullMQ stays behind it. */
+export interface ReleaseQueue {
+  submit(manifest: ReleaseManifest): Promise<SubmitResult>;
+  get(release: string): Promise<ReleaseStatus | undefined>;
+  list(options?: { limit?: number }): Promise<ReleaseStatus[]>;
+  /** Job counts per state, both queues (metrics). */
+  counts(): Promise<Record<'releases' | 'locales', Record<string, number>>>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,77 @@
+/** Human renderings of release status for `marsign status` and `marsign enqueue --wait`. */
+import type { ReleaseStatus } from '../queue/types.js';
+
+export function duration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined) return '';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  return `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+function pct(x: number | null): string {
+  return x === null ? '–' : `${(100 * x).toFixed(1)}%`;
+}
+
+function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/** One line per release. */
+export function renderReleaseList(list: ReleaseStatus[]): string {
+  if (list.length === 0) return 'No releases.';
+  const rows = [['RELEASE', 'STATE', 'LOCALES', 'FAILED', 'ENTRIES', 'HIT RATE', 'TIME', 'ETA']];
+  for (const r of list) {
+    const t = r.totals;
+    rows.push([
+      r.release,
+      r.state,
+      `${t.completed}/${t.locales}`,
+      String(t.failed),
+      `${t.entriesDone}/${t.entriesTotal}`,
+      pct(t.hitRate),
+      duration(r.durationMs),
+      duration(r.etaMs),
+    ]);
+  }
+  return table(rows);
+}
+
+/** A release with its locales and their errors. */
+export function renderRelease(r: ReleaseStatus): string {
+  const t = r.totals;
+  const head = [
+    `release ${r.release} (profile ${r.profile}): ${r.state}`,
+    `  ${t.completed}/${t.locales} locales done, ${t.failed} failed, ${t.active} active; ` +
+      `entries ${t.entriesDone}/${t.entriesTotal}; cache hits ${t.hits}, misses ${t.misses} (hit rate ${pct(t.hitRate)})` +
+      (r.durationMs ? `; took ${duration(r.durationMs)}` : '') +
+      (r.etaMs !== null ? `; ETA ${duration(r.etaMs)}` : ''),
+  ];
+  if (r.error) head.push(`  error: ${r.error.code}: ${r.error.message}`);
+  const rows = [['LOCALE', 'STATE', 'PROGRESS', 'HITS', 'MISSES', 'TRIES', 'TIME', 'ERROR']];
+  for (const l of r.locales) {
+    const p = l.progress;
+    const done = l.result?.entries ?? p.entriesDone ?? 0;
+    const total = l.result?.entries ?? p.entriesTotal ?? 0;
+    rows.push([
+      l.locale,
+      l.state,
+      total ? `${done}/${total}` : '',
+      String(l.result?.hits ?? p.hits ?? 0),
+      String(l.result?.misses ?? p.misses ?? 0),
+      String(l.attempts),
+      duration(l.durationMs),
+      l.error ? `${l.error.code}: ${l.error.message.split('\n')[0]}` : '',
+    ]);
+  }
+  return head.join('\n') + '\n' + table(rows);
+}

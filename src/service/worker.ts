@@ -1,0 +1,351 @@
+/**
+ * `marsign worker`: one signing pool per process, consuming locale jobs from the release queue.
+ * Cross-process single-flight goes through a Redis lock (RedisCoordinator); counters, pool state and
+ * canary results are published to Redis for `marsign serve`; SIGTERM/SIGINT shut down gracefully.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Redis } from 'ioredis';
+import type { LoadedConfig } from '../config/types.js';
+import { toPlainError, type PlainError } from '../errors.js';
+import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
+import { VERSION } from '../version.js';
+import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
+import { RedisCoordinator } from '../queue/redis-coordinator.js';
+import {
+  LOCALE_SECONDS_BUCKETS,
+  publishSnapshot,
+  removeSnapshot,
+  type CanaryResult,
+  type WorkerSnapshot,
+} from '../queue/telemetry.js';
+import type { LocaleJobData, LocaleJobResult } from '../queue/types.js';
+import { QueueWorkers, WORKER_DEFAULTS } from '../queue/worker.js';
+import { createLogger, type Logger } from './logger.js';
+
+/** What the worker needs from the pipeline (src/pipeline Pipeline satisfies it). */
+export interface LocaleSigner {
+  signLocale(options: {
+    profile: string;
+    input: string;
+    output: string;
+    onProgress?: (p: LocaleProgress) => void;
+    signal?: AbortSignal;
+    writeManifest?: boolean;
+  }): Promise<LocaleManifest>;
+  stats(): {
+    threads: number;
+    utilisation: number;
+    queued: number;
+    signOperations: number;
+    cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
+  };
+  canary(profile: string): Promise<{ ok: boolean; ms: number; error?: PlainError }>;
+  close(): Promise<void>;
+}
+
+export interface WorkerServiceOptions {
+  config: LoadedConfig;
+  /** Default: from the config and $MARSIGN_REDIS_URL. */
+  redis?: RedisSettings;
+  /** Locale jobs at once (default 2: one reading/writing while another waits on the pool). */
+  concurrency?: number;
+  /** Pool threads (default: the pipeline's, i.e. available cores). */
+  threads?: number;
+  lockDurationMs?: number;
+  stalledIntervalMs?: number;
+  maxStalledCount?: number;
+  /** Redis single-flight lock TTL (a crashed holder delays others at most this long). */
+  signLockMs?: number;
+  /** Canary period; 0 = only at start. */
+  canaryIntervalMs?: number;
+  /** How long in-flight locales may take to finish on SIGTERM before they are handed back. */
+  shutdownTimeoutMs?: number;
+  snapshotIntervalMs?: number;
+  logger?: Logger;
+  /** Build the signer (default: src/pipeline Pipeline with the Redis coordinator). */
+  createSigner?: (coordinator: Coordinator) => Promise<LocaleSigner>;
+}
+
+export const WORKER_SERVICE_DEFAULTS = {
+  concurrency: 2,
+  canaryIntervalMs: 5 * 60_000,
+  shutdownTimeoutMs: 60_000,
+  snapshotIntervalMs: 2_000,
+  signLockMs: 30_000,
+} as const;
+
+function positiveInt(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isInteger(v) || v < 1)) {
+    throw new RangeError(`options.${name} must be a positive integer, found ${v}`);
+  }
+}
+
+export function summarise(
+  m: LocaleManifest,
+  locale: string,
+  output: string,
+  ms: number,
+  worker: string,
+): LocaleJobResult {
+  const r: LocaleJobResult = {
+    locale,
+    output,
+    manifest: `${output}.manifest.json`,
+    entries: m.totals.entries,
+    hits: m.totals.hits,
+    misses: m.totals.misses,
+    passthrough: m.totals.passthrough,
+    skippedInvalid: m.totals.skippedInvalid,
+    signOperations: m.totals.signOperations,
+    inputBytes: m.totals.inputBytes,
+    outputBytes: m.totals.outputBytes,
+    ms: Math.round(ms),
+    worker,
+  };
+  if (m.output_sha256) r.outputSha256 = m.output_sha256;
+  if (m.outputSize !== undefined) r.outputSize = m.outputSize;
+  return r;
+}
+
+export class WorkerService {
+  readonly id: string;
+  private readonly startedAt = new Date().toISOString();
+  private readonly canary: Record<string, CanaryResult> = {};
+  private readonly active = new Set<string>();
+  private readonly counts = { completed: 0, failed: 0 };
+  private readonly histogram = {
+    buckets: new Array<number>(LOCALE_SECONDS_BUCKETS.length + 1).fill(0),
+    sum: 0,
+    count: 0,
+  };
+  private accepting = true;
+  private timers: NodeJS.Timeout[] = [];
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly options: WorkerServiceOptions,
+    readonly settings: RedisSettings,
+    private readonly redis: Redis,
+    private readonly coordinator: RedisCoordinator,
+    private readonly signer: LocaleSigner,
+    private workers: QueueWorkers | undefined,
+    readonly log: Logger,
+    readonly concurrency: number,
+  ) {
+    this.id = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  }
+
+  static async start(options: WorkerServiceOptions): Promise<WorkerService> {
+    positiveInt('concurrency', options.concurrency);
+    positiveInt('threads', options.threads);
+    const log = options.logger ?? createLogger({ name: 'marsign-worker' });
+    const settings = options.redis ?? redisSettings(options.config);
+    const redis = createRedis(settings);
+    redis.on('error', (err: Error) => log.warn({ err: toPlainError(err) }, 'redis connection error'));
+    const coordinator = new RedisCoordinator(redis, {
+      keyPrefix: `${settings.prefix}:lock:`,
+      lockMs: options.signLockMs ?? WORKER_SERVICE_DEFAULTS.signLockMs,
+      onLockLost: (key) => log.warn({ key }, 'single-flight lock lost while signing'),
+    });
+    let signer: LocaleSigner;
+    if (options.createSigner) signer = await options.createSigner(coordinator);
+    else {
+      const { Pipeline } = await import('../pipeline/index.js');
+      signer = await Pipeline.create({
+        config: options.config,
+        coordinator,
+        ...(options.threads ? { threads: options.threads } : {}),
+      });
+    }
+    const concurrency = options.concurrency ?? WORKER_SERVICE_DEFAULTS.concurrency;
+    const svc = new WorkerService(options, settings, redis, coordinator, signer, undefined, log, concurrency);
+    log.info(
+      {
+        worker: svc.id,
+        redis: settings.display,
+        config: options.config.path,
+        configSha256: options.config.sha256,
+        concurrency,
+        threads: signer.stats().threads,
+        version: VERSION,
+      },
+      'worker starting',
+    );
+    await svc.runCanaries();
+    svc.workers = new QueueWorkers(settings, (data, ctx) => svc.handle(data, ctx), {
+      concurrency,
+      name: svc.id,
+      lockDurationMs: options.lockDurationMs ?? WORKER_DEFAULTS.lockDurationMs,
+      stalledIntervalMs: options.stalledIntervalMs ?? WORKER_DEFAULTS.stalledIntervalMs,
+      maxStalledCount: options.maxStalledCount ?? WORKER_DEFAULTS.maxStalledCount,
+      onCompleted: (data, result) => {
+        svc.counts.completed++;
+        svc.observe(result.ms / 1000);
+        log.info(
+          {
+            release: data.release,
+            locale: data.locale,
+            ms: result.ms,
+            hits: result.hits,
+            misses: result.misses,
+            signOperations: result.signOperations,
+          },
+          'locale completed',
+        );
+      },
+      onFailed: (data, err, final) => {
+        if (final) svc.counts.failed++;
+        log.warn(
+          { release: data?.release, locale: data?.locale, reason: err.message, final },
+          final ? 'locale failed' : 'locale failed, will retry',
+        );
+      },
+      onError: (err) => log.warn({ err: toPlainError(err) }, 'queue worker error'),
+    });
+    await svc.workers.waitUntilReady();
+    await svc.publish();
+    const every = options.snapshotIntervalMs ?? WORKER_SERVICE_DEFAULTS.snapshotIntervalMs;
+    svc.timers.push(setInterval(() => void svc.publish(), every));
+    const canaryEvery = options.canaryIntervalMs ?? WORKER_SERVICE_DEFAULTS.canaryIntervalMs;
+    if (canaryEvery > 0) svc.timers.push(setInterval(() => void svc.runCanaries(), canaryEvery));
+    for (const t of svc.timers) t.unref();
+    log.info({ worker: svc.id }, 'worker ready');
+    return svc;
+  }
+
+  private observe(seconds: number): void {
+    let i = LOCALE_SECONDS_BUCKETS.findIndex((b) => seconds <= b);
+    if (i < 0) i = LOCALE_SECONDS_BUCKETS.length;
+    this.histogram.buckets[i]!++;
+    this.histogram.sum += seconds;
+    this.histogram.count++;
+  }
+
+  private async handle(
+    data: LocaleJobData,
+    ctx: { progress(p: LocaleProgress): void; signal: AbortSignal; attempt: number },
+  ): Promise<LocaleJobResult> {
+    const key = `${data.release}@${data.locale}`;
+    this.active.add(key);
+    this.log.info({ release: data.release, locale: data.locale, attempt: ctx.attempt }, 'locale started');
+    const t = performance.now();
+    try {
+      await mkdir(dirname(data.output), { recursive: true });
+      const m = await this.signer.signLocale({
+        profile: data.profile,
+        input: data.input,
+        output: data.output,
+        onProgress: (p) => ctx.progress(p),
+        signal: ctx.signal,
+        writeManifest: true,
+      });
+      return summarise(m, data.locale, data.output, performance.now() - t, this.id);
+    } finally {
+      this.active.delete(key);
+    }
+  }
+
+  /** Sign a sample with every configured profile; results go to health via the snapshot. */
+  async runCanaries(): Promise<Record<string, CanaryResult>> {
+    for (const profile of Object.keys(this.options.config.file.profiles)) {
+      const r = await this.signer
+        .canary(profile)
+        .catch((err: unknown) => ({ ok: false, ms: 0, error: toPlainError(err) }));
+      const c: CanaryResult = { ok: r.ok, ms: Math.round(r.ms), at: new Date().toISOString() };
+      if (r.error) c.error = r.error;
+      this.canary[profile] = c;
+      if (!r.ok) this.log.error({ profile, error: r.error }, 'canary failed');
+    }
+    return { ...this.canary };
+  }
+
+  snapshot(): WorkerSnapshot {
+    const s = this.signer.stats();
+    return {
+      id: this.id,
+      host: hostname(),
+      pid: process.pid,
+      version: VERSION,
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+      concurrency: this.concurrency,
+      accepting: this.accepting,
+      pool: { threads: s.threads, utilisation: s.utilisation, queued: s.queued },
+      counters: {
+        signOperations: s.signOperations,
+        cacheHits: s.cache.hits,
+        cacheMisses: s.cache.misses,
+        cacheCorrupt: s.cache.corrupt,
+        cacheBytesServed: s.cache.bytesServed,
+        localesCompleted: this.counts.completed,
+        localesFailed: this.counts.failed,
+        lockAcquired: this.coordinator.stats.acquired,
+        lockWaited: this.coordinator.stats.waited,
+        lockTakeovers: this.coordinator.stats.takeovers,
+      },
+      localeSeconds: {
+        buckets: [...this.histogram.buckets],
+        sum: this.histogram.sum,
+        count: this.histogram.count,
+      },
+      active: [...this.active],
+      canary: { ...this.canary },
+    };
+  }
+
+  private async publish(): Promise<void> {
+    try {
+      await publishSnapshot(this.redis, this.settings.prefix, this.snapshot());
+    } catch (err) {
+      this.log.warn({ err: toPlainError(err) }, 'could not publish worker snapshot');
+    }
+  }
+
+  /** Graceful shutdown: stop taking jobs, finish (or hand back) in-flight ones, close pool and Redis. */
+  close(reason = 'close'): Promise<void> {
+    this.closing ??= (async () => {
+      this.accepting = false;
+      this.log.info({ worker: this.id, reason, active: [...this.active] }, 'worker shutting down');
+      for (const t of this.timers) clearInterval(t);
+      await this.publish();
+      const timeout = this.options.shutdownTimeoutMs ?? WORKER_SERVICE_DEFAULTS.shutdownTimeoutMs;
+      const { forced } = this.workers ? await this.workers.close(timeout) : { forced: false };
+      if (forced)
+        this.log.warn({ worker: this.id }, 'in-flight locales handed back after the shutdown timeout');
+      await this.signer.close();
+      await removeSnapshot(this.redis, this.settings.prefix, this.id).catch(() => undefined);
+      await this.redis.quit().catch(() => this.redis.disconnect());
+      this.log.info(
+        { worker: this.id, completed: this.counts.completed, failed: this.counts.failed },
+        'worker stopped',
+      );
+    })();
+    return this.closing;
+  }
+
+  /** Close on the first SIGTERM/SIGINT; a second signal exits at once. */
+  installSignalHandlers(onClosed: (code: number) => void): void {
+    let count = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      count++;
+      if (count > 1) {
+        this.log.warn({ signal: sig }, 'second signal: exiting now');
+        onClosed(130);
+        return;
+      }
+      this.close(sig).then(
+        () => onClosed(0),
+        (err: unknown) => {
+          this.log.error({ err: toPlainError(err) }, 'error during shutdown');
+          onClosed(2);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+}
