@@ -26,7 +26,9 @@ const opts = (extra: Partial<AuthenticodeOptions> = {}): AuthenticodeOptions => 
 function forgeSignedData(pe: Uint8Array): forge.asn1.Asn1 {
   const info = parsePe(pe);
   const [entry] = readCertificateTable(pe, info);
-  const ci = forge.asn1.fromDer(forge.util.createBuffer(Buffer.from(entry!.data).toString('binary')), {
+  // bCertificate is zero-padded to 8: parse only the DER element itself.
+  const fromDer = forge.asn1.fromDer as (b: forge.util.ByteStringBuffer, o: object) => forge.asn1.Asn1;
+  const ci = fromDer(forge.util.createBuffer(Buffer.from(entry!.data).toString('binary')), {
     parseAllBytes: false,
   });
   return (ci.value as forge.asn1.Asn1[])[1]!.value[0] as forge.asn1.Asn1;

@@ -193,7 +193,7 @@ describe('certificate table write/read/strip', () => {
     const d = authenticodeDigest(pe, info);
     const changed = (at: number): boolean => {
       const b = new Uint8Array(pe);
-      b[at] ^= 0xff;
+      b[at] = b[at]! ^ 0xff;
       return !authenticodeDigest(b, info).equals(d);
     };
     assert.equal(changed(info.checksumOffset + 2), false);
