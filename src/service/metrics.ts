@@ -81,7 +81,7 @@ export class ServiceMetrics {
     private readonly redis: Redis,
     private readonly prefix: string,
   ) {
-    const queue = this.queue;
+    const q = this.queue;
     const snaps = (): WorkerSnapshot[] => this.snaps;
     new Gauge({
       name: 'marsign_jobs',
@@ -89,7 +89,7 @@ export class ServiceMetrics {
       labelNames: ['queue', 'state'],
       registers: [this.registry],
       async collect() {
-        const counts = await queue.counts();
+        const counts = await q.counts();
         this.reset();
         for (const [queue, byState] of Object.entries(counts)) {
           for (const [state, n] of Object.entries(byState)) this.set({ queue, state }, n);
