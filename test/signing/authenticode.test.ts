@@ -27,7 +27,10 @@ function forgeSignedData(pe: Uint8Array): forge.asn1.Asn1 {
   const info = parsePe(pe);
   const [entry] = readCertificateTable(pe, info);
   // bCertificate is zero-padded to 8: parse only the DER element itself.
-  const fromDer = forge.asn1.fromDer as (b: forge.util.ByteStringBuffer, o: object) => forge.asn1.Asn1;
+  const fromDer = forge.asn1.fromDer as unknown as (
+    b: forge.util.ByteStringBuffer,
+    o: object,
+  ) => forge.asn1.Asn1;
   const ci = fromDer(forge.util.createBuffer(Buffer.from(entry!.data).toString('binary')), {
     parseAllBytes: false,
   });
