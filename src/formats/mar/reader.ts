@@ -149,13 +149,16 @@ async function readModernHeader(source: ByteSource, info: MarInfo, options: Read
   // piecewise so a hostile dataStart cannot make us read much.
   const hdr = new Cursor(await source.read(8, 12), MAR_FORMAT, 8, 'MAR_TRUNCATED');
   // 0x08 u64 file_size (whole file, signatures included)
-  const declared = hdr.u64be();
+  const declaredHigh = hdr.u32be();
+  const declaredLow = hdr.u32be();
+  const declared = declaredHigh * 2 ** 32 + declaredLow;
   // 0x10 u32 num_signatures
   const count = hdr.u32be();
   info.declaredFileSize = declared;
   if (count > MAR_MAX_SIGNATURES)
     throw marError('MAR_TOO_MANY_SIGNATURES', `${count} signatures, more than ${MAR_MAX_SIGNATURES}`, 16);
-  if (declared !== info.fileSize && !options.allowSizeMismatch)
+  // Even a lenient reader refuses a size no MAR may have (it is not a one-byte append).
+  if (declared !== info.fileSize && (!options.allowSizeMismatch || declared > MAR_MAX_FILE_SIZE))
     throw marError(
       'MAR_FILE_SIZE_MISMATCH',
       `file_size field says ${declared} bytes, the file has ${info.fileSize}`,

@@ -1,0 +1,128 @@
+/**
+ * Long MAR fuzz run, outside the default suite: `npm run fuzz`
+ * (`node --import tsx test/fuzz/mar.fuzz.ts`). Environment:
+ *   MAR_FUZZ_SECONDS  wall-clock budget per property (default 60)
+ *   MAR_FUZZ_SEED     fast-check seed (default: random, printed so a failure can be replayed)
+ * Properties: mutated MARs give a consistent MarInfo or a FormatError with a MAR_ code (never another
+ * exception, never an out-of-range read, never more bytes read than the file has); mutated compressed
+ * entries give only CodedErrors when decompressed under a 4 MiB cap. Exits non-zero on the first failure,
+ * and if one case takes over 5 s (hang) or RSS exceeds 1 GiB (unbounded memory).
+ */
+import fc from 'fast-check';
+import { CodedError } from '../../src/errors.js';
+import { decompress } from '../../src/codecs/index.js';
+import { BufferSource } from '../../src/io/byte-source.js';
+import { entryCodecOf, readEntryBytes, readMar } from '../../src/formats/mar/index.js';
+import {
+  applyHeaderEdit,
+  applyMutation,
+  headerEditArb,
+  mutationArb,
+  readMarProperty,
+  seedMars,
+} from '../formats/mar/mutate.js';
+
+const SECONDS = Number(process.env.MAR_FUZZ_SECONDS ?? 60);
+const SEED = Number(process.env.MAR_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const CASE_LIMIT_MS = 5000;
+const RSS_LIMIT = 1024 * 1024 * 1024;
+
+const seeds = seedMars();
+const seedArb = fc.nat({ max: seeds.length - 1 }).map((i) => seeds[i]!);
+
+let maxCaseMs = 0;
+const codes = new Map<string, number>();
+async function timed<T>(fn: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  const r = await fn();
+  const ms = performance.now() - t0;
+  maxCaseMs = Math.max(maxCaseMs, ms);
+  if (ms > CASE_LIMIT_MS) throw new Error(`one case took ${ms.toFixed(0)} ms`);
+  if (process.memoryUsage().rss > RSS_LIMIT) throw new Error(`RSS ${process.memoryUsage().rss} bytes`);
+  return r;
+}
+const count = (c: string): void => void codes.set(c, (codes.get(c) ?? 0) + 1);
+
+async function run<T extends unknown[]>(name: string, prop: fc.IAsyncProperty<T>): Promise<void> {
+  const t0 = Date.now();
+  const out = await fc.check(prop, {
+    seed: SEED,
+    numRuns: Number.MAX_SAFE_INTEGER,
+    interruptAfterTimeLimit: SECONDS * 1000,
+    markInterruptAsFailure: false,
+  });
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  if (out.failed) {
+    console.error(fc.defaultReportMessage(out));
+    console.error(`FAIL ${name} (seed ${SEED})`);
+    process.exit(1);
+  }
+  console.log(`ok   ${name}: ${out.numRuns} cases in ${secs}s`);
+}
+
+// Compressed entries of the seeds, for the decompression property.
+const compressed: Uint8Array[] = [];
+for (const s of seeds) {
+  const src = new BufferSource(s);
+  const info = await readMar(src);
+  for (const e of info.entries) {
+    const raw = await readEntryBytes(src, e);
+    if (e.size > 0 && entryCodecOf(raw) !== 'none') compressed.push(raw);
+  }
+}
+
+console.log(
+  `MAR fuzz: ${seeds.length} seeds, ${compressed.length} compressed entries, ${SECONDS}s per property, seed ${SEED}`,
+);
+
+await run(
+  'mutations',
+  fc.asyncProperty(seedArb, fc.array(mutationArb, { minLength: 1, maxLength: 6 }), async (seed, muts) => {
+    let b = seed;
+    for (const { pos, m } of muts) b = applyMutation(b, pos, m);
+    count(await timed(() => readMarProperty(b)));
+  }),
+);
+
+await run(
+  'header edits',
+  fc.asyncProperty(
+    seedArb,
+    fc.array(headerEditArb, { minLength: 1, maxLength: 4 }),
+    fc.array(mutationArb, { maxLength: 2 }),
+    async (seed, edits, muts) => {
+      let b = seed;
+      for (const e of edits) b = applyHeaderEdit(b, e);
+      for (const { pos, m } of muts) b = applyMutation(b, pos, m);
+      count(await timed(() => readMarProperty(b)));
+    },
+  ),
+);
+
+if (compressed.length > 0) {
+  await run(
+    'mutated compressed entries',
+    fc.asyncProperty(
+      fc.nat({ max: compressed.length - 1 }),
+      fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
+      async (i, muts) => {
+        let b = compressed[i]!;
+        for (const { pos, m } of muts) b = applyMutation(b, pos, m, 6);
+        await timed(async () => {
+          try {
+            await decompress(b, { maxOutputSize: 4 * 1024 * 1024 });
+            count('decoded');
+          } catch (e) {
+            if (!(e instanceof CodedError)) throw e;
+            count(e.code);
+          }
+        });
+      },
+    ),
+  );
+}
+
+console.log(
+  `max case ${maxCaseMs.toFixed(1)} ms; peak RSS ≤ ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`,
+);
+console.log('outcomes:', Object.fromEntries([...codes].sort((a, b) => b[1] - a[1])));
