@@ -117,7 +117,8 @@ function pickProfile(flag: string | undefined, spec: ReleaseSpec, config: Loaded
 
 export function renderReleaseSummary(m: ReleaseManifest): string {
   const t = m.totals;
-  const rel = relative(process.cwd(), m.outDir) || '.';
+  const r = relative(process.cwd(), m.outDir);
+  const rel = r === '' ? '.' : r.startsWith('..') ? m.outDir : r;
   const lines = [
     `release ${m.release} (profile ${m.profile})${m.dryRun ? ' — dry run, nothing written' : ''}`,
     `  locales:  ${t.locales}${t.failed ? `, ${t.failed} FAILED` : ''}`,
