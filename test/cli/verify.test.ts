@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { buildPe } from '../../src/formats/pe/synth.js';
+import { generateDevKeys, loadPemKey, type DevKeys } from '../../src/keys/index.js';
+import { MarWriter } from '../../src/mar/writer.js';
+import { marSignatureSlots, signWriter } from '../../src/signing/mar-signer.js';
+import { SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
+
+const dir = tempDir('marsign-cli-verify-');
+const libmar = (n: string) => peerMar(`firefox-libmar/${n}`);
+let dev: DevKeys;
+
+before(async () => {
+  dev = await generateDevKeys(join(dir, 'dev'));
+});
+
+test(
+  'MAR: right certificates in order exit 0; wrong order exit 1; manipulated exit 1',
+  { skip: SHARED_SKIP },
+  async () => {
+    const ok = await runCli([
+      'verify',
+      libmar('multiple_signed_pib.mar'),
+      '--mar-cert',
+      libmar('mycert.der'),
+      libmar('mycert2.der'),
+      libmar('mycert3.der'),
+    ]);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /verification: OK/);
+    const order = await runCli([
+      'verify',
+      libmar('multiple_signed_pib.mar'),
+      '--mar-cert',
+      libmar('mycert.der'),
+      libmar('mycert3.der'),
+      libmar('mycert2.der'),
+      '--json',
+    ]);
+    assert.equal(order.code, 1);
+    const doc = JSON.parse(order.stdout);
+    assert.equal(doc.ok, false);
+    assert.deepEqual(
+      doc.mar.signatures.map((s: { valid: boolean }) => s.valid),
+      [true, false, false],
+    );
+    const manip = await runCli([
+      'verify',
+      libmar('manipulated_signed.mar'),
+      '--mar-cert',
+      libmar('mycert.der'),
+    ]);
+    assert.equal(manip.code, 1);
+    const sha1 = await runCli([
+      'verify',
+      peerMar('build-mar/test-bz2.mar'),
+      '--mar-cert',
+      peerMar('build-mar/test.pubkey'),
+    ]);
+    assert.equal(sha1.code, 0, sha1.stdout);
+  },
+);
+
+test(
+  'errors are exit 2: missing file, not a MAR/PE, nothing to verify, malformed MAR',
+  { skip: SHARED_SKIP },
+  async () => {
+    const missing = await runCli(['verify', join(dir, 'nope.mar'), '--mar-cert', libmar('mycert.der')]);
+    assert.equal(missing.code, 2);
+    const text = join(dir, 'x.txt');
+    writeFileSync(text, 'hello world');
+    const unknown = await runCli(['verify', text, '--mar-cert', libmar('mycert.der')]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /UNKNOWN_FORMAT/);
+    const nothing = await runCli(['verify', libmar('signed_pib.mar')]);
+    assert.equal(nothing.code, 2);
+    assert.match(nothing.stderr, /NOTHING_TO_VERIFY/);
+    const collide = await runCli([
+      'verify',
+      libmar('manipulated_is_container.mar'),
+      '--mar-cert',
+      libmar('mycert.der'),
+      '--json',
+    ]);
+    assert.equal(collide.code, 2);
+    assert.equal(JSON.parse(collide.stdout).error.name, 'FormatError');
+  },
+);
+
+/** A MAR signed with the dev MAR key holding PE entries (xz with BCJ, bz2, stored) and a text file. */
+async function innerMar(name: string, pes: Record<string, Uint8Array>): Promise<string> {
+  const out = join(dir, name);
+  const key = loadPemKey(readFileSync(dev.marKey));
+  const w = await MarWriter.create(out, {
+    productInfo: { channel: 'test', version: '1.0' },
+    signatureSlots: marSignatureSlots([key], 'sha384'),
+  });
+  let i = 0;
+  for (const [n, data] of Object.entries(pes)) {
+    const raw = join(dir, `raw-${i}`);
+    writeFileSync(raw, data);
+    const stored =
+      i % 3 === 0
+        ? execFileSync('xz', ['--x86', '--lzma2=preset=6', '--check=crc64', '-c', raw])
+        : i % 3 === 1
+          ? execFileSync('bzip2', ['-9', '-c', raw])
+          : data;
+    await w.addEntry(n, 0o755, stored);
+    i++;
+  }
+  await w.addEntry('readme.txt', 0o644, new TextEncoder().encode('not a PE'));
+  await w.finish();
+  await signWriter(w, [key], 'sha384');
+  await w.commit();
+  return out;
+}
+
+async function signedPe(name: string, arch: 'x86' | 'x64'): Promise<Uint8Array> {
+  const f = join(dir, `${name}.in`);
+  writeFileSync(f, buildPe({ arch, name }));
+  const r = await runCli(['sign-pe', f, '-o', `${f}.signed`, '--profile', 'dev', '--config', dev.config]);
+  assert.equal(r.code, 0, r.stderr);
+  return readFileSync(`${f}.signed`);
+}
+
+test('MAR --ca verifies every inner PE (xz, bz2, stored); an unsigned one fails unless skipped', async () => {
+  const a = await signedPe('a', 'x86');
+  const b = await signedPe('b', 'x64');
+  const c = await signedPe('c', 'x64');
+  const good = await innerMar('good.mar', { 'bin/a.exe': a, 'b.dll': b, 'sub/c.dll': c });
+  const r = await runCli(['verify', good, '--ca', dev.caCert, '--mar-cert', dev.marCertDer, '--json']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const doc = JSON.parse(r.stdout);
+  assert.deepEqual(
+    doc.inner.map((e: { name: string; valid: boolean }) => [e.name, e.valid]),
+    [
+      ['bin/a.exe', true],
+      ['b.dll', true],
+      ['sub/c.dll', true],
+    ],
+  );
+  assert.equal(doc.mar.valid, true);
+
+  const unsigned = buildPe({ arch: 'x86', kind: 'dll', name: 'vendor' });
+  const bad = await innerMar('bad.mar', { 'bin/a.exe': a, 'vendor.dll': unsigned });
+  const r2 = await runCli(['verify', bad, '--ca', dev.caCert]);
+  assert.equal(r2.code, 1, r2.stdout);
+  assert.match(r2.stdout, /vendor\.dll: not signed/);
+  const r3 = await runCli(['verify', bad, '--ca', dev.caCert, '--skip', 'vendor.dll']);
+  assert.equal(r3.code, 0, r3.stdout);
+  // --inner without --ca checks digest and signature, not the chain.
+  const r4 = await runCli(['verify', good, '--inner', '--mar-cert', dev.marCert]);
+  assert.equal(r4.code, 0, r4.stdout);
+  assert.match(r4.stdout, /chain not checked/);
+});
+
+test(
+  'complete.mar: MAR signature valid, but its inner exe0.exe is unsigned, so --ca fails',
+  { skip: SHARED_SKIP },
+  async () => {
+    const cert = peerMar('firefox-updater/xpcshellCertificate.der');
+    const r = await runCli(['verify', peerMar('firefox-updater/complete.mar'), '--mar-cert', cert]);
+    assert.equal(r.code, 0, r.stdout);
+    const r2 = await runCli([
+      'verify',
+      peerMar('firefox-updater/complete.mar'),
+      '--mar-cert',
+      cert,
+      '--ca',
+      dev.caCert,
+      '--json',
+    ]);
+    assert.equal(r2.code, 1);
+    const doc = JSON.parse(r2.stdout);
+    assert.equal(doc.mar.valid, true);
+    assert.ok(doc.inner.some((e: { name: string; valid: boolean }) => e.name === 'exe0.exe' && !e.valid));
+  },
+);
