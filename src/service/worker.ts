@@ -4,9 +4,9 @@
  * canary results are published to Redis for `marsign serve`; SIGTERM/SIGINT shut down gracefully.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import type { LoadedConfig } from '../config/types.js';
@@ -109,6 +109,24 @@ export function summarise(
   if (m.output_sha256) r.outputSha256 = m.output_sha256;
   if (m.outputSize !== undefined) r.outputSize = m.outputSize;
   return r;
+}
+
+/**
+ * Remove temp files (src/io/atomic.ts names them `.<name>.<pid>.<random>.tmp`) that a killed worker
+ * left for this output and its manifest. Only one worker holds a locale's job at a time (BullMQ lock),
+ * so any such file belongs to a previous, dead attempt.
+ */
+export async function removeStaleTemps(output: string): Promise<number> {
+  const dir = dirname(output);
+  const base = basename(output).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = new RegExp(`^\\.${base}(\\.manifest\\.json)?\\.\\d+\\.[0-9a-f]+\\.tmp$`);
+  let removed = 0;
+  for (const name of await readdir(dir)) {
+    if (!re.test(name)) continue;
+    await unlink(join(dir, name)).catch(() => undefined);
+    removed++;
+  }
+  return removed;
 }
 
 export class WorkerService {
@@ -235,6 +253,7 @@ export class WorkerService {
     const t = performance.now();
     try {
       await mkdir(dirname(data.output), { recursive: true });
+      await removeStaleTemps(data.output);
       const m = await this.signer.signLocale({
         profile: data.profile,
         input: data.input,
