@@ -8,7 +8,7 @@
  * entries are still being signed.
  */
 import { performance } from 'node:perf_hooks';
-import { relative } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { cacheKey } from '../../cache/key.js';
 import type { CacheStore } from '../../cache/types.js';
 import { detectCodec, readSettings, settingsKey } from '../codecs/index.js';
@@ -75,7 +75,7 @@ interface Produced {
 export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions): Promise<LocaleManifest> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
-  if (!opts.dryRun && opts.output === opts.input)
+  if (!opts.dryRun && resolve(opts.output) === resolve(opts.input))
     throw new UsageError('OUTPUT_IS_INPUT', `output ${opts.output} is the input file; write elsewhere`);
   const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
   const coordinator = opts.coordinator ?? ctx.coordinator;

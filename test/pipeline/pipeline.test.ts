@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { loadConfig } from '../../src/config/index.js';
+import type { LoadedConfig } from '../../src/config/types.js';
+import { loadReleaseSpec, Pipeline } from '../../src/pipeline/index.js';
+import { tempDir } from '../helpers/env.js';
+import { CONFIG_PATH, fixtureMar, newCache, RELEASE } from './_support.js';
+
+let config: LoadedConfig;
+let pipeline: Pipeline;
+before(async () => {
+  config = await loadConfig(CONFIG_PATH);
+  pipeline = await Pipeline.create({ config, threads: 1, cache: null });
+});
+after(() => pipeline.close());
+
+test('canary signs and verifies a synthetic PE through the pool; a bad profile reports a typed error', async () => {
+  const ok = await pipeline.canary('dev');
+  assert.equal(ok.ok, true, JSON.stringify(ok.error));
+  assert.ok(ok.ms >= 0);
+  const bad = await pipeline.canary('nope');
+  assert.equal(bad.ok, false);
+  assert.equal(bad.error?.name, 'ConfigError');
+});
+
+test('options are validated up front', async () => {
+  for (const threads of [0, -1, 1.5, 1000])
+    await assert.rejects(
+      Pipeline.create({ config, threads, cache: null }),
+      (e: Error & { code?: string }) => e.name === 'UsageError' && e.code === 'BAD_THREADS',
+      String(threads),
+    );
+  await assert.rejects(
+    Pipeline.create({} as never),
+    (e: Error & { code?: string }) => e.code === 'CONFIG_MISSING',
+  );
+});
+
+test('an aborted signLocale rejects and leaves no output or temp file', async () => {
+  const dir = tempDir();
+  const ac = new AbortController();
+  ac.abort(new Error('stop'));
+  const out = join(dir, 'x.mar');
+  await assert.rejects(
+    pipeline.signLocale({ profile: 'dev', input: fixtureMar('de'), output: out, signal: ac.signal }),
+  );
+  assert.deepEqual(readdirSync(dir), []);
+});
+
+test('output equal to input is refused', async () => {
+  await assert.rejects(
+    pipeline.signLocale({ profile: 'dev', input: fixtureMar('de'), output: fixtureMar('de') }),
+    (e: Error & { code?: string }) => e.code === 'OUTPUT_IS_INPUT',
+  );
+});
+
+test('stats() counts signing operations and cache traffic', async () => {
+  const dir = tempDir();
+  const p = await Pipeline.create({ config, threads: 1, cache: newCache(join(dir, 'c')) });
+  try {
+    await p.signLocale({ profile: 'dev', input: fixtureMar('ja'), output: join(dir, 'a.mar') });
+    await p.signLocale({ profile: 'dev', input: fixtureMar('ja'), output: join(dir, 'b.mar') });
+    const s = p.stats();
+    assert.equal(s.threads, 1);
+    assert.equal(s.signOperations, 4);
+    assert.equal(s.cache.misses, 4);
+    assert.equal(s.cache.hits, 4);
+    assert.ok(s.cache.bytesServed > 0);
+    assert.equal(s.cache.corrupt, 0);
+  } finally {
+    await p.close();
+  }
+});
+
+test('release specs: a directory names locales by folder or file name; bad specs are typed errors', async () => {
+  const spec = await loadReleaseSpec(RELEASE);
+  assert.deepEqual(
+    spec.locales.map((l) => [l.locale, l.relOutput]),
+    [
+      ['de', 'de/complete.mar'],
+      ['en-US', 'en-US/complete.mar'],
+      ['fr', 'fr/complete.mar'],
+      ['ja', 'ja/complete.mar'],
+    ],
+  );
+  const dir = tempDir();
+  writeFileSync(join(dir, 'it.mar'), '');
+  mkdirSync(join(dir, 'pt-BR'));
+  writeFileSync(join(dir, 'pt-BR', 'complete.mar'), '');
+  assert.deepEqual(
+    (await loadReleaseSpec(dir)).locales.map((l) => l.locale),
+    ['it', 'pt-BR'],
+  );
+  writeFileSync(join(dir, 'pt-BR', 'partial.mar'), '');
+  await assert.rejects(
+    loadReleaseSpec(dir),
+    (e: Error & { code?: string }) => e.code === 'RELEASE_DUPLICATE_LOCALE',
+  );
+  const empty = join(dir, 'empty');
+  mkdirSync(empty);
+  await assert.rejects(loadReleaseSpec(empty), (e: Error & { code?: string }) => e.code === 'RELEASE_EMPTY');
+  await assert.rejects(
+    loadReleaseSpec(join(dir, 'missing')),
+    (e: Error & { code?: string }) => e.code === 'RELEASE_NOT_FOUND',
+  );
+  for (const [body, code] of [
+    ['{', 'RELEASE_BAD_JSON'],
+    ['[]', 'RELEASE_BAD_JSON'],
+    ['{"release":"r","locales":{}}', 'RELEASE_BAD_JSON'],
+    ['{"release":"r","locales":{"de":5}}', 'RELEASE_BAD_JSON'],
+    ['{"release":"r","locales":{"a/b":"x.mar"}}', 'RELEASE_BAD_LOCALE'],
+    ['{"locales":{"de":"x.mar"}}', 'RELEASE_BAD_JSON'],
+  ] as const) {
+    const f = join(dir, 'r.json');
+    writeFileSync(f, body);
+    await assert.rejects(
+      loadReleaseSpec(f),
+      (e: Error & { code?: string }) => e.name === 'ConfigError' && e.code === code,
+      body,
+    );
+  }
+  assert.equal(existsSync(join(dir, 'r.json')), true);
+});
