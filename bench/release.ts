@@ -41,6 +41,7 @@ interface Options {
   skipPipeline: boolean;
   skipFloors: boolean;
   threads?: number;
+  runner: 'dist' | 'tsx';
   json: boolean;
   out?: string;
   quick: boolean;
@@ -60,6 +61,7 @@ function parseOptions(argv: string[]): Options {
       'skip-floors': { type: 'boolean', default: false },
       'baseline-locales': { type: 'string' },
       threads: { type: 'string' },
+      runner: { type: 'string', default: 'dist' },
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -69,6 +71,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       'usage: npm run bench:release -- [--locales N] [--codec bz2|xz|both] [--mb-per-locale MB] [--quick]\n' +
         '  [--baseline-locales K] [--skip-baseline] [--skip-pipeline] [--skip-floors] [--threads N]\n' +
+        '  [--runner dist|tsx]\n' +
         '  [--json] [--out docs/BENCHMARKS.md]\n',
     );
     process.exit(0);
@@ -87,6 +90,8 @@ function parseOptions(argv: string[]): Options {
   const mb = values['mb-per-locale'] === undefined ? (quick ? 4 : 80) : Number(values['mb-per-locale']);
   if (!(mb > 0)) throw new Error(`--mb-per-locale must be positive, got ${values['mb-per-locale']}`);
   const locales = int('locales', values.locales, quick ? 3 : 20);
+  const runner = values.runner ?? 'dist';
+  if (runner !== 'dist' && runner !== 'tsx') throw new Error(`--runner must be dist or tsx, got ${runner}`);
   return {
     locales,
     codecs: codec === 'both' ? ['bz2', 'xz'] : [codec as BenchCodec],
@@ -96,6 +101,7 @@ function parseOptions(argv: string[]): Options {
     skipPipeline: values['skip-pipeline'] === true,
     skipFloors: values['skip-floors'] === true,
     ...(values.threads !== undefined ? { threads: int('threads', values.threads, 1) } : {}),
+    runner,
     json: values.json === true,
     ...(values.out !== undefined ? { out: values.out } : {}),
     quick,
@@ -149,7 +155,30 @@ async function timedRun(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}
   return r;
 }
 
-const CLI = ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts')];
+/** Node arguments that start the marsign CLI: compiled JS (as `npx marsign` runs it) or the sources via tsx. */
+let CLI = ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts')];
+
+/**
+ * Compile the product (tsconfig.build.json) into a private folder, so the measured CLI is the compiled
+ * one users run without touching the shared dist/. tsc emits even when another engineer's file has a
+ * type error; only a missing entry point is fatal.
+ */
+async function buildCli(log: (m: string) => void): Promise<string[]> {
+  const outDir = join(BENCH_ROOT, 'dist');
+  await rm(outDir, { recursive: true, force: true });
+  const t0 = performance.now();
+  const tsc = join(PROJECT_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  await timedRun(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', outDir]).catch(
+    (err: Error) =>
+      log(`tsc reported errors (JS still emitted): ${err.message.split('\n').slice(1, 4).join(' | ')}`),
+  );
+  const main = join(outDir, 'src', 'cli', 'main.js');
+  if (!existsSync(main)) throw new Error(`build failed: ${main} missing`);
+  log(
+    `compiled the CLI into ${relative(PROJECT_ROOT, outDir)} in ${formatSeconds((performance.now() - t0) / 1000)}`,
+  );
+  return [main];
+}
 
 interface PipelineRun extends Timed {
   /** The pipeline's own time from its manifest (release or locale), without process start-up. */
@@ -191,7 +220,8 @@ async function signReleaseCli(
     manifestMs: m.timings.ms,
     signOperations: m.totals.signOperations,
     hits: m.totals.hits,
-    misses: m.totals.signed - m.totals.hits,
+    // The release manifest's `signed` counts entries signed by this run (cache misses).
+    misses: m.totals.signed,
     passthrough: m.totals.passthrough,
   };
 }
@@ -244,8 +274,9 @@ async function assertMar(path: string): Promise<number> {
 
 interface BaselineRun {
   measuredLocales: number;
-  /** Per locale, sequential. */
+  /** Per locale: wall time of its child process, and the time measured inside it (no start-up). */
   perLocaleMs: number[];
+  perLocaleInnerMs: number[];
   measuredMs: number;
   /** Linear extrapolation to all locales. */
   extrapolatedMs: number;
@@ -261,6 +292,7 @@ async function baselineRuns(
 ): Promise<BaselineRun> {
   const locales = rel.locales.slice(0, k);
   const per: number[] = [];
+  const inner: number[] = [];
   let spawns = 0;
   const t0 = performance.now();
   await mapLimit(locales, parallel, async (l, i) => {
@@ -277,15 +309,17 @@ async function baselineRuns(
       l.path,
       out,
     ]);
-    const line = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { spawns?: number };
+    const line = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { spawns?: number; ms?: number };
     spawns += line.spawns ?? 0;
     per[i] = r.wallMs;
+    inner[i] = line.ms ?? NaN;
     await assertMar(out);
   });
   const measuredMs = performance.now() - t0;
   return {
     measuredLocales: locales.length,
     perLocaleMs: per,
+    perLocaleInnerMs: inner,
     measuredMs,
     extrapolatedMs: (measuredMs * rel.locales.length) / locales.length,
     spawns,
@@ -479,13 +513,13 @@ function rowsFor(r: CodecResult, L: number): Row[] {
   const ioFloorLocale = fl ? fl.localeDisk.ms + fl.localeSha256.ms : undefined;
   const p = r.pipeline;
   if (p) {
-    const vsWork = fl ? `${f2(p.coldRelease.wallMs / fl.work.floorMs)}× the unique-work floor` : '';
+    const vsWork = fl ? `${f2(p.coldRelease.wallMs / fl.work.floorMs)}× the unique-work floor; ` : '';
     rows.push({
       label: `cold release, ${L} locales`,
       ms: p.coldRelease.wallMs,
       bytes: relBytes,
       kind: 'pipeline',
-      comment: `${vsWork}; ${p.coldRelease.signOperations} Authenticode signatures, CPU ${f1(p.coldRelease.cpuS ?? NaN)} s`,
+      comment: `${vsWork}${p.coldRelease.signOperations} Authenticode signatures, CPU ${f1(p.coldRelease.cpuS ?? NaN)} s`,
     });
     rows.push({
       label: `warm release, ${L} locales`,
@@ -647,7 +681,10 @@ function markdown(res: BenchResults, withCharts: boolean): string {
     '',
     '**How each figure is taken** (all times are wall clock; MB/s = input MAR bytes ÷ time):',
     '- *marsign*: `marsign sign-release release.json -o OUT --profile dev` and `marsign sign-locale` run as the CLI ' +
-      '(`node --import tsx src/cli/main.ts`) in a child process, timed from spawn to exit (includes Node/tsx start-up ' +
+      (res.options.runner === 'dist'
+        ? '(compiled by `tsc -p tsconfig.build.json` into `.cache/bench-release/dist`, i.e. the JS `npx marsign` runs)'
+        : '(`node --import tsx src/cli/main.ts`, from the sources)') +
+      ' in a child process, timed from spawn to exit (includes Node start-up ' +
       'and the pool start), with `MARSIGN_CACHE_DIR` pointing at a fresh cache for the cold run and the same cache ' +
       'for the warm run. Keys from `marsign keys dev` (RSA-2048 code signing, RSA-4096 MAR key). ' +
       "The locale manifests' own time (no process start-up) is given where it matters.",
@@ -751,6 +788,7 @@ async function main(): Promise<void> {
   const configPath = join(keysDir, 'marsign.config.json');
   if (!existsSync(configPath)) await generateDevKeys(keysDir, { marKeyBits: 4096 });
 
+  if (o.runner === 'dist' && !o.skipPipeline) CLI = await buildCli(log);
   const codecs: CodecResult[] = [];
   for (const c of o.codecs) codecs.push(await benchCodec(c, o, configPath, log));
   machine.loadAfter = loadavg();
