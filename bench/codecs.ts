@@ -8,6 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
@@ -18,8 +19,8 @@ import { encodeXz } from '../src/codecs/xz.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const ENCODE_RUNS = Number(process.env.BENCH_ENCODE_RUNS ?? 1);
-/** Large PE32+ (wine), large PE32 (mingw i686), medium PE32+, plus every corpus file under 200 KB. */
-const REP_FILES = ['wine64/shell32.dll', 'mingw-i686/libgnat-12.dll', 'wine64/kernelbase.dll'];
+/** A 6.6 MB PE32+ (wine), a 1.5 MB PE32 (mingw i686), plus every corpus file under 200 KB. */
+const REP_FILES = ['wine64/kernelbase.dll', 'mingw-i686/libgomp-1.dll'];
 const SMALL_LIMIT = 200 * 1024;
 
 const corpus = peCorpus();
@@ -37,7 +38,9 @@ const small = files.filter((f) => f.data.length < SMALL_LIMIT);
 console.log(
   `# ${files.length} files, ${(total / 1e6).toFixed(1)} MB (${small.length} under 200 KB); runs ${RUNS}, encode runs ${ENCODE_RUNS}`,
 );
-console.log(`# node ${process.version}, ${new Date().toISOString()}`);
+console.log(
+  `# node ${process.version}, ${new Date().toISOString()}, load average ${loadavg()[0]!.toFixed(1)} on 2 cores`,
+);
 
 const cli = (cmd: string, args: string[], input: Uint8Array): Buffer =>
   execFileSync(cmd, args, { input, maxBuffer: 1 << 30 });
@@ -95,10 +98,11 @@ function record(what: string, t: { all: number; small: number }, note: string, r
   };
   if (ratio !== undefined) row.ratio = ratio;
   rows.push(row);
+  row.note += `; load ${loadavg()[0]!.toFixed(1)}`;
   console.log(
     `| ${what} | ${row.mbps.toFixed(1)} | ${row.mbpsSmall.toFixed(1)} | ${row.msPerSmall.toFixed(2)} | ${
       ratio === undefined ? '' : ratio.toFixed(4)
-    } | ${note} |`,
+    } | ${row.note} |`,
   );
 }
 
