@@ -5,7 +5,6 @@ import {
   MAR_MAX_SIGNATURES,
   readEntryBytes,
   readMar,
-  signableChunks,
   type MarInfo,
   type SignatureSlot,
 } from '../formats/mar/index.js';
@@ -60,20 +59,7 @@ export async function signWriter(
   algorithm: MarAlgorithm,
 ): Promise<Uint8Array[]> {
   checkKeys(keys, algorithm);
-  let digest: Uint8Array;
-  try {
-    digest = await hashStream(algorithm, writer.signable());
-  } catch (e) {
-    // Workaround: MarWriter.signable() reads back through AtomicFile's handle, which is opened
-    // write-only ('wx'), so it fails with EBADF. Hash the finished temp file through a read handle.
-    if ((e as NodeJS.ErrnoException).code !== 'EBADF') throw e;
-    const src = await FileSource.open(writer.tempPath);
-    try {
-      digest = await hashStream(algorithm, signableChunks(src, await readMar(src)));
-    } finally {
-      await src.close();
-    }
-  }
+  const digest = await hashStream(algorithm, writer.signable());
   const sigs = await Promise.all(keys.map((k) => k.signDigest(algorithm, digest)));
   await writer.setSignatures(sigs);
   return sigs;
