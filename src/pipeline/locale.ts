@@ -8,7 +8,7 @@
  * entries are still being signed.
  */
 import { performance } from 'node:perf_hooks';
-import { relative, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { cacheKey } from '../../cache/key.js';
 import type { CacheStore } from '../../cache/types.js';
 import { detectCodec, readSettings, settingsKey } from '../codecs/index.js';
@@ -170,7 +170,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         );
       } catch (err) {
         // `raw` was transferred to the worker; re-read it to pass the entry through unchanged.
-        if (skipInvalid && isNotPe(err)) {
+        if (skipInvalid && isInvalidInput(err)) {
           const again = await readEntryBytes(source, entry);
           return invalidOrThrow(err, base, again, inputSha256, t0);
         }
@@ -327,13 +327,4 @@ function codecName(raw: Uint8Array): string {
 function isInvalidInput(err: unknown): boolean {
   const p = toPlainError(err);
   return p.name === 'PolicyError' || p.name === 'FormatError';
-}
-
-function isNotPe(err: unknown): boolean {
-  return isInvalidInput(err);
-}
-
-export function displayPath(p: string): string {
-  const r = relative(process.cwd(), p);
-  return r && !r.startsWith('..') ? r : p;
 }
