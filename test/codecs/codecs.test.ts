@@ -10,6 +10,7 @@ import {
   settingsKey,
   type CodecSettings,
 } from '../../src/codecs/index.js';
+import { decodeBz2Streaming } from '../../src/codecs/bz2.js';
 import { FormatError } from '../../src/errors.js';
 import { peCorpus, peerMar, SHARED_SKIP } from '../helpers/env.js';
 import { concat, firstBlockHeaderCrcAt, marEntries, patchWithCrc, run, xzList } from './helpers.js';
@@ -268,6 +269,17 @@ describe('hostile and edge inputs', () => {
     await assert.rejects(
       decompress(xz, { maxOutputSize: 16 * MiB - 1 }),
       assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'xz'),
+    );
+  });
+
+  test('unbzip2-stream fallback (outputs past the WASM limit): same bytes, stops at the cap', async () => {
+    const text = run('bzip2', ['-9', '-c'], data);
+    assert.deepEqual(await decodeBz2Streaming(text, data.length), data);
+    const bomb = run('bzip2', ['-9', '-c'], new Uint8Array(8 * MiB));
+    await assert.rejects(decodeBz2Streaming(bomb, MiB), assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'bz2'));
+    await assert.rejects(
+      decodeBz2Streaming(text.subarray(0, 100), MiB),
+      assertCodecError('CODEC_CORRUPT', 'bz2'),
     );
   });
 
