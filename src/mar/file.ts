@@ -14,7 +14,7 @@ import {
 } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../errors.js';
-import type { CodecName, CodecSettings } from '../codecs/types.js';
+import { DEFAULT_MAX_OUTPUT_SIZE, type CodecName, type CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
 import {
   assertSafeName,
@@ -64,9 +64,17 @@ export async function entryCodecs(m: OpenMar): Promise<CodecName[]> {
 export interface ExtractOptions {
   /** Decompress bz2/xz entries (detected by magic). Default false: write the stored bytes. */
   decompress?: boolean;
-  /** Per-entry decompressed-size cap (default: the codec module's DEFAULT_MAX_OUTPUT_SIZE). */
+  /** Per-entry decompressed-size cap (default: the codec module's DEFAULT_MAX_OUTPUT_SIZE, 1 GiB). */
   maxOutputSize?: number;
+  /** Cap on all extracted bytes together (default MAR_MAX_EXTRACT_TOTAL). */
+  maxTotalSize?: number;
 }
+
+/**
+ * Default cap on everything one extraction writes: an unpacked Firefox is ~0.5 GiB, and without a total
+ * cap 65536 entries × the per-entry cap would be a disk-filling bomb.
+ */
+export const MAR_MAX_EXTRACT_TOTAL = 8 * 1024 * 1024 * 1024;
 
 export interface ExtractResult {
   destDir: string;
@@ -96,6 +104,8 @@ export async function extractMar(
     const root = await realpath(tmp);
     const c = options.decompress ? await codecs() : undefined;
     const files: ExtractResult['files'] = [];
+    const maxTotal = options.maxTotalSize ?? MAR_MAX_EXTRACT_TOTAL;
+    let total = 0;
     for (const e of m.info.entries) {
       assertSafeName(e.name);
       const target = resolve(root, ...e.name.split('/'));
@@ -107,10 +117,16 @@ export async function extractMar(
         );
       await makeParents(root, target, e.name);
       let data = await readEntryBytes(m.source, e);
-      if (c && data.length > 0 && c.detectCodec(data) !== 'none')
-        data = await c.decompress(
-          data,
-          options.maxOutputSize === undefined ? {} : { maxOutputSize: options.maxOutputSize },
+      if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
+        const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
+        data = await c.decompress(data, { maxOutputSize: Math.min(perEntry, maxTotal - total + 1) });
+      }
+      total += data.length;
+      if (total > maxTotal)
+        throw marError(
+          'MAR_EXTRACT_TOO_LARGE',
+          `extracting ${JSON.stringify(e.name)} brings the total past ${maxTotal} bytes`,
+          e.offset,
         );
       const mode = e.flags & 0o777;
       const fh = await open(

@@ -7,10 +7,11 @@ import {
   mkdirSync,
   readdirSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { test } from 'node:test';
 import { BufferSource } from '../../src/io/byte-source.js';
 import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
@@ -245,4 +246,41 @@ test('collectInputs: relative file paths keep their path, absolute ones their ba
     (await collectInputs([join(dir, 'd'), join(dir, 'd', 'a')])).map((i) => i.name),
     ['a', 'sub/z', 'a'],
   );
+});
+
+test(
+  'extract caps the total output (MAR_EXTRACT_TOO_LARGE) and refuses a symlink as destination',
+  { skip: SHARED_SKIP },
+  async () => {
+    const dir = tempDir();
+    await assert.rejects(
+      extractMar(peerMar('firefox-libmar/multiple_file.mar'), join(dir, 'o'), { maxTotalSize: 100 }),
+      { code: 'MAR_EXTRACT_TOO_LARGE' },
+    );
+    assert.deepEqual(readdirSync(dir), []);
+    mkdirSync(join(dir, 'real'));
+    symlinkSync(join(dir, 'real'), join(dir, 'link'));
+    await assert.rejects(extractMar(peerMar('firefox-libmar/binary_data.mar'), join(dir, 'link')), {
+      code: 'DEST_NOT_EMPTY',
+    });
+    assert.deepEqual(readdirSync(join(dir, 'real')), []);
+  },
+);
+
+test('collectInputs keeps a safe relative path as the entry name', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'sub'));
+  writeFileSync(join(dir, 'sub', 'f.txt'), 'x');
+  const prev = process.cwd();
+  process.chdir(dir);
+  try {
+    assert.deepEqual(
+      (await collectInputs(['sub/f.txt', './sub/f.txt', '../' + basename(dir) + '/sub/f.txt'])).map(
+        (i) => i.name,
+      ),
+      ['sub/f.txt', 'sub/f.txt', 'f.txt'],
+    );
+  } finally {
+    process.chdir(prev);
+  }
 });

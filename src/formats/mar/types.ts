@@ -72,7 +72,8 @@ export type MarErrorCode =
   | 'MAR_NOT_SIGNABLE'
   | 'MAR_WRITER_STATE'
   | 'MAR_SIGNATURE_SLOT_MISMATCH'
-  | 'MAR_UNSAFE_EXTRACT';
+  | 'MAR_UNSAFE_EXTRACT'
+  | 'MAR_EXTRACT_TOO_LARGE';
 
 export const MAR_FORMAT = 'mar';
 
