@@ -31,6 +31,11 @@ export function formatSeconds(s: number): string {
   return `${(s * 1000).toFixed(0)} ms`;
 }
 
+/** Axis tick text: 1 ms, 20 ms, 1 s, 500 s (no decimals). */
+function tick(s: number): string {
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${Math.round(s)} s`;
+}
+
 /** Horizontal bars on a log10 axis of seconds. */
 export function barChartSvg(title: string, bars: Bar[], subtitle = ''): string {
   const width = 900;
@@ -65,7 +70,7 @@ export function barChartSvg(title: string, bars: Bar[], subtitle = ''): string {
       );
       if (m === 1 || labelMinor)
         out.push(
-          `<text x="${gx}" y="${plotBottom + 16}" text-anchor="middle" fill="#4a5568" font-size="${m === 1 ? 11 : 9}">${escapeXml(formatSeconds(v))}</text>`,
+          `<text x="${gx}" y="${plotBottom + 16}" text-anchor="middle" fill="#4a5568" font-size="${m === 1 ? 11 : 9}">${escapeXml(tick(v))}</text>`,
         );
     }
   }
