@@ -232,6 +232,11 @@ export function verifyPe(
     const si = sd.signerInfos[0];
     if (!si) throw new FormatError('pkcs7', 'PKCS7_MALFORMED', 'no SignerInfo');
     const signer = checkSignerInfo(si, sd.certificates, sd.content.value, OID.spcIndirectData, 'signature');
+    // OpenSSL's PKCS7_dataInit sets up one digest per listed algorithm: the signer's must be listed.
+    if (!sd.digestAlgorithms.includes(si.digestAlgorithm)) {
+      signer.valid = false;
+      signer.problems.push(`digestAlgorithms does not list the signer's digest ${si.digestAlgorithm}`);
+    }
     result.signatureValid = signer.valid && !multiple;
     if (multiple)
       result.problems.push(`certificate table has ${entries.length} entries; a single one is required`);

@@ -4,13 +4,12 @@
  * Why not forge.asn1 here: signatures cover exact bytes (a certificate's issuer Name and serial, the
  * signed attributes as received), and forge re-encodes what it parses. This reader returns views into
  * the input with their offsets, so verification hashes the received bytes and building copies
- * certificates verbatim. Hostile-input limits are the constants below; only definite lengths (DER) are
- * accepted, as Authenticode signatures are DER (osslsigncode, signtool, jsign all emit DER).
+ * certificates verbatim. Hostile-input limits are the constants below; nesting depth needs no limit because
+ * callers walk a fixed schema (no recursion on input). Only definite lengths (DER) are accepted, as
+ * Authenticode signatures are DER (osslsigncode, signtool, jsign all emit DER).
  */
 import { FormatError } from '../../errors.js';
 
-/** Deepest nesting followed when decoding (certificates and SignedData stay well under 20). */
-export const MAX_DER_DEPTH = 32;
 /** Most children decoded in one constructed element. */
 export const MAX_DER_CHILDREN = 10_000;
 /** Longest OBJECT IDENTIFIER accepted, in bytes. */
@@ -223,9 +222,8 @@ export function decode(bytes: Uint8Array): DerNode {
   return n;
 }
 
-/** The children of a constructed element. `depth` is checked against MAX_DER_DEPTH by callers walking down. */
-export function children(node: DerNode, depth = 0): DerNode[] {
-  if (depth > MAX_DER_DEPTH) fail('ASN1_TOO_DEEP', `nesting deeper than ${MAX_DER_DEPTH}`, node.offset);
+/** The children of a constructed element. */
+export function children(node: DerNode): DerNode[] {
   if (!node.constructed)
     fail('ASN1_NOT_CONSTRUCTED', `tag 0x${node.tag.toString(16)} is primitive`, node.offset);
   const out: DerNode[] = [];
