@@ -34,14 +34,25 @@ export function validateThreads(threads: unknown): number {
 }
 
 export class SigningPool {
-  private readonly piscina: Piscina<SignEntryTask, SignEntryResult>;
+  private piscina: Piscina<SignEntryTask, SignEntryResult> | undefined;
+  private readonly filename: string;
   readonly threads: number;
   private completedTasks = 0;
+  private closed = false;
 
   constructor(options: PoolOptions = {}) {
     this.threads = validateThreads(options.threads);
-    this.piscina = new Piscina<SignEntryTask, SignEntryResult>({
-      filename: options.filename ?? SIGN_ENTRY_WORKER,
+    this.filename = options.filename ?? SIGN_ENTRY_WORKER;
+  }
+
+  /**
+   * Threads start on the first task, not at construction: a dry run, an all-passthrough locale or a
+   * fully warm cache never pays for starting them (and loading keys in each).
+   */
+  private get pool(): Piscina<SignEntryTask, SignEntryResult> {
+    if (this.closed) throw new UsageError('POOL_CLOSED', 'the signing pool is closed');
+    this.piscina ??= new Piscina<SignEntryTask, SignEntryResult>({
+      filename: this.filename,
       minThreads: this.threads,
       maxThreads: this.threads,
       // Keys load once per thread: keep threads alive for the pool's lifetime.
@@ -49,6 +60,7 @@ export class SigningPool {
       // Inspector flags would make every thread try to bind the parent's port.
       execArgv: process.execArgv.filter((a) => !a.startsWith('--inspect')),
     });
+    return this.piscina;
   }
 
   /**
@@ -57,7 +69,7 @@ export class SigningPool {
    */
   async run(task: SignEntryTask, signal?: AbortSignal): Promise<Extract<SignEntryResult, { ok: true }>> {
     const input = ownsBuffer(task.input) ? task.input : copyToOwnBuffer(task.input);
-    const result = await this.piscina.run(
+    const result = await this.pool.run(
       { ...task, input },
       { transferList: [input.buffer as ArrayBuffer], ...(signal ? { signal } : {}) },
     );
@@ -66,22 +78,28 @@ export class SigningPool {
     return result;
   }
 
+  /** Whether the threads have been started. */
+  get started(): boolean {
+    return this.piscina !== undefined;
+  }
   get utilisation(): number {
-    return this.piscina.utilization;
+    return this.piscina?.utilization ?? 0;
   }
   get queued(): number {
-    return this.piscina.queueSize;
+    return this.piscina?.queueSize ?? 0;
   }
   get completed(): number {
     return this.completedTasks;
   }
 
   async close(): Promise<void> {
-    await this.piscina.close();
+    this.closed = true;
+    await this.piscina?.close();
   }
 
   async destroy(): Promise<void> {
-    await this.piscina.destroy();
+    this.closed = true;
+    await this.piscina?.destroy();
   }
 }
 

@@ -49,6 +49,27 @@ test('an aborted signLocale rejects and leaves no output or temp file', async ()
   assert.deepEqual(readdirSync(dir), []);
 });
 
+test('a dry run and a fully warm run never start the pool threads', async () => {
+  const dir = tempDir();
+  const cache = newCache(join(dir, 'c'));
+  const cold = await Pipeline.create({ config, threads: 1, cache });
+  try {
+    await cold.signLocale({ profile: 'dev', input: fixtureMar('de'), output: join(dir, 'x'), dryRun: true });
+    assert.equal(cold.pool.started, false);
+    await cold.signLocale({ profile: 'dev', input: fixtureMar('de'), output: join(dir, 'a.mar') });
+    assert.equal(cold.pool.started, true);
+  } finally {
+    await cold.close();
+  }
+  const warm = await Pipeline.create({ config, threads: 1, cache });
+  try {
+    await warm.signLocale({ profile: 'dev', input: fixtureMar('de'), output: join(dir, 'b.mar') });
+    assert.equal(warm.pool.started, false);
+  } finally {
+    await warm.close();
+  }
+});
+
 test('output equal to input is refused', async () => {
   await assert.rejects(
     pipeline.signLocale({ profile: 'dev', input: fixtureMar('de'), output: fixtureMar('de') }),
