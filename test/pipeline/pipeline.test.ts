@@ -5,8 +5,10 @@ import { after, before, test } from 'node:test';
 import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { loadReleaseSpec, Pipeline } from '../../src/pipeline/index.js';
+import { buildPe } from '../../src/formats/pe/synth.js';
+import type { Coordinator } from '../../src/pipeline/types.js';
 import { tempDir } from '../helpers/env.js';
-import { CONFIG_PATH, fixtureMar, newCache, RELEASE } from './_support.js';
+import { buildMar, BZ2, checkSignedOutput, CONFIG_PATH, fixtureMar, newCache, RELEASE } from './_support.js';
 
 let config: LoadedConfig;
 let pipeline: Pipeline;
@@ -143,4 +145,69 @@ test('release specs: a directory names locales by folder or file name; bad specs
     );
   }
   assert.equal(existsSync(join(dir, 'r.json')), true);
+});
+
+test('in-flight entries are bounded by the reorder window; entries are written in order while others sign', async () => {
+  const dir = tempDir();
+  const input = join(dir, 'many.mar');
+  const names = Array.from({ length: 20 }, (_, i) => `bin/m${String(i).padStart(2, '0')}.dll`);
+  await buildMar(
+    input,
+    names.map((name, i) => ({
+      name,
+      data: buildPe({ arch: 'x86', kind: 'dll', name: String(i) }),
+      codec: BZ2,
+    })),
+  );
+  let active = 0;
+  let maxActive = 0;
+  const counting: Coordinator = {
+    async once(_key, _lookup, work) {
+      active++;
+      maxActive = Math.max(maxActive, active);
+      try {
+        return await work();
+      } finally {
+        active--;
+      }
+    },
+  };
+  const done: number[] = [];
+  const out = join(dir, 'out.mar');
+  const m = await pipeline.signLocale({
+    profile: 'dev',
+    input,
+    output: out,
+    coordinator: counting,
+    onProgress: (p) => done.push(p.entriesDone),
+  });
+  assert.equal(m.totals.signOperations, 20);
+  assert.ok(maxActive > 1, `entries overlap (max ${maxActive})`);
+  assert.ok(maxActive <= pipeline.pool.threads + 4, `at most threads + 4 in flight (max ${maxActive})`);
+  assert.deepEqual(
+    done,
+    Array.from({ length: 20 }, (_, i) => i + 1),
+    'progress in entry order',
+  );
+  await checkSignedOutput(input, out, { signed: names, dir, osslsigncodeLimit: 2 });
+});
+
+test('aborting mid-run rejects, settles in-flight work and leaves no output', async () => {
+  const dir = tempDir();
+  const ac = new AbortController();
+  const out = join(dir, 'x.mar');
+  await assert.rejects(
+    pipeline.signLocale({
+      profile: 'dev',
+      input: fixtureMar('fr'),
+      output: out,
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.entriesDone === 2) ac.abort(new Error('stop'));
+      },
+    }),
+  );
+  assert.deepEqual(readdirSync(dir), []);
+  const again = await pipeline.signLocale({ profile: 'dev', input: fixtureMar('fr'), output: out });
+  assert.equal(again.totals.entries, 8, 'the pipeline is still usable');
 });
