@@ -211,3 +211,30 @@ test('aborting mid-run rejects, settles in-flight work and leaves no output', as
   const again = await pipeline.signLocale({ profile: 'dev', input: fixtureMar('fr'), output: out });
   assert.equal(again.totals.entries, 8, 'the pipeline is still usable');
 });
+
+test('signRelease: a failing locale is recorded with its typed error; the others are signed and summed', async () => {
+  const { copyFileSync, readFileSync } = await import('node:fs');
+  const { signRelease } = await import('../../src/pipeline/index.js');
+  const dir = tempDir();
+  const rel = join(dir, 'rel');
+  mkdirSync(join(rel, 'de'), { recursive: true });
+  copyFileSync(fixtureMar('de'), join(rel, 'de', 'complete.mar'));
+  writeFileSync(join(rel, 'zz.mar'), 'not a MAR at all');
+  const out = join(dir, 'out');
+  const m = await signRelease({ pipeline, spec: await loadReleaseSpec(rel), outDir: out, profile: 'dev' });
+  assert.equal(m.totals.locales, 2);
+  assert.equal(m.totals.failed, 1);
+  const bad = m.locales.find((l) => l.locale === 'zz')!;
+  assert.equal(bad.ok, false);
+  assert.equal(bad.error?.name, 'FormatError');
+  assert.match(bad.error?.code ?? '', /^MAR_/);
+  assert.equal(m.totals.entries, 8);
+  assert.equal(m.totals.signOperations, 4);
+  const sums = readFileSync(join(out, 'SHA512SUMS'), 'utf8');
+  assert.match(sums, /^[0-9a-f]{128} {2}de\/complete\.mar\n$/);
+  assert.equal(existsSync(join(out, 'zz.mar')), false);
+  await checkSignedOutput(fixtureMar('de'), join(out, 'de', 'complete.mar'), {
+    signed: ['firefox.exe', 'xul.dll', 'updater.exe', 'uninstall/helper.exe'],
+    dir,
+  });
+});
