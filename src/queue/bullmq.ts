@@ -88,11 +88,16 @@ export class BullReleaseQueue implements ReleaseQueue {
   constructor(
     readonly settings: RedisSettings,
     private readonly retry: RetryPolicy = DEFAULT_RETRY,
+    /** Connection errors (Redis down or restarting); BullMQ reconnects by itself. */
+    onError: (err: Error) => void = () => undefined,
   ) {
     const connection = bullConnection(settings);
     this.releases = new Queue(RELEASES_QUEUE, { connection, prefix: settings.prefix });
     this.locales = new Queue(LOCALES_QUEUE, { connection, prefix: settings.prefix });
     this.flows = new FlowProducer({ connection, prefix: settings.prefix });
+    this.releases.on('error', onError);
+    this.locales.on('error', onError);
+    this.flows.on('error', onError);
   }
 
   async submit(manifest: ReleaseManifest): Promise<SubmitResult> {

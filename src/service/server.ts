@@ -72,7 +72,9 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   const { config, token } = options;
   const log = options.logger ?? createLogger({ name: 'marsign-server' });
   const settings = options.redis ?? redisSettings(config);
-  const queue = new BullReleaseQueue(settings);
+  const queue = new BullReleaseQueue(settings, undefined, (err) =>
+    log.warn({ err: toPlainError(err) }, 'queue connection error'),
+  );
   const redis: Redis = createRedis(settings, { maxRetriesPerRequest: 1, enableOfflineQueue: true });
   redis.on('error', (err: Error) => log.warn({ err: toPlainError(err) }, 'redis connection error'));
   const metrics = new ServiceMetrics(queue, redis, settings.prefix);

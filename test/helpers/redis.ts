@@ -81,6 +81,7 @@ export class TestRedis {
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,
       });
+      c.on('error', () => undefined);
       try {
         await c.connect();
         if ((await c.ping()) === 'PONG') {
@@ -111,6 +112,7 @@ export class TestRedis {
     if (p && p.exitCode === null) {
       const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
       const c = new Redis(this.port, '127.0.0.1', { maxRetriesPerRequest: 0, retryStrategy: () => null });
+      c.on('error', () => undefined);
       await c.call('SHUTDOWN', 'SAVE').catch(() => undefined);
       c.disconnect();
       await exited;

@@ -9,6 +9,7 @@ interface Args extends OutputOptions {
   'canary-interval'?: number;
   'lock-duration'?: number;
   'stalled-interval'?: number;
+  'sign-lock'?: number;
 }
 
 export const workerCommand: CommandModule<object, Args> = {
@@ -39,6 +40,10 @@ export const workerCommand: CommandModule<object, Args> = {
         type: 'number',
         describe: 'ms between stalled-job checks (default 30000)',
       })
+      .option('sign-lock', {
+        type: 'number',
+        describe: "ms a crashed worker's single-flight signing lock blocks others (default 30000)",
+      })
       .option('json', {
         type: 'boolean',
         describe: 'logs are always JSON; accepted for uniformity',
@@ -57,6 +62,7 @@ export const workerCommand: CommandModule<object, Args> = {
       ...opt('canaryIntervalMs', argv['canary-interval']),
       ...opt('lockDurationMs', argv['lock-duration']),
       ...opt('stalledIntervalMs', argv['stalled-interval']),
+      ...opt('signLockMs', argv['sign-lock']),
     });
     await new Promise<void>((resolve) => {
       svc.installSignalHandlers((code) => {
