@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-export type TsaMode = 'ok' | 'reject' | 'wrong-imprint' | 'garbage' | 'http-503';
+export type TsaMode = 'ok' | 'reject' | 'wrong-imprint' | 'garbage' | 'http-503' | 'hang' | 'huge';
 
 export interface TestTsa {
   url: string;
@@ -150,6 +150,13 @@ export async function startTsa(options: { dir?: string; mode?: TsaMode } = {}): 
       const n = ++requests;
       if (mode === 'http-503') {
         res.writeHead(503).end('busy');
+        return;
+      }
+      if (mode === 'hang') return; // never answers: the client's timeout must fire
+      if (mode === 'huge') {
+        res
+          .writeHead(200, { 'content-type': 'application/timestamp-reply' })
+          .end(Buffer.alloc(2 * 1024 * 1024, 0x30));
         return;
       }
       if (mode === 'garbage') {

@@ -21,7 +21,7 @@ const tsas = new Map<TsaMode, TestTsa>();
 let down1: string;
 let down2: string;
 
-const MODES = ['ok', 'reject', 'wrong-imprint', 'garbage', 'http-503'] as const;
+const MODES = ['ok', 'reject', 'wrong-imprint', 'garbage', 'http-503', 'hang', 'huge'] as const;
 const tsaDirs = MODES.map((mode) => tempDir(`marsign-tsa-${mode}-`));
 
 before(async () => {
@@ -144,6 +144,7 @@ describe('authorities tried in order, with retries', () => {
     ['reject', 'TSA_REJECTED'],
     ['wrong-imprint', 'TSA_IMPRINT_MISMATCH'],
     ['garbage', 'TSA_BAD_REPLY'],
+    ['huge', 'TSA_BAD_REPLY'],
   ];
   for (const [mode, code] of badReplies) {
     test(`${mode} → VerificationError ${code}, not retried`, async () => {
@@ -161,6 +162,16 @@ describe('authorities tried in order, with retries', () => {
       assert.equal(t.requests, before + 1);
     });
   }
+
+  test('an authority that never answers times out, is retried, then TSA_UNAVAILABLE', async () => {
+    const t = tsa('hang');
+    const before = t.requests;
+    await assert.rejects(
+      fetchTimestampToken(new Uint8Array(8), { urls: [t.url], retries: 2, backoffMs: 1, timeoutMs: 200 }),
+      (e: unknown) => e instanceof TransientError && e.code === 'TSA_UNAVAILABLE',
+    );
+    assert.equal(t.requests, before + 2);
+  });
 
   test('bad timestamp options → ConfigError', async () => {
     const sig = new Uint8Array(32);
