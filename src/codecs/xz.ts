@@ -29,6 +29,8 @@ export const XZ_EXTREME = false;
 const PRESET_EXTREME = 0x80000000;
 /** Output is decoded into windows of this size (node-liblzma refuses buffers over 512 MB). */
 const DECODE_WINDOW = 16 * 1024 * 1024;
+/** Input pieces and output chunk size for encoding. */
+const ENCODE_CHUNK = 1024 * 1024;
 const LZMA_OK = 0;
 const LZMA_STREAM_END = 1;
 const LZMA_FINISH = 3;
@@ -174,12 +176,14 @@ export async function encodeXz(
   let out: Buffer;
   if (choice.library === 'node-liblzma') {
     const lib = await loadLiblzma();
-    out = await lib.xzAsync(input, {
+    const stream = new lib.Xz({
       preset,
       check: CHECK_CODES[s.check],
       filters: s.x86 ? [lib.filter.X86, lib.filter.LZMA2] : [lib.filter.LZMA2],
       threads: 1,
+      chunkSize: ENCODE_CHUNK,
     });
+    out = await collect(stream, input);
   } else {
     const ln = loadLzmaNative();
     // lzma-native applies a `preset` after (over) dictSize, so the preset's other parameters are spelled out.
@@ -232,13 +236,20 @@ export function lzmaPresetParams(
   return { ...base, ...p };
 }
 
+/**
+ * Feeds `input` in ENCODE_CHUNK pieces (node-liblzma rejects a single input buffer over 512 MB; the
+ * liblzma output does not depend on how the input is split) and concatenates the output.
+ */
 function collect(stream: NodeJS.ReadWriteStream, input: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('error', reject);
     stream.on('end', () => resolve(Buffer.concat(chunks)));
-    stream.end(input);
+    for (let i = ENCODE_CHUNK; i < input.length; i += ENCODE_CHUNK) {
+      stream.write(input.subarray(i - ENCODE_CHUNK, i));
+    }
+    stream.end(input.subarray(Math.max(0, Math.ceil(input.length / ENCODE_CHUNK) - 1) * ENCODE_CHUNK));
   });
 }
 
