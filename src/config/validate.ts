@@ -150,7 +150,11 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
     v.stringArray(s, 'roots', 'server');
   }
   if (top.profiles === undefined) v.fail('profiles', 'is required (an object of named signing profiles)');
-  const profiles = v.object(top.profiles, 'profiles', Object.keys(top.profiles as Obj));
+  const profiles = v.object(
+    top.profiles,
+    'profiles',
+    typeof top.profiles === 'object' && top.profiles !== null ? Object.keys(top.profiles) : [],
+  );
   for (const [name, p] of Object.entries(profiles)) {
     if (!PROFILE_NAME.test(name))
       v.fail(`profiles.${name}`, 'must be named with letters, digits, ".", "_" or "-" (at most 64)');

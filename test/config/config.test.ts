@@ -125,6 +125,8 @@ test('invalid JSON gives a position, never the text around it', async () => {
 test('validation names the field, one rule at a time', () => {
   const cases: [unknown, string][] = [
     [{}, 'profiles'],
+    [{ profiles: null }, 'profiles'],
+    [{ profiles: 'dev' }, 'profiles'],
     [[], 'must be an object'],
     [{ profiles: { p: {} } }, 'profiles.p'],
     [{ profiles: { 'bad name!': { mar: { keys: ['k'] } } } }, 'profiles.bad name!'],
