@@ -48,6 +48,13 @@ const files: Record<string, Uint8Array> = {
       { name: 'b', offset: 12, size: 4 },
     ],
   }),
+  // Fuzz regression: an entry offset past EOF must be refused before the header parse follows it.
+  // (the signature length field says 40, only 8 bytes follow, so the header would run past EOF).
+  'MAR_ENTRY_OUT_OF_BOUNDS.past-eof.mar': rawMar({
+    signatures: [{ id: 2, length: 40, bytes: new Uint8Array(8).fill(0xaa) }],
+    additional: null,
+    entries: [{ name: 'n', data: bytes('z'), offset: 0x10000024 }],
+  }),
   'MAR_ENTRY_OVERLAP.mar': rawMar({
     entries: [
       { name: 'a', data: bytes('0123456789'), offset: 128 },

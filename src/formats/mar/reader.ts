@@ -66,6 +66,16 @@ export async function readMar(source: ByteSource, options: ReadMarOptions = {}):
   const indexOffset = head.u32be();
 
   const { entries, indexEnd } = await readIndex(source, indexOffset, options);
+  // Before anything follows an entry offset (the header parse reads up to the lowest one): every
+  // entry must end before the index, which is inside the file.
+  for (const e of entries) {
+    if (e.offset + e.size > indexOffset)
+      throw marError(
+        'MAR_ENTRY_OUT_OF_BOUNDS',
+        `entry ${JSON.stringify(e.name)} [${e.offset}, +${e.size}) runs past the index at ${indexOffset}`,
+        e.offset,
+      );
+  }
 
   // Peers tell the layouts apart by the first index record's offset (§7).
   const style = entries[0]!.offset === MAR_OLD_STYLE_DATA_START ? 'old' : 'modern';
@@ -270,20 +280,12 @@ function parseProductInfo(data: Uint8Array, at: number): ProductInfo & { padded:
 }
 
 /**
- * §11.4-5: every entry lies in [dataStart, indexOffset); non-empty entries do not overlap (libmar's
+ * §11.4-5 (bounds were checked in readMar): non-empty entries do not overlap (libmar's
  * content-collision rule; zero-length entries may share offsets); and, as every writer lays entries out
  * back to back, the non-empty entries cover the data area exactly, so no bytes hide between them.
  */
 function checkEntryRanges(info: MarInfo): void {
   const { entries, indexOffset, dataStart } = info;
-  for (const e of entries) {
-    if (e.offset + e.size > indexOffset)
-      throw marError(
-        'MAR_ENTRY_OUT_OF_BOUNDS',
-        `entry ${JSON.stringify(e.name)} [${e.offset}, +${e.size}) runs past the index at ${indexOffset}`,
-        e.offset,
-      );
-  }
   const ranges = entries.filter((e) => e.size > 0).sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < ranges.length; i++) {
     const prev = ranges[i - 1]!;
