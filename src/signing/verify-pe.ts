@@ -6,7 +6,7 @@
  */
 import { createHash, verify as cryptoVerify, X509Certificate } from 'node:crypto';
 import { FormatError } from '../errors.js';
-import { bytesEqual, children, readOid, TAG, type DerNode } from '../formats/asn1/der.js';
+import { bytesEqual, children, decodeAt, readOid, TAG, type DerNode } from '../formats/asn1/der.js';
 import { digestNameFromOid, OID, RSA_SIGNATURE_OIDS, type DigestName } from '../formats/asn1/oids.js';
 import { parseSignedData, signedAttrsForSignature, type SignerInfo } from '../formats/asn1/pkcs7.js';
 import { certificateParts } from '../formats/asn1/x509.js';
@@ -192,19 +192,8 @@ export function verifyPe(
     // rejects the file ("Unable to extract existing signature") and so do we; signPe replaces the
     // whole table with a single entry.
     const multiple = entries.length > 1;
-    // bCertificate is padded to 8 with zeros: the DER element's own length decides where it ends.
-    const data = entry.data;
-    const hdr = data[1]! < 0x80 ? 2 : 2 + (data[1]! & 0x7f);
-    let len = data[1]! < 0x80 ? data[1]! : 0;
-    for (let i = 2; i < hdr; i++) len = len * 256 + data[i]!;
-    if (data[0] !== TAG.SEQUENCE || hdr > 6 || hdr + len > data.length)
-      throw new FormatError(
-        'pkcs7',
-        'PKCS7_MALFORMED',
-        'certificate entry is not a DER SEQUENCE',
-        entry.offset + 8,
-      );
-    const sd = parseSignedData(data.subarray(0, hdr + len));
+    // bCertificate is zero-padded to 8: the DER element's own length decides where it ends.
+    const sd = parseSignedData(decodeAt(entry.data, 0).der);
     if (sd.contentType !== OID.spcIndirectData || !sd.content || sd.content.tag !== TAG.SEQUENCE)
       throw new FormatError(
         'pkcs7',
