@@ -97,6 +97,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     };
     const records: EntryRecord[] = [];
     let signOperations = 0;
+    const warnings: string[] = [];
 
     const processEntry = async (entry: MarEntry): Promise<EntryOutcome> => {
       const t0 = performance.now();
@@ -164,7 +165,13 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
             );
             signOperations++;
             ctx.counters.signOperations++;
-            if (ctx.cache) await ctx.cache.put(key, result.output);
+            // A cache that cannot be written (full disk, read-only) must not fail a correctly signed
+            // entry: the locale completes uncached and the manifest says why.
+            if (ctx.cache)
+              await ctx.cache.put(key, result.output).catch((err: unknown) => {
+                const p = toPlainError(err);
+                warnings.push(`cache put failed for ${entry.name}: ${p.code}: ${p.message}`);
+              });
             return { bytes: result.output };
           },
         );
@@ -295,6 +302,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         ? { output_sha256: digests.sha256, output_sha512: digests.sha512, outputSize: digests.size }
         : {}),
       entries: records,
+      ...(warnings.length ? { warnings } : {}),
       totals,
       timings: { startedAt, ms: performance.now() - started, planMs, signMs, writeMs },
     };

@@ -38,6 +38,8 @@ export interface ReleaseLocaleResult {
   outputSha512?: string;
   outputSize?: number;
   totals?: LocaleManifest['totals'];
+  /** Number of non-fatal warnings in the locale manifest. */
+  warnings?: number;
   ms?: number;
 }
 

@@ -231,6 +231,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
           ...(m.output_sha512 ? { outputSha512: m.output_sha512 } : {}),
           ...(m.outputSize !== undefined ? { outputSize: m.outputSize } : {}),
           totals: m.totals,
+          ...(m.warnings?.length ? { warnings: m.warnings.length } : {}),
           ms: performance.now() - t,
         };
       } catch (err) {

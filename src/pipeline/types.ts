@@ -40,6 +40,8 @@ export interface LocaleManifest {
   output_sha512?: string;
   outputSize?: number;
   entries: EntryRecord[];
+  /** Problems that did not fail the locale (e.g. a cache entry that could not be stored). */
+  warnings?: string[];
   totals: {
     entries: number;
     passthrough: number;

@@ -238,3 +238,27 @@ test('signRelease: a failing locale is recorded with its typed error; the others
     dir,
   });
 });
+
+test('a cache that cannot store entries does not fail the locale; the manifest warns', async () => {
+  const dir = tempDir();
+  const real = newCache(join(dir, 'c'));
+  const readOnly = Object.assign(Object.create(real) as typeof real, {
+    put: async () => {
+      throw Object.assign(new Error('read-only file system'), { code: 'EROFS' });
+    },
+  });
+  const p = await Pipeline.create({ config, threads: 1, cache: readOnly });
+  try {
+    const out = join(dir, 'x.mar');
+    const m = await p.signLocale({ profile: 'dev', input: fixtureMar('ja'), output: out });
+    assert.equal(m.totals.misses, 4);
+    assert.equal(m.warnings?.length, 4);
+    assert.match(m.warnings![0]!, /cache put failed for firefox\.exe: EROFS/);
+    await checkSignedOutput(fixtureMar('ja'), out, {
+      signed: ['firefox.exe', 'xul.dll', 'updater.exe', 'uninstall/helper.exe'],
+      dir,
+    });
+  } finally {
+    await p.close();
+  }
+});

@@ -98,5 +98,6 @@ export function renderLocaleSummary(m: LocaleManifest): string {
     `${m.output}: ${t.entries} entries: ${t.misses} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
       (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : ''),
     `  ${formatBytes(t.inputBytes)} → ${formatBytes(t.outputBytes)} in ${(m.timings.ms / 1000).toFixed(2)} s; sha512 ${m.output_sha512 ?? '-'}`,
+    ...(m.warnings ?? []).map((w) => `  warning: ${w}`),
   ].join('\n');
 }

@@ -128,6 +128,11 @@ export function renderReleaseSummary(m: ReleaseManifest): string {
     `  time:     ${(m.timings.ms / 1000).toFixed(2)} s`,
     `  cache:    hit rate ${(t.cacheHitRate * 100).toFixed(0)}% (${t.hits}/${t.hits + t.signed} signable entries)`,
   ];
+  const warned = m.locales.filter((l) => l.warnings);
+  if (warned.length)
+    lines.push(
+      `  warnings: ${warned.map((l) => `${l.locale} ${l.warnings}`).join(', ')} (see the locale manifests)`,
+    );
   if (!m.dryRun)
     lines.push(`  output:   ${rel}/ (release-manifest.json, SHA512SUMS, <locale>/*.mar.manifest.json)`);
   return lines.join('\n');
