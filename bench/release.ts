@@ -519,7 +519,11 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: p.coldRelease.wallMs,
       bytes: relBytes,
       kind: 'pipeline',
-      comment: `${vsWork}${p.coldRelease.signOperations} Authenticode signatures, CPU ${f1(p.coldRelease.cpuS ?? NaN)} s`,
+      comment:
+        `${vsWork}${p.coldRelease.signOperations} Authenticode signatures; CPU ${f1(p.coldRelease.cpuS ?? NaN)} s` +
+        (fl && p.coldRelease.cpuS !== undefined
+          ? ` = ${f2((p.coldRelease.cpuS * 1000) / fl.work.cpuMs)}× the floor's CPU (load-independent)`
+          : ''),
     });
     rows.push({
       label: `warm release, ${L} locales`,
@@ -629,7 +633,16 @@ function goalsFor(r: CodecResult, L: number): Goal[] {
   const out: Goal[] = [];
   if (p && fl) {
     const x = p.coldRelease.wallMs / fl.work.floorMs;
-    out.push({ goal: 'cold release ≤ 1.3× the unique-work floor', measured: `${f2(x)}×`, met: x <= 1.3 });
+    const cpu = p.coldRelease.cpuS;
+    out.push({
+      goal: 'cold release ≤ 1.3× the unique-work floor',
+      measured:
+        `${f2(x)}× (wall ÷ floor)` +
+        (cpu !== undefined
+          ? `; its CPU time is ${f2((cpu * 1000) / fl.work.cpuMs)}× the floor's CPU time`
+          : ''),
+      met: x <= 1.3,
+    });
     const ioFloor = fl.localeDisk.ms + fl.localeSha256.ms;
     const pct = (100 * ioFloor) / (p.warmLocale.manifestMs ?? p.warmLocale.wallMs);
     const pctWall = (100 * ioFloor) / p.warmLocale.wallMs;
