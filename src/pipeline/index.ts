@@ -20,7 +20,14 @@ export type { SignLocaleOptions } from './locale.js';
 export { manifestPath } from './locale.js';
 export { compilePolicy } from './policy.js';
 export { InProcessCoordinator } from './single-flight.js';
-export { signRelease, loadReleaseSpec, type ReleaseSpec, type SignReleaseOptions } from './release.js';
+export {
+  signRelease,
+  loadReleaseSpec,
+  type LoadReleaseOptions,
+  type ReleaseProgress,
+  type ReleaseSpec,
+  type SignReleaseOptions,
+} from './release.js';
 export type { ReleaseManifest, ReleaseLocaleResult } from './manifest.js';
 export type * from './types.js';
 

@@ -36,7 +36,18 @@ export interface ReleaseSpec {
   kind: 'dir' | 'json';
 }
 
-export async function loadReleaseSpec(source: string): Promise<ReleaseSpec> {
+export interface LoadReleaseOptions {
+  /**
+   * A directory never scanned for MARs: the output directory, so `-o` inside the release directory
+   * does not turn last run's outputs into new locales.
+   */
+  excludeDir?: string;
+}
+
+export async function loadReleaseSpec(
+  source: string,
+  options: LoadReleaseOptions = {},
+): Promise<ReleaseSpec> {
   const abs = resolve(source);
   let st;
   try {
@@ -45,7 +56,10 @@ export async function loadReleaseSpec(source: string): Promise<ReleaseSpec> {
     throw new UsageError('RELEASE_NOT_FOUND', `release ${source} not found (${toPlainError(err).code})`);
   }
   if (st.isDirectory()) {
-    const mars = await findMars(abs);
+    const mars = await findMars(
+      abs,
+      options.excludeDir === undefined ? undefined : resolve(options.excludeDir),
+    );
     if (mars.length === 0) throw new UsageError('RELEASE_EMPTY', `no *.mar files under ${source}`);
     const seen = new Map<string, string>();
     const locales = mars.map((input) => {
@@ -119,7 +133,7 @@ export async function loadReleaseSpec(source: string): Promise<ReleaseSpec> {
   };
 }
 
-async function findMars(root: string): Promise<string[]> {
+async function findMars(root: string, excludeDir: string | undefined): Promise<string[]> {
   const out: string[] = [];
   const walk = async (dir: string): Promise<void> => {
     const names = (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
@@ -127,8 +141,9 @@ async function findMars(root: string): Promise<string[]> {
     );
     for (const d of names) {
       const p = join(dir, d.name);
-      if (d.isDirectory()) await walk(p);
-      else if (d.isFile() && d.name.endsWith('.mar')) out.push(p);
+      if (d.isDirectory()) {
+        if (p !== excludeDir) await walk(p);
+      } else if (d.isFile() && d.name.endsWith('.mar')) out.push(p);
     }
   };
   await walk(root);

@@ -116,6 +116,13 @@ test('release specs: a directory names locales by folder or file name; bad specs
     (await loadReleaseSpec(dir)).locales.map((l) => l.locale),
     ['it', 'pt-BR'],
   );
+  mkdirSync(join(dir, 'out', 'de'), { recursive: true });
+  writeFileSync(join(dir, 'out', 'de', 'complete.mar'), '');
+  assert.deepEqual(
+    (await loadReleaseSpec(dir, { excludeDir: join(dir, 'out') })).locales.map((l) => l.locale),
+    ['it', 'pt-BR'],
+    'the output directory is not scanned',
+  );
   writeFileSync(join(dir, 'pt-BR', 'partial.mar'), '');
   await assert.rejects(
     loadReleaseSpec(dir),

@@ -61,7 +61,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
     // Loaded on use: the command list stays cheap to import for every other command.
     const { loadConfig } = await import('../../config/index.js');
     const { loadReleaseSpec, Pipeline, signRelease } = await import('../../pipeline/index.js');
-    const spec = await loadReleaseSpec(argv.release);
+    const spec = await loadReleaseSpec(argv.release, { excludeDir: argv.output });
     const config = await loadConfig(argv.config ?? (await releaseConfig(argv.release)));
     const profile = pickProfile(argv.profile, spec, config);
     const pipeline = await Pipeline.create({
