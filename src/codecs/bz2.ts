@@ -63,13 +63,17 @@ interface LibBzip2Module {
   compressBZ2(data: Uint8Array, blockSize: number, workFactor: number): { error: number; output: Uint8Array };
 }
 
-/** Loads an Emscripten module and removes the process handlers it installs (they rethrow/abort). */
-async function withoutProcessHandlers<T>(load: () => Promise<T>): Promise<T> {
+/**
+ * Starts an Emscripten module factory and removes the process `uncaughtException`/`unhandledRejection`
+ * handlers it installs (they rethrow or abort). The factories add them synchronously, so the diff is
+ * taken before returning: a handler another module adds later is never touched.
+ */
+function withoutProcessHandlers<T>(start: () => T): T {
   const events = ['uncaughtException', 'unhandledRejection'];
   const emitter = process as unknown as NodeJS.EventEmitter;
   const before = events.map((e) => new Set(emitter.listeners(e)));
   try {
-    return await load();
+    return start();
   } finally {
     events.forEach((e, i) => {
       for (const l of emitter.listeners(e)) {
@@ -81,11 +85,10 @@ async function withoutProcessHandlers<T>(load: () => Promise<T>): Promise<T> {
 
 let decoder: Promise<WasmBz2Module> | undefined;
 function loadDecoder(): Promise<WasmBz2Module> {
-  return (decoder ??= withoutProcessHandlers(async () => {
+  return (decoder ??= withoutProcessHandlers(() => {
     const factory = require('@foxglove/wasm-bz2/wasm/module.js') as
       (() => Promise<WasmBz2Module>) | { default: () => Promise<WasmBz2Module> };
-    const f = typeof factory === 'function' ? factory : factory.default;
-    return await f();
+    return (typeof factory === 'function' ? factory : factory.default)();
   }));
 }
 
@@ -93,17 +96,15 @@ let encoder: { heap: number; module: Promise<LibBzip2Module> } | undefined;
 function loadEncoder(heap: number): Promise<LibBzip2Module> {
   if (encoder && encoder.heap >= heap) return encoder.module;
   const size = Math.max(ENCODER_MIN_HEAP, Math.ceil(heap / 65536) * 65536);
-  const module = withoutProcessHandlers(
-    () =>
-      new Promise<LibBzip2Module>((resolve) => {
-        const factory = require('libbzip2-wasm') as (o: object) => { then(f: (m: unknown) => void): void };
-        // The Module is a thenable resolving to itself: `await` on it would loop forever.
-        factory({ TOTAL_MEMORY: size }).then((m) => {
-          delete (m as { then?: unknown }).then;
-          resolve(m as LibBzip2Module);
-        });
-      }),
-  );
+  const factory = require('libbzip2-wasm') as (o: object) => { then(f: (m: unknown) => void): void };
+  const thenable = withoutProcessHandlers(() => factory({ TOTAL_MEMORY: size }));
+  const module = new Promise<LibBzip2Module>((resolve) => {
+    // The Module is a thenable resolving to itself: `await` on it would loop forever.
+    thenable.then((m) => {
+      delete (m as { then?: unknown }).then;
+      resolve(m as LibBzip2Module);
+    });
+  });
   encoder = { heap: size, module };
   return module;
 }

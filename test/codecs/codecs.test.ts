@@ -16,6 +16,10 @@ import { peCorpus, peerMar, SHARED_SKIP } from '../helpers/env.js';
 import { concat, firstBlockHeaderCrcAt, marEntries, patchWithCrc, run, xzList } from './helpers.js';
 
 const MiB = 1024 * 1024;
+const processHandlersAtStart = [
+  process.listenerCount('uncaughtException'),
+  process.listenerCount('unhandledRejection'),
+];
 const corpus = peCorpus();
 const CORPUS_SKIP = typeof corpus === 'string' ? corpus : undefined;
 /** A small PE32+ (wine), a 0.5 MB PE32 (mingw i686) and an EFI PE32+ application. */
@@ -354,6 +358,15 @@ describe('hostile and edge inputs', () => {
       xz.length - 12 - (new DataView(xz.buffer, xz.byteOffset).getUint32(xz.length - 8, true) + 1) * 4;
     badCheck[indexStart - 1]! ^= 1;
     await assert.rejects(decompress(badCheck), assertCodecError('CODEC_CORRUPT', 'xz'));
+  });
+
+  test('the Emscripten modules leave no process error handlers behind', async () => {
+    const bz = await compress(data, { codec: 'bz2', level: 9 });
+    assert.deepEqual(await decompress(bz), data);
+    assert.deepEqual(
+      [process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection')],
+      processHandlersAtStart,
+    );
   });
 
   test('outputs are transferable (own ArrayBuffer, not Node pool slices)', async () => {
