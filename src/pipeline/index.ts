@@ -80,7 +80,11 @@ export class Pipeline {
     if (!p) {
       p = (async () => {
         const profile = await loadProfile(this.config, name);
-        return { profile, policy: compilePolicy(profile.policy) };
+        // A profile without an authenticode section only MAR-signs: every entry passes through.
+        const policy = compilePolicy(
+          profile.authenticode ? profile.policy : { ...profile.policy, include: [] },
+        );
+        return { profile, policy };
       })();
       p.catch(() => this.profiles.delete(name));
       this.profiles.set(name, p);

@@ -269,3 +269,37 @@ test('a cache that cannot store entries does not fail the locale; the manifest w
     await p.close();
   }
 });
+
+test('a MAR-only profile passes every entry through; an Authenticode-only profile writes an unsigned MAR', async () => {
+  const { readAll, KEYS } = await import('./_support.js');
+  const dir = tempDir();
+  const authenticode = {
+    certChain: join(KEYS, 'codesign.chain.pem'),
+    key: join(KEYS, 'codesign.key.pem'),
+    digest: 'sha256',
+  };
+  const mar = { keys: [join(KEYS, 'mar.key.pem')], algorithm: 'sha384' };
+  writeFileSync(
+    join(dir, 'marsign.config.json'),
+    JSON.stringify({ profiles: { maronly: { mar }, pe: { authenticode } } }),
+  );
+  const p = await Pipeline.create({
+    config: await loadConfig(join(dir, 'marsign.config.json')),
+    threads: 1,
+    cache: null,
+  });
+  try {
+    const a = join(dir, 'a.mar');
+    const ma = await p.signLocale({ profile: 'maronly', input: fixtureMar('de'), output: a });
+    assert.equal(ma.totals.passthrough, 8);
+    await checkSignedOutput(fixtureMar('de'), a, { signed: [], dir });
+    assert.equal(p.pool.started, false);
+
+    const b = join(dir, 'b.mar');
+    const mb = await p.signLocale({ profile: 'pe', input: fixtureMar('de'), output: b });
+    assert.equal(mb.totals.misses, 4);
+    assert.equal((await readAll(b)).info.signatures.length, 0);
+  } finally {
+    await p.close();
+  }
+});
