@@ -31,7 +31,8 @@ export function redisSettings(
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError('CONFIG_REDIS_URL', `redis.url is not a URL: ${JSON.stringify(redact(raw))}`);
+    // Not echoed: an unparseable URL may still hold a password.
+    throw new ConfigError('CONFIG_REDIS_URL', `redis.url is not a URL (${raw.length} characters)`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
     throw new ConfigError(
@@ -75,8 +76,7 @@ export function redisSettings(
   };
 }
 
-function redact(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
+/***@');
 }
 
 /**

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { BullReleaseQueue, errorFromFailedReason, localeJobId } from '../../src/queue/bullmq.js';
+import { redisSettings } from '../../src/queue/connection.js';
+import type { ReleaseManifest } from '../../src/queue/types.js';
+import { failureMessage } from '../../src/queue/worker.js';
+import { FormatError } from '../../src/errors.js';
+import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
+
+let redis: TestRedis;
+let queue: BullReleaseQueue;
+
+before(async () => {
+  if (REDIS_SKIP) return;
+  redis = await TestRedis.start();
+  queue = new BullReleaseQueue(
+    redisSettings({ file: { redis: { url: redis.url, prefix: 'qt' }, profiles: {} } }, {}),
+  );
+});
+after(async () => {
+  await queue?.close();
+  await redis?.stop();
+});
+
+const manifest = (release: string, locales: string[]): ReleaseManifest => ({
+  release,
+  profile: 'dev',
+  locales: locales.map((locale) => ({
+    locale,
+    input: join('/in', locale, 'complete.mar'),
+    outputDir: join('/out', locale),
+    output: join('/out', locale, 'complete.mar'),
+  })),
+});
+
+test('failure messages round-trip their code through failedReason', () => {
+  const msg = failureMessage(new FormatError('mar', 'MAR_BAD_MAGIC', 'bad magic 0x00000000', 0));
+  assert.equal(msg, 'MAR_BAD_MAGIC: bad magic 0x00000000 (at offset 0)');
+  assert.deepEqual(errorFromFailedReason(msg), {
+    name: 'Error',
+    code: 'MAR_BAD_MAGIC',
+    message: 'bad magic 0x00000000 (at offset 0)',
+  });
+  assert.equal(errorFromFailedReason('something odd')?.code, 'INTERNAL');
+  assert.equal(errorFromFailedReason(undefined), undefined);
+  assert.equal(localeJobId('fx-1', 'en-US'), 'fx-1@en-US');
+});
+
+test(
+  'a submitted release is one parent and one child per locale, queued; re-submitting is a no-op',
+  { skip: REDIS_SKIP },
+  async () => {
+    const first = await queue.submit(manifest('rel-a', ['de', 'fr']));
+    assert.deepEqual(first, { release: 'rel-a', created: true, locales: ['de', 'fr'] });
+    const s = await queue.get('rel-a');
+    assert.ok(s);
+    assert.equal(s.state, 'queued');
+    assert.deepEqual(
+      s.locales.map((l) => [l.locale, l.state, l.jobId, l.output]),
+      [
+        ['de', 'queued', 'rel-a@de', '/out/de/complete.mar'],
+        ['fr', 'queued', 'rel-a@fr', '/out/fr/complete.mar'],
+      ],
+    );
+    assert.equal(s.etaMs, null);
+    const again = await queue.submit(manifest('rel-a', ['de', 'fr', 'ja']));
+    assert.equal(again.created, false);
+    assert.deepEqual(again.locales, ['de', 'fr']);
+    const counts = await queue.counts();
+    assert.equal(counts.locales.waiting, 2);
+    assert.equal(counts.releases['waiting-children'], 1);
+    // Job data holds paths, ids and the profile name only.
+    const job = await queue.locales.getJob('rel-a@de');
+    assert.deepEqual(Object.keys(job!.data).sort(), ['input', 'locale', 'output', 'profile', 'release']);
+    assert.equal(await queue.get('nope'), undefined);
+    await queue.submit(manifest('rel-b', ['ja']));
+    assert.deepEqual((await queue.list()).map((r) => r.release).sort(), ['rel-a', 'rel-b']);
+  },
+);
