@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import {
   compress,
   decompress,
@@ -16,10 +16,14 @@ import { peCorpus, peerMar, SHARED_SKIP } from '../helpers/env.js';
 import { concat, firstBlockHeaderCrcAt, marEntries, patchWithCrc, run, xzList } from './helpers.js';
 
 const MiB = 1024 * 1024;
-const processHandlersAtStart = [
-  process.listenerCount('uncaughtException'),
-  process.listenerCount('unhandledRejection'),
-];
+// Taken once the test harness (which adds its own handlers) is running, before any codec is used.
+let processHandlersAtStart: number[] = [];
+before(() => {
+  processHandlersAtStart = [
+    process.listenerCount('uncaughtException'),
+    process.listenerCount('unhandledRejection'),
+  ];
+});
 const corpus = peCorpus();
 const CORPUS_SKIP = typeof corpus === 'string' ? corpus : undefined;
 /** A small PE32+ (wine), a 0.5 MB PE32 (mingw i686) and an EFI PE32+ application. */
