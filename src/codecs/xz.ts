@@ -29,6 +29,8 @@ export const XZ_EXTREME = false;
 const PRESET_EXTREME = 0x80000000;
 /** Output is decoded into windows of this size (node-liblzma refuses buffers over 512 MB). */
 const DECODE_WINDOW = 16 * 1024 * 1024;
+/** node-liblzma refuses any single buffer over 512 MB (MAR files are at most 500 MiB, so entries fit). */
+export const XZ_MAX_INPUT = 512 * 1024 * 1024;
 /** Input pieces and output chunk size for encoding. */
 const ENCODE_CHUNK = 1024 * 1024;
 const LZMA_OK = 0;
@@ -69,6 +71,13 @@ const loadLiblzma = (): Promise<NodeLiblzma> => (liblzma ??= import('node-liblzm
  * stops there — a bomb never decodes more than min(declared, cap) + 1 bytes.
  */
 export async function decodeXz(bytes: Uint8Array, maxOutputSize: number): Promise<Uint8Array> {
+  if (bytes.length > XZ_MAX_INPUT) {
+    throw new FormatError(
+      'xz',
+      'CODEC_UNSUPPORTED',
+      `xz entry of ${bytes.length} bytes is over ${XZ_MAX_INPUT}`,
+    );
+  }
   const info = inspectXz(bytes);
   if (info.uncompressedSize > maxOutputSize) {
     throw new FormatError(
