@@ -1,0 +1,223 @@
+/**
+ * Service benchmark (`npm run bench:service`): the synthetic release (bench/lib/release-gen.ts, real PE
+ * corpus) signed through the queue by 1 and by 2 `marsign worker` processes, next to the embedded
+ * pipeline (`signRelease` in-process, what `marsign sign-release` runs), each cold (fresh cache) and
+ * warm (same cache, new release id). The queue overhead per locale is (service − embedded) / locales.
+ *
+ * Timing: embedded = `signRelease` in this process, its pool created and every thread warmed (keys
+ * loaded, one canary each) beforehand, as a started worker is. Service = from `submit` to the
+ * release's parent job completing (polled every 50 ms), workers started and ready beforehand (process
+ * start-up is not part of a release). Machine cores are shared fairly: embedded and 1 worker use
+ * `--threads <cores>`; 2 workers use `--threads <cores/2>` each.
+ *
+ * Options: --locales N (6) --mb-per-locale MB (8) --codec bz2|xz (bz2) --concurrency N (2) --json
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../src/config/index.js';
+import { generateDevKeys } from '../src/keys/index.js';
+import { loadReleaseSpec, Pipeline, signRelease } from '../src/pipeline/index.js';
+import { BullReleaseQueue } from '../src/queue/bullmq.js';
+import { redisSettings } from '../src/queue/connection.js';
+import { checkMarFile, validateManifest } from '../src/queue/manifest.js';
+import { PROJECT_ROOT } from '../src/version.js';
+import { TestRedis } from '../test/helpers/redis.js';
+import { generateRelease, type BenchCodec } from './lib/release-gen.js';
+
+const ROOT = join(PROJECT_ROOT, '.cache', 'bench-service');
+
+interface Run {
+  mode: string;
+  cache: 'cold' | 'warm';
+  seconds: number;
+  signOperations: number;
+}
+
+const { values } = parseArgs({
+  options: {
+    locales: { type: 'string', default: '6' },
+    'mb-per-locale': { type: 'string', default: '8' },
+    codec: { type: 'string', default: 'bz2' },
+    concurrency: { type: 'string', default: '2' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const locales = Number(values.locales);
+const mbPerLocale = Number(values['mb-per-locale']);
+const codec = values.codec as BenchCodec;
+const concurrency = Number(values.concurrency);
+const cores = availableParallelism();
+const log = (m: string) => process.stderr.write(`# ${m}\n`);
+
+async function main(): Promise<void> {
+  await mkdir(ROOT, { recursive: true });
+  const keysDir = join(ROOT, 'keys');
+  if (!existsSync(join(keysDir, 'marsign.config.json'))) await generateDevKeys(keysDir, { marKeyBits: 4096 });
+  const release = await generateRelease({ codec, locales, mbPerLocale, log });
+  log(
+    `release ${release.dir}: ${release.locales.length} locales, ${(release.totalBytes / 1e6).toFixed(1)} MB`,
+  );
+
+  const redis = await TestRedis.start();
+  const runDir = join(ROOT, `run-${process.pid}`);
+  await mkdir(runDir, { recursive: true });
+  const base = JSON.parse(await readFile(join(keysDir, 'marsign.config.json'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+  const configFor = async (name: string): Promise<string> => {
+    const path = join(keysDir, `bench-service-${name}.json`);
+    await writeFile(
+      path,
+      JSON.stringify({
+        ...base,
+        cache: { dir: join(runDir, `cache-${name}`) },
+        redis: { url: redis.url, prefix: `b-${name}` },
+        server: { roots: [runDir, release.dir] },
+      }),
+    );
+    return path;
+  };
+  const spec = await loadReleaseSpec(release.releaseJson);
+  const runs: Run[] = [];
+  const workers: ChildProcess[] = [];
+  try {
+    // Embedded: the in-process pipeline, as `marsign sign-release` runs it.
+    {
+      const config = await loadConfig(await configFor('embedded'));
+      for (const cache of ['cold', 'warm'] as const) {
+        const pipeline = await Pipeline.create({ config, threads: cores });
+        // Warm every pool thread (keys loaded) as a started worker's canary does, outside the timing.
+        await Promise.all(Array.from({ length: cores }, () => pipeline.canary('dev')));
+        const t = performance.now();
+        const m = await signRelease({
+          pipeline,
+          spec,
+          outDir: join(runDir, `out-embedded-${cache}`),
+          profile: 'dev',
+          concurrency,
+        });
+        const seconds = (performance.now() - t) / 1000;
+        await pipeline.close();
+        if (m.totals.failed > 0) throw new Error(`embedded ${cache}: ${m.totals.failed} locales failed`);
+        const ops = m.totals.signOperations;
+        runs.push({ mode: 'embedded (sign-release)', cache, seconds, signOperations: ops });
+        log(`embedded ${cache}: ${seconds.toFixed(2)} s`);
+      }
+    }
+    for (const n of [1, 2]) {
+      const cfgPath = await configFor(`w${n}`);
+      const config = await loadConfig(cfgPath);
+      const threads = Math.max(1, Math.floor(cores / n));
+      const procs = Array.from({ length: n }, () => startWorker(cfgPath, threads));
+      workers.push(...procs.map((p) => p.proc));
+      await Promise.all(procs.map((p) => p.ready));
+      const queue = new BullReleaseQueue(redisSettings(config));
+      for (const cache of ['cold', 'warm'] as const) {
+        const id = `bench-w${n}-${cache}`;
+        const manifest = await validateManifest(
+          {
+            release: id,
+            profile: 'dev',
+            locales: Object.fromEntries(
+              spec.locales.map((l) => [
+                l.locale,
+                { input: l.input, output: join(runDir, `out-w${n}-${cache}`, l.locale) },
+              ]),
+            ),
+          },
+          { profiles: ['dev'], roots: [runDir, release.dir], baseDir: runDir, checkMar: checkMarFile },
+        );
+        const t = performance.now();
+        await queue.submit(manifest);
+        for (;;) {
+          const s = await queue.get(id);
+          if (s?.state === 'failed') throw new Error(`release ${id} failed: ${JSON.stringify(s.error)}`);
+          if (s?.state === 'completed') {
+            const seconds = (performance.now() - t) / 1000;
+            const ops = s.locales.reduce((a, l) => a + (l.result?.signOperations ?? 0), 0);
+            runs.push({
+              mode: `service, ${n} worker${n > 1 ? 's' : ''} × ${threads} thread${threads > 1 ? 's' : ''}`,
+              cache,
+              seconds,
+              signOperations: ops,
+            });
+            log(`${n} worker(s) ${cache}: ${seconds.toFixed(2)} s`);
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      await queue.close();
+      for (const p of procs) {
+        p.proc.kill('SIGTERM');
+        await new Promise((r) => p.proc.once('exit', r));
+      }
+    }
+  } finally {
+    for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    await redis.stop();
+    await rm(runDir, { recursive: true, force: true });
+  }
+
+  const emb = (c: string) => runs.find((r) => r.mode.startsWith('embedded') && r.cache === c)!.seconds;
+  const rows = runs.map((r) => ({
+    ...r,
+    ratio: r.seconds / emb(r.cache),
+    overheadPerLocaleMs: ((r.seconds - emb(r.cache)) * 1000) / locales,
+  }));
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ locales, mbPerLocale, codec, cores, rows }, null, 2) + '\n');
+    return;
+  }
+  const lines = [
+    `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${cpus()[0]?.model ?? 'cpu'} ×${cores}, Node ${process.versions.node}, ` +
+      `load average ${loadavg()[0]!.toFixed(1)} at the end. Release: ${locales} locales × ${mbPerLocale} MB PE content (${codec}), ` +
+      `${(release.totalBytes / 1e6).toFixed(1)} MB of MARs; locale concurrency ${concurrency}.`,
+    '',
+    '| mode | cache | s | sign ops | × embedded | queue overhead per locale |',
+    '|---|---|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.mode} | ${r.cache} | ${r.seconds.toFixed(2)} | ${r.signOperations} | ${r.ratio.toFixed(2)} | ${r.mode.startsWith('embedded') ? '–' : `${r.overheadPerLocaleMs.toFixed(0)} ms`} |`,
+    ),
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+function startWorker(config: string, threads: number): { proc: ChildProcess; ready: Promise<void> } {
+  const proc = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(PROJECT_ROOT, 'src/cli/main.ts'),
+      'worker',
+      '-c',
+      config,
+      '--threads',
+      String(threads),
+      '--concurrency',
+      String(concurrency),
+      '--canary-interval',
+      '0',
+    ],
+    { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"msg":"worker ready"')) resolve();
+    });
+    proc.once('exit', (code) => reject(new Error(`worker exited ${code}: ${out}`)));
+  });
+  return { proc, ready };
+}
+
+await main();
