@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { ConfigError, isRetryable, TransientError, VerificationError } from '../../src/errors.js';
 import { decodeAt } from '../../src/formats/asn1/der.js';
 import { OID } from '../../src/formats/asn1/oids.js';
@@ -15,6 +17,7 @@ import { tempDir } from '../helpers/env.js';
 import { makePki, osslOk, osslVerify } from '../helpers/pki.js';
 import { downUrl, startTsa, type TestTsa, type TsaMode } from '../helpers/tsa.js';
 
+const run = promisify(execFile);
 const dir = tempDir();
 const pki = makePki({ dir });
 const tsas = new Map<TsaMode, TestTsa>();
@@ -92,6 +95,23 @@ describe('timestamped signatures', () => {
     const v = verifyPe(bad, { caCertsDer: [pki.caDer], tsaCaCertsDer: [tsa('ok').caDer] });
     assert.equal(v.timestamp?.valid, false);
     assert.equal(peVerifyOk(v), false);
+  });
+
+  test('verifyPe reads osslsigncode-made timestamped signatures the same way', async () => {
+    const input = join(dir, 'ossl-ts-in.exe');
+    writeFileSync(input, buildPe({ arch: 'x86', kind: 'dll' }));
+    const output = join(dir, 'ossl-ts-out.exe');
+    // async: the authority runs in this process, so a synchronous spawn would block it
+    const sign = ['sign', '-certs', pki.certPemPath, '-key', pki.keyPemPath, '-ts', tsa('ok').url];
+    await run('osslsigncode', [...sign, '-in', input, '-out', output]);
+    const bytes = readFileSync(output);
+    const v = verifyPe(bytes, { caCertsDer: [pki.caDer], tsaCaCertsDer: [tsa('ok').caDer] });
+    assert.ok(peVerifyOk(v), v.problems.join('; '));
+    assert.equal(v.timestamp?.valid, true);
+    assert.equal(
+      verifyPe(bytes, { caCertsDer: [pki.caDer], tsaCaCertsDer: [pki.caDer] }).timestamp?.valid,
+      false,
+    );
   });
 
   test('embedding again replaces the earlier token (one attribute)', async () => {
