@@ -13,7 +13,7 @@
  * Options: --locales N (6) --mb-per-locale MB (8) --codec bz2|xz (bz2) --concurrency N (2) --json
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +35,21 @@ interface Run {
   mode: string;
   cache: 'cold' | 'warm';
   seconds: number;
+  /** CPU seconds of the signing process(es) during the release (all threads). */
+  cpu: number;
   signOperations: number;
+}
+
+/** utime+stime of a process in seconds (/proc/<pid>/stat fields 14 and 15, clock ticks of 1/100 s). */
+function procCpu(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function selfCpu(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 const { values } = parseArgs({
@@ -95,6 +109,7 @@ async function main(): Promise<void> {
         // Warm every pool thread (keys loaded) as a started worker's canary does, outside the timing.
         await Promise.all(Array.from({ length: cores }, () => pipeline.canary('dev')));
         const t = performance.now();
+        const c0 = selfCpu();
         const m = await signRelease({
           pipeline,
           spec,
@@ -103,10 +118,11 @@ async function main(): Promise<void> {
           concurrency,
         });
         const seconds = (performance.now() - t) / 1000;
+        const cpu = selfCpu() - c0;
         await pipeline.close();
         if (m.totals.failed > 0) throw new Error(`embedded ${cache}: ${m.totals.failed} locales failed`);
         const ops = m.totals.signOperations;
-        runs.push({ mode: 'embedded (sign-release)', cache, seconds, signOperations: ops });
+        runs.push({ mode: 'embedded (sign-release)', cache, seconds, cpu, signOperations: ops });
         log(`embedded ${cache}: ${seconds.toFixed(2)} s`);
       }
     }
@@ -133,6 +149,8 @@ async function main(): Promise<void> {
           },
           { profiles: ['dev'], roots: [runDir, release.dir], baseDir: runDir, checkMar: checkMarFile },
         );
+        const cpuOf = () => procs.reduce((a, p) => a + procCpu(p.proc.pid!), 0);
+        const c0 = cpuOf();
         const t = performance.now();
         await queue.submit(manifest);
         for (;;) {
@@ -140,11 +158,13 @@ async function main(): Promise<void> {
           if (s?.state === 'failed') throw new Error(`release ${id} failed: ${JSON.stringify(s.error)}`);
           if (s?.state === 'completed') {
             const seconds = (performance.now() - t) / 1000;
+            const cpu = cpuOf() - c0;
             const ops = s.locales.reduce((a, l) => a + (l.result?.signOperations ?? 0), 0);
             runs.push({
               mode: `service, ${n} worker${n > 1 ? 's' : ''} × ${threads} thread${threads > 1 ? 's' : ''}`,
               cache,
               seconds,
+              cpu,
               signOperations: ops,
             });
             log(`${n} worker(s) ${cache}: ${seconds.toFixed(2)} s`);
@@ -165,11 +185,13 @@ async function main(): Promise<void> {
     await rm(runDir, { recursive: true, force: true });
   }
 
-  const emb = (c: string) => runs.find((r) => r.mode.startsWith('embedded') && r.cache === c)!.seconds;
+  const emb = (c: string) => runs.find((r) => r.mode.startsWith('embedded') && r.cache === c)!;
   const rows = runs.map((r) => ({
     ...r,
-    ratio: r.seconds / emb(r.cache),
-    overheadPerLocaleMs: ((r.seconds - emb(r.cache)) * 1000) / locales,
+    ratio: r.seconds / emb(r.cache).seconds,
+    overheadPerLocaleMs: ((r.seconds - emb(r.cache).seconds) * 1000) / locales,
+    cpuRatio: r.cpu / emb(r.cache).cpu,
+    cpuOverheadPerLocaleMs: ((r.cpu - emb(r.cache).cpu) * 1000) / locales,
   }));
   if (values.json) {
     process.stdout.write(JSON.stringify({ locales, mbPerLocale, codec, cores, rows }, null, 2) + '\n');
@@ -180,12 +202,15 @@ async function main(): Promise<void> {
       `load average ${loadavg()[0]!.toFixed(1)} at the end. Release: ${locales} locales × ${mbPerLocale} MB PE content (${codec}), ` +
       `${(release.totalBytes / 1e6).toFixed(1)} MB of MARs; locale concurrency ${concurrency}.`,
     '',
-    '| mode | cache | s | sign ops | × embedded | queue overhead per locale |',
-    '|---|---|---:|---:|---:|---:|',
-    ...rows.map(
-      (r) =>
-        `| ${r.mode} | ${r.cache} | ${r.seconds.toFixed(2)} | ${r.signOperations} | ${r.ratio.toFixed(2)} | ${r.mode.startsWith('embedded') ? '–' : `${r.overheadPerLocaleMs.toFixed(0)} ms`} |`,
-    ),
+    '| mode | cache | wall s | × embedded | wall overhead / locale | CPU s | × embedded | CPU overhead / locale | sign ops |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => {
+      const e = r.mode.startsWith('embedded');
+      return (
+        `| ${r.mode} | ${r.cache} | ${r.seconds.toFixed(2)} | ${r.ratio.toFixed(2)} | ${e ? '–' : `${r.overheadPerLocaleMs.toFixed(0)} ms`} ` +
+        `| ${r.cpu.toFixed(2)} | ${r.cpuRatio.toFixed(2)} | ${e ? '–' : `${r.cpuOverheadPerLocaleMs.toFixed(0)} ms`} | ${r.signOperations} |`
+      );
+    }),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }
