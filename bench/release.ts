@@ -112,6 +112,8 @@ function parseOptions(argv: string[]): Options {
 interface Timed {
   /** Wall time of the child process, from spawn to exit. */
   wallMs: number;
+  /** 1-minute load average when the run started (the VM is shared). */
+  load1: number;
   /** From /usr/bin/time: user+system CPU seconds and peak RSS of the child (when available). */
   cpuS?: number;
   maxRssMb?: number;
@@ -126,6 +128,7 @@ async function timedRun(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}
   const timeFile = join(BENCH_ROOT, `time-${process.pid}-${timeFiles++}.txt`);
   const useTime = existsSync(TIME_BIN);
   const [c, a] = useTime ? [TIME_BIN, ['-f', '%e %U %S %M', '-o', timeFile, cmd, ...args]] : [cmd, args];
+  const load1 = loadavg()[0] ?? NaN;
   const t0 = performance.now();
   const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>(
     (resolvePromise, reject) => {
@@ -144,7 +147,7 @@ async function timedRun(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}
   );
   const wallMs = performance.now() - t0;
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${code}:\n${stderr.slice(-2000)}`);
-  const r: Timed = { wallMs, stdout };
+  const r: Timed = { wallMs, load1, stdout };
   if (useTime) {
     const parts = (await readFile(timeFile, 'utf8')).trim().split('\n').pop()?.split(' ').map(Number) ?? [];
     const [, user, sys, rssKb] = parts;
@@ -278,6 +281,7 @@ interface BaselineRun {
   perLocaleMs: number[];
   perLocaleInnerMs: number[];
   measuredMs: number;
+  load1: number;
   /** Linear extrapolation to all locales. */
   extrapolatedMs: number;
   spawns: number;
@@ -291,6 +295,7 @@ async function baselineRuns(
   configPath: string,
 ): Promise<BaselineRun> {
   const locales = rel.locales.slice(0, k);
+  const load1 = loadavg()[0] ?? NaN;
   const per: number[] = [];
   const inner: number[] = [];
   let spawns = 0;
@@ -321,6 +326,7 @@ async function baselineRuns(
     perLocaleMs: per,
     perLocaleInnerMs: inner,
     measuredMs,
+    load1,
     extrapolatedMs: (measuredMs * rel.locales.length) / locales.length,
     spawns,
   };
@@ -346,6 +352,7 @@ interface CodecResult {
   };
   baseline?: { sequential: BaselineRun; parallel2: BaselineRun };
   floors?: {
+    load1: number;
     releaseDisk: { ms: number; bytes: number };
     releaseSha256: { ms: number; bytes: number };
     localeDisk: { ms: number; bytes: number };
@@ -430,6 +437,7 @@ async function benchCodec(
 
   if (!o.skipFloors) {
     log(`${codec}: floors`);
+    const floorLoad = loadavg()[0] ?? NaN;
     const rd = await diskFloor(files, work);
     const rs = await sha256Floor(files);
     const ld = await diskFloor([first.path], work);
@@ -440,6 +448,7 @@ async function benchCodec(
     const cpuOf = (e: (typeof entries)[number]): number =>
       e.cpuMs.decompress + e.cpuMs.sign + e.cpuMs.compress;
     result.floors = {
+      load1: floorLoad,
       releaseDisk: { ms: rd.ms, bytes: rd.bytesRead + rd.bytesWritten },
       releaseSha256: rs,
       localeDisk: { ms: ld.ms, bytes: ld.bytesRead + ld.bytesWritten },
@@ -497,6 +506,7 @@ const mbps = (bytes: number, ms: number): string => (ms > 0 ? f1(bytes / MB / s(
 
 interface Row {
   label: string;
+  load1: number;
   ms: number;
   bytes: number;
   comment: string;
@@ -519,6 +529,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: p.coldRelease.wallMs,
       bytes: relBytes,
       kind: 'pipeline',
+      load1: p.coldRelease.load1,
       comment:
         `${vsWork}${p.coldRelease.signOperations} Authenticode signatures; CPU ${f1(p.coldRelease.cpuS ?? NaN)} s` +
         (fl && p.coldRelease.cpuS !== undefined
@@ -530,6 +541,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: p.warmRelease.wallMs,
       bytes: relBytes,
       kind: 'pipeline',
+      load1: p.warmRelease.load1,
       comment:
         (ioFloorRelease
           ? `${(100 * (ioFloorRelease / p.warmRelease.wallMs)).toFixed(0)}% of the disk+sha256 floor; `
@@ -540,6 +552,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: p.coldLocale.wallMs,
       bytes: locBytes,
       kind: 'pipeline',
+      load1: p.coldLocale.load1,
       comment:
         (fl ? `${f2(p.coldLocale.wallMs / fl.work.firstMar.floorMs)}× its unique-work floor; ` : '') +
         `${p.coldLocale.signOperations} signatures`,
@@ -550,6 +563,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: p.warmLocale.wallMs,
       bytes: locBytes,
       kind: 'pipeline',
+      load1: p.warmLocale.load1,
       comment:
         `${p.warmLocale.hits} cache hits, ${p.warmLocale.signOperations} signatures` +
         (ioFloorLocale
@@ -568,6 +582,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: b.sequential.extrapolatedMs,
       bytes: relBytes,
       kind: 'baseline',
+      load1: b.sequential.load1,
       note: `extrapolated from ${b.sequential.measuredLocales}`,
       comment:
         `measured ${b.sequential.measuredLocales} locale(s) in ${formatSeconds(s(b.sequential.measuredMs))}, ×${L}/${b.sequential.measuredLocales}` +
@@ -578,6 +593,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: b.parallel2.extrapolatedMs,
       bytes: relBytes,
       kind: 'baseline',
+      load1: b.parallel2.load1,
       note: `extrapolated from ${b.parallel2.measuredLocales}`,
       comment:
         `measured ${b.parallel2.measuredLocales} locales in ${formatSeconds(s(b.parallel2.measuredMs))}, ×${L}/${b.parallel2.measuredLocales}` +
@@ -591,6 +607,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: w.floorMs,
       bytes: relBytes,
       kind: 'floor',
+      load1: fl.load1,
       comment:
         `${w.uniqueEntries} unique PE entries, ${f1(w.uniqueBytes / MB)} MB; CPU ${f1(s(w.cpuMs))} s = decompress ${f1(s(w.steps.decompress))} + sign ${f1(s(w.steps.sign))} + recompress ${f1(s(w.steps.compress))}; ` +
         `slowest entry ${f1(s(w.maxEntryCpuMs))} s`,
@@ -600,6 +617,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: w.firstMar.floorMs,
       bytes: locBytes,
       kind: 'floor',
+      load1: fl.load1,
       comment: `${w.firstMar.entries} PE entries, ${f1(w.firstMar.bytes / MB)} MB, CPU ${f1(s(w.firstMar.cpuMs))} s ÷ ${w.cores}`,
     });
     rows.push({
@@ -607,6 +625,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: fl.releaseDisk.ms + fl.releaseSha256.ms,
       bytes: relBytes,
       kind: 'floor',
+      load1: fl.load1,
       comment: `read+write+fsync ${formatSeconds(s(fl.releaseDisk.ms))} (${mbps(fl.releaseDisk.bytes, fl.releaseDisk.ms)} MB/s of both), sha256 ${formatSeconds(s(fl.releaseSha256.ms))} (${mbps(fl.releaseSha256.bytes, fl.releaseSha256.ms)} MB/s)`,
     });
     rows.push({
@@ -614,6 +633,7 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       ms: fl.localeDisk.ms + fl.localeSha256.ms,
       bytes: locBytes,
       kind: 'floor',
+      load1: fl.load1,
       comment: `read+write+fsync ${formatSeconds(s(fl.localeDisk.ms))}, sha256 ${formatSeconds(s(fl.localeSha256.ms))}`,
     });
   }
@@ -692,7 +712,8 @@ function markdown(res: BenchResults, withCharts: boolean): string {
       'a locale-specific `browser/omni.ja` and shared non-PE files. Variants: bz2 (`BZh9`) and xz (x86 BCJ + LZMA2, ' +
       '8 MiB dictionary, CRC64). Cached under `.cache/bench-release/` (never committed).',
     '',
-    '**How each figure is taken** (all times are wall clock; MB/s = input MAR bytes ÷ time):',
+    '**How each figure is taken** (all times are wall clock; MB/s = input MAR bytes ÷ time; load = the ' +
+      '1-minute load average when that measurement started):',
     '- *marsign*: `marsign sign-release release.json -o OUT --profile dev` and `marsign sign-locale` run as the CLI ' +
       (res.options.runner === 'dist'
         ? '(compiled by `tsc -p tsconfig.build.json` into `.cache/bench-release/dist`, i.e. the JS `npx marsign` runs)'
@@ -721,14 +742,27 @@ function markdown(res: BenchResults, withCharts: boolean): string {
         `per locale (uncompressed), ${f1(r.release.localeMb)} MB per locale MAR, ${f1(r.release.totalMb)} MB in all ` +
         `(generated in ${f1(r.release.generatedS)} s${r.release.cached ? ', reused from the cache' : ''}).`,
       '',
-      '| configuration | time | MB/s | notes |',
-      '|---|---|---|---|',
+      '| configuration | time | MB/s | load | notes |',
+      '|---|---|---|---|---|',
       ...rows.map(
         (row) =>
-          `| ${row.label}${row.note ? ` (${row.note})` : ''} | ${formatSeconds(s(row.ms))} | ${mbps(row.bytes, row.ms)} | ${row.comment} |`,
+          `| ${row.label}${row.note ? ` (${row.note})` : ''} | ${formatSeconds(s(row.ms))} | ${mbps(row.bytes, row.ms)} | ${f1(row.load1)} | ${row.comment} |`,
       ),
       '',
     );
+    const p = r.pipeline;
+    const w = r.floors?.work;
+    if (p && w && p.coldRelease.cpuS !== undefined) {
+      const critical = Math.max(w.floorMs, w.maxEntryCpuMs);
+      lines.push(
+        `Reading it: the cold release used ${f1(p.coldRelease.cpuS)} CPU-s, ${f2((p.coldRelease.cpuS * 1000) / w.cpuMs)}× ` +
+          `the floor's ${f1(s(w.cpuMs))} (the excess is start-up, verification, hashing, I/O and pool overhead). ` +
+          `The slowest single entry needs ${f1(s(w.maxEntryCpuMs))} s of CPU on one thread, so even on an idle machine ` +
+          `the release cannot finish in less than max(floor, slowest entry) = ${f1(s(critical))} s; it took ` +
+          `${f2(p.coldRelease.wallMs / critical)}× that.`,
+        '',
+      );
+    }
     const goals = goalsFor(r, L);
     if (goals.length) {
       lines.push(
@@ -743,7 +777,7 @@ function markdown(res: BenchResults, withCharts: boolean): string {
     if (withCharts) lines.push(`![time per configuration, ${r.codec}](bench/release-${r.codec}.svg)`, '');
   }
   lines.push(
-    'Reproduce: `npm run bench:release` (all of the above, ~10 min for 20 locales), ' +
+    'Reproduce: `npm run bench:release` (all of the above; 15–20 min on this VM, mostly the baseline and the floors), ' +
       '`npm run bench:release -- --quick` (3 small locales, a smoke run), ' +
       '`--codec xz --locales 50 --baseline-locales 2`, `--skip-baseline`, `--json`; ' +
       '`--out docs/BENCHMARKS.md` rewrites this section and `docs/bench/release-*.svg`. ' +
