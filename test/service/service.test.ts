@@ -91,7 +91,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
   before(async () => {
     redis = await TestRedis.start();
     dir = mkdtempSync(join(tmpdir(), 'marsign-service-'));
-    cfg = writeConfig(dir, redis.url, ['dev', 'kill', 'restart', 'bad']);
+    cfg = writeConfig(dir, redis.url, ['dev', 'kill', 'restart', 'bad', 'term']);
     process.env[TOKEN_ENV] = token;
     server = await startServer(cfg, token);
     workers.push(spawnWorker(cfg), spawnWorker(cfg));
@@ -398,6 +398,23 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
   test('SIGTERM: a worker stops taking jobs, finishes in-flight work and exits 0', async () => {
     const live = workers.filter((w) => w.alive);
     assert.ok(live.length >= 1);
+    const rel = join(dir, 'r5');
+    const inputs = copyRelease(rel, ['en-US', 'de']);
+    assert.equal(
+      (await post({ release: 'terminated', profile: 'term', output: join(dir, 'out5'), locales: inputs }))
+        .status,
+      201,
+    );
+    const active = await waitFor(
+      'a locale active',
+      async () => {
+        const s = await release('terminated');
+        const a = s.locales.filter((l) => l.state === 'active');
+        return a.length > 0 ? a.map((l) => l.locale) : undefined;
+      },
+      60_000,
+      20,
+    );
     for (const w of live) w.proc.kill('SIGTERM');
     const codes = await Promise.all(live.map((w) => w.exited));
     assert.deepEqual(
@@ -406,7 +423,16 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
       live.map((w) => w.log.slice(-3000)).join('\n----\n'),
     );
     for (const w of live) assert.match(w.log, /"msg":"worker stopped"/);
-    const hb = await api('/__heartbeat__');
-    assert.equal(hb.body.checks.workers.status, 'warning', 'stopped workers removed their snapshots');
+    // In-flight locales were finished, not abandoned: completed on their first attempt, outputs valid.
+    const s = await release('terminated');
+    for (const l of s.locales.filter((x) => active.includes(x.locale))) {
+      assert.equal(l.state, 'completed', l.locale);
+      assert.equal(l.attempts, 1, l.locale);
+    }
+    await verifyAll(s, active);
+    // Their snapshots are gone at once (a SIGKILLed worker's only expires with its TTL).
+    const overview = await api('/overview', { headers: auth });
+    const ids = (overview.body.workers as { id: string }[]).map((w) => w.id);
+    for (const w of live) assert.ok(!ids.includes(w.id!), `${w.id} removed its snapshot`);
   });
 });
