@@ -16,7 +16,7 @@ import type { Redis } from 'ioredis';
 import { defaultCacheDir } from '../../cache/defaults.js';
 import { resolvePath } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
-import { CodedError, toPlainError } from '../errors.js';
+import { CodedError, TransientError, toPlainError } from '../errors.js';
 import { BullReleaseQueue } from '../queue/bullmq.js';
 import { registerQueueBoard } from '../queue/board.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
@@ -38,6 +38,28 @@ export interface ServerOptions {
   cacheDir?: string;
   /** Releases listed by GET /releases and the dashboard. */
   listLimit?: number;
+}
+
+/** A request waiting on Redis longer than this answers 503 instead of hanging (Redis down or restarting). */
+export const REDIS_REQUEST_TIMEOUT_MS = 10_000;
+
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new TransientError(
+              'REDIS_UNAVAILABLE',
+              `${what}: no answer from Redis within ${REDIS_REQUEST_TIMEOUT_MS} ms`,
+            ),
+          ),
+        REDIS_REQUEST_TIMEOUT_MS,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Paths anyone may read: load balancers and Prometheus don't carry tokens. */
@@ -158,7 +180,7 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
       baseDir: roots[0]!,
       checkMar: checkMarFile,
     });
-    const r = await queue.submit(manifest);
+    const r = await withTimeout(queue.submit(manifest), 'submit');
     req.log.info({ release: r.release, created: r.created, locales: r.locales.length }, 'release submitted');
     return reply
       .code(r.created ? 201 : 200)
@@ -166,10 +188,12 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
       .send(r);
   });
 
-  app.get('/releases', async () => ({ releases: await queue.list({ limit: listLimit }) }));
+  app.get('/releases', async () => ({
+    releases: await withTimeout(queue.list({ limit: listLimit }), 'list'),
+  }));
 
   app.get<{ Params: { id: string } }>('/releases/:id', async (req, reply) => {
-    const s = await queue.get(req.params.id);
+    const s = await withTimeout(queue.get(req.params.id), 'get');
     if (!s)
       return reply.code(404).send({
         error: {
@@ -182,7 +206,10 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   });
 
   app.get('/overview', async () => {
-    const [releases, summary] = await Promise.all([queue.list({ limit: listLimit }), metrics.summary()]);
+    const [releases, summary] = await withTimeout(
+      Promise.all([queue.list({ limit: listLimit }), metrics.summary()]),
+      'overview',
+    );
     return {
       releases,
       hitRate: summary.hitRate,
@@ -210,7 +237,9 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   app.get('/dashboard.js', page('text/javascript; charset=utf-8', DASHBOARD_JS));
   app.get('/dashboard.css', page('text/css; charset=utf-8', DASHBOARD_CSS));
 
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.render()));
+  app.get('/metrics', async (_req, reply) =>
+    reply.type(metrics.contentType).send(await withTimeout(metrics.render(), 'metrics')),
+  );
 
   app.get('/__lbheartbeat__', async () => ({ status: 'ok' }));
   app.get('/__version__', async () => ({

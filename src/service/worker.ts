@@ -10,7 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import type { LoadedConfig } from '../config/types.js';
-import { toPlainError, type PlainError } from '../errors.js';
+import { UsageError, toPlainError, type PlainError } from '../errors.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
 import { VERSION } from '../version.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
@@ -80,7 +80,7 @@ export const WORKER_SERVICE_DEFAULTS = {
 
 function positiveInt(name: string, v: number | undefined): void {
   if (v !== undefined && (!Number.isInteger(v) || v < 1)) {
-    throw new RangeError(`options.${name} must be a positive integer, found ${v}`);
+    throw new UsageError('USAGE', `options.${name} must be a positive integer, found ${v}`);
   }
 }
 
