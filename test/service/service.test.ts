@@ -316,6 +316,16 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     assert.equal(viaCli.locales.find((l) => l.locale === 'fr')!.error!.code, fr.error.code);
     const human = await runCli(['status', 'corrupt-1', '-c', cfg]);
     assert.match(human.stdout, new RegExp(`fr\\s+failed.*${fr.error.code}`));
+    // `enqueue --wait` on a release that failed exits non-zero (re-submission waits on the existing one).
+    const manifest = join(rel, 'release.json');
+    writeFileSync(manifest, JSON.stringify(doc));
+    const waited = await runCli(['enqueue', manifest, '-c', cfg, '--wait']);
+    assert.equal(waited.code, 2, waited.stderr);
+    assert.match(waited.stderr, /already exists/);
+    assert.match(waited.stdout, /release corrupt-1 \(profile bad\): failed/);
+    const watched = await runCli(['status', 'corrupt-1', '-c', cfg, '--watch', '--interval', '100']);
+    assert.equal(watched.code, 0, watched.stderr);
+    assert.match(watched.stdout, /: failed/);
   });
 
   test('SIGKILL one worker mid-release: the release completes, outputs verify, no partial files, cache intact', async () => {
