@@ -110,7 +110,7 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   const app = Fastify({
     loggerInstance: log,
     bodyLimit: BODY_LIMIT,
-    trustProxy: true,
+    trustProxy: process.env.MARSIGN_TRUST_PROXY === '1',
   }) as unknown as FastifyInstance;
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
