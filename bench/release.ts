@@ -777,7 +777,7 @@ function markdown(res: BenchResults, withCharts: boolean): string {
     if (withCharts) lines.push(`![time per configuration, ${r.codec}](bench/release-${r.codec}.svg)`, '');
   }
   lines.push(
-    'Reproduce: `npm run bench:release` (all of the above; 15–20 min on this VM, mostly the baseline and the floors), ' +
+    'Reproduce: `npm run bench:release` (all of the above; 7–18 min on this VM depending on load, mostly the baseline and the floors), ' +
       '`npm run bench:release -- --quick` (3 small locales, a smoke run), ' +
       '`--codec xz --locales 50 --baseline-locales 2`, `--skip-baseline`, `--json`; ' +
       '`--out docs/BENCHMARKS.md` rewrites this section and `docs/bench/release-*.svg`. ' +

@@ -158,8 +158,8 @@ export async function workFloor(
     } finally {
       await source.close();
     }
-    log(`work floor: ${path}: ${seen.size} unique entries so far`);
   }
+  log(`work floor: ${seen.size} unique entries in ${mars.length} MARs`);
   const entries = [...seen.values()];
   const total = (es: UniqueEntryWork[]): number =>
     es.reduce((s, e) => s + e.cpuMs.decompress + e.cpuMs.sign + e.cpuMs.compress, 0);
