@@ -14,7 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -726,7 +726,7 @@ function markdown(res: BenchResults, withCharts: boolean): string {
       '`bzip2 -dc`/`xz -dc`, `osslsigncode sign -certs -key -h sha256`, `bzip2 -9`/`xz --compress --x86 --lzma2 ' +
       '--format=xz --check=crc64`, no cache, then repack with MarWriter and MAR-sign. Generous to the baseline: ' +
       'unsigned entries are copied, not recompressed (the old scripts recompressed every file), and xz runs at ' +
-      "preset 6 rather than Mozilla's `XZ_OPT=-7e`. Measured on the first K locales and **extrapolated linearly** " +
+      "preset 6 (the liblzma settings marsign's own codec uses for an 8 MiB dictionary) rather than Mozilla's `XZ_OPT=-7e`. Measured on the first K locales and **extrapolated linearly** " +
       `to ${L} (the baseline costs the same for every locale: it has no cache).`,
     '- *floors*: disk = read every input MAR and write as many bytes to new files with fsync (8 MiB chunks); ' +
       'sha256 = one node:crypto pass over the same input bytes in memory; unique work = in-process, one thread, the ' +
@@ -816,6 +816,19 @@ export function replaceSection(doc: string, section: string): string {
   return doc.slice(0, start + 1) + section + (after < 0 ? '' : '\n' + doc.slice(after + 1));
 }
 
+/** Remove the scratch folders of earlier runs that died (their process is gone). */
+async function removeStaleRuns(): Promise<void> {
+  for (const name of await readdir(BENCH_ROOT)) {
+    const m = /^run-(\d+)$/.exec(name);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch {
+      await rm(join(BENCH_ROOT, name), { recursive: true, force: true });
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const log = (m: string): void =>
@@ -831,6 +844,7 @@ async function main(): Promise<void> {
     commit: await gitCommit(),
   };
   await mkdir(BENCH_ROOT, { recursive: true });
+  await removeStaleRuns();
   const keysDir = join(BENCH_ROOT, 'keys');
   const configPath = join(keysDir, 'marsign.config.json');
   if (!existsSync(configPath)) await generateDevKeys(keysDir, { marKeyBits: 4096 });
