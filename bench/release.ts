@@ -544,7 +544,11 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       load1: p.warmRelease.load1,
       comment:
         (ioFloorRelease
-          ? `${(100 * (ioFloorRelease / p.warmRelease.wallMs)).toFixed(0)}% of the disk+sha256 floor; `
+          ? `${(100 * (ioFloorRelease / p.warmRelease.wallMs)).toFixed(0)}% of the disk+sha256 floor` +
+            (p.warmRelease.manifestMs !== undefined
+              ? ` (${(100 * (ioFloorRelease / p.warmRelease.manifestMs)).toFixed(0)}% on the release manifest's own ${formatSeconds(s(p.warmRelease.manifestMs))})`
+              : '') +
+            '; '
           : '') + `${p.warmRelease.signOperations} signatures, ${p.warmRelease.hits} cache hits`,
     });
     rows.push({
