@@ -13,8 +13,7 @@ export async function registerQueueBoard(
   const serverAdapter = new FastifyAdapter();
   createBullBoard({
     queues: [new BullMQAdapter(queue.releases), new BullMQAdapter(queue.locales)],
-    // @bull-board/fastify 9.10.1 pins its own @bull-board/api copy; the adapter is duck-typed at runtime.
-    serverAdapter: serverAdapter as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
+    serverAdapter,
     options: { uiConfig: { boardTitle: 'marsign' } },
   });
   serverAdapter.setBasePath(basePath);
