@@ -18,14 +18,17 @@ import { workerCommand } from './worker.js';
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
-  cacheCommand,
-  marCommand,
-  signLocaleCommand,
+  // Signing, embedded (no Redis)
   signReleaseCommand,
-  keysCommand,
+  signLocaleCommand,
   signPeCommand,
   signMarCommand,
   verifyCommand,
+  // Tools
+  keysCommand,
+  marCommand,
+  cacheCommand,
+  // The service (BullMQ on Redis)
   workerCommand,
   enqueueCommand,
   statusCommand,
