@@ -92,7 +92,8 @@ interface Scan {
   temps: { path: string; mtimeMs: number }[];
 }
 
-type Check = { ok: true; payload: Uint8Array | undefined } | { ok: false; problem: CacheEntryProblem };
+type Check =
+  { ok: true; payload: Uint8Array | undefined; sha256: string } | { ok: false; problem: CacheEntryProblem };
 
 /**
  * The content-addressed cache on a local (or shared) filesystem. Safe with many processes on one
@@ -134,6 +135,25 @@ export class FsCacheStore implements CacheStore {
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
+    return (await this.getWithSha256(key))?.payload;
+  }
+
+  /**
+   * Whether an entry file is present (one stat, nothing verified): a scheduling hint only; `get`
+   * still verifies before serving.
+   */
+  async has(key: string): Promise<boolean> {
+    try {
+      const st = await lstat(this.entryPath(key));
+      return st.isFile() && st.size >= HEADER_SIZE;
+    } catch (e) {
+      if (isMissing(e)) return false;
+      throw e;
+    }
+  }
+
+  /** `get`, also returning the payload's hex sha256 that was just verified (callers need not rehash). */
+  async getWithSha256(key: string): Promise<{ payload: Uint8Array; sha256: string } | undefined> {
     const path = this.entryPath(key);
     let fh: FileHandle;
     try {
@@ -155,7 +175,7 @@ export class FsCacheStore implements CacheStore {
           // The LRU clock for prune. Best effort: a read-only or foreign-owned cache still serves.
           await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
         }
-        return r.payload;
+        return r.payload && { payload: r.payload, sha256: r.sha256 };
       }
       this.counters.corrupt++;
       this.counters.misses++;
@@ -190,6 +210,11 @@ export class FsCacheStore implements CacheStore {
       throw e;
     }
     this.counters.puts++;
+  }
+
+  /** Corrupt entries this process met (stats().corrupt without scanning the cache directory). */
+  get corruptSeen(): number {
+    return this.counters.corrupt;
   }
 
   async stats(): Promise<CacheStats> {
@@ -302,13 +327,14 @@ async function checkEntry(
   if (!timingSafeEqual(mac(secret, h), h.subarray(OFF_MAC, OFF_MAC + 32)))
     return { ok: false, problem: 'hmac' };
 
-  const hash = createHash('sha256');
+  let digest: Buffer;
   let payload: Uint8Array | undefined;
   if (wantPayload) {
     payload = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
     if ((await readFully(fh, payload, HEADER_SIZE)) < len) return { ok: false, problem: 'truncated' };
-    hash.update(payload);
+    digest = createHash('sha256').update(payload).digest();
   } else {
+    const hash = createHash('sha256');
     const chunk = Buffer.allocUnsafe(Math.min(VERIFY_CHUNK, Math.max(len, 1)));
     let done = 0;
     while (done < len) {
@@ -318,10 +344,11 @@ async function checkEntry(
       hash.update(chunk.subarray(0, want));
       done += want;
     }
+    digest = hash.digest();
   }
-  if (!timingSafeEqual(hash.digest(), h.subarray(OFF_SHA, OFF_SHA + 32)))
+  if (!timingSafeEqual(digest, h.subarray(OFF_SHA, OFF_SHA + 32)))
     return { ok: false, problem: 'payload-sha256' };
-  return { ok: true, payload };
+  return { ok: true, payload, sha256: digest.toString('hex') };
 }
 
 /** Read into `buf` from `position` until it is full or the file ends; returns the bytes read. */

@@ -8,6 +8,7 @@
  * (so the result can carry metadata beside the buffer). Errors return as plain data (`toPlainError`); the main
  * thread rebuilds them with `fromPlainError`, so name/code survive the thread boundary.
  */
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Piscina } from 'piscina';
 import { compress, decompress, readSettings, settingsKey } from '../src/codecs/index.js';
@@ -108,6 +109,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
         codecSettings: key,
         decompressedSize: pe.length,
         signedSize: signed.length,
+        outputSha256: createHash('sha256').update(output).digest('hex'),
         timings: { decompressMs, signMs, verifyMs, compressMs },
       },
       [output.buffer as ArrayBuffer],

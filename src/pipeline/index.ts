@@ -10,7 +10,14 @@ import { cacheSettings, loadProfile } from '../config/index.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import { ConfigError, toPlainError, type PlainError } from '../errors.js';
 import { buildPe } from '../formats/pe/synth.js';
-import { signLocaleWith, type PipelineCounters, type SignLocaleOptions } from './locale.js';
+import {
+  signLocaleWith,
+  type LocaleContext,
+  type Produced,
+  type PipelineCounters,
+  type SignLocaleOptions,
+} from './locale.js';
+import { planMisses, startPrefetch, type Plan, type PrefetchHandle } from './prefetch.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
 import { InProcessCoordinator } from './single-flight.js';
@@ -19,6 +26,7 @@ import type { Coordinator, LocaleManifest } from './types.js';
 export type { SignLocaleOptions } from './locale.js';
 export { manifestPath } from './locale.js';
 export { compilePolicy } from './policy.js';
+export type { Plan, PlannedMiss, EntryKey } from './prefetch.js';
 export { InProcessCoordinator } from './single-flight.js';
 export {
   signRelease,
@@ -52,6 +60,7 @@ export interface PipelineStats {
 export class Pipeline {
   private readonly profiles = new Map<string, Promise<{ profile: SigningProfile; policy: CompiledPolicy }>>();
   private readonly counters: PipelineCounters = { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 };
+  private readonly prefetched = new Map<string, Produced | null>();
   private corrupt = 0;
   private closed = false;
 
@@ -92,22 +101,43 @@ export class Pipeline {
     return p;
   }
 
+  private context(profile: SigningProfile, policy: CompiledPolicy): LocaleContext {
+    return {
+      config: this.config,
+      profile,
+      policy,
+      pool: this.pool,
+      cache: this.cache,
+      coordinator: this.coordinator,
+      counters: this.counters,
+      prefetched: this.prefetched,
+    };
+  }
+
+  /**
+   * Plan several locales at once (keys of every signable entry, unique cache misses) and start
+   * signing the misses largest first, while planning continues. Pass the plan to each `signLocale`,
+   * which then joins the scheduled work instead of signing in index order. With a coordinator other
+   * than the in-process one, only the keys are planned (no gated scheduling).
+   */
+  async plan(profileName: string, inputs: string[], signal?: AbortSignal): Promise<Plan> {
+    if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
+    const { profile, policy } = await this.profile(profileName);
+    const ctx = this.context(profile, policy);
+    const schedule = this.coordinator instanceof InProcessCoordinator;
+    let handle: PrefetchHandle | undefined;
+    return planMisses(ctx, inputs, (misses) => {
+      if (!schedule) return;
+      if (handle) handle.add(misses);
+      else handle = startPrefetch(ctx, misses, signal ? { signal } : {});
+    });
+  }
+
   async signLocale(options: SignLocaleOptions): Promise<LocaleManifest> {
     if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
     const { profile, policy } = await this.profile(options.profile);
     try {
-      return await signLocaleWith(
-        {
-          config: this.config,
-          profile,
-          policy,
-          pool: this.pool,
-          cache: this.cache,
-          coordinator: this.coordinator,
-          counters: this.counters,
-        },
-        options,
-      );
+      return await signLocaleWith(this.context(profile, policy), options);
     } finally {
       await this.refreshCorrupt();
     }
@@ -115,6 +145,11 @@ export class Pipeline {
 
   private async refreshCorrupt(): Promise<void> {
     if (!this.cache) return;
+    // The same in-process counter stats() reports, without scanning the whole cache after every locale.
+    if (this.cache instanceof FsCacheStore) {
+      this.corrupt = this.cache.corruptSeen;
+      return;
+    }
     try {
       this.corrupt = (await this.cache.stats()).corrupt;
     } catch {

@@ -7,6 +7,8 @@
  * worker thread. Finished entries are written in index order from a small reorder buffer while later
  * entries are still being signed.
  */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
 import { cacheKey } from '../../cache/key.js';
@@ -14,7 +16,7 @@ import type { CacheStore } from '../../cache/types.js';
 import { detectCodec, readSettings, settingsKey } from '../codecs/index.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import { CodedError, toPlainError, UsageError } from '../errors.js';
-import { readEntryBytes, readMar } from '../formats/mar/index.js';
+import { readEntryBytes, readMar, signableRanges } from '../formats/mar/index.js';
 import type { MarEntry, MarInfo } from '../formats/mar/types.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { FileSource } from '../io/byte-source.js';
@@ -24,9 +26,13 @@ import { VERSION } from '../version.js';
 import { hashFile, sha256Hex } from './manifest.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
+import { planMisses, startPrefetch, type Plan } from './prefetch.js';
+import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, EntryAction, EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
 
+/** A finished MAR up to this size is read back once into memory to sign and hash it; larger ones stream. */
+export const IN_MEMORY_FINISH_MAX = 512 * 1024 * 1024;
 /** Entries in flight per locale beyond the pool's threads (reading ahead while workers sign). */
 const WINDOW_EXTRA = 4;
 /** Compressed bytes held in the reorder window before the reader waits for the writer. */
@@ -40,6 +46,11 @@ export interface LocaleContext {
   cache: CacheStore | null;
   coordinator: Coordinator;
   counters: PipelineCounters;
+  /**
+   * Keys signed ahead by a plan (prefetch.ts) that no locale has recorded as its miss yet: null when
+   * the result is in the cache, else the result itself (its cache put failed; held until used).
+   */
+  prefetched?: Map<string, Produced | null>;
 }
 
 export interface PipelineCounters {
@@ -60,16 +71,86 @@ export interface SignLocaleOptions {
   coordinator?: Coordinator;
   /** Default true: write `<output>.manifest.json`. */
   writeManifest?: boolean;
+  /**
+   * Keys and misses planned ahead (a release plans all its locales at once and schedules their misses).
+   * Without one, a non-dry run plans this locale itself and feeds its misses to the pool largest first.
+   */
+  plan?: Plan;
 }
 
 interface EntryOutcome {
   record: EntryRecord;
   data: Uint8Array;
+  /** Recorded in index order, so the manifest does not depend on which entry finished first. */
+  warning?: string;
 }
 
-/** What a single-flight slot resolves to: the signed bytes, and whether they came from the cache. */
-interface Produced {
+/** What a single-flight slot resolves to: the signed bytes and, when known, their sha256. */
+export interface Produced {
   bytes: Uint8Array;
+  /** Hex sha256 of `bytes`, from the worker or the cache's verification (saves hashing them again). */
+  sha256?: string;
+  /** A non-fatal problem (cache put failed), recorded by the locale that records the miss. */
+  warning?: string;
+}
+
+/** A cache store that also returns the payload sha256 it just verified (FsCacheStore). */
+interface DigestingCache {
+  getWithSha256(key: string): Promise<{ payload: Uint8Array; sha256: string } | undefined>;
+}
+
+export async function cacheGet(cache: CacheStore, key: string): Promise<Produced | undefined> {
+  const d = cache as Partial<DigestingCache>;
+  if (typeof d.getWithSha256 === 'function') {
+    const got = await d.getWithSha256.call(cache, key);
+    return got && { bytes: got.payload, sha256: got.sha256 };
+  }
+  const bytes = await cache.get(key);
+  return bytes && { bytes };
+}
+
+/**
+ * Sign one entry in the pool and store it in the cache. `onPoolDone` runs as soon as the pool task
+ * settles (before the cache write), so a scheduler can release the next task.
+ */
+export async function produceEntry(
+  ctx: LocaleContext,
+  key: string,
+  name: string,
+  raw: Uint8Array,
+  signal?: AbortSignal,
+  onPoolDone?: () => void,
+): Promise<Produced> {
+  let result;
+  try {
+    result = await ctx.pool.run(
+      {
+        configPath: ctx.config.path,
+        configSha256: ctx.config.sha256,
+        profile: ctx.profile.name,
+        name,
+        input: raw,
+        maxOutputSize: DEFAULT_MAX_OUTPUT_SIZE,
+      },
+      signal,
+    );
+  } finally {
+    onPoolDone?.();
+  }
+  ctx.counters.signOperations++;
+  let warning: string | undefined;
+  // A cache that cannot be written (full disk, read-only) must not fail a correctly signed entry:
+  // the locale completes uncached and the manifest says why.
+  if (ctx.cache)
+    await ctx.cache.put(key, result.output).catch((err: unknown) => {
+      const p = toPlainError(err);
+      warning = `cache put failed for ${name}: ${p.code}: ${p.message}`;
+    });
+  return {
+    bytes: result.output,
+    ...(result.outputSha256 ? { sha256: result.outputSha256 } : {}),
+    ...(warning ? { warning } : {}),
+  };
 }
 
 export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions): Promise<LocaleManifest> {
@@ -84,6 +165,14 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
   const pending: Promise<EntryOutcome>[] = [];
   try {
     const info: MarInfo = await readMar(source);
+    if (!opts.dryRun && !opts.plan) {
+      const plan = await planMisses(ctx, [opts.input]);
+      // Only an in-process coordinator can hold gated slots cheaply (a distributed lock would be held
+      // while waiting for its turn).
+      if (plan.misses.length > 0 && coordinator instanceof InProcessCoordinator)
+        startPrefetch({ ...ctx, coordinator }, plan.misses, opts.signal ? { signal: opts.signal } : {});
+      opts = { ...opts, plan };
+    }
     const planMs = performance.now() - started;
     const entries = info.entries;
     const progress: LocaleProgress = {
@@ -99,15 +188,18 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     let signOperations = 0;
     const warnings: string[] = [];
 
-    const processEntry = async (entry: MarEntry): Promise<EntryOutcome> => {
+    const planKeys = opts.plan?.keys.get(opts.input);
+    const processEntry = async (entry: MarEntry, index: number): Promise<EntryOutcome> => {
       const t0 = performance.now();
-      const raw = await readEntryBytes(source, entry);
-      const inputSha256 = sha256Hex(raw);
-      const base = { name: entry.name, flags: entry.flags, inputSize: raw.length, inputSha256 };
       if (ctx.policy.decide(entry.name) === 'passthrough') {
+        const raw = await readEntryBytes(source, entry);
+        const inputSha256 = sha256Hex(raw);
         return {
           record: {
-            ...base,
+            name: entry.name,
+            flags: entry.flags,
+            inputSize: raw.length,
+            inputSha256,
             action: 'passthrough',
             codec: codecName(raw),
             outputSize: raw.length,
@@ -117,14 +209,28 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
           data: raw,
         };
       }
-      let codec: string;
-      try {
-        codec = settingsKey(await readSettings(raw));
-      } catch (err) {
-        return invalidOrThrow(err, base, raw, inputSha256, t0);
+      // A planned entry was already read and hashed; a hit then never reads the input again.
+      let raw: Uint8Array | undefined;
+      let known = planKeys?.get(index);
+      if (!known) {
+        raw = await readEntryBytes(source, entry);
+        const inputSha256 = sha256Hex(raw);
+        let codec: string;
+        try {
+          codec = settingsKey(await readSettings(raw));
+        } catch (err) {
+          const base = { name: entry.name, flags: entry.flags, inputSize: raw.length, inputSha256 };
+          return invalidOrThrow(err, base, raw, inputSha256, t0);
+        }
+        const signerFingerprint = ctx.profile.fingerprint;
+        known = {
+          key: cacheKey({ signerFingerprint, codecSettings: codec, inputSha256 }),
+          codec,
+          inputSha256,
+        };
       }
-      const signerFingerprint = ctx.profile.fingerprint;
-      const key = cacheKey({ signerFingerprint, codecSettings: codec, inputSha256 });
+      const { key, codec, inputSha256 } = known;
+      const base = { name: entry.name, flags: entry.flags, inputSize: entry.size, inputSha256 };
       if (opts.dryRun) {
         const cached = ctx.cache ? await ctx.cache.get(key) : undefined;
         const action: EntryAction = cached ? 'hit' : 'miss';
@@ -137,65 +243,59 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
             outputSha256: cached ? sha256Hex(cached) : '',
             ms: performance.now() - t0,
           },
-          data: raw,
+          data: raw ?? new Uint8Array(0),
         };
       }
       let how = 'shared' as 'hit' | 'miss' | 'shared';
       let produced: Produced;
       try {
-        produced = await coordinator.once<Produced>(
-          key,
-          async () => {
-            const got = ctx.cache ? await ctx.cache.get(key) : undefined;
-            if (got) how = 'hit';
-            return got ? { bytes: got } : undefined;
-          },
-          async () => {
-            how = 'miss';
-            const result = await ctx.pool.run(
-              {
-                configPath: ctx.config.path,
-                configSha256: ctx.config.sha256,
-                profile: ctx.profile.name,
-                name: entry.name,
-                input: raw,
-                maxOutputSize: DEFAULT_MAX_OUTPUT_SIZE,
-              },
-              opts.signal,
-            );
-            signOperations++;
-            ctx.counters.signOperations++;
-            // A cache that cannot be written (full disk, read-only) must not fail a correctly signed
-            // entry: the locale completes uncached and the manifest says why.
-            if (ctx.cache)
-              await ctx.cache.put(key, result.output).catch((err: unknown) => {
-                const p = toPlainError(err);
-                warnings.push(`cache put failed for ${entry.name}: ${p.code}: ${p.message}`);
-              });
-            return { bytes: result.output };
-          },
-        );
+        const held = ctx.prefetched?.get(key);
+        if (held) {
+          ctx.prefetched!.delete(key);
+          how = 'miss';
+          produced = held;
+        } else
+          produced = await coordinator.once<Produced>(
+            key,
+            async () => {
+              const got = ctx.cache ? await cacheGet(ctx.cache, key) : undefined;
+              if (got) how = 'hit';
+              return got;
+            },
+            async () => {
+              how = 'miss';
+              raw ??= await readEntryBytes(source, entry);
+              return produceEntry(ctx, key, entry.name, raw, opts.signal);
+            },
+          );
       } catch (err) {
-        // `raw` was transferred to the worker; re-read it to pass the entry through unchanged.
+        // `raw` was transferred to the worker (or never read); re-read it to pass the entry through.
         if (skipInvalid && isInvalidInput(err)) {
           const again = await readEntryBytes(source, entry);
           return invalidOrThrow(err, base, again, inputSha256, t0);
         }
         throw err;
       }
+      // The first locale to use an entry signed ahead of it by a plan records the miss (and the
+      // signature), whether it joined the work in flight or found it in the cache afterwards.
+      if (how !== 'miss' && ctx.prefetched?.delete(key)) how = 'miss';
       // A key another locale of this process was already producing counts as a hit: no work was done here.
       const action: EntryAction = how === 'miss' ? 'miss' : 'hit';
       if (action === 'hit') {
         ctx.counters.hits++;
         ctx.counters.bytesServed += produced.bytes.length;
-      } else ctx.counters.misses++;
+      } else {
+        ctx.counters.misses++;
+        signOperations++;
+      }
       return {
+        ...(action === 'miss' && produced.warning ? { warning: produced.warning } : {}),
         record: {
           ...base,
           action,
           codec,
           outputSize: produced.bytes.length,
-          outputSha256: sha256Hex(produced.bytes),
+          outputSha256: produced.sha256 ?? sha256Hex(produced.bytes),
           ms: performance.now() - t0,
         },
         data: produced.bytes,
@@ -246,6 +346,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       const entry = entries[records.length]!;
       windowBytes -= entry.size;
       records.push(out.record);
+      if (out.warning) warnings.push(out.warning);
       if (writer) await writer.addEntry(out.record.name, out.record.flags, out.data);
       progress.entriesDone++;
       progress.bytesDone += entry.size;
@@ -264,7 +365,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       if (canStart) {
         next++;
         windowBytes += entry.size;
-        const p = processEntry(entry);
+        const p = processEntry(entry, next - 1);
         p.catch(() => undefined); // observed by finishOne; avoid unhandled rejections while queued
         pending.push(p);
       } else await finishOne();
@@ -274,11 +375,16 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     const writeStarted = performance.now();
     let digests: { sha256: string; sha512: string; size: number } | undefined;
     if (writer) {
-      await writer.finish();
-      if (ctx.profile.mar) await signWriter(writer, ctx.profile.mar.keys, ctx.profile.mar.algorithm);
-      await writer.commit();
-      writer = undefined;
-      digests = await hashFile(opts.output);
+      const written = await writer.finish();
+      if (written.fileSize <= IN_MEMORY_FINISH_MAX) {
+        digests = await finishInMemory(writer, written, ctx.profile.mar);
+        writer = undefined;
+      } else {
+        if (ctx.profile.mar) await signWriter(writer, ctx.profile.mar.keys, ctx.profile.mar.algorithm);
+        await writer.commit();
+        writer = undefined;
+        digests = await hashFile(opts.output);
+      }
     }
     const writeMs = performance.now() - writeStarted;
 
@@ -317,6 +423,53 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
   } finally {
     await source.close();
   }
+}
+
+/**
+ * Sign and commit a finished MAR whose temp file fits in memory, reading it back once: the MAR
+ * signature covers the bytes as read back from the file (the exact stream, mar-format.md §8); the
+ * output sha256 and sha512 are then computed over the same buffer with the signatures patched in
+ * (no second read). The file's data is fsynced while the signable stream is hashed. WebCrypto's
+ * threaded digests were measured slower here (they copy the input) than node:crypto's in-line ones.
+ */
+async function finishInMemory(
+  writer: MarWriter,
+  info: MarInfo,
+  mar: SigningProfile['mar'],
+): Promise<{ sha256: string; sha512: string; size: number }> {
+  const fh = await open(writer.tempPath, 'r');
+  let early: Promise<void>;
+  let buf: Buffer;
+  try {
+    // fsync through a second descriptor flushes the same file; commit's fsync then has little left.
+    early = fh.sync();
+    early.catch(() => undefined);
+    buf = Buffer.allocUnsafeSlow(info.fileSize);
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
+      if (bytesRead === 0)
+        throw new CodedError('MAR_SHORT_READ', `${writer.tempPath} ended at ${done} of ${buf.length} bytes`);
+      done += bytesRead;
+    }
+    if (mar) {
+      const h = createHash(mar.algorithm);
+      for (const r of signableRanges(info)) h.update(buf.subarray(r.offset, r.offset + r.length));
+      const digest = new Uint8Array(h.digest());
+      const sigs = await Promise.all(mar.keys.map((k) => k.signDigest(mar.algorithm, digest)));
+      await writer.setSignatures(sigs);
+      for (const [i, slot] of info.signatures.entries()) buf.set(sigs[i]!, slot.offset);
+    }
+    await early.catch(() => undefined);
+  } finally {
+    await fh.close();
+  }
+  await writer.commit();
+  return {
+    sha256: createHash('sha256').update(buf).digest('hex'),
+    sha512: createHash('sha512').update(buf).digest('hex'),
+    size: buf.length,
+  };
 }
 
 export function manifestPath(output: string): string {

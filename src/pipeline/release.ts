@@ -206,6 +206,15 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
     hits: 0,
     misses: 0,
   };
+  // Plan every locale first and sign the release's unique misses largest first (an unreadable locale
+  // is skipped here and fails below with its own typed error).
+  const plan = opts.dryRun
+    ? undefined
+    : await opts.pipeline.plan(
+        opts.profile,
+        opts.spec.locales.map((l) => l.input),
+        opts.signal,
+      );
   const results: ReleaseLocaleResult[] = new Array(opts.spec.locales.length);
   let nextIndex = 0;
   const runOne = async (): Promise<void> => {
@@ -225,6 +234,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
           dryRun: opts.dryRun === true,
           skipInvalid: opts.skipInvalid === true,
           ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(plan ? { plan } : {}),
           onProgress: (p) => {
             if (doneBefore.entries === 0 && p.entriesDone === 1) progress.entriesTotal += p.entriesTotal;
             progress.entriesDone += p.entriesDone - doneBefore.entries;

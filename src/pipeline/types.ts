@@ -100,6 +100,8 @@ export type SignEntryResult =
       codecSettings: string;
       decompressedSize: number;
       signedSize: number;
+      /** Hex sha256 of `output`, computed in the worker so the main thread does not hash it again. */
+      outputSha256?: string;
       timings: SignEntryTimings;
     }
   | { ok: false; error: PlainError };

@@ -1,0 +1,224 @@
+/**
+ * Cold-run scheduling: plan the cache misses of one or more locales first, then feed them to the pool
+ * largest first (longest-processing-time-first), so the slowest entry starts at once and no thread
+ * idles at the end while one big entry is still being signed.
+ *
+ * Each planned miss enters the single-flight coordinator at plan time with a `work` that waits for its
+ * turn (a gate), so a locale that meets the key joins that promise instead of signing it out of order.
+ * Memory stays bounded: a plan holds only (file, offset, size) per miss; the raw bytes are read when the
+ * gate opens, and at most `threads` tasks are released at a time. Results go to the cache; the
+ * single-flight promise forgets them once settled.
+ */
+import { cacheKey } from '../../cache/key.js';
+import { readSettings, settingsKey } from '../codecs/index.js';
+import { readEntryBytes, readMar } from '../formats/mar/index.js';
+import type { MarEntry } from '../formats/mar/types.js';
+import { FileSource } from '../io/byte-source.js';
+import { sha256Hex } from './manifest.js';
+import type { LocaleContext } from './locale.js';
+import { cacheGet, produceEntry, type Produced } from './locale.js';
+
+export interface PlannedMiss {
+  key: string;
+  input: string;
+  entry: MarEntry;
+}
+
+/** What planning learnt about one signable entry, so the locale does not read and hash it again. */
+export interface EntryKey {
+  key: string;
+  codec: string;
+  inputSha256: string;
+}
+
+export interface Plan {
+  /** Unique misses, largest first. */
+  misses: PlannedMiss[];
+  /** Per input path: entry index → its key (signable entries with readable settings only). */
+  keys: Map<string, Map<number, EntryKey>>;
+}
+
+/** A cache store that can tell cheaply (no payload read) whether an entry is present. */
+interface HasCapable {
+  has(key: string): Promise<boolean>;
+}
+
+function canHas(c: unknown): c is HasCapable {
+  return typeof (c as Partial<HasCapable> | null)?.has === 'function';
+}
+
+/**
+ * The unique signable entries of `inputs` whose key the cache does not hold, largest (compressed size)
+ * first; ties keep input order. Entries whose settings cannot be read are left to the locale (it
+ * decides between failing and `skipped-invalid`).
+ */
+export async function planMisses(
+  ctx: LocaleContext,
+  inputs: string[],
+  /** Called after each input with its new misses, so signing can start before the plan is complete. */
+  onMisses?: (misses: PlannedMiss[]) => void,
+): Promise<Plan> {
+  const seen = new Set<string>();
+  const out: PlannedMiss[] = [];
+  const keys = new Map<string, Map<number, EntryKey>>();
+  for (const input of inputs) {
+    let source: FileSource;
+    try {
+      source = await FileSource.open(input);
+    } catch {
+      continue; // the locale reports its own open error
+    }
+    const mine = new Map<number, EntryKey>();
+    keys.set(input, mine);
+    const before = out.length;
+    try {
+      const info = await readMar(source);
+      for (const [i, entry] of info.entries.entries()) {
+        if (ctx.policy.decide(entry.name) !== 'sign') continue;
+        const raw = await readEntryBytes(source, entry);
+        let codec: string;
+        try {
+          codec = settingsKey(await readSettings(raw));
+        } catch {
+          continue;
+        }
+        const inputSha256 = sha256Hex(raw);
+        const key = cacheKey({
+          signerFingerprint: ctx.profile.fingerprint,
+          codecSettings: codec,
+          inputSha256,
+        });
+        mine.set(i, { key, codec, inputSha256 });
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (ctx.cache && canHas(ctx.cache) && (await ctx.cache.has(key))) continue;
+        out.push({ key, input, entry });
+      }
+    } catch {
+      // An unreadable MAR fails in its own locale with the typed error.
+    } finally {
+      await source.close();
+    }
+    if (onMisses && out.length > before) onMisses(sortLargestFirst(out.slice(before)));
+  }
+  return { misses: sortLargestFirst(out), keys };
+}
+
+export function sortLargestFirst(misses: PlannedMiss[]): PlannedMiss[] {
+  return misses
+    .map((m, i) => ({ m, i }))
+    .sort((a, b) => b.m.entry.size - a.m.entry.size || a.i - b.i)
+    .map((x) => x.m);
+}
+
+export interface PrefetchHandle {
+  /** Plan more misses (e.g. the next locale of a release); unreleased ones are re-sorted largest first. */
+  add(more: PlannedMiss[]): void;
+  /** Settles when every miss added so far has been signed or has failed (failures surface in the locales). */
+  done(): Promise<void>;
+}
+
+interface Slot {
+  miss: PlannedMiss;
+  open: () => void;
+  fail: (err: unknown) => void;
+  released: boolean;
+  settled: boolean;
+  freed: boolean;
+}
+
+/**
+ * Register every planned miss with the coordinator and release them to the pool largest first, at
+ * most `maxInFlight` (default: the pool's threads) at a time, so the next-largest entry goes to
+ * whichever thread frees first.
+ */
+export function startPrefetch(
+  ctx: LocaleContext,
+  planned: PlannedMiss[],
+  options: { maxInFlight?: number; signal?: AbortSignal; onSubmit?: (m: PlannedMiss) => void } = {},
+): PrefetchHandle {
+  const maxInFlight = Math.max(1, options.maxInFlight ?? ctx.pool.threads);
+  let slots: Slot[] = [];
+  let running = 0;
+  const all: Promise<unknown>[] = [];
+  const free = (s: Slot): void => {
+    if (!s.released || s.freed) return;
+    s.freed = true;
+    running--;
+    releaseMore();
+  };
+  function releaseMore(): void {
+    for (const s of slots) {
+      if (running >= maxInFlight || options.signal?.aborted) return;
+      if (s.released || s.settled) continue;
+      s.released = true;
+      running++;
+      s.open();
+    }
+  }
+  const register = (m: PlannedMiss): Slot => {
+    const slot: Slot = {
+      miss: m,
+      open: () => undefined,
+      fail: () => undefined,
+      released: false,
+      settled: false,
+      freed: false,
+    };
+    const gate = new Promise<void>((res, rej) => {
+      slot.open = res;
+      slot.fail = rej;
+    });
+    gate.catch(() => undefined); // observed by `work`, or never needed (a hit)
+    const p = ctx.coordinator.once<Produced>(
+      m.key,
+      // A hit (another process signed it meanwhile) never takes a pool slot.
+      () => (ctx.cache ? cacheGet(ctx.cache, m.key) : Promise.resolve(undefined)),
+      async () => {
+        await gate;
+        try {
+          options.onSubmit?.(m);
+          const src = await FileSource.open(m.input);
+          let raw: Uint8Array;
+          try {
+            raw = await readEntryBytes(src, m.entry);
+          } finally {
+            await src.close();
+          }
+          const produced = await produceEntry(ctx, m.key, m.entry.name, raw, options.signal, () =>
+            free(slot),
+          );
+          ctx.prefetched?.set(m.key, produced.warning ? produced : null);
+          return produced;
+        } finally {
+          free(slot);
+        }
+      },
+    );
+    const settle = (): void => {
+      slot.settled = true;
+      free(slot);
+    };
+    all.push(p.then(settle, settle));
+    return slot;
+  };
+  const add = (more: PlannedMiss[]): void => {
+    if (options.signal?.aborted) return;
+    const fresh = more.map(register);
+    const order = new Map<Slot, number>();
+    slots = [...slots, ...fresh];
+    slots.forEach((s, i) => order.set(s, i));
+    slots.sort((a, b) => b.miss.entry.size - a.miss.entry.size || order.get(a)! - order.get(b)!);
+    releaseMore();
+  };
+  // An aborted run must not leave locales waiting on slots that will never open.
+  options.signal?.addEventListener(
+    'abort',
+    () => {
+      for (const s of slots) if (!s.released) s.fail(options.signal!.reason ?? new Error('aborted'));
+    },
+    { once: true },
+  );
+  add(planned);
+  return { add, done: () => Promise.all(all).then(() => undefined) };
+}

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { loadConfig } from '../../src/config/index.js';
+import type { LoadedConfig } from '../../src/config/types.js';
+import { readMar } from '../../src/formats/mar/index.js';
+import { FileSource } from '../../src/io/byte-source.js';
+import { loadReleaseSpec, Pipeline, signRelease } from '../../src/pipeline/index.js';
+import type { LocaleContext } from '../../src/pipeline/locale.js';
+import { planMisses, startPrefetch, type PlannedMiss } from '../../src/pipeline/prefetch.js';
+import { InProcessCoordinator } from '../../src/pipeline/single-flight.js';
+import type { SignEntryTask } from '../../src/pipeline/types.js';
+import { tempDir } from '../helpers/env.js';
+import {
+  checkSignedOutput,
+  CONFIG_PATH,
+  FIXTURE_SIGNED,
+  fixtureMar,
+  LOCALES,
+  newCache,
+  RELEASE,
+} from './_support.js';
+
+let config: LoadedConfig;
+before(async () => {
+  config = await loadConfig(CONFIG_PATH);
+});
+
+/** Record every task submitted to a pipeline's pool (name and input size), then run it for real. */
+function spyOnPool(p: Pipeline): { name: string; size: number }[] {
+  const seen: { name: string; size: number }[] = [];
+  const run = p.pool.run.bind(p.pool);
+  p.pool.run = (task: SignEntryTask, signal?: AbortSignal) => {
+    seen.push({ name: task.name, size: task.input.length });
+    return run(task, signal);
+  };
+  return seen;
+}
+
+async function entriesOf(path: string) {
+  const src = await FileSource.open(path);
+  try {
+    return (await readMar(src)).entries;
+  } finally {
+    await src.close();
+  }
+}
+
+test('startPrefetch releases misses largest first, never more than maxInFlight at once, and re-sorts on add', async () => {
+  const entries = await entriesOf(fixtureMar('en-US'));
+  const misses: PlannedMiss[] = entries.map((entry, i) => ({
+    key: String(i).padStart(64, '0'),
+    input: fixtureMar('en-US'),
+    entry,
+  }));
+  const order: string[] = [];
+  let inFlight = 0;
+  let maxSeen = 0;
+  const fakePool = {
+    threads: 2,
+    run: async (task: SignEntryTask) => {
+      order.push(task.name);
+      inFlight++;
+      maxSeen = Math.max(maxSeen, inFlight);
+      await new Promise((r) => setTimeout(r, 5));
+      inFlight--;
+      return {
+        ok: true as const,
+        output: task.input,
+        codecSettings: '',
+        decompressedSize: 0,
+        signedSize: 0,
+        timings: { decompressMs: 0, signMs: 0, verifyMs: 0, compressMs: 0 },
+      };
+    },
+  };
+  const ctx = {
+    config,
+    profile: { name: 'dev', fingerprint: 'f' },
+    pool: fakePool,
+    cache: null,
+    coordinator: new InProcessCoordinator(),
+    counters: { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 },
+    prefetched: new Map(),
+  } as unknown as LocaleContext;
+  // Handed over in index order (smallest first is in there too): the handle sorts them.
+  const first = misses.slice(0, 3);
+  const rest = misses.slice(3);
+  const h = startPrefetch(ctx, first, { maxInFlight: 1 });
+  h.add(rest);
+  await h.done();
+  const bySize = [...entries].sort((a, b) => b.size - a.size).map((e) => e.name);
+  // The first three were handed over (and one released) before the rest arrived.
+  const firstReleased = [...entries.slice(0, 3)].sort((a, b) => b.size - a.size)[0]!.name;
+  assert.equal(order[0], firstReleased);
+  assert.deepEqual(
+    order.slice(1),
+    bySize.filter((n) => n !== firstReleased),
+  );
+  assert.equal(maxSeen, 1);
+  assert.equal(ctx.counters.signOperations, entries.length);
+  assert.equal(ctx.prefetched!.size, entries.length);
+});
+
+test('planMisses: unique signable keys across locales, largest first, cached ones left out', async () => {
+  const dir = tempDir();
+  const cache = newCache(join(dir, 'c'));
+  const p = await Pipeline.create({ config, threads: 1, cache });
+  try {
+    const { profile, policy } = await p.profile('dev');
+    const ctx = {
+      config,
+      profile,
+      policy,
+      pool: p.pool,
+      cache,
+      coordinator: new InProcessCoordinator(),
+      counters: { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 },
+    } as LocaleContext;
+    const inputs = LOCALES.map(fixtureMar);
+    const plan = await planMisses(ctx, inputs);
+    // 3 shared PEs × 2 codecs + one helper.exe per locale.
+    assert.equal(plan.misses.length, 3 * 2 + LOCALES.length);
+    assert.equal(new Set(plan.misses.map((m) => m.key)).size, plan.misses.length);
+    for (let i = 1; i < plan.misses.length; i++)
+      assert.ok(plan.misses[i - 1]!.entry.size >= plan.misses[i]!.entry.size);
+    for (const input of inputs) assert.equal(plan.keys.get(input)!.size, FIXTURE_SIGNED.length);
+    await cache.put(plan.misses[0]!.key, new Uint8Array([1, 2, 3]));
+    const again = await planMisses(ctx, inputs);
+    assert.equal(again.misses.length, plan.misses.length - 1);
+    assert.ok(!again.misses.some((m) => m.key === plan.misses[0]!.key));
+  } finally {
+    await p.close();
+  }
+});
+
+test('a cold locale submits its largest miss first; digests in the manifest equal sha256sum/sha512sum', async () => {
+  const dir = tempDir();
+  const p = await Pipeline.create({ config, threads: 1, cache: newCache(join(dir, 'c')) });
+  try {
+    const seen = spyOnPool(p);
+    const out = join(dir, 'en.mar');
+    const m = await p.signLocale({ profile: 'dev', input: fixtureMar('en-US'), output: out });
+    const signable = (await entriesOf(fixtureMar('en-US'))).filter((e) => FIXTURE_SIGNED.includes(e.name));
+    assert.deepEqual(
+      seen.map((s) => s.name),
+      [...signable].sort((a, b) => b.size - a.size).map((e) => e.name),
+    );
+    assert.equal(m.totals.misses, FIXTURE_SIGNED.length);
+    assert.equal(m.totals.signOperations, FIXTURE_SIGNED.length);
+    const sum = (tool: string) => spawnSync(tool, [out], { encoding: 'utf8' }).stdout.split(' ')[0];
+    assert.equal(m.output_sha256, sum('sha256sum'));
+    assert.equal(m.output_sha512, sum('sha512sum'));
+    await checkSignedOutput(fixtureMar('en-US'), out, { signed: FIXTURE_SIGNED, dir });
+    // Warm: every entry from the cache, byte-identical, record digests equal the signed bytes'.
+    const warmOut = join(dir, 'en-warm.mar');
+    const w = await p.signLocale({ profile: 'dev', input: fixtureMar('en-US'), output: warmOut });
+    assert.equal(w.totals.hits, FIXTURE_SIGNED.length);
+    assert.equal(w.totals.signOperations, 0);
+    assert.deepEqual(readFileSync(warmOut), readFileSync(out));
+    assert.deepEqual(
+      w.entries.map((e) => e.outputSha256),
+      m.entries.map((e) => e.outputSha256),
+    );
+  } finally {
+    await p.close();
+  }
+});
+
+test('a release signs its unique misses largest first across locales; each is recorded once as a miss', async () => {
+  const dir = tempDir();
+  const p = await Pipeline.create({ config, threads: 2, cache: newCache(join(dir, 'c')) });
+  try {
+    const seen = spyOnPool(p);
+    const spec = await loadReleaseSpec(RELEASE, { excludeDir: join(dir, 'out') });
+    const rm = await signRelease({ pipeline: p, spec, outDir: join(dir, 'out'), profile: 'dev' });
+    assert.equal(rm.totals.failed, 0);
+    const distinct = 3 * 2 + LOCALES.length;
+    assert.equal(seen.length, distinct);
+    assert.equal(rm.totals.signOperations, distinct);
+    assert.equal(rm.totals.signed, distinct);
+    assert.equal(rm.totals.hits, LOCALES.length * FIXTURE_SIGNED.length - distinct);
+    // The first locale's misses are released while the others are still being planned: its biggest
+    // goes first.
+    const firstLocale = (await entriesOf(spec.locales[0]!.input)).filter((e) =>
+      FIXTURE_SIGNED.includes(e.name),
+    );
+    assert.equal(seen[0]!.size, Math.max(...firstLocale.map((e) => e.size)));
+    for (const l of LOCALES)
+      await checkSignedOutput(fixtureMar(l), join(dir, 'out', l, 'complete.mar'), {
+        signed: FIXTURE_SIGNED,
+        dir,
+      });
+  } finally {
+    await p.close();
+  }
+});
