@@ -1,7 +1,7 @@
 /**
  * Cold-run scheduling: plan the cache misses of one or more locales first, then feed them to the pool
  * largest first (longest-processing-time-first), so the slowest entry starts at once and no thread
- * idles at the end while one big entry is still being signed.
+ * idles at the end while one big entry is still being signed (order: `schedulingOrder`).
  *
  * Each planned miss enters the single-flight coordinator at plan time with a `work` that waits for its
  * turn (a gate), so a locale that meets the key joins that promise instead of signing it out of order.
@@ -22,6 +22,10 @@ export interface PlannedMiss {
   key: string;
   input: string;
   entry: MarEntry;
+  /** How many planned inputs contain this key (default 1). */
+  uses?: number;
+  /** Index of the first input that contains it (default 0). */
+  inputIndex?: number;
 }
 
 /** What planning learnt about one signable entry, so the locale does not read and hash it again. */
@@ -58,10 +62,10 @@ export async function planMisses(
   /** Called after each input with its new misses, so signing can start before the plan is complete. */
   onMisses?: (misses: PlannedMiss[]) => void,
 ): Promise<Plan> {
-  const seen = new Set<string>();
+  const seen = new Map<string, PlannedMiss | null>();
   const out: PlannedMiss[] = [];
   const keys = new Map<string, Map<number, EntryKey>>();
-  for (const input of inputs) {
+  for (const [inputIndex, input] of inputs.entries()) {
     let source: FileSource;
     try {
       source = await FileSource.open(input);
@@ -89,26 +93,47 @@ export async function planMisses(
           inputSha256,
         });
         mine.set(i, { key, codec, inputSha256 });
-        if (seen.has(key)) continue;
-        seen.add(key);
-        if (ctx.cache && canHas(ctx.cache) && (await ctx.cache.has(key))) continue;
-        out.push({ key, input, entry });
+        if (seen.has(key)) {
+          const m = seen.get(key);
+          if (m && m.input !== input) m.uses = (m.uses ?? 1) + 1;
+          continue;
+        }
+        if (ctx.cache && canHas(ctx.cache) && (await ctx.cache.has(key))) {
+          seen.set(key, null);
+          continue;
+        }
+        const m: PlannedMiss = { key, input, entry, uses: 1, inputIndex };
+        seen.set(key, m);
+        out.push(m);
       }
     } catch {
       // An unreadable MAR fails in its own locale with the typed error.
     } finally {
       await source.close();
     }
-    if (onMisses && out.length > before) onMisses(sortLargestFirst(out.slice(before)));
+    // Called even without new misses: `uses` of earlier ones may have changed their order.
+    onMisses?.(sortLargestFirst(out.slice(before)));
   }
   return { misses: sortLargestFirst(out), keys };
 }
 
+/**
+ * Scheduling order. Entries shared by several locales gate all of them: largest first (LPT). Entries
+ * of one locale only follow in locale order (largest first within a locale), so locales complete one
+ * after another and their assembly overlaps the remaining signing instead of all waiting for the
+ * last small entry. With a single input this is plain largest-first.
+ */
+export function schedulingOrder(a: PlannedMiss, b: PlannedMiss): number {
+  const sa = (a.uses ?? 1) > 1;
+  const sb = (b.uses ?? 1) > 1;
+  if (sa !== sb) return sa ? -1 : 1;
+  if (!sa && (a.inputIndex ?? 0) !== (b.inputIndex ?? 0)) return (a.inputIndex ?? 0) - (b.inputIndex ?? 0);
+  return b.entry.size - a.entry.size;
+}
+
+/** Stable sort by `schedulingOrder` (ties keep plan order). */
 export function sortLargestFirst(misses: PlannedMiss[]): PlannedMiss[] {
-  return misses
-    .map((m, i) => ({ m, i }))
-    .sort((a, b) => b.m.entry.size - a.m.entry.size || a.i - b.i)
-    .map((x) => x.m);
+  return [...misses].sort(schedulingOrder);
 }
 
 export interface PrefetchHandle {
@@ -208,7 +233,8 @@ export function startPrefetch(
     const order = new Map<Slot, number>();
     slots = [...slots, ...fresh];
     slots.forEach((s, i) => order.set(s, i));
-    slots.sort((a, b) => b.miss.entry.size - a.miss.entry.size || order.get(a)! - order.get(b)!);
+    // `uses` of earlier misses may have grown with this batch: re-sort everything not yet released.
+    slots.sort((a, b) => schedulingOrder(a.miss, b.miss) || order.get(a)! - order.get(b)!);
     releaseMore();
   };
   // An aborted run must not leave locales waiting on slots that will never open.

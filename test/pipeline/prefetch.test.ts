@@ -104,7 +104,7 @@ test('startPrefetch releases misses largest first, never more than maxInFlight a
   assert.equal(ctx.prefetched!.size, entries.length);
 });
 
-test('planMisses: unique signable keys across locales, largest first, cached ones left out', async () => {
+test('planMisses: unique signable keys across locales, shared ones largest first then per locale, cached ones left out', async () => {
   const dir = tempDir();
   const cache = newCache(join(dir, 'c'));
   const p = await Pipeline.create({ config, threads: 1, cache });
@@ -124,8 +124,15 @@ test('planMisses: unique signable keys across locales, largest first, cached one
     // 3 shared PEs × 2 codecs + one helper.exe per locale.
     assert.equal(plan.misses.length, 3 * 2 + LOCALES.length);
     assert.equal(new Set(plan.misses.map((m) => m.key)).size, plan.misses.length);
-    for (let i = 1; i < plan.misses.length; i++)
-      assert.ok(plan.misses[i - 1]!.entry.size >= plan.misses[i]!.entry.size);
+    // Shared entries first, largest first; then each locale's own entries in locale order.
+    const shared = plan.misses.filter((m) => (m.uses ?? 1) > 1);
+    assert.equal(shared.length, 3 * 2);
+    assert.deepEqual(plan.misses.slice(0, shared.length), shared);
+    for (let i = 1; i < shared.length; i++) assert.ok(shared[i - 1]!.entry.size >= shared[i]!.entry.size);
+    assert.deepEqual(
+      plan.misses.slice(shared.length).map((m) => [m.inputIndex, m.entry.name]),
+      inputs.map((_, i) => [i, 'uninstall/helper.exe']),
+    );
     for (const input of inputs) assert.equal(plan.keys.get(input)!.size, FIXTURE_SIGNED.length);
     await cache.put(plan.misses[0]!.key, new Uint8Array([1, 2, 3]));
     const again = await planMisses(ctx, inputs);
