@@ -152,6 +152,17 @@ export class FsCacheStore implements CacheStore {
     }
   }
 
+  /** The payload length an entry file claims (from its size; unverified), or undefined if absent. */
+  async payloadSize(key: string): Promise<number | undefined> {
+    try {
+      const st = await lstat(this.entryPath(key));
+      return st.isFile() && st.size >= HEADER_SIZE ? st.size - HEADER_SIZE : undefined;
+    } catch (e) {
+      if (isMissing(e)) return undefined;
+      throw e;
+    }
+  }
+
   /** `get`, also returning the payload's hex sha256 that was just verified (callers need not rehash). */
   async getWithSha256(key: string): Promise<{ payload: Uint8Array; sha256: string } | undefined> {
     const path = this.entryPath(key);

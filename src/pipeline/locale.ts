@@ -7,7 +7,7 @@
  * worker thread. Finished entries are written in index order from a small reorder buffer while later
  * entries are still being signed.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
@@ -16,17 +16,24 @@ import type { CacheStore } from '../../cache/types.js';
 import { detectCodec, readSettings, settingsKey } from '../codecs/index.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import { CodedError, toPlainError, UsageError } from '../errors.js';
-import { readEntryBytes, readMar, signableRanges } from '../formats/mar/index.js';
+import {
+  encodeHeaderFields,
+  encodeIndex,
+  marHeaderLayout,
+  readEntryBytes,
+  readMar,
+  signableRanges,
+} from '../formats/mar/index.js';
 import type { MarEntry, MarInfo } from '../formats/mar/types.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { FileSource } from '../io/byte-source.js';
-import { MarWriter } from '../mar/writer.js';
+import { MarWriter, type MarWriterOptions } from '../mar/writer.js';
 import { marSignatureSlots, signWriter } from '../signing/mar-signer.js';
 import { VERSION } from '../version.js';
 import { hashFile, sha256Hex } from './manifest.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
-import { planMisses, startPrefetch, type Plan } from './prefetch.js';
+import { planMisses, startPrefetch, type EntryKey, type Plan } from './prefetch.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, EntryAction, EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
@@ -189,6 +196,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     const warnings: string[] = [];
 
     const planKeys = opts.plan?.keys.get(opts.input);
+    let streaming: StreamingSignable | undefined;
     const processEntry = async (entry: MarEntry, index: number): Promise<EntryOutcome> => {
       const t0 = performance.now();
       if (ctx.policy.decide(entry.name) === 'passthrough') {
@@ -325,7 +333,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     };
 
     if (!opts.dryRun) {
-      writer = await MarWriter.create(opts.output, {
+      const writerOptions: MarWriterOptions = {
         additionalHeader: info.hasAdditionalHeader,
         ...(info.productInfo
           ? { productInfo: { channel: info.productInfo.channel, version: info.productInfo.version } }
@@ -333,7 +341,10 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         ...(ctx.profile.mar
           ? { signatureSlots: marSignatureSlots(ctx.profile.mar.keys, ctx.profile.mar.algorithm) }
           : {}),
-      });
+      };
+      writer = await MarWriter.create(opts.output, writerOptions);
+      if (ctx.profile.mar)
+        streaming = await predictSignable(ctx, entries, planKeys, writerOptions, ctx.profile.mar.algorithm);
     }
 
     const signStarted = performance.now();
@@ -347,6 +358,10 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       windowBytes -= entry.size;
       records.push(out.record);
       if (out.warning) warnings.push(out.warning);
+      if (streaming?.ok) {
+        if (out.data.length === streaming.sizes[records.length - 1]) streaming.hash.update(out.data);
+        else streaming.ok = false;
+      }
       if (writer) await writer.addEntry(out.record.name, out.record.flags, out.data);
       progress.entriesDone++;
       progress.bytesDone += entry.size;
@@ -376,8 +391,17 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     let digests: { sha256: string; sha512: string; size: number } | undefined;
     if (writer) {
       const written = await writer.finish();
+      let signableDigest: Uint8Array | undefined;
+      if (
+        streaming?.ok &&
+        written.indexOffset === streaming.indexOffset &&
+        written.fileSize === streaming.fileSize
+      ) {
+        streaming.hash.update(streaming.index);
+        signableDigest = new Uint8Array(streaming.hash.digest());
+      }
       if (written.fileSize <= IN_MEMORY_FINISH_MAX) {
-        digests = await finishInMemory(writer, written, ctx.profile.mar);
+        digests = await finishInMemory(writer, written, ctx.profile.mar, signableDigest);
         writer = undefined;
       } else {
         if (ctx.profile.mar) await signWriter(writer, ctx.profile.mar.keys, ctx.profile.mar.algorithm);
@@ -425,6 +449,66 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
   }
 }
 
+/** How many in-memory finishes used a signable digest hashed while writing vs. one read back (tests). */
+export const finishStats = { streamed: 0, readBack: 0 };
+
+interface StreamingSignable {
+  hash: Hash;
+  /** Predicted stored size of every entry, in index order. */
+  sizes: number[];
+  index: Uint8Array;
+  indexOffset: number;
+  fileSize: number;
+  /** False once an entry's size differed from the prediction (then the stream is read back). */
+  ok: boolean;
+}
+
+/**
+ * When every entry's stored size is known before writing (passthrough: its input size; signable: a
+ * planned cache hit, whose size the cache file gives), the whole layout is known, so the MAR signature's
+ * hash can take the header (with its final index offset and file size), then each entry as it is
+ * written, then the index: no read-back pass for it. Any surprise (a hit turned miss, a size that
+ * differs) falls back to hashing the stream read back from the file.
+ */
+async function predictSignable(
+  ctx: LocaleContext,
+  entries: MarEntry[],
+  planKeys: Map<number, EntryKey> | undefined,
+  writerOptions: MarWriterOptions,
+  algorithm: string,
+): Promise<StreamingSignable | undefined> {
+  const cache = ctx.cache as
+    (CacheStore & { payloadSize?: (k: string) => Promise<number | undefined> }) | null;
+  if (!cache || typeof cache.payloadSize !== 'function') return undefined;
+  const sizes: number[] = [];
+  for (const [i, e] of entries.entries()) {
+    if (ctx.policy.decide(e.name) === 'passthrough') {
+      sizes.push(e.size);
+      continue;
+    }
+    const known = planKeys?.get(i);
+    const size = known ? await cache.payloadSize(known.key) : undefined;
+    if (size === undefined) return undefined;
+    sizes.push(size);
+  }
+  const layout = marHeaderLayout(writerOptions);
+  let offset = layout.dataStart;
+  const predicted: MarEntry[] = entries.map((e, i) => {
+    const r = { name: e.name, offset, size: sizes[i]!, flags: e.flags };
+    offset += sizes[i]!;
+    return r;
+  });
+  const index = encodeIndex(predicted);
+  const indexOffset = offset;
+  const fileSize = offset + index.length;
+  const head = Buffer.from(layout.header);
+  head.set(encodeHeaderFields(indexOffset, fileSize), 0);
+  const hash = createHash(algorithm);
+  const headInfo = { style: 'modern', signatures: layout.signatures, fileSize: layout.dataStart } as MarInfo;
+  for (const r of signableRanges(headInfo)) hash.update(head.subarray(r.offset, r.offset + r.length));
+  return { hash, sizes, index, indexOffset, fileSize, ok: true };
+}
+
 /**
  * Sign and commit a finished MAR whose temp file fits in memory, reading it back once: the MAR
  * signature covers the bytes as read back from the file (the exact stream, mar-format.md §8); the
@@ -436,6 +520,7 @@ async function finishInMemory(
   writer: MarWriter,
   info: MarInfo,
   mar: SigningProfile['mar'],
+  signableDigest?: Uint8Array,
 ): Promise<{ sha256: string; sha512: string; size: number }> {
   const fh = await open(writer.tempPath, 'r');
   let early: Promise<void>;
@@ -453,9 +538,14 @@ async function finishInMemory(
       done += bytesRead;
     }
     if (mar) {
-      const h = createHash(mar.algorithm);
-      for (const r of signableRanges(info)) h.update(buf.subarray(r.offset, r.offset + r.length));
-      const digest = new Uint8Array(h.digest());
+      let digest = signableDigest;
+      if (digest) finishStats.streamed++;
+      else {
+        finishStats.readBack++;
+        const h = createHash(mar.algorithm);
+        for (const r of signableRanges(info)) h.update(buf.subarray(r.offset, r.offset + r.length));
+        digest = new Uint8Array(h.digest());
+      }
       const sigs = await Promise.all(mar.keys.map((k) => k.signDigest(mar.algorithm, digest)));
       await writer.setSignatures(sigs);
       for (const [i, slot] of info.signatures.entries()) buf.set(sigs[i]!, slot.offset);

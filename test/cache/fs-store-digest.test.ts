@@ -8,13 +8,15 @@ import { tempDir } from '../helpers/env.js';
 
 const key = (n: number): string => createHash('sha256').update(`k${n}`).digest('hex');
 
-test('getWithSha256 returns the verified payload and its sha256; has() is a presence hint only', async () => {
+test('getWithSha256 returns the verified payload and its sha256; has()/payloadSize() are unverified hints', async () => {
   const store = new FsCacheStore({ root: join(tempDir(), 'c'), hmacSecret: randomBytes(32) });
   const payload = randomBytes(300_000);
   assert.equal(await store.has(key(1)), false);
   assert.equal(await store.getWithSha256(key(1)), undefined);
   await store.put(key(1), payload);
   assert.equal(await store.has(key(1)), true);
+  assert.equal(await store.payloadSize(key(1)), payload.length);
+  assert.equal(await store.payloadSize(key(2)), undefined);
   const got = await store.getWithSha256(key(1));
   assert.ok(got);
   assert.deepEqual(Buffer.from(got.payload), payload);

@@ -8,7 +8,7 @@ import type { LoadedConfig } from '../../src/config/types.js';
 import { readMar } from '../../src/formats/mar/index.js';
 import { FileSource } from '../../src/io/byte-source.js';
 import { loadReleaseSpec, Pipeline, signRelease } from '../../src/pipeline/index.js';
-import type { LocaleContext } from '../../src/pipeline/locale.js';
+import { finishStats, type LocaleContext } from '../../src/pipeline/locale.js';
 import { planMisses, startPrefetch, type PlannedMiss } from '../../src/pipeline/prefetch.js';
 import { InProcessCoordinator } from '../../src/pipeline/single-flight.js';
 import type { SignEntryTask } from '../../src/pipeline/types.js';
@@ -143,13 +143,16 @@ test('planMisses: unique signable keys across locales, shared ones largest first
   }
 });
 
-test('a cold locale submits its largest miss first; digests in the manifest equal sha256sum/sha512sum', async () => {
+test('a cold locale submits its largest miss first; digests equal sha256sum/sha512sum; warm signable hash taken while writing equals the read-back one', async () => {
   const dir = tempDir();
   const p = await Pipeline.create({ config, threads: 1, cache: newCache(join(dir, 'c')) });
   try {
     const seen = spyOnPool(p);
     const out = join(dir, 'en.mar');
+    const before = { ...finishStats };
     const m = await p.signLocale({ profile: 'dev', input: fixtureMar('en-US'), output: out });
+    // Cold: entry sizes unknown before signing, so the signable stream is read back.
+    assert.equal(finishStats.readBack, before.readBack + 1);
     const signable = (await entriesOf(fixtureMar('en-US'))).filter((e) => FIXTURE_SIGNED.includes(e.name));
     assert.deepEqual(
       seen.map((s) => s.name),
@@ -164,6 +167,9 @@ test('a cold locale submits its largest miss first; digests in the manifest equa
     // Warm: every entry from the cache, byte-identical, record digests equal the signed bytes'.
     const warmOut = join(dir, 'en-warm.mar');
     const w = await p.signLocale({ profile: 'dev', input: fixtureMar('en-US'), output: warmOut });
+    // Warm: the signable hash was taken while writing; byte-identical output (RSA PKCS#1 v1.5 is
+    // deterministic) proves it equals the read-back hash of the cold run.
+    assert.equal(finishStats.streamed, before.streamed + 1);
     assert.equal(w.totals.hits, FIXTURE_SIGNED.length);
     assert.equal(w.totals.signOperations, 0);
     assert.deepEqual(readFileSync(warmOut), readFileSync(out));
