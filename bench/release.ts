@@ -282,6 +282,8 @@ interface BaselineRun {
   perLocaleInnerMs: number[];
   measuredMs: number;
   load1: number;
+  /** CPU seconds of the children and everything they spawned (/usr/bin/time), a load-independent cost. */
+  cpuS?: number;
   /** Linear extrapolation to all locales. */
   extrapolatedMs: number;
   spawns: number;
@@ -299,6 +301,7 @@ async function baselineRuns(
   const per: number[] = [];
   const inner: number[] = [];
   let spawns = 0;
+  let cpuS: number | undefined = 0;
   const t0 = performance.now();
   await mapLimit(locales, parallel, async (l, i) => {
     const out = join(work, `baseline-p${parallel}`, l.locale, 'out.mar');
@@ -318,6 +321,7 @@ async function baselineRuns(
     spawns += line.spawns ?? 0;
     per[i] = r.wallMs;
     inner[i] = line.ms ?? NaN;
+    cpuS = r.cpuS === undefined || cpuS === undefined ? undefined : cpuS + r.cpuS;
     await assertMar(out);
   });
   const measuredMs = performance.now() - t0;
@@ -327,6 +331,7 @@ async function baselineRuns(
     perLocaleInnerMs: inner,
     measuredMs,
     load1,
+    ...(cpuS !== undefined ? { cpuS } : {}),
     extrapolatedMs: (measuredMs * rel.locales.length) / locales.length,
     spawns,
   };
@@ -590,6 +595,9 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       note: `extrapolated from ${b.sequential.measuredLocales}`,
       comment:
         `measured ${b.sequential.measuredLocales} locale(s) in ${formatSeconds(s(b.sequential.measuredMs))}, ×${L}/${b.sequential.measuredLocales}` +
+        (b.sequential.cpuS !== undefined
+          ? `; CPU ${f1(b.sequential.cpuS / b.sequential.measuredLocales)} s per locale`
+          : '') +
         (cold ? `; cold release is ${f1(b.sequential.extrapolatedMs / cold)}× faster` : ''),
     });
     rows.push({
@@ -601,6 +609,9 @@ function rowsFor(r: CodecResult, L: number): Row[] {
       note: `extrapolated from ${b.parallel2.measuredLocales}`,
       comment:
         `measured ${b.parallel2.measuredLocales} locales in ${formatSeconds(s(b.parallel2.measuredMs))}, ×${L}/${b.parallel2.measuredLocales}` +
+        (b.parallel2.cpuS !== undefined
+          ? `; CPU ${f1(b.parallel2.cpuS / b.parallel2.measuredLocales)} s per locale`
+          : '') +
         (cold ? `; cold release is ${f1(b.parallel2.extrapolatedMs / cold)}× faster` : ''),
     });
   }
@@ -763,7 +774,12 @@ function markdown(res: BenchResults, withCharts: boolean): string {
           `the floor's ${f1(s(w.cpuMs))} (the excess is start-up, verification, hashing, I/O and pool overhead). ` +
           `The slowest single entry needs ${f1(s(w.maxEntryCpuMs))} s of CPU on one thread, so even on an idle machine ` +
           `the release cannot finish in less than max(floor, slowest entry) = ${f1(s(critical))} s; it took ` +
-          `${f2(p.coldRelease.wallMs / critical)}× that.`,
+          `${f2(p.coldRelease.wallMs / critical)}× that.` +
+          (r.baseline?.sequential.cpuS !== undefined
+            ? ` The old scripts spent ${f1(r.baseline.sequential.cpuS / r.baseline.sequential.measuredLocales)} CPU-s per locale, ` +
+              `${f1((r.baseline.sequential.cpuS / r.baseline.sequential.measuredLocales) * L)} for ${L} locales: ` +
+              `${f1((r.baseline.sequential.cpuS * L) / r.baseline.sequential.measuredLocales / p.coldRelease.cpuS)}× the cold release's CPU.`
+            : ''),
         '',
       );
     }
@@ -880,7 +896,9 @@ async function main(): Promise<void> {
       ? await readFile(outPath, 'utf8')
       : '# marsign benchmarks\n\nMeasured figures, each with the command that produced it. Sections are owned by the component that measured them.\n\n';
     await writeFile(outPath, replaceSection(doc, markdown(res, true)));
-    log(`wrote ${o.out}, ${[...chartsFor(res).keys()].join(', ')}`);
+    log(
+      `wrote ${o.out} and ${[...chartsFor(res).keys()].map((f) => join(docDir, relative('docs', f))).join(', ')}`,
+    );
   }
   if (o.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else if (!o.out) process.stdout.write(markdown(res, false));
