@@ -9,6 +9,7 @@
  * gate opens, and at most `threads` tasks are released at a time. Results go to the cache; the
  * single-flight promise forgets them once settled.
  */
+import { open, type FileHandle } from 'node:fs/promises';
 import { cacheKey } from '../../cache/key.js';
 import { readSettings, settingsKey } from '../codecs/index.js';
 import { readEntryBytes, readMar } from '../formats/mar/index.js';
@@ -65,12 +66,20 @@ export async function planMisses(
   const seen = new Map<string, PlannedMiss | null>();
   const out: PlannedMiss[] = [];
   const keys = new Map<string, Map<number, EntryKey>>();
+  let scratch = Buffer.alloc(0);
   for (const [inputIndex, input] of inputs.entries()) {
     let source: FileSource;
     try {
       source = await FileSource.open(input);
     } catch {
       continue; // the locale reports its own open error
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(input, 'r');
+    } catch {
+      await source.close();
+      continue;
     }
     const mine = new Map<number, EntryKey>();
     keys.set(input, mine);
@@ -79,7 +88,9 @@ export async function planMisses(
       const info = await readMar(source);
       for (const [i, entry] of info.entries.entries()) {
         if (ctx.policy.decide(entry.name) !== 'sign') continue;
-        const raw = await readEntryBytes(source, entry);
+        // One scratch buffer per plan: a fresh 25 MB buffer per entry only feeds the garbage collector.
+        if (scratch.length < entry.size) scratch = Buffer.allocUnsafeSlow(entry.size);
+        const raw = await readRange(fh, source, scratch, entry);
         let codec: string;
         try {
           codec = settingsKey(await readSettings(raw));
@@ -110,6 +121,7 @@ export async function planMisses(
       // An unreadable MAR fails in its own locale with the typed error.
     } finally {
       await source.close();
+      await fh.close();
     }
     // Called even without new misses: `uses` of earlier ones may have changed their order.
     onMisses?.(sortLargestFirst(out.slice(before)));
@@ -132,6 +144,23 @@ export function schedulingOrder(a: PlannedMiss, b: PlannedMiss): number {
 }
 
 /** Stable sort by `schedulingOrder` (ties keep plan order). */
+/** An entry's bytes read into `scratch` (valid until the next call). */
+async function readRange(
+  fh: FileHandle,
+  source: FileSource,
+  scratch: Buffer,
+  entry: MarEntry,
+): Promise<Uint8Array> {
+  const view = scratch.subarray(0, entry.size);
+  let done = 0;
+  while (done < entry.size) {
+    const { bytesRead } = await fh.read(view, done, entry.size - done, entry.offset + done);
+    if (bytesRead === 0) return readEntryBytes(source, entry); // shrank: the reader reports it typed
+    done += bytesRead;
+  }
+  return view;
+}
+
 export function sortLargestFirst(misses: PlannedMiss[]): PlannedMiss[] {
   return [...misses].sort(schedulingOrder);
 }
