@@ -34,6 +34,7 @@ import { hashFile, sha256Hex } from './manifest.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
 import { planMisses, startPrefetch, type EntryKey, type Plan } from './prefetch.js';
+import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, EntryAction, EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
@@ -169,6 +170,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
   const coordinator = opts.coordinator ?? ctx.coordinator;
   const source = await FileSource.open(opts.input);
   let writer: MarWriter | undefined;
+  let side: SideHasher | undefined;
   const pending: Promise<EntryOutcome>[] = [];
   try {
     const info: MarInfo = await readMar(source);
@@ -345,6 +347,9 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       writer = await MarWriter.create(opts.output, writerOptions);
       if (ctx.profile.mar)
         streaming = await predictSignable(ctx, entries, planKeys, writerOptions, ctx.profile.mar.algorithm);
+      // A fully predicted layout means a short (warm) locale: start the hashing thread now so its
+      // start-up overlaps the entries' writing.
+      if (streaming) side = new SideHasher();
     }
 
     const signStarted = performance.now();
@@ -401,7 +406,8 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         signableDigest = new Uint8Array(streaming.hash.digest());
       }
       if (written.fileSize <= IN_MEMORY_FINISH_MAX) {
-        digests = await finishInMemory(writer, written, ctx.profile.mar, signableDigest);
+        side ??= new SideHasher();
+        digests = await finishInMemory(writer, written, ctx.profile.mar, side, signableDigest);
         writer = undefined;
       } else {
         if (ctx.profile.mar) await signWriter(writer, ctx.profile.mar.keys, ctx.profile.mar.algorithm);
@@ -445,6 +451,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     await Promise.allSettled(pending);
     throw err;
   } finally {
+    await side?.close();
     await source.close();
   }
 }
@@ -520,6 +527,7 @@ async function finishInMemory(
   writer: MarWriter,
   info: MarInfo,
   mar: SigningProfile['mar'],
+  side: SideHasher,
   signableDigest?: Uint8Array,
 ): Promise<{ sha256: string; sha512: string; size: number }> {
   const fh = await open(writer.tempPath, 'r');
@@ -529,7 +537,7 @@ async function finishInMemory(
     // fsync through a second descriptor flushes the same file; commit's fsync then has little left.
     early = fh.sync();
     early.catch(() => undefined);
-    buf = Buffer.allocUnsafeSlow(info.fileSize);
+    buf = SideHasher.alloc(info.fileSize);
     let done = 0;
     while (done < buf.length) {
       const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
@@ -554,12 +562,11 @@ async function finishInMemory(
   } finally {
     await fh.close();
   }
+  // sha512 (the slower pass) on the side thread while this thread commits and takes sha256.
+  const sha512 = side.digest(buf, 'sha512');
   await writer.commit();
-  return {
-    sha256: createHash('sha256').update(buf).digest('hex'),
-    sha512: createHash('sha512').update(buf).digest('hex'),
-    size: buf.length,
-  };
+  const sha256 = createHash('sha256').update(buf).digest('hex');
+  return { sha256, sha512: await sha512, size: buf.length };
 }
 
 export function manifestPath(output: string): string {

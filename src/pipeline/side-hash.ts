@@ -1,0 +1,95 @@
+/**
+ * One digest of a finished output on a second thread while the main thread takes another: the output
+ * sha256 and sha512 of a warm locale's MAR are independent passes over the same bytes, and node:crypto
+ * hashes synchronously on the calling thread, so two threads halve that wall time on 2 cores. The bytes
+ * live in a SharedArrayBuffer (no copy to the thread). The thread is started before the bytes exist so its
+ * start-up overlaps the read-back and MAR signing; any failure of the thread falls back to hashing inline.
+ */
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+// An eval'd CommonJS body: no worker file to resolve, identical under tsx and the compiled build.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+parentPort.on('message', (m) => {
+  try {
+    const view = new Uint8Array(m.buffer, m.offset, m.length);
+    parentPort.postMessage({ hex: createHash(m.algorithm).update(view).digest('hex') });
+  } catch (err) {
+    parentPort.postMessage({ error: String(err && err.message || err) });
+  }
+});
+`;
+
+/** Counts of digests taken on the side thread vs. inline (tests). */
+export const sideHashStats = { threaded: 0, inline: 0 };
+
+export class SideHasher {
+  private worker: Worker | undefined;
+  private failed = false;
+
+  /** Starts the thread now; `digest` may be called later. */
+  constructor() {
+    try {
+      this.worker = new Worker(WORKER_SOURCE, { eval: true, stdout: false, stderr: false });
+      this.worker.unref();
+      this.worker.on('error', () => {
+        this.failed = true;
+      });
+    } catch {
+      this.worker = undefined;
+    }
+  }
+
+  /** A Buffer over shared memory, so `digest` can hand it to the thread without copying. */
+  static alloc(size: number): Buffer {
+    return Buffer.from(new SharedArrayBuffer(size));
+  }
+
+  /**
+   * Hex digest of `bytes` with `algorithm`, taken on the side thread when `bytes` is shared memory
+   * (the caller must not modify it until the promise settles), else inline.
+   */
+  digest(bytes: Uint8Array, algorithm: string): Promise<string> {
+    const worker = this.worker;
+    if (!worker || this.failed || !(bytes.buffer instanceof SharedArrayBuffer)) {
+      sideHashStats.inline++;
+      return Promise.resolve(createHash(algorithm).update(bytes).digest('hex'));
+    }
+    return new Promise<string>((resolve) => {
+      const inline = (): void => {
+        cleanup();
+        sideHashStats.inline++;
+        resolve(createHash(algorithm).update(bytes).digest('hex'));
+      };
+      const onMessage = (m: { hex?: string; error?: string }): void => {
+        if (typeof m.hex !== 'string') return inline();
+        cleanup();
+        sideHashStats.threaded++;
+        resolve(m.hex);
+      };
+      const cleanup = (): void => {
+        worker.off('message', onMessage);
+        worker.off('error', inline);
+        worker.off('exit', inline);
+      };
+      worker.on('message', onMessage);
+      worker.once('error', inline);
+      worker.once('exit', inline);
+      worker.ref();
+      worker.postMessage({
+        buffer: bytes.buffer,
+        offset: bytes.byteOffset,
+        length: bytes.byteLength,
+        algorithm,
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) await w.terminate().catch(() => undefined);
+  }
+}
