@@ -15,9 +15,9 @@ const { createHash } = require('node:crypto');
 parentPort.on('message', (m) => {
   try {
     const view = new Uint8Array(m.buffer, m.offset, m.length);
-    parentPort.postMessage({ hex: createHash(m.algorithm).update(view).digest('hex') });
+    parentPort.postMessage({ id: m.id, hex: createHash(m.algorithm).update(view).digest('hex') });
   } catch (err) {
-    parentPort.postMessage({ error: String(err && err.message || err) });
+    parentPort.postMessage({ id: m.id, error: String((err && err.message) || err) });
   }
 });
 `;
@@ -28,6 +28,8 @@ export const sideHashStats = { threaded: 0, inline: 0 };
 export class SideHasher {
   private worker: Worker | undefined;
   private failed = false;
+  private nextId = 1;
+  private inFlight = 0;
 
   /** Starts the thread now; `digest` may be called later. */
   constructor() {
@@ -51,25 +53,32 @@ export class SideHasher {
    * Hex digest of `bytes` with `algorithm`, taken on the side thread when `bytes` is shared memory
    * (the caller must not modify it until the promise settles), else inline.
    */
-  digest(bytes: Uint8Array, algorithm: string): Promise<string> {
+  async digest(bytes: Uint8Array, algorithm: string): Promise<string> {
     const worker = this.worker;
     if (!worker || this.failed || !(bytes.buffer instanceof SharedArrayBuffer)) {
       sideHashStats.inline++;
-      return Promise.resolve(createHash(algorithm).update(bytes).digest('hex'));
+      return createHash(algorithm).update(bytes).digest('hex');
     }
-    return new Promise<string>((resolve) => {
+    const id = this.nextId++;
+    return new Promise<string>((resolve, reject) => {
       const inline = (): void => {
         cleanup();
         sideHashStats.inline++;
-        resolve(createHash(algorithm).update(bytes).digest('hex'));
+        try {
+          resolve(createHash(algorithm).update(bytes).digest('hex'));
+        } catch (err) {
+          reject(err);
+        }
       };
-      const onMessage = (m: { hex?: string; error?: string }): void => {
+      const onMessage = (m: { id?: number; hex?: string; error?: string }): void => {
+        if (m.id !== id) return;
         if (typeof m.hex !== 'string') return inline();
         cleanup();
         sideHashStats.threaded++;
         resolve(m.hex);
       };
       const cleanup = (): void => {
+        if (--this.inFlight === 0) worker.unref();
         worker.off('message', onMessage);
         worker.off('error', inline);
         worker.off('exit', inline);
@@ -77,8 +86,9 @@ export class SideHasher {
       worker.on('message', onMessage);
       worker.once('error', inline);
       worker.once('exit', inline);
-      worker.ref();
+      if (this.inFlight++ === 0) worker.ref();
       worker.postMessage({
+        id,
         buffer: bytes.buffer,
         offset: bytes.byteOffset,
         length: bytes.byteLength,
