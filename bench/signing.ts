@@ -11,18 +11,9 @@
  * which is what `marsign sign-pe` adds besides Node start-up.
  */
 import { spawnSync } from 'node:child_process';
-import {
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-  existsSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, loadProfile } from '../src/config/index.js';
 import { generateDevKeys, pemCertificates } from '../src/keys/index.js';
@@ -30,7 +21,7 @@ import { MarWriter } from '../src/mar/writer.js';
 import { signPe, isPe } from '../src/signing/authenticode.js';
 import { signMarFile } from '../src/signing/mar-signer.js';
 import { verifyPe } from '../src/signing/verify-pe.js';
-import { PROJECT_ROOT } from '../src/version.js';
+import { peCorpus } from '../test/helpers/env.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,26 +34,9 @@ const RUNS = Math.max(1, Number(values.runs));
 const LIMIT = Number(values.limit);
 
 function corpusFiles(): string[] {
-  const dir = resolve(process.env.MARSIGN_CORPUS_DIR ?? join(PROJECT_ROOT, '.cache', 'pe-corpus'));
-  if (!existsSync(join(dir, 'wine64'))) {
-    const script = resolve(
-      process.env.MARSIGN_SHARED_DIR ?? join(PROJECT_ROOT, '..', 'shared'),
-      'corpus',
-      'pe-corpus.sh',
-    );
-    const r = spawnSync('bash', [script, dir], { stdio: 'inherit' });
-    if (r.status !== 0) throw new Error(`${script} failed`);
-  }
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const n of readdirSync(d).sort()) {
-      const p = join(d, n);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(p);
-    }
-  };
-  walk(dir);
-  return out;
+  const files = peCorpus();
+  if (typeof files === 'string') throw new Error(`the PE corpus is needed: ${files}`);
+  return files;
 }
 
 /** CPU seconds of this process (user+sys) and of its waited-for children (/proc/self/stat cutime+cstime, Linux). */
