@@ -1,6 +1,7 @@
 /**
  * Piscina task: one MAR entry → decompress → check it is a PE → Authenticode-sign → verify →
- * recompress with the entry's own codec settings. Runs only in worker threads.
+ * recompress with the entry's own codec settings (bzip2: re-encoding only the blocks signing changed).
+ * Runs only in worker threads.
  *
  * Protocol (src/pipeline/types.ts): the task names the config file and profile; keys are loaded here
  * once per thread and cached, never sent in messages. Input bytes arrive transferred; the output is
@@ -12,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { Piscina } from 'piscina';
-import { compress, decompress, readSettings, settingsKey } from '../src/codecs/index.js';
+import { decompressEntry, readSettings, recompressEntry, settingsKey } from '../src/codecs/index.js';
 import { loadConfig, loadProfile } from '../src/config/index.js';
 import type { SigningProfile } from '../src/config/types.js';
 import { ConfigError, PolicyError, toPlainError, VerificationError } from '../src/errors.js';
@@ -76,11 +77,11 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
         'CONFIG_NO_AUTHENTICODE',
         `profile "${task.profile}" has no authenticode section, so it cannot sign ${task.name}`,
       );
-    const settings = await readSettings(task.input);
-    const key = settingsKey(settings);
+    const key = settingsKey(readSettings(task.input));
 
     let t = performance.now();
-    const pe = await decompress(task.input, { maxOutputSize: task.maxOutputSize });
+    const decoded = await decompressEntry(task.input, { maxOutputSize: task.maxOutputSize });
+    const pe = decoded.data;
     const decompressMs = performance.now() - t;
     if (!isPe(pe))
       throw new PolicyError(
@@ -103,8 +104,9 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
     const verifyMs = performance.now() - t;
 
     t = performance.now();
-    const output = owned(await compress(signed, settings));
-    const outKey = settingsKey(await readSettings(output));
+    // bzip2: the blocks the signature did not touch are copied from the input (bz2-blocks.ts).
+    const output = owned((await recompressEntry(signed, decoded)).output);
+    const outKey = settingsKey(readSettings(output));
     if (outKey !== key)
       throw new VerificationError(
         'CODEC_SETTINGS_CHANGED',

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { compress, decompress, readSettings } from '../../src/codecs/index.js';
+import { decompressEntry, recompressEntry } from '../../src/codecs/index.js';
 import { loadProfile } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
@@ -139,11 +139,13 @@ export async function workFloor(
         }
         const w0 = performance.now();
         const c0 = cpuNow();
-        const data = await decompress(raw);
+        // The pipeline's own codec calls (bzip2: block-wise decode, re-encode of changed blocks only).
+        const decoded = await decompressEntry(raw);
+        const data = decoded.data;
         const c1 = cpuNow();
         const signed = await signPe(data, profile.authenticode);
         const c2 = cpuNow();
-        await compress(signed, readSettings(raw));
+        await recompressEntry(signed, decoded);
         const c3 = cpuNow();
         seen.set(sha, {
           name: e.name,

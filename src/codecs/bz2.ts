@@ -24,7 +24,7 @@ const GROWTH = 4;
 /** libbzip2-wasm's heap is fixed at creation (default 16 MiB); it must hold input + output + state. */
 const ENCODER_MIN_HEAP = 64 * 1024 * 1024;
 
-const BZ_OUTBUFF_FULL = -8;
+export const BZ_OUTBUFF_FULL = -8;
 const BZ_ERRORS: Record<number, string> = {
   [-1]: 'BZ_SEQUENCE_ERROR',
   [-2]: 'BZ_PARAM_ERROR',
@@ -84,7 +84,7 @@ function withoutProcessHandlers<T>(start: () => T): T {
 }
 
 let decoder: Promise<WasmBz2Module> | undefined;
-function loadDecoder(): Promise<WasmBz2Module> {
+export function loadDecoder(): Promise<WasmBz2Module> {
   return (decoder ??= withoutProcessHandlers(() => {
     const factory = require('@foxglove/wasm-bz2/wasm/module.js') as
       (() => Promise<WasmBz2Module>) | { default: () => Promise<WasmBz2Module> };
@@ -138,9 +138,13 @@ export function readBz2Level(bytes: Uint8Array): number {
  * first stream (trailing data follows) or a chance match inside Huffman data (~2^-48 per bit).
  */
 export function findEosMarkers(bytes: Uint8Array): number[] {
+  return findMagic48(bytes, (BigInt(EOS_MAGIC_HI) << 32n) | BigInt(EOS_MAGIC_LO));
+}
+
+/** Bit offsets (ascending) of every occurrence of a 48-bit pattern, at any bit alignment. */
+export function findMagic48(bytes: Uint8Array, magic: bigint): number[] {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   const hits = new Set<number>();
-  const magic = (BigInt(EOS_MAGIC_HI) << 32n) | BigInt(EOS_MAGIC_LO);
   for (let s = 0; s < 8; s++) {
     // Bytes k+1..k+4 of a marker starting at bit 8k+s hold marker bits 8-s .. 39-s.
     const needle = Buffer.alloc(4);
@@ -161,7 +165,7 @@ export function findEosMarkers(bytes: Uint8Array): number[] {
 /** Byte length of a stream whose end-of-stream marker starts at bit `bit`. */
 const streamEndFor = (bit: number): number => Math.ceil((bit + 48 + 32) / 8);
 
-function wasmDecodeOnce(
+export function wasmDecodeOnce(
   m: WasmBz2Module,
   bytes: Uint8Array,
   dstSize: number,
@@ -278,7 +282,7 @@ function startsStream(bytes: Uint8Array, at: number): boolean {
   }
 }
 
-function dropDecoderIfLarge(m: WasmBz2Module): void {
+export function dropDecoderIfLarge(m: WasmBz2Module): void {
   if (m.HEAPU8.length > WASM_HEAP_KEEP) decoder = undefined;
 }
 

@@ -4,6 +4,7 @@
  */
 import { FormatError } from '../errors.js';
 import { readBz2Level } from './bz2.js';
+import type { Bz2Decoded, Bz2ReuseStats } from './bz2-blocks.js';
 import type { CodecName, CodecSettings, DecodeOptions } from './types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
 import { readXzSettings, XZ_MAGIC } from './xz-header.js';
@@ -80,6 +81,54 @@ export async function decompressWithSettings(
 
 export async function decompress(bytes: Uint8Array, options?: DecodeOptions): Promise<Uint8Array> {
   return (await decompressWithSettings(bytes, options)).data;
+}
+
+/**
+ * A decoded entry and what its re-encoding may reuse: for bzip2, the original stream's blocks and the
+ * uncompressed range each produced (bz2-blocks.ts), so `recompressEntry` copies unchanged blocks.
+ */
+export interface DecodedEntry {
+  data: Uint8Array;
+  settings: CodecSettings;
+  bz2Blocks?: Bz2Decoded;
+}
+
+/** What `recompressEntry` reused (bzip2 block reuse) — absent when the whole entry was encoded. */
+export type ReuseStats = Bz2ReuseStats;
+
+/**
+ * bzip2 block reuse is on unless `MARSIGN_BZ2_BLOCK_REUSE=0` (an escape hatch, and how the benchmark
+ * measures the whole-stream path).
+ */
+export function bz2BlockReuseEnabled(): boolean {
+  return process.env.MARSIGN_BZ2_BLOCK_REUSE !== '0';
+}
+
+/** Decodes an entry for re-signing: like `decompressWithSettings`, keeping what recompression can reuse. */
+export async function decompressEntry(bytes: Uint8Array, options?: DecodeOptions): Promise<DecodedEntry> {
+  const settings = readSettings(bytes);
+  if (settings.codec === 'bz2' && bz2BlockReuseEnabled()) {
+    const { decodeBz2Blocks } = await import('./bz2-blocks.js');
+    const blocks = await decodeBz2Blocks(bytes, capOf(options));
+    if (blocks) return { data: blocks.data, settings, bz2Blocks: blocks };
+  }
+  return decompressWithSettings(bytes, options);
+}
+
+/**
+ * Encodes `data` — the decoded entry's bytes after signing (a new buffer; `decoded.data` unchanged) —
+ * with the entry's settings, reusing the unchanged bzip2 blocks of the original stream when it can.
+ */
+export async function recompressEntry(
+  data: Uint8Array,
+  decoded: DecodedEntry,
+): Promise<{ output: Uint8Array; reuse?: ReuseStats }> {
+  if (decoded.bz2Blocks && decoded.settings.codec === 'bz2' && data.buffer !== decoded.data.buffer) {
+    const { encodeBz2Reusing } = await import('./bz2-blocks.js');
+    const r = await encodeBz2Reusing(data, decoded.bz2Blocks);
+    if (r) return { output: r.output, reuse: r.stats };
+  }
+  return { output: await compress(data, decoded.settings) };
 }
 
 /** Encodes `data` with exactly these settings (bz2 block size; xz dictionary, x86 BCJ, check). */
