@@ -367,6 +367,8 @@ interface CodecResult {
       maxEntryCpuMs: number;
       steps: { decompress: number; sign: number; compress: number };
     };
+    /** bz2 only: the same unique work with bzip2 block reuse off (whole-stream recompression). */
+    workNoReuse?: { cpuMs: number; floorMs: number; compressMs: number };
   };
 }
 
@@ -468,6 +470,15 @@ async function benchCodec(
         },
       },
     };
+    if (codec === 'bz2') {
+      log(`${codec}: work floor without bzip2 block reuse`);
+      const nr = await workFloor(files, config, 'dev', availableParallelism(), log, false);
+      result.floors.workNoReuse = {
+        cpuMs: nr.cpuMs,
+        floorMs: nr.floorMs,
+        compressMs: nr.entries.reduce((s, e) => s + e.cpuMs.compress, 0),
+      };
+    }
   }
   await rm(work, { recursive: true, force: true });
   return result;
@@ -627,6 +638,17 @@ function rowsFor(r: CodecResult, L: number): Row[] {
         `${w.uniqueEntries} unique PE entries, ${f1(w.uniqueBytes / MB)} MB; CPU ${f1(s(w.cpuMs))} s = decompress ${f1(s(w.steps.decompress))} + sign ${f1(s(w.steps.sign))} + recompress ${f1(s(w.steps.compress))}; ` +
         `slowest entry ${f1(s(w.maxEntryCpuMs))} s`,
     });
+    if (fl.workNoReuse)
+      rows.push({
+        label: `floor: unique work ÷ ${w.cores} cores, without bzip2 block reuse`,
+        ms: fl.workNoReuse.floorMs,
+        bytes: relBytes,
+        kind: 'floor',
+        load1: fl.load1,
+        comment:
+          `whole-stream recompression (\`MARSIGN_BZ2_BLOCK_REUSE=0\`, the codec before block reuse): CPU ${f1(s(fl.workNoReuse.cpuMs))} s, ` +
+          `recompress ${f1(s(fl.workNoReuse.compressMs))} s; block reuse cuts the unique work ${f2(fl.workNoReuse.cpuMs / w.cpuMs)}×`,
+      });
     rows.push({
       label: 'floor: one locale unique work',
       ms: w.firstMar.floorMs,

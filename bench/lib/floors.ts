@@ -119,6 +119,25 @@ export async function workFloor(
   profileName: string,
   cores: number,
   log: (m: string) => void = () => {},
+  /** false: measure the whole-stream bzip2 path (MARSIGN_BZ2_BLOCK_REUSE=0) for comparison. */
+  bz2BlockReuse = true,
+): Promise<WorkFloor> {
+  const prevReuse = process.env.MARSIGN_BZ2_BLOCK_REUSE;
+  if (!bz2BlockReuse) process.env.MARSIGN_BZ2_BLOCK_REUSE = '0';
+  try {
+    return await measureWork(mars, config, profileName, cores, log);
+  } finally {
+    if (prevReuse === undefined) delete process.env.MARSIGN_BZ2_BLOCK_REUSE;
+    else process.env.MARSIGN_BZ2_BLOCK_REUSE = prevReuse;
+  }
+}
+
+async function measureWork(
+  mars: string[],
+  config: LoadedConfig,
+  profileName: string,
+  cores: number,
+  log: (m: string) => void,
 ): Promise<WorkFloor> {
   const profile = await loadProfile(config, profileName);
   if (!profile.authenticode) throw new Error(`profile ${profileName} has no authenticode settings`);

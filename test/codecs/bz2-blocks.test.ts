@@ -154,7 +154,7 @@ test('encodeBz2Reusing: edits at the start, middle and end, appends and truncati
       'middle edit',
       (b) => {
         const c = Buffer.from(b);
-        c[1_500_000] ^= 1;
+        c[1_500_000]! ^= 1;
         return c;
       },
       (r) => r === blocks - 1,
