@@ -36,6 +36,10 @@ const EOS_MAGIC = 0x177245385090n;
 const HEADER_BITS = 32;
 const MAGIC_BITS = 48;
 const CRC_BITS = 32;
+/** Up to this many blocks are decoded one by one whatever their size. */
+const MAX_BLOCKS_ANY_SIZE = 64;
+/** Beyond that, blocks must average at least this many compressed bytes (real ones: 10 kB-1 MB). */
+const MIN_AVERAGE_BLOCK_BYTES = 4096;
 
 export interface Bz2Block {
   /** Bit offset of the block magic in the stream. */
@@ -217,6 +221,10 @@ function tooLarge(cap: number): FormatError {
 export async function decodeBz2Blocks(bytes: Uint8Array, cap: number): Promise<Bz2Decoded | undefined> {
   const layout = scanBz2(bytes);
   if (!layout) return undefined;
+  // Each block decodes as its own stream (~12 µs of set-up each): a stream of many tiny blocks (only a
+  // crafted one has them) is left to the whole-stream decoder, which pays that set-up once.
+  if (layout.blocks.length > Math.max(MAX_BLOCKS_ANY_SIZE, bytes.length / MIN_AVERAGE_BLOCK_BYTES))
+    return undefined;
   const m = await loadDecoder();
   const parts: Uint8Array[] = [];
   const ends: number[] = [];

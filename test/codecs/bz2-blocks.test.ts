@@ -134,6 +134,29 @@ test('a block that does not decode on its own falls back to the whole-stream dec
   });
 });
 
+test('a crafted stream of many tiny blocks is left to the whole-stream decoder (bounded set-up cost)', async () => {
+  const one = bzip2(Buffer.from('0123456789'));
+  const b = scanBz2(one)!.blocks[0]!;
+  const n = 5000;
+  const w = new BitWriter(one.length * n);
+  w.bits(0x425a6839, 32);
+  let crc = 0;
+  for (let i = 0; i < n; i++) {
+    w.copy(one, b.start, b.end);
+    crc = foldCrc(crc, b.crc);
+  }
+  w.bits(0x177245, 24);
+  w.bits(0x385090, 24);
+  w.bits(crc, 32);
+  const stream = w.finish();
+  assert.equal(scanBz2(stream)?.blocks.length, n, 'a valid stream of 5000 blocks');
+  assert.equal(await decodeBz2Blocks(stream, 1 << 30), undefined);
+  const decoded = await decompressEntry(stream);
+  assert.equal(decoded.bz2Blocks, undefined);
+  assert.equal(Buffer.from(decoded.data).toString(), '0123456789'.repeat(n));
+  assert.ok(bunzip2(stream).equals(Buffer.from(decoded.data)), 'bzip2 -dc agrees');
+});
+
 test('encodeBz2Reusing: edits at the start, middle and end, appends and truncation all decode with bzip2 -dc', async () => {
   const original = textLike(3_100_000, 11);
   const stream = bzip2(original, 9);
