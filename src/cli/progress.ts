@@ -2,7 +2,8 @@
  * Progress display for sign-locale / sign-release: cli-progress bars on stderr when it is a terminal,
  * nothing otherwise (pipes, CI logs and --json stay quiet and parseable).
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type * as CliProgress from 'cli-progress';
 import type { ReleaseProgress } from '../pipeline/release.js';
 import type { LocaleProgress } from '../pipeline/types.js';
 
@@ -12,6 +13,15 @@ export interface ProgressDisplay<P> {
 }
 
 const NOOP = { update: () => undefined, stop: () => undefined };
+
+/**
+ * cli-progress, loaded only when a bar is shown (a terminal, not --json): it is not needed, and not
+ * paid for at start-up, by pipes, CI or any other command. A synchronous require (it is CommonJS)
+ * keeps the display factories below synchronous.
+ */
+function cliProgress(): typeof CliProgress {
+  return createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
+}
 
 /** A display only when stderr is a TTY and output is for humans. */
 export function wantProgress(opts: { json?: boolean; progress?: boolean }): boolean {
@@ -31,7 +41,7 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
-const BAR_OPTIONS: cliProgress.Options = {
+const BAR_OPTIONS: CliProgress.Options = {
   stream: process.stderr,
   hideCursor: true,
   clearOnComplete: true,
@@ -41,7 +51,7 @@ const BAR_OPTIONS: cliProgress.Options = {
 
 export function localeProgress(enabled: boolean, label: string): ProgressDisplay<LocaleProgress> {
   if (!enabled) return NOOP;
-  const bar = new cliProgress.SingleBar({
+  const bar = new (cliProgress().SingleBar)({
     ...BAR_OPTIONS,
     format: `${label} {bar} {value}/{total} entries | {bytes} | hits {hits} signed {misses} passthrough {passthrough}`,
   });
@@ -68,12 +78,12 @@ export function localeProgress(enabled: boolean, label: string): ProgressDisplay
 /** Overall bar (locales) plus one bar per locale being signed. */
 export function releaseProgress(enabled: boolean, localesTotal: number): ProgressDisplay<ReleaseProgress> {
   if (!enabled) return NOOP;
-  const multi = new cliProgress.MultiBar({
+  const multi = new (cliProgress().MultiBar)({
     ...BAR_OPTIONS,
     format: '{label} {bar} {value}/{total} {unit} | {info}',
   });
   const overall = multi.create(localesTotal, 0, { label: 'release'.padEnd(10), unit: 'locales', info: '' });
-  const bars = new Map<string, cliProgress.SingleBar>();
+  const bars = new Map<string, CliProgress.SingleBar>();
   return {
     update(p) {
       overall.update(p.localesDone, {

@@ -5,7 +5,9 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { defaultCacheDir, loadOrCreateSecret, readSecretFile } from '../../cache/defaults.js';
 import { MIN_SECRET_BYTES } from '../../cache/fs-store.js';
 import { CodedError, ConfigError } from '../errors.js';
-import { certificateSpki, loadPemKey, loadPkcs12, pemCertificates } from '../keys/index.js';
+// pem.js directly, not the keys/ barrel: the barrel pulls in node-forge (PKCS#12, dev keys), which only
+// a pkcs12 profile needs and which is loaded on use below.
+import { certificateSpki, loadPemKey, pemCertificates } from '../keys/pem.js';
 import type { SigningKey } from '../keys/types.js';
 import type { AuthenticodeOptions } from '../signing/types.js';
 import {
@@ -237,6 +239,7 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
     if (a.pkcs12) {
       const p = resolvePath(dir, a.pkcs12);
       const der = await readLimited(p, at('authenticode.pkcs12'));
+      const { loadPkcs12 } = await import('../keys/pkcs12.js');
       ({ key, chainDer } = await inField(at('authenticode.pkcs12'), () => loadPkcs12(der, passphrase ?? '')));
     } else {
       const kp = resolvePath(dir, a.key as string);

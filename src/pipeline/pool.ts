@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { fromPlainError, UsageError } from '../errors.js';
 import { FROM_SOURCE } from '../version.js';
 import type { SignEntryResult, SignEntryTask } from './types.js';
@@ -35,6 +35,8 @@ export function validateThreads(threads: unknown): number {
 
 export class SigningPool {
   private piscina: Piscina<SignEntryTask, SignEntryResult> | undefined;
+  /** Set by the first task: piscina loading and the pool being constructed. */
+  private starting: Promise<Piscina<SignEntryTask, SignEntryResult>> | undefined;
   private readonly filename: string;
   readonly threads: number;
   private completedTasks = 0;
@@ -47,20 +49,24 @@ export class SigningPool {
 
   /**
    * Threads start on the first task, not at construction: a dry run, an all-passthrough locale or a
-   * fully warm cache never pays for starting them (and loading keys in each).
+   * fully warm cache never pays for starting them (and loading keys in each), nor for loading piscina
+   * itself (imported here, on first use, to keep it out of the CLI's start-up).
    */
-  private get pool(): Piscina<SignEntryTask, SignEntryResult> {
-    if (this.closed) throw new UsageError('POOL_CLOSED', 'the signing pool is closed');
-    this.piscina ??= new Piscina<SignEntryTask, SignEntryResult>({
-      filename: this.filename,
-      minThreads: this.threads,
-      maxThreads: this.threads,
-      // Keys load once per thread: keep threads alive for the pool's lifetime.
-      idleTimeout: Number.POSITIVE_INFINITY,
-      // Inspector flags would make every thread try to bind the parent's port.
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--inspect')),
+  private start(): Promise<Piscina<SignEntryTask, SignEntryResult>> {
+    if (this.closed) return Promise.reject(new UsageError('POOL_CLOSED', 'the signing pool is closed'));
+    this.starting ??= import('piscina').then(({ Piscina }) => {
+      this.piscina = new Piscina<SignEntryTask, SignEntryResult>({
+        filename: this.filename,
+        minThreads: this.threads,
+        maxThreads: this.threads,
+        // Keys load once per thread: keep threads alive for the pool's lifetime.
+        idleTimeout: Number.POSITIVE_INFINITY,
+        // Inspector flags would make every thread try to bind the parent's port.
+        execArgv: process.execArgv.filter((a) => !a.startsWith('--inspect')),
+      });
+      return this.piscina;
     });
-    return this.piscina;
+    return this.starting;
   }
 
   /**
@@ -69,7 +75,8 @@ export class SigningPool {
    */
   async run(task: SignEntryTask, signal?: AbortSignal): Promise<Extract<SignEntryResult, { ok: true }>> {
     const input = ownsBuffer(task.input) ? task.input : copyToOwnBuffer(task.input);
-    const result = await this.pool.run(
+    const pool = await this.start();
+    const result = await pool.run(
       { ...task, input },
       { transferList: [input.buffer as ArrayBuffer], ...(signal ? { signal } : {}) },
     );
@@ -92,14 +99,19 @@ export class SigningPool {
     return this.completedTasks;
   }
 
+  /** The pool once a task has started it (a task accepted before close() still runs). */
+  private async startedPool(): Promise<Piscina<SignEntryTask, SignEntryResult> | undefined> {
+    return this.starting?.catch(() => undefined);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
-    await this.piscina?.close();
+    await (await this.startedPool())?.close();
   }
 
   async destroy(): Promise<void> {
     this.closed = true;
-    await this.piscina?.destroy();
+    await (await this.startedPool())?.destroy();
   }
 }
 

@@ -2,12 +2,21 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { defaultCacheDir, loadOrCreateSecret } from '../../../cache/defaults.js';
-import { FsCacheStore } from '../../../cache/fs-store.js';
-import { formatSize, parseSize } from '../../../cache/size.js';
-import { cacheSettings, CONFIG_FILENAME, loadConfig, resolvePath } from '../../config/index.js';
+import type { FsCacheStore } from '../../../cache/fs-store.js';
 import type { LoadedConfig } from '../../config/types.js';
 import { emit, EXIT, handler } from '../output.js';
+
+/** The cache and config libraries, loaded when a cache command runs rather than when the CLI starts. */
+async function cacheLib() {
+  const [defaults, store, size, config] = await Promise.all([
+    import('../../../cache/defaults.js'),
+    import('../../../cache/fs-store.js'),
+    import('../../../cache/size.js'),
+    import('../../config/index.js'),
+  ]);
+  return { defaults, store, size, config };
+}
+type CacheLib = Awaited<ReturnType<typeof cacheLib>>;
 
 interface CacheArgs {
   json?: boolean;
@@ -31,33 +40,33 @@ function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
 }
 
 /** The config is optional here: used when named (--config, $MARSIGN_CONFIG) or present in the cwd. */
-async function configOf(argv: CacheArgs): Promise<LoadedConfig | undefined> {
-  if (argv.config || process.env.MARSIGN_CONFIG || existsSync(CONFIG_FILENAME))
-    return loadConfig(argv.config);
+async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | undefined> {
+  if (argv.config || process.env.MARSIGN_CONFIG || existsSync(L.config.CONFIG_FILENAME))
+    return L.config.loadConfig(argv.config);
   return undefined;
 }
 
 /** The same rule as cacheSettings() for the directory, without creating a secret there. */
-function rootOf(argv: CacheArgs, config: LoadedConfig | undefined): string {
+function rootOf(L: CacheLib, argv: CacheArgs, config: LoadedConfig | undefined): string {
   if (argv.cacheDir) return resolve(argv.cacheDir);
   const dir = config?.file.cache?.dir;
-  return config && dir ? resolvePath(config.dir, dir) : defaultCacheDir();
+  return config && dir ? L.config.resolvePath(config.dir, dir) : L.defaults.defaultCacheDir();
 }
 
 /** A configured secret (env/file) wins; else the root's generated `.hmac-secret`, as cacheSettings() does. */
-async function secretOf(root: string, config: LoadedConfig | undefined): Promise<Uint8Array> {
+async function secretOf(L: CacheLib, root: string, config: LoadedConfig | undefined): Promise<Uint8Array> {
   const c = config?.file.cache;
   if (c?.hmacSecretEnv !== undefined || c?.hmacSecretFile !== undefined)
-    return (await cacheSettings(config)).hmacSecret;
-  return loadOrCreateSecret(root);
+    return (await L.config.cacheSettings(config)).hmacSecret;
+  return L.defaults.loadOrCreateSecret(root);
 }
 
 /**
  * stats and prune never check an HMAC, so they get a throwaway secret rather than reading (or
  * creating) the cache's own one.
  */
-function adminStore(root: string): FsCacheStore {
-  return new FsCacheStore({ root, hmacSecret: randomBytes(32) });
+function adminStore(L: CacheLib, root: string): FsCacheStore {
+  return new L.store.FsCacheStore({ root, hmacSecret: randomBytes(32) });
 }
 
 const stats: CommandModule<CacheArgs, CacheArgs> = {
@@ -65,7 +74,9 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
   describe: 'Show the number of entries and bytes in the cache',
   builder: (y) => withCommon(y),
   handler: handler<CacheArgs>(async (argv) => {
-    const s = await adminStore(rootOf(argv, await configOf(argv))).stats();
+    const L = await cacheLib();
+    const { formatSize } = L.size;
+    const s = await adminStore(L, rootOf(L, argv, await configOf(L, argv))).stats();
     const out = { root: s.root, entries: s.entries, bytes: s.bytes };
     emit(argv, out, (v) =>
       [
@@ -87,11 +98,12 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
       describe: 'Remove bad entries and leftover temp files of crashed writers',
     }),
   handler: handler<CacheArgs & { repair: boolean }>(async (argv) => {
-    const config = await configOf(argv);
-    const root = rootOf(argv, config);
+    const L = await cacheLib();
+    const config = await configOf(L, argv);
+    const root = rootOf(L, argv, config);
     // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
     const report = existsSync(root)
-      ? await new FsCacheStore({ root, hmacSecret: await secretOf(root, config) }).verify({
+      ? await new L.store.FsCacheStore({ root, hmacSecret: await secretOf(L, root, config) }).verify({
           repair: argv.repair,
         })
       : { checked: 0, ok: 0, bad: [] };
@@ -118,9 +130,11 @@ const prune: CommandModule<CacheArgs, PruneArgs> = {
       describe: 'Size to shrink to: bytes, or with a unit: 500M, 2G, 1.5GiB (binary), 300MB (decimal)',
     }),
   handler: handler<PruneArgs>(async (argv) => {
-    const maxBytes = parseSize(argv['max-size']);
-    const root = rootOf(argv, await configOf(argv));
-    const r = await adminStore(root).prune(maxBytes);
+    const L = await cacheLib();
+    const { formatSize } = L.size;
+    const maxBytes = L.size.parseSize(argv['max-size']);
+    const root = rootOf(L, argv, await configOf(L, argv));
+    const r = await adminStore(L, root).prune(maxBytes);
     const out = { root, maxBytes, ...r };
     emit(argv, out, (v) => {
       const lines = [

@@ -1,5 +1,4 @@
 import type { Argv, CommandModule } from 'yargs';
-import { generateDevKeys } from '../../keys/dev.js';
 import { emit, handler } from '../output.js';
 
 interface DevArgs {
@@ -34,6 +33,8 @@ const dev: CommandModule<object, DevArgs> = {
       .option('force', { type: 'boolean', default: false, describe: 'Overwrite an existing set' })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' }),
   handler: handler<DevArgs>(async (argv) => {
+    // node-forge (certificate building) is loaded here, never at start-up.
+    const { generateDevKeys } = await import('../../keys/dev.js');
     const r = await generateDevKeys(argv.out, {
       bits: argv.bits,
       marKeyBits: argv['mar-key-bits'],

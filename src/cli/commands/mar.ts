@@ -1,8 +1,17 @@
 import type { Argv, CommandModule } from 'yargs';
 import { UsageError } from '../../errors.js';
-import { MAR_SIGNATURE_ALGORITHMS, type MarInfo } from '../../formats/mar/index.js';
-import { createMar, entryCodecs, extractMar, openMar, type Compression } from '../../mar/file.js';
+import type { MarInfo } from '../../formats/mar/index.js';
+import type { Compression } from '../../mar/file.js';
 import { emit, handler } from '../output.js';
+
+/** The MAR library, loaded when a mar command runs rather than when the CLI starts. */
+async function marLib() {
+  const [file, types] = await Promise.all([
+    import('../../mar/file.js'),
+    import('../../formats/mar/types.js'),
+  ]);
+  return { ...file, algorithms: types.MAR_SIGNATURE_ALGORITHMS };
+}
 
 interface CommonArgs {
   json?: boolean;
@@ -24,10 +33,10 @@ function withRead<T>(y: Argv<T>): Argv<T & ReadArgs> {
     }) as Argv<T & ReadArgs>;
 }
 
-const algName = (id: number): string => MAR_SIGNATURE_ALGORITHMS[id] ?? 'unknown';
 const oct = (n: number): string => n.toString(8).padStart(4, '0');
 
-function summary(info: MarInfo) {
+function summary(info: MarInfo, algorithms: Readonly<Record<number, string>>) {
+  const algName = (id: number): string => algorithms[id] ?? 'unknown';
   const storedBytes = info.entries.reduce((n, e) => n + e.size, 0);
   return {
     style: info.style,
@@ -49,9 +58,10 @@ const info: CommandModule<object, ReadArgs> = {
   describe: "Show a MAR's layout: style, size, signatures, additional sections, product info, entry totals",
   builder: (y) => withRead(y),
   handler: handler<ReadArgs>(async (argv) => {
+    const { openMar, algorithms } = await marLib();
     const m = await openMar(argv.file, lenientOpts(argv));
     try {
-      emit(argv, summary(m.info), (v) => {
+      emit(argv, summary(m.info, algorithms), (v) => {
         const lines = [
           `style            ${v.style === 'old' ? 'old (no signature block)' : 'modern'}`,
           `file size        ${v.fileSize} bytes` +
@@ -97,11 +107,12 @@ const list: CommandModule<object, ListArgs> = {
       describe: 'Also print the signature/product-info header (like `mar -T`), offsets and codecs',
     }),
   handler: handler<ListArgs>(async (argv) => {
+    const { openMar, entryCodecs, algorithms } = await marLib();
     const m = await openMar(argv.file, lenientOpts(argv));
     try {
       const codecs = await entryCodecs(m);
       const entries = m.info.entries.map((e, i) => ({ ...e, mode: oct(e.flags), codec: codecs[i]! }));
-      emit(argv, { ...summary(m.info), entries }, (v) => {
+      emit(argv, { ...summary(m.info, algorithms), entries }, (v) => {
         const lines: string[] = [];
         if (argv.verbose) {
           if (m.info.style === 'modern')
@@ -161,6 +172,7 @@ const extract: CommandModule<object, ExtractArgs> = {
         describe: 'Print one JSON document',
       }) as Argv<ExtractArgs>,
   handler: handler<ExtractArgs>(async (argv) => {
+    const { extractMar } = await marLib();
     const r = await extractMar(argv.file, argv.dest, { decompress: argv.decompress ?? false });
     emit(argv, r, (v) =>
       [...v.files.map((f) => `${f.name}`), `extracted ${v.files.length} entries to ${v.destDir}`].join('\n'),
@@ -223,6 +235,7 @@ const create: CommandModule<object, CreateArgs> = {
       );
     if (argv['x86-filter'] && argv.compression !== 'xz')
       throw new UsageError('USAGE', '--x86-filter needs --compression xz');
+    const { createMar, algorithms } = await marLib();
     const info = await createMar(argv.file, argv.inputs, {
       compression: argv.compression,
       x86: argv['x86-filter'] ?? false,
@@ -230,7 +243,7 @@ const create: CommandModule<object, CreateArgs> = {
     });
     emit(
       argv,
-      { file: argv.file, ...summary(info), entries: info.entries },
+      { file: argv.file, ...summary(info, algorithms), entries: info.entries },
       (v) => `wrote ${v.file}: ${v.entryCount} entries, ${v.fileSize} bytes`,
     );
   }),

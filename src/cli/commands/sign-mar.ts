@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../../errors.js';
-import { signMarFile } from '../../signing/mar-signer.js';
 import { emit, handler } from '../output.js';
 import { profileFrom, withProfile, type ProfileArgs } from './sign-pe.js';
 
@@ -24,6 +23,7 @@ export const signMarCommand: CommandModule<object, SignMarArgs> = {
     const { profile } = await profileFrom(argv);
     if (!profile.mar)
       throw new ConfigError('PROFILE_NO_MAR', `profile "${profile.name}" has no "mar" section`);
+    const { signMarFile } = await import('../../signing/mar-signer.js');
     const info = await signMarFile(argv.input, argv.output, profile.mar);
     const out = {
       ok: true,

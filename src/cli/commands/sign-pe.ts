@@ -1,10 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
-import { loadConfig, loadProfile } from '../../config/index.js';
 import type { LoadedConfig, SigningProfile } from '../../config/types.js';
 import { ConfigError } from '../../errors.js';
-import { writeFileAtomic } from '../../io/atomic.js';
 import { emit, handler } from '../output.js';
 
 export interface ProfileArgs {
@@ -28,6 +26,7 @@ export function withProfile<T>(y: Argv<T>): Argv<T & ProfileArgs> {
 export async function profileFrom(
   argv: ProfileArgs,
 ): Promise<{ config: LoadedConfig; profile: SigningProfile }> {
+  const { loadConfig, loadProfile } = await import('../../config/index.js');
   const config = await loadConfig(argv.config);
   process.stderr.write(`marsign: config ${config.path} sha256 ${config.sha256}\n`);
   return { config, profile: await loadProfile(config, argv.profile) };
@@ -55,7 +54,10 @@ export const signPeCommand: CommandModule<object, SignPeArgs> = {
         `profile "${profile.name}" has no "authenticode" section`,
       );
     }
-    const { signPe } = await import('../../signing/authenticode.js');
+    const [{ signPe }, { writeFileAtomic }] = await Promise.all([
+      import('../../signing/authenticode.js'),
+      import('../../io/atomic.js'),
+    ]);
     const bytes = await readFile(argv.input);
     const mode = (await stat(argv.input)).mode & 0o777;
     const signed = await signPe(bytes, profile.authenticode);

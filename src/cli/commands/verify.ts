@@ -1,13 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import picomatch from 'picomatch';
 import type { Argv, CommandModule } from 'yargs';
-import { decompress, detectCodec } from '../../codecs/index.js';
 import { FormatError, UsageError } from '../../errors.js';
-import { readEntryBytes, readMar } from '../../formats/mar/index.js';
-import { FileSource } from '../../io/byte-source.js';
-import { pemCertificates } from '../../keys/pem.js';
 import type { PeVerifyResult } from '../../signing/types.js';
-import { verifyMar, type MarVerifyResult } from '../../signing/verify-mar.js';
+import type { MarVerifyResult } from '../../signing/verify-mar.js';
 import { emit, EXIT, handler } from '../output.js';
 
 interface VerifyArgs {
@@ -42,6 +37,7 @@ async function certsOf(path: string | undefined): Promise<Uint8Array[] | undefin
   const text = await readFile(path).catch((e: NodeJS.ErrnoException) => {
     throw new UsageError('CERT_NOT_FOUND', `cannot read ${path}: ${e.code ?? 'error'}`);
   });
+  const { pemCertificates } = await import('../../keys/pem.js');
   return pemCertificates(text);
 }
 
@@ -60,6 +56,7 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
   const caCertsDer = await certsOf(argv.ca);
   const tsaCaCertsDer = await certsOf(argv['tsa-ca']);
   const peOpts = { ...(caCertsDer ? { caCertsDer } : {}), ...(tsaCaCertsDer ? { tsaCaCertsDer } : {}) };
+  const { FileSource } = await import('../../io/byte-source.js');
   const src = await FileSource.open(argv.file);
   let magic: Uint8Array;
   try {
@@ -96,11 +93,18 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
   }
   const report: VerifyReport = { ok: true, file: argv.file, type: 'mar', problems: [] };
   if (certs.length > 0) {
+    const { verifyMar } = await import('../../signing/verify-mar.js');
     report.mar = await verifyMar(argv.file, certs);
     report.problems.push(...report.mar.problems);
     if (!report.mar.valid) report.ok = false;
   }
   if (inner) {
+    const [{ default: picomatch }, { decompress, detectCodec }, { readEntryBytes, readMar }] =
+      await Promise.all([
+        import('picomatch'),
+        import('../../codecs/index.js'),
+        import('../../formats/mar/index.js'),
+      ]);
     const skip = argv.skip?.length ? picomatch(argv.skip, { dot: true }) : undefined;
     report.inner = [];
     report.skipped = [];
