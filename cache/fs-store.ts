@@ -4,6 +4,7 @@ import {
   createSecretKey,
   randomBytes,
   timingSafeEqual,
+  type Hash,
   type KeyObject,
 } from 'node:crypto';
 import type { Stats } from 'node:fs';
@@ -14,10 +15,15 @@ import { AtomicFile } from '../src/io/atomic.js';
 import { assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
 import {
   CACHE_FORMAT_VERSION,
+  OUTPUT_FORMAT_VERSION,
+  type CacheEntryKind,
   type CachePruneResult,
   type CacheStats,
   type CacheStore,
   type CacheVerifyReport,
+  type OutputCacheStore,
+  type OutputHit,
+  type OutputSink,
 } from './types.js';
 
 /** Largest payload stored or read back (a compressed MAR entry; xul.dll is well under this). */
@@ -29,6 +35,17 @@ export const TOUCH_INTERVAL_MS = 60_000;
 /** Temp/quarantine files older than this belong to a crashed process and may be removed. */
 export const STALE_TEMP_MS = 60 * 60 * 1000;
 const VERIFY_CHUNK = 1024 * 1024;
+/** Largest manifest data stored with a locale output (a 65536-entry MAR's records fit easily). */
+export const MAX_OUTPUT_META_BYTES = 64 * 1024 * 1024;
+/**
+ * A served output is copied in chunks of this size through a ring of OUTPUT_RING buffers: one chunk is
+ * hashed on this thread while the next is read and earlier ones are written by the libuv pool. Small
+ * reused buffers also avoid faulting in a fresh payload-sized buffer (~0.5 ms per MB).
+ */
+export const OUTPUT_CHUNK = 1024 * 1024;
+const OUTPUT_RING = 4;
+/** File name suffix of locale-output entries (`<key>.out`): both kinds share the prefix directories. */
+export const OUTPUT_SUFFIX = '.out';
 
 /*
  * Entry file layout (all integers big-endian), HEADER_SIZE bytes then the payload:
@@ -51,6 +68,33 @@ const OFF_SHA = 0x38;
 const OFF_MAC = 0x58;
 export const HEADER_SIZE = 0x78;
 
+/*
+ * Locale-output entry file `<root>/<key[0..2]>/<key>.out` (big-endian), OUTPUT_HEADER_SIZE bytes, then
+ * the manifest data (JSON), then the payload (the signed output MAR, byte for byte):
+ *   0x00  8  magic "MARSLOUT"
+ *   0x08 u32 format version (OUTPUT_FORMAT_VERSION)
+ *   0x0C u32 header size (OUTPUT_HEADER_SIZE)
+ *   0x10 u64 payload length
+ *   0x18 u32 meta length
+ *   0x1C u32 reserved, zero
+ *   0x20 32  the entry's key
+ *   0x40 32  sha256 of the payload (the output's sha256, verified on every read)
+ *   0x60 64  sha512 of the payload (trusted once the HMAC and the sha256 hold: it is bound to them)
+ *   0xA0 32  sha256 of the meta
+ *   0xC0 32  HMAC-SHA256(secret, bytes 0x00..0xC0)
+ *   0xE0     meta, then payload
+ */
+const OUT_MAGIC = Buffer.from('MARSLOUT', 'latin1');
+const OUT_LENGTH = 0x10;
+const OUT_META_LENGTH = 0x18;
+const OUT_RESERVED = 0x1c;
+const OUT_KEY = 0x20;
+const OUT_SHA256 = 0x40;
+const OUT_SHA512 = 0x60;
+const OUT_META_SHA = 0xa0;
+const OUT_MAC = 0xc0;
+export const OUTPUT_HEADER_SIZE = 0xe0;
+
 /** Why an entry is not served. */
 export type CacheEntryProblem =
   | 'not-a-file'
@@ -63,6 +107,8 @@ export type CacheEntryProblem =
   | 'key-mismatch'
   | 'hmac'
   | 'payload-sha256'
+  | 'payload-sha512'
+  | 'meta-sha256'
   | 'misplaced';
 
 export interface FsCacheStoreOptions {
@@ -79,6 +125,7 @@ export interface FsCacheStoreOptions {
 
 interface EntryFile {
   key: string;
+  kind: CacheEntryKind;
   path: string;
   size: number;
   mtimeMs: number;
@@ -94,6 +141,7 @@ interface Scan {
 
 type Check =
   { ok: true; payload: Uint8Array | undefined; sha256: string } | { ok: false; problem: CacheEntryProblem };
+type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEntryProblem };
 
 /**
  * The content-addressed cache on a local (or shared) filesystem. Safe with many processes on one
@@ -101,11 +149,12 @@ type Check =
  * bad entry is moved aside by inode before it is deleted so a fresh entry written by another process
  * in the meantime survives.
  */
-export class FsCacheStore implements CacheStore {
+export class FsCacheStore implements CacheStore, OutputCacheStore {
   readonly root: string;
   private readonly secret: KeyObject;
   private readonly onBadEntry: FsCacheStoreOptions['onBadEntry'];
   private counters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
+  private outputCounters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
 
   constructor(options: FsCacheStoreOptions) {
     if (typeof options?.root !== 'string' || options.root === '')
@@ -132,6 +181,11 @@ export class FsCacheStore implements CacheStore {
   entryPath(key: string): string {
     assertCacheKey(key);
     return join(this.root, key.slice(0, 2), key);
+  }
+
+  /** Where the locale output stored under `key` lives (`<key>.out` beside the entries). */
+  outputPath(key: string): string {
+    return this.entryPath(key) + OUTPUT_SUFFIX;
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
@@ -223,6 +277,101 @@ export class FsCacheStore implements CacheStore {
     this.counters.puts++;
   }
 
+  async hasOutput(key: string): Promise<boolean> {
+    try {
+      const st = await lstat(this.outputPath(key));
+      return st.isFile() && st.size >= OUTPUT_HEADER_SIZE;
+    } catch (e) {
+      if (isMissing(e)) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Stream the locale output stored under `key` to `sink`, verifying header, HMAC, meta digest and
+   * the payload's sha256 on the way (the bytes hashed are the bytes handed over). A bad entry is a
+   * miss, counted as corrupt and removed like a bad signed entry; errors of the sink propagate.
+   */
+  async getOutput(key: string, sink: OutputSink): Promise<OutputHit | undefined> {
+    const path = this.outputPath(key);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      if (isMissing(e)) {
+        this.outputCounters.misses++;
+        return undefined;
+      }
+      throw e;
+    }
+    try {
+      const st = await fh.stat();
+      const r: OutputCheck = st.isFile()
+        ? await checkOutput(fh, st.size, key, this.secret, sink)
+        : { ok: false, problem: 'not-a-file' };
+      if (r.ok) {
+        this.outputCounters.hits++;
+        const now = Date.now();
+        if (now - st.mtimeMs > TOUCH_INTERVAL_MS)
+          await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+        return r.hit;
+      }
+      this.outputCounters.corrupt++;
+      this.outputCounters.misses++;
+      this.counters.corrupt++;
+      await this.onBadEntry?.(key, r.problem);
+      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
+      return undefined;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async putOutput(
+    key: string,
+    payload: Uint8Array,
+    info: { sha256: string; sha512: string | Promise<string>; meta: Uint8Array },
+  ): Promise<void> {
+    const path = this.outputPath(key);
+    if (!(payload instanceof Uint8Array) || !(info?.meta instanceof Uint8Array))
+      throw new CodedError('CACHE_BAD_PAYLOAD', 'payload and meta must be Uint8Arrays');
+    if (payload.length > MAX_PAYLOAD_BYTES || info.meta.length > MAX_OUTPUT_META_BYTES)
+      throw new CodedError(
+        'CACHE_PAYLOAD_TOO_LARGE',
+        `output ${payload.length} bytes / meta ${info.meta.length} bytes exceed ${MAX_PAYLOAD_BYTES} / ${MAX_OUTPUT_META_BYTES}`,
+      );
+    if (!/^[0-9a-f]{64}$/.test(info.sha256))
+      throw new CodedError('CACHE_BAD_PAYLOAD', 'sha256 must be 64 lowercase hex digits');
+    await mkdir(dirname(path), { recursive: true });
+    const f = await AtomicFile.create(path, 0o644);
+    try {
+      // Meta and payload first: the header (with the sha512, which may still be being computed on
+      // another thread, and the HMAC over it) is written last, before the fsync and rename.
+      await f.write(info.meta, OUTPUT_HEADER_SIZE);
+      await f.write(payload, OUTPUT_HEADER_SIZE + info.meta.length);
+      const sha512 = await info.sha512;
+      if (!/^[0-9a-f]{128}$/.test(sha512))
+        throw new CodedError('CACHE_BAD_PAYLOAD', 'sha512 must be 128 lowercase hex digits');
+      const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
+      OUT_MAGIC.copy(h, 0);
+      h.writeUInt32BE(OUTPUT_FORMAT_VERSION, OFF_VERSION);
+      h.writeUInt32BE(OUTPUT_HEADER_SIZE, OFF_HEADER_SIZE);
+      h.writeBigUInt64BE(BigInt(payload.length), OUT_LENGTH);
+      h.writeUInt32BE(info.meta.length, OUT_META_LENGTH);
+      h.write(key, OUT_KEY, 'hex');
+      h.write(info.sha256, OUT_SHA256, 'hex');
+      h.write(sha512, OUT_SHA512, 'hex');
+      createHash('sha256').update(info.meta).digest().copy(h, OUT_META_SHA);
+      outputMac(this.secret, h).copy(h, OUT_MAC);
+      await f.write(h, 0);
+      await f.commit();
+    } catch (e) {
+      await f.abort();
+      throw e;
+    }
+    this.outputCounters.puts++;
+  }
+
   /** Corrupt entries this process met (stats().corrupt without scanning the cache directory). */
   get corruptSeen(): number {
     return this.counters.corrupt;
@@ -231,8 +380,20 @@ export class FsCacheStore implements CacheStore {
   async stats(): Promise<CacheStats> {
     const scan = await scanRoot(this.root);
     let bytes = 0;
-    for (const e of scan.entries) bytes += e.size;
-    return { root: this.root, entries: scan.entries.length, bytes, ...this.counters };
+    const byKind = { entry: { entries: 0, bytes: 0 }, output: { entries: 0, bytes: 0 } };
+    for (const e of scan.entries) {
+      bytes += e.size;
+      byKind[e.kind].entries++;
+      byKind[e.kind].bytes += e.size;
+    }
+    return {
+      root: this.root,
+      entries: scan.entries.length,
+      bytes,
+      ...this.counters,
+      byKind,
+      outputs: { ...this.outputCounters },
+    };
   }
 
   async verify(options: { repair?: boolean } = {}): Promise<CacheVerifyReport> {
@@ -249,11 +410,19 @@ export class FsCacheStore implements CacheStore {
       }
       try {
         const st = await fh.stat();
-        const r = st.isFile() ? await checkEntry(fh, st.size, e.key, this.secret, false) : notAFile;
+        const r = !st.isFile()
+          ? notAFile
+          : e.kind === 'output'
+            ? await checkOutput(fh, st.size, e.key, this.secret, undefined)
+            : await checkEntry(fh, st.size, e.key, this.secret, false);
         report.checked++;
         if (r.ok) report.ok++;
         else {
-          report.bad.push({ key: e.key, reason: r.problem });
+          report.bad.push({
+            key: e.key,
+            ...(e.kind === 'output' ? { kind: 'output' } : {}),
+            reason: r.problem,
+          });
           if (repair && st.isFile()) await removeBad(e.path, st);
         }
       } finally {
@@ -262,7 +431,11 @@ export class FsCacheStore implements CacheStore {
     }
     for (const e of scan.misplaced) {
       report.checked++;
-      report.bad.push({ key: e.key, reason: 'misplaced' });
+      report.bad.push({
+        key: e.key,
+        ...(e.kind === 'output' ? { kind: 'output' } : {}),
+        reason: 'misplaced',
+      });
       if (repair) await unlinkIfPresent(e.path);
     }
     if (repair) report.staleTempRemoved = await removeStaleTemps(scan);
@@ -309,6 +482,114 @@ function buildHeader(key: string, payload: Uint8Array, secret: KeyObject): Buffe
 
 function mac(secret: KeyObject, header: Buffer): Buffer {
   return createHmac('sha256', secret).update(header.subarray(0, OFF_MAC)).digest();
+}
+
+function outputMac(secret: KeyObject, header: Buffer): Buffer {
+  return createHmac('sha256', secret).update(header.subarray(0, OUT_MAC)).digest();
+}
+
+/**
+ * Check an open locale-output file completely: header, HMAC, meta digest, then the payload's sha256
+ * while handing each chunk to `sink` (none: `verify`, which also checks the stored sha512).
+ */
+async function checkOutput(
+  fh: FileHandle,
+  fileSize: number,
+  key: string,
+  secret: KeyObject,
+  sink: OutputSink | undefined,
+): Promise<OutputCheck> {
+  if (fileSize < OUTPUT_HEADER_SIZE) return { ok: false, problem: 'truncated' };
+  const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
+  if ((await readFully(fh, h, 0)) < OUTPUT_HEADER_SIZE) return { ok: false, problem: 'truncated' };
+  if (!h.subarray(0, OUT_MAGIC.length).equals(OUT_MAGIC)) return { ok: false, problem: 'bad-magic' };
+  if (h.readUInt32BE(OFF_VERSION) !== OUTPUT_FORMAT_VERSION) return { ok: false, problem: 'version' };
+  if (h.readUInt32BE(OFF_HEADER_SIZE) !== OUTPUT_HEADER_SIZE || h.readUInt32BE(OUT_RESERVED) !== 0)
+    return { ok: false, problem: 'bad-header' };
+  const length = h.readBigUInt64BE(OUT_LENGTH);
+  const metaLen = h.readUInt32BE(OUT_META_LENGTH);
+  if (length > BigInt(MAX_PAYLOAD_BYTES) || metaLen > MAX_OUTPUT_META_BYTES)
+    return { ok: false, problem: 'too-large' };
+  const len = Number(length);
+  const total = OUTPUT_HEADER_SIZE + metaLen + len;
+  if (total > fileSize) return { ok: false, problem: 'truncated' };
+  if (total < fileSize) return { ok: false, problem: 'size-mismatch' };
+  if (h.toString('hex', OUT_KEY, OUT_KEY + 32) !== key) return { ok: false, problem: 'key-mismatch' };
+  if (!timingSafeEqual(outputMac(secret, h), h.subarray(OUT_MAC, OUT_MAC + 32)))
+    return { ok: false, problem: 'hmac' };
+  const meta = new Uint8Array(metaLen);
+  if ((await readFully(fh, meta, OUTPUT_HEADER_SIZE)) < metaLen) return { ok: false, problem: 'truncated' };
+  if (
+    !timingSafeEqual(createHash('sha256').update(meta).digest(), h.subarray(OUT_META_SHA, OUT_META_SHA + 32))
+  )
+    return { ok: false, problem: 'meta-sha256' };
+  const sha512 = sink ? undefined : createHash('sha512');
+  const streamed = await streamPayload(fh, OUTPUT_HEADER_SIZE + metaLen, len, sink, sha512);
+  if (!streamed) return { ok: false, problem: 'truncated' };
+  if (!timingSafeEqual(streamed, h.subarray(OUT_SHA256, OUT_SHA256 + 32)))
+    return { ok: false, problem: 'payload-sha256' };
+  if (sha512 && !timingSafeEqual(sha512.digest(), h.subarray(OUT_SHA512, OUT_SHA512 + 64)))
+    return { ok: false, problem: 'payload-sha512' };
+  return {
+    ok: true,
+    hit: {
+      sha256: streamed.toString('hex'),
+      sha512: h.toString('hex', OUT_SHA512, OUT_SHA512 + 64),
+      size: len,
+      meta,
+    },
+  };
+}
+
+/**
+ * sha256 of `len` bytes at `start`, read in OUTPUT_CHUNK pieces through a ring of buffers: while one
+ * chunk is hashed here, the next is being read and the previous ones written to `sink` by the libuv
+ * pool. Undefined when the file ends early. Every read and write has settled when this returns.
+ */
+async function streamPayload(
+  fh: FileHandle,
+  start: number,
+  len: number,
+  sink: OutputSink | undefined,
+  also?: Hash,
+): Promise<Buffer | undefined> {
+  const hash = createHash('sha256');
+  const size = Math.max(1, Math.min(OUTPUT_CHUNK, len));
+  const chunks = Math.ceil(len / size);
+  const ring: Buffer[] = [];
+  const writes: (Promise<void> | undefined)[] = [];
+  const readChunk = async (i: number): Promise<Buffer | undefined> => {
+    const b = (ring[i % OUTPUT_RING] ??= Buffer.allocUnsafeSlow(size));
+    const n = Math.min(size, len - i * size);
+    const view = b.subarray(0, n);
+    return (await readFully(fh, view, start + i * size)) < n ? undefined : view;
+  };
+  let pending: Promise<Buffer | undefined> | undefined = chunks > 0 ? readChunk(0) : undefined;
+  pending?.catch(() => undefined);
+  try {
+    for (let i = 0; i < chunks; i++) {
+      const chunk = await pending!;
+      pending = undefined;
+      if (!chunk) return undefined;
+      if (i + 1 < chunks) {
+        // The next read reuses the buffer of chunk i+1-OUTPUT_RING: its write must be done.
+        await writes[(i + 1) % OUTPUT_RING];
+        pending = readChunk(i + 1);
+        pending.catch(() => undefined);
+      }
+      hash.update(chunk);
+      also?.update(chunk);
+      if (sink) {
+        const w = sink(chunk, i * size);
+        w.catch(() => undefined); // awaited below (or before its buffer is reused)
+        writes[i % OUTPUT_RING] = w;
+      }
+    }
+    await Promise.all(writes);
+    return hash.digest();
+  } finally {
+    await Promise.allSettled([pending, ...writes]);
+  }
 }
 
 /**
@@ -430,6 +711,7 @@ async function removeStaleTemps(scan: Scan): Promise<number> {
 
 const PREFIX_DIR = /^[0-9a-f]{2}$/;
 const TEMP_FILE = /^\..*\.(?:tmp|bad)$/;
+const OUTPUT_FILE = /^[0-9a-f]{64}\.out$/;
 
 /** Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. */
 async function scanRoot(root: string): Promise<Scan> {
@@ -452,7 +734,8 @@ async function scanRoot(root: string): Promise<Scan> {
       throw e;
     }
     for (const name of names.sort()) {
-      const isKey = CACHE_KEY_PATTERN.test(name);
+      const isOutput = OUTPUT_FILE.test(name);
+      const isKey = isOutput || CACHE_KEY_PATTERN.test(name);
       if (!isKey && !TEMP_FILE.test(name)) continue;
       const path = join(dir, name);
       let st: Stats;
@@ -466,7 +749,13 @@ async function scanRoot(root: string): Promise<Scan> {
         if (st.isFile()) scan.temps.push({ path, mtimeMs: st.mtimeMs });
         continue;
       }
-      const file = { key: name, path, size: st.size, mtimeMs: st.mtimeMs };
+      const file: EntryFile = {
+        key: isOutput ? name.slice(0, -OUTPUT_SUFFIX.length) : name,
+        kind: isOutput ? 'output' : 'entry',
+        path,
+        size: st.size,
+        mtimeMs: st.mtimeMs,
+      };
       if (name.startsWith(top)) scan.entries.push(file);
       else scan.misplaced.push(file);
     }

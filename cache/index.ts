@@ -1,10 +1,13 @@
 /** The content-addressed cache: key derivation, the filesystem store, defaults and size parsing. */
 export * from './types.js';
-export { cacheKey, assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
+export { cacheKey, outputCacheKey, assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
 export {
   FsCacheStore,
   HEADER_SIZE,
   MAX_PAYLOAD_BYTES,
+  MAX_OUTPUT_META_BYTES,
+  OUTPUT_HEADER_SIZE,
+  OUTPUT_SUFFIX,
   MIN_SECRET_BYTES,
   STALE_TEMP_MS,
   TOUCH_INTERVAL_MS,

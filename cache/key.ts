@@ -1,6 +1,11 @@
 import { createHash } from 'node:crypto';
 import { CodedError } from '../src/errors.js';
-import { CACHE_FORMAT_VERSION, type CacheKeyParts } from './types.js';
+import {
+  CACHE_FORMAT_VERSION,
+  OUTPUT_FORMAT_VERSION,
+  type CacheKeyParts,
+  type OutputKeyParts,
+} from './types.js';
 
 /** A cache key (and entry file name): lowercase hex sha256. */
 export const CACHE_KEY_PATTERN = /^[0-9a-f]{64}$/;
@@ -12,6 +17,11 @@ const MAX_FINGERPRINT_LENGTH = 256;
 
 /** Domain separation: a digest of these bytes can never collide with another marsign digest. */
 const DOMAIN = 'marsign/cache-key';
+const OUTPUT_DOMAIN = 'marsign/locale-output-key';
+/** Caps on the list parts of an output key (a config has at most 8 MAR keys; globs are few). */
+const MAX_MAR_KEYS = 64;
+const MAX_GLOBS = 4096;
+const MAX_FIELD_LENGTH = 4096;
 
 /**
  * The content address of a signed, recompressed entry: hex sha256 over the format version and the
@@ -44,8 +54,70 @@ export function cacheKey(parts: CacheKeyParts): string {
       `inputSha256 must be 64 lowercase hex digits, got ${describe(inputSha256)}`,
     );
 
+  return digestFields([DOMAIN, String(CACHE_FORMAT_VERSION), signerFingerprint, codecSettings, inputSha256]);
+}
+
+/**
+ * The content address of a whole signed locale (the locale-output tier): hex sha256 over its own
+ * domain tag, both format versions, the input MAR's sha256 and everything else that decides the output
+ * bytes (`OutputKeyParts`). Fields are length-prefixed as in `cacheKey`; each list is preceded by its
+ * length, so no two different part sets share an encoding.
+ */
+export function outputCacheKey(parts: OutputKeyParts): string {
+  const { inputSha256, signerFingerprint, marKeys, marAlgorithm, policy, toolVersion } = parts;
+  if (typeof inputSha256 !== 'string' || !CACHE_KEY_PATTERN.test(inputSha256))
+    throw badPart('inputSha256 must be 64 lowercase hex digits', inputSha256);
+  if (
+    typeof signerFingerprint !== 'string' ||
+    signerFingerprint.length > MAX_FINGERPRINT_LENGTH ||
+    !HEX_DIGEST.test(signerFingerprint)
+  )
+    throw badPart('signerFingerprint must be a lowercase hex digest', signerFingerprint);
+  if (!Array.isArray(marKeys) || marKeys.length > MAX_MAR_KEYS)
+    throw badPart(`marKeys must be an array of at most ${MAX_MAR_KEYS} fingerprints`, marKeys);
+  for (const k of marKeys)
+    if (typeof k !== 'string' || k.length > MAX_FINGERPRINT_LENGTH || !HEX_DIGEST.test(k))
+      throw badPart('marKeys must hold lowercase hex digests', k);
+  if (marAlgorithm !== null && (typeof marAlgorithm !== 'string' || !/^[a-z0-9-]{1,32}$/.test(marAlgorithm)))
+    throw badPart('marAlgorithm must be a digest name or null', marAlgorithm);
+  if (marAlgorithm === null && marKeys.length > 0)
+    throw badPart('marAlgorithm must be set when marKeys are given', marAlgorithm);
+  const globs = (what: string, list: unknown): string[] => {
+    if (!Array.isArray(list) || list.length > MAX_GLOBS)
+      throw badPart(`policy.${what} must be an array of at most ${MAX_GLOBS} globs`, list);
+    for (const g of list)
+      if (typeof g !== 'string' || g.length === 0 || g.length > MAX_FIELD_LENGTH)
+        throw badPart(`policy.${what} must hold non-empty strings`, g);
+    return list as string[];
+  };
+  const include = globs('include', policy?.include);
+  const exclude = globs('exclude', policy?.exclude);
+  if (policy.onInvalid !== 'error' && policy.onInvalid !== 'skip')
+    throw badPart('policy.onInvalid must be "error" or "skip"', policy.onInvalid);
+  if (typeof toolVersion !== 'string' || toolVersion.length === 0 || toolVersion.length > 256)
+    throw badPart('toolVersion must be a non-empty string', toolVersion);
+  return digestFields([
+    OUTPUT_DOMAIN,
+    String(CACHE_FORMAT_VERSION),
+    String(OUTPUT_FORMAT_VERSION),
+    inputSha256,
+    signerFingerprint,
+    marAlgorithm ?? '',
+    String(marKeys.length),
+    ...marKeys,
+    String(include.length),
+    ...include,
+    String(exclude.length),
+    ...exclude,
+    policy.onInvalid,
+    toolVersion,
+  ]);
+}
+
+/** sha256 over the fields, each prefixed by its u32be byte length. */
+function digestFields(fields: string[]): string {
   const h = createHash('sha256');
-  for (const field of [DOMAIN, String(CACHE_FORMAT_VERSION), signerFingerprint, codecSettings, inputSha256]) {
+  for (const field of fields) {
     const bytes = Buffer.from(field, 'utf8');
     const len = Buffer.alloc(4);
     len.writeUInt32BE(bytes.length);
@@ -53,6 +125,10 @@ export function cacheKey(parts: CacheKeyParts): string {
     h.update(bytes);
   }
   return h.digest('hex');
+}
+
+function badPart(what: string, v: unknown): CodedError {
+  return new CodedError('CACHE_BAD_KEY_PART', `${what}, got ${describe(v)}`);
 }
 
 /** Throw unless `key` is a well-formed cache key (it becomes a file name, so this also stops `../`). */

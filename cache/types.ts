@@ -6,6 +6,12 @@
 /** Bump when the entry layout or the meaning of a key changes: old entries become misses. */
 export const CACHE_FORMAT_VERSION = 1;
 
+/**
+ * Layout of a locale-output entry (a whole signed MAR plus its manifest data), and of its key
+ * derivation: bump to turn every stored output into a miss.
+ */
+export const OUTPUT_FORMAT_VERSION = 1;
+
 export interface CacheKeyParts {
   /** SigningProfile.fingerprint (certificate chain and every signing option). */
   signerFingerprint: string;
@@ -14,6 +20,28 @@ export interface CacheKeyParts {
   /** Hex sha256 of the entry's raw (compressed) bytes in the input MAR. */
   inputSha256: string;
 }
+
+/**
+ * Everything that decides a signed locale's output bytes, for the locale-output tier's key
+ * (`outputCacheKey`). Two runs whose parts are equal produce the same MAR, so the stored one can be served.
+ */
+export interface OutputKeyParts {
+  /** Hex sha256 of the whole input MAR. */
+  inputSha256: string;
+  /** SigningProfile.fingerprint: the Authenticode signer (chain, key, digest, every signing option). */
+  signerFingerprint: string;
+  /** The MAR signing keys in signature order: hex fingerprints (sha256 of each SPKI). Empty: unsigned MAR. */
+  marKeys: string[];
+  /** MAR signature algorithm ('sha384' / 'sha1'); null when the profile does not MAR-sign. */
+  marAlgorithm: string | null;
+  /** The compiled policy: include and exclude globs (in order) and the effective onInvalid. */
+  policy: { include: readonly string[]; exclude: readonly string[]; onInvalid: 'error' | 'skip' };
+  /** The marsign version (package.json): a new release never serves an older one's output. */
+  toolVersion: string;
+}
+
+/** Entry kinds in one store: signed entries, and whole signed locale outputs. */
+export type CacheEntryKind = 'entry' | 'output';
 
 export interface CacheStats {
   root: string;
@@ -25,13 +53,17 @@ export interface CacheStats {
   /** Entries found bad (truncated, flipped, wrong HMAC/version) and treated as misses. */
   corrupt: number;
   puts: number;
+  /** `entries`/`bytes` split by kind (both kinds share one LRU). */
+  byKind?: Record<CacheEntryKind, { entries: number; bytes: number }>;
+  /** Locale-output tier counters since this store object was created (misses include corrupt ones). */
+  outputs?: { hits: number; misses: number; corrupt: number; puts: number };
 }
 
 export interface CacheVerifyReport {
   checked: number;
   ok: number;
   /** Keys of bad entries (removed when `repair` was asked). */
-  bad: { key: string; reason: string }[];
+  bad: { key: string; kind?: 'output'; reason: string }[];
   /** Leftover temp/quarantine files of crashed writers removed (only with `repair`). */
   staleTempRemoved?: number;
 }
@@ -42,6 +74,41 @@ export interface CachePruneResult {
   remainingBytes: number;
   /** Leftover temp/quarantine files of crashed writers removed on the way. */
   staleTempRemoved?: number;
+}
+
+/** A verified locale output served from the cache. */
+export interface OutputHit {
+  /** Hex sha256 of the output MAR, verified over the bytes handed to the sink. */
+  sha256: string;
+  /** Hex sha512 of the output MAR, from the HMAC-authenticated header (bound to the verified sha256). */
+  sha512: string;
+  size: number;
+  /** The manifest data stored with it (authenticated, digest-checked). */
+  meta: Uint8Array;
+}
+
+/**
+ * Where a served output's bytes go (the output's temp file), in order, at their offsets. A chunk may be
+ * reused by the store once the returned promise settles. The sink must not make the output visible
+ * before `getOutput` resolved with a hit: the bytes are verified only at the end.
+ */
+export type OutputSink = (chunk: Uint8Array, position: number) => Promise<void>;
+
+/** What the locale-output tier needs from a store, beside the entry operations. */
+export interface OutputCacheStore {
+  /** Whether an output entry file is present (one stat, nothing verified): a scheduling hint. */
+  hasOutput(key: string): Promise<boolean>;
+  /**
+   * Stream a stored output to `sink` while verifying it. Undefined: absent or bad (a bad entry is
+   * counted and removed, as for entries); the sink may then have received bytes that must be discarded.
+   */
+  getOutput(key: string, sink: OutputSink): Promise<OutputHit | undefined>;
+  /** Store an output atomically. `sha512` may still be in flight (it goes into the header last). */
+  putOutput(
+    key: string,
+    payload: Uint8Array,
+    info: { sha256: string; sha512: string | Promise<string>; meta: Uint8Array },
+  ): Promise<void>;
 }
 
 export interface CacheStore {

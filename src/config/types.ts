@@ -14,6 +14,11 @@ export interface ConfigFile {
     dir?: string;
     hmacSecretEnv?: string;
     hmacSecretFile?: string;
+    /**
+     * The locale-output tier: store each signed locale MAR and serve it when the same input is signed
+     * again with the same profile, policy and marsign version (default true; `--no-output-cache`).
+     */
+    outputs?: boolean;
   };
   redis?: { url?: string; passwordEnv?: string; tls?: boolean; prefix?: string };
   server?: {

@@ -126,8 +126,9 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
   const v = new Validator(file);
   const top = v.object(raw, '', ['cache', 'redis', 'server', 'profiles']);
   if (top.cache !== undefined) {
-    const c = v.object(top.cache, 'cache', ['dir', 'hmacSecretEnv', 'hmacSecretFile']);
+    const c = v.object(top.cache, 'cache', ['dir', 'hmacSecretEnv', 'hmacSecretFile', 'outputs']);
     v.string(c, 'dir', 'cache');
+    v.bool(c, 'outputs', 'cache');
     v.secretRef(c, 'hmacSecret', 'cache');
   }
   if (top.redis !== undefined) {

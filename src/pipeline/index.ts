@@ -26,7 +26,7 @@ import type { Coordinator, LocaleManifest } from './types.js';
 export type { SignLocaleOptions } from './locale.js';
 export { manifestPath } from './locale.js';
 export { compilePolicy } from './policy.js';
-export type { Plan, PlannedMiss, EntryKey } from './prefetch.js';
+export type { Plan, PlannedMiss, EntryKey, InputDigest } from './prefetch.js';
 export { InProcessCoordinator } from './single-flight.js';
 export {
   signRelease,
@@ -47,6 +47,11 @@ export interface PipelineOptions {
   cache?: CacheStore | null;
   /** Default: in-process single-flight. */
   coordinator?: Coordinator;
+  /**
+   * The locale-output tier (store whole signed locales, serve them to a re-run of the same input):
+   * default the config's `cache.outputs`, else true. Each signLocale/signRelease call may override it.
+   */
+  outputCache?: boolean;
 }
 
 export interface PipelineStats {
@@ -54,7 +59,15 @@ export interface PipelineStats {
   utilisation: number;
   queued: number;
   signOperations: number;
-  cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
+  cache: {
+    hits: number;
+    misses: number;
+    corrupt: number;
+    bytesServed: number;
+    /** Locales served whole by the locale-output tier, and looked up there without a hit. */
+    outputHits: number;
+    outputMisses: number;
+  };
 }
 
 export class Pipeline {
@@ -69,6 +82,7 @@ export class Pipeline {
     readonly pool: SigningPool,
     readonly cache: CacheStore | null,
     readonly coordinator: Coordinator,
+    readonly outputCache: boolean,
   ) {}
 
   static async create(options: PipelineOptions): Promise<Pipeline> {
@@ -79,8 +93,20 @@ export class Pipeline {
       const { dir, hmacSecret } = await cacheSettings(options.config);
       cache = new FsCacheStore({ root: dir, hmacSecret });
     }
+    if (options.outputCache !== undefined && typeof options.outputCache !== 'boolean')
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `Pipeline.create: options.outputCache must be a boolean, got ${typeof options.outputCache}`,
+      );
+    const outputCache = options.outputCache ?? options.config.file.cache?.outputs ?? true;
     const pool = new SigningPool(options.threads === undefined ? {} : { threads: options.threads });
-    return new Pipeline(options.config, pool, cache, options.coordinator ?? new InProcessCoordinator());
+    return new Pipeline(
+      options.config,
+      pool,
+      cache,
+      options.coordinator ?? new InProcessCoordinator(),
+      outputCache,
+    );
   }
 
   /** The loaded profile (keys in memory, main thread: MAR signing and the cache key fingerprint). */
@@ -111,6 +137,7 @@ export class Pipeline {
       coordinator: this.coordinator,
       counters: this.counters,
       prefetched: this.prefetched,
+      outputCache: this.outputCache,
     };
   }
 
@@ -118,19 +145,32 @@ export class Pipeline {
    * Plan several locales at once (keys of every signable entry, unique cache misses) and start
    * signing the misses largest first, while planning continues. Pass the plan to each `signLocale`,
    * which then joins the scheduled work instead of signing in index order. With a coordinator other
-   * than the in-process one, only the keys are planned (no gated scheduling).
+   * than the in-process one, only the keys are planned (no gated scheduling). With the locale-output
+   * tier on (`options.outputCache`, default the pipeline's), each input is hashed first and inputs
+   * whose whole output the cache holds are left out (`skipInvalid` is part of that key).
    */
-  async plan(profileName: string, inputs: string[], signal?: AbortSignal): Promise<Plan> {
+  async plan(
+    profileName: string,
+    inputs: string[],
+    signal?: AbortSignal,
+    options: { outputCache?: boolean; skipInvalid?: boolean } = {},
+  ): Promise<Plan> {
     if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
     const { profile, policy } = await this.profile(profileName);
     const ctx = this.context(profile, policy);
     const schedule = this.coordinator instanceof InProcessCoordinator;
     let handle: PrefetchHandle | undefined;
-    return planMisses(ctx, inputs, (misses) => {
-      if (!schedule) return;
-      if (handle) handle.add(misses);
-      else handle = startPrefetch(ctx, misses, signal ? { signal } : {});
-    });
+    const skipInvalid = options.skipInvalid === true || policy.onInvalid === 'skip';
+    return planMisses(
+      ctx,
+      inputs,
+      (misses) => {
+        if (!schedule) return;
+        if (handle) handle.add(misses);
+        else handle = startPrefetch(ctx, misses, signal ? { signal } : {});
+      },
+      (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid } } : {},
+    );
   }
 
   async signLocale(options: SignLocaleOptions): Promise<LocaleManifest> {
@@ -168,6 +208,8 @@ export class Pipeline {
         misses: this.counters.misses,
         corrupt: this.corrupt,
         bytesServed: this.counters.bytesServed,
+        outputHits: this.counters.outputHits ?? 0,
+        outputMisses: this.counters.outputMisses ?? 0,
       },
     };
   }

@@ -8,7 +8,7 @@
  * entries are still being signed.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
 import { cacheKey } from '../../cache/key.js';
@@ -31,9 +31,16 @@ import { MarWriter, type MarWriterOptions } from '../mar/writer.js';
 import { marSignatureSlots, signWriter } from '../signing/mar-signer.js';
 import { VERSION } from '../version.js';
 import { hashFile, sha256Hex } from './manifest.js';
+import {
+  encodeOutputMeta,
+  hashFileSha256,
+  localeOutputKey,
+  outputStoreOf,
+  serveOutput,
+} from './output-cache.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
-import { planMisses, startPrefetch, type EntryKey, type Plan } from './prefetch.js';
+import { planMisses, startPrefetch, type EntryKey, type InputDigest, type Plan } from './prefetch.js';
 import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, EntryAction, EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
@@ -59,6 +66,8 @@ export interface LocaleContext {
    * the result is in the cache, else the result itself (its cache put failed; held until used).
    */
   prefetched?: Map<string, Produced | null>;
+  /** Default of `SignLocaleOptions.outputCache` (the config's `cache.outputs`; default true). */
+  outputCache?: boolean;
 }
 
 export interface PipelineCounters {
@@ -66,6 +75,9 @@ export interface PipelineCounters {
   hits: number;
   misses: number;
   bytesServed: number;
+  /** Locales served whole by the locale-output tier / looked up there and not found. */
+  outputHits?: number;
+  outputMisses?: number;
 }
 
 export interface SignLocaleOptions {
@@ -79,6 +91,11 @@ export interface SignLocaleOptions {
   coordinator?: Coordinator;
   /** Default true: write `<output>.manifest.json`. */
   writeManifest?: boolean;
+  /**
+   * Use the locale-output tier (serve a stored output of the same input and settings; store this one
+   * after signing). Default: the pipeline's (config `cache.outputs`, default true). Never in a dry run.
+   */
+  outputCache?: boolean;
   /**
    * Keys and misses planned ahead (a release plans all its locales at once and schedules their misses).
    * Without one, a non-dry run plans this locale itself and feeds its misses to the pool largest first.
@@ -168,13 +185,48 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     throw new UsageError('OUTPUT_IS_INPUT', `output ${opts.output} is the input file; write elsewhere`);
   const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
   const coordinator = opts.coordinator ?? ctx.coordinator;
+  const outputStore =
+    !opts.dryRun && (opts.outputCache ?? ctx.outputCache ?? true) ? outputStoreOf(ctx.cache) : undefined;
   const source = await FileSource.open(opts.input);
   let writer: MarWriter | undefined;
   let side: SideHasher | undefined;
   const pending: Promise<EntryOutcome>[] = [];
   try {
+    let outputKey: string | undefined;
+    if (outputStore) {
+      const planned = opts.plan?.inputs?.get(opts.input);
+      const inputSha256 =
+        planned && (await unchangedSince(opts.input, planned))
+          ? planned.sha256
+          : await hashFileSha256(opts.input);
+      outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, inputSha256);
+      const served = await serveOutput({
+        store: outputStore,
+        key: outputKey,
+        input: opts.input,
+        output: opts.output,
+        profile: ctx.profile.name,
+        inputSize: source.size,
+        started,
+        startedAt,
+        planMs: performance.now() - started,
+        writeManifest: opts.writeManifest !== false,
+        manifestPath: manifestPath(opts.output),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (served) {
+        ctx.counters.outputHits = (ctx.counters.outputHits ?? 0) + 1;
+        ctx.counters.hits += served.manifest.totals.hits;
+        ctx.counters.bytesServed += served.hit.size;
+        return served.manifest;
+      }
+      ctx.counters.outputMisses = (ctx.counters.outputMisses ?? 0) + 1;
+    }
     const info: MarInfo = await readMar(source);
-    if (!opts.dryRun && !opts.plan) {
+    // A release plan that left this input out (its output was in the cache, but no longer is) is
+    // completed here, like a locale signed alone.
+    if (!opts.dryRun && !opts.plan?.keys.has(opts.input)) {
       const plan = await planMisses(ctx, [opts.input]);
       // Only an in-process coordinator can hold gated slots cheaply (a distributed lock would be held
       // while waiting for its turn).
@@ -394,6 +446,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
 
     const writeStarted = performance.now();
     let digests: { sha256: string; sha512: string; size: number } | undefined;
+    let stored: Promise<string | undefined> | undefined;
     if (writer) {
       const written = await writer.finish();
       let signableDigest: Uint8Array | undefined;
@@ -407,8 +460,25 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       }
       if (written.fileSize <= IN_MEMORY_FINISH_MAX) {
         side ??= new SideHasher();
-        digests = await finishInMemory(writer, written, ctx.profile.mar, side, signableDigest);
+        const fin = await finishInMemory(writer, written, ctx.profile.mar, side, signableDigest);
         writer = undefined;
+        // Store the output for the next run of the same input (its header's sha512 is written last, once
+        // the side thread has it); a failure is a warning, never a failed locale.
+        if (outputStore && outputKey)
+          stored = outputStore
+            .putOutput(outputKey, fin.bytes, {
+              sha256: fin.sha256,
+              sha512: fin.sha512,
+              meta: encodeOutputMeta(records),
+            })
+            .then(
+              () => undefined,
+              (err: unknown) => {
+                const p = toPlainError(err);
+                return `output cache put failed: ${p.code}: ${p.message}`;
+              },
+            );
+        digests = { sha256: fin.sha256, sha512: await fin.sha512, size: fin.size };
       } else {
         if (ctx.profile.mar) await signWriter(writer, ctx.profile.mar.keys, ctx.profile.mar.algorithm);
         await writer.commit();
@@ -437,13 +507,22 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       ...(digests
         ? { output_sha256: digests.sha256, output_sha512: digests.sha512, outputSize: digests.size }
         : {}),
+      ...(outputStore ? { outputCache: 'miss' as const } : {}),
       entries: records,
       ...(warnings.length ? { warnings } : {}),
       totals,
       timings: { startedAt, ms: performance.now() - started, planMs, signMs, writeMs },
     };
-    if (!opts.dryRun && opts.writeManifest !== false)
-      await writeFileAtomic(manifestPath(opts.output), JSON.stringify(manifest, null, 2) + '\n');
+    const writeManifest = (): Promise<void> =>
+      writeFileAtomic(manifestPath(opts.output), JSON.stringify(manifest, null, 2) + '\n');
+    const toDisk = !opts.dryRun && opts.writeManifest !== false;
+    // The manifest is written while the output is being stored; a failed store (rare) rewrites it
+    // with the warning.
+    const [, putWarning] = await Promise.all([toDisk ? writeManifest() : undefined, stored]);
+    if (putWarning) {
+      manifest.warnings = [...(manifest.warnings ?? []), putWarning];
+      if (toDisk) await writeManifest();
+    }
     return manifest;
   } catch (err) {
     await writer?.abort().catch(() => undefined);
@@ -529,7 +608,7 @@ async function finishInMemory(
   mar: SigningProfile['mar'],
   side: SideHasher,
   signableDigest?: Uint8Array,
-): Promise<{ sha256: string; sha512: string; size: number }> {
+): Promise<{ sha256: string; sha512: Promise<string>; size: number; bytes: Buffer }> {
   const fh = await open(writer.tempPath, 'r');
   let early: Promise<void>;
   let buf: Buffer;
@@ -564,9 +643,20 @@ async function finishInMemory(
   }
   // sha512 (the slower pass) on the side thread while this thread commits and takes sha256.
   const sha512 = side.digest(buf, 'sha512');
+  sha512.catch(() => undefined); // awaited by the caller
   await writer.commit();
   const sha256 = createHash('sha256').update(buf).digest('hex');
-  return { sha256, sha512: await sha512, size: buf.length };
+  return { sha256, sha512, size: buf.length, bytes: buf };
+}
+
+/** Whether the file at `path` is still the one a plan hashed (same size, mtime and inode). */
+async function unchangedSince(path: string, d: InputDigest): Promise<boolean> {
+  try {
+    const st = await stat(path, { bigint: true });
+    return st.size === BigInt(d.size) && st.mtimeNs === d.mtimeNs && st.ino === d.ino && st.dev === d.dev;
+  } catch {
+    return false;
+  }
 }
 
 export function manifestPath(output: string): string {

@@ -38,6 +38,8 @@ export interface ReleaseLocaleResult {
   outputSha512?: string;
   outputSize?: number;
   totals?: LocaleManifest['totals'];
+  /** The locale-output tier's answer for this locale (absent when the tier was off). */
+  outputCache?: 'hit' | 'miss';
   /** Number of non-fatal warnings in the locale manifest. */
   warnings?: number;
   ms?: number;
@@ -64,6 +66,8 @@ export interface ReleaseManifest {
     outputBytes: number;
     /** hits / (hits + misses), 0 when nothing was signable. */
     cacheHitRate: number;
+    /** Locales served whole by the locale-output tier. */
+    outputHits?: number;
   };
   timings: { startedAt: string; ms: number };
 }

@@ -9,7 +9,7 @@
  * gate opens, and at most `threads` tasks are released at a time. Results go to the cache; the
  * single-flight promise forgets them once settled.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { cacheKey } from '../../cache/key.js';
 import { readSettings, settingsKey } from '../codecs/index.js';
 import { readEntryBytes, readMar } from '../formats/mar/index.js';
@@ -18,6 +18,7 @@ import { FileSource } from '../io/byte-source.js';
 import { sha256Hex } from './manifest.js';
 import type { LocaleContext } from './locale.js';
 import { cacheGet, produceEntry, type Produced } from './locale.js';
+import { hashFileSha256, localeOutputKey, outputStoreOf } from './output-cache.js';
 
 export interface PlannedMiss {
   key: string;
@@ -36,11 +37,33 @@ export interface EntryKey {
   inputSha256: string;
 }
 
+/** The sha256 of a whole input MAR, with the identity of the file it was taken from. */
+export interface InputDigest {
+  sha256: string;
+  size: number;
+  mtimeNs: bigint;
+  ino: bigint;
+  dev: bigint;
+}
+
 export interface Plan {
   /** Unique misses, largest first. */
   misses: PlannedMiss[];
   /** Per input path: entry index → its key (signable entries with readable settings only). */
   keys: Map<string, Map<number, EntryKey>>;
+  /**
+   * Per input path, when the plan consulted the locale-output tier: the input's digest (so the locale
+   * does not hash it again). Inputs whose output the cache holds have no `keys` and no misses.
+   */
+  inputs?: Map<string, InputDigest>;
+}
+
+export interface PlanOptions {
+  /**
+   * Consult the locale-output tier first: hash each whole input, and leave out of the plan every input
+   * whose output the cache holds (`skipInvalid`: the effective onInvalid, part of the output key).
+   */
+  outputs?: { skipInvalid: boolean };
 }
 
 /** A cache store that can tell cheaply (no payload read) whether an entry is present. */
@@ -62,12 +85,26 @@ export async function planMisses(
   inputs: string[],
   /** Called after each input with its new misses, so signing can start before the plan is complete. */
   onMisses?: (misses: PlannedMiss[]) => void,
+  options: PlanOptions = {},
 ): Promise<Plan> {
   const seen = new Map<string, PlannedMiss | null>();
   const out: PlannedMiss[] = [];
   const keys = new Map<string, Map<number, EntryKey>>();
+  const outputStore = options.outputs ? outputStoreOf(ctx.cache) : undefined;
+  const digests = outputStore ? new Map<string, InputDigest>() : undefined;
   let scratch = Buffer.alloc(0);
   for (const [inputIndex, input] of inputs.entries()) {
+    if (outputStore && digests) {
+      try {
+        const st = await stat(input, { bigint: true });
+        const sha256 = await hashFileSha256(input);
+        digests.set(input, { sha256, size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev });
+        const key = localeOutputKey(ctx.profile, ctx.policy, options.outputs!.skipInvalid, sha256);
+        if (await outputStore.hasOutput(key)) continue;
+      } catch {
+        // Unreadable: planned (and failed) below like any input.
+      }
+    }
     let source: FileSource;
     try {
       source = await FileSource.open(input);
@@ -126,7 +163,7 @@ export async function planMisses(
     // Called even without new misses: `uses` of earlier ones may have changed their order.
     onMisses?.(sortLargestFirst(out.slice(before)));
   }
-  return { misses: sortLargestFirst(out), keys };
+  return { misses: sortLargestFirst(out), keys, ...(digests ? { inputs: digests } : {}) };
 }
 
 /**

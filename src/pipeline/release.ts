@@ -169,6 +169,8 @@ export interface SignReleaseOptions {
   profile: string;
   dryRun?: boolean;
   skipInvalid?: boolean;
+  /** The locale-output tier (default: the pipeline's; `--no-output-cache` turns it off). */
+  outputCache?: boolean;
   /** Locales signed at once (default 2). */
   concurrency?: number;
   onProgress?: (p: ReleaseProgress) => void;
@@ -214,6 +216,10 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
         opts.profile,
         opts.spec.locales.map((l) => l.input),
         opts.signal,
+        {
+          skipInvalid: opts.skipInvalid === true,
+          ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
+        },
       );
   const results: ReleaseLocaleResult[] = new Array(opts.spec.locales.length);
   let nextIndex = 0;
@@ -233,6 +239,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
           output,
           dryRun: opts.dryRun === true,
           skipInvalid: opts.skipInvalid === true,
+          ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(plan ? { plan } : {}),
           onProgress: (p) => {
@@ -256,6 +263,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
           ...(m.output_sha512 ? { outputSha512: m.output_sha512 } : {}),
           ...(m.outputSize !== undefined ? { outputSize: m.outputSize } : {}),
           totals: m.totals,
+          ...(m.outputCache ? { outputCache: m.outputCache } : {}),
           ...(m.warnings?.length ? { warnings: m.warnings.length } : {}),
           ms: performance.now() - t,
         };
@@ -300,6 +308,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseMani
       inputBytes: sum((r) => r.totals?.inputBytes ?? 0),
       outputBytes: sum((r) => r.totals?.outputBytes ?? 0),
       cacheHitRate: hits + misses === 0 ? 0 : hits / (hits + misses),
+      outputHits: results.filter((r) => r.outputCache === 'hit').length,
     },
     timings: { startedAt, ms: performance.now() - started },
   };

@@ -39,6 +39,12 @@ export interface LocaleManifest {
   output_sha256?: string;
   output_sha512?: string;
   outputSize?: number;
+  /**
+   * The locale-output tier: `hit` = the whole output was served from the cache (no entry was signed or
+   * assembled); `miss` = looked up, not found, signed as usual (and stored, unless a warning says the
+   * store failed). Absent when the tier is off (`--no-output-cache`, `cache.outputs: false`, dry run).
+   */
+  outputCache?: 'hit' | 'miss';
   entries: EntryRecord[];
   /** Problems that did not fail the locale (e.g. a cache entry that could not be stored). */
   warnings?: string[];

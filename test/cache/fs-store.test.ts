@@ -72,6 +72,11 @@ test('put/get round trip, layout, counters, transferable payload', async () => {
     misses: 1,
     corrupt: 0,
     puts: 2,
+    byKind: {
+      entry: { entries: 2, bytes: 2 * HEADER_SIZE + payload.length },
+      output: { entries: 0, bytes: 0 },
+    },
+    outputs: { hits: 0, misses: 0, corrupt: 0, puts: 0 },
   });
   assert.deepEqual(leftovers(join(root, key.slice(0, 2))), []);
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { assertCacheKey, cacheKey } from '../../cache/key.js';
-import type { CacheKeyParts } from '../../cache/types.js';
+import { assertCacheKey, cacheKey, outputCacheKey } from '../../cache/key.js';
+import type { CacheKeyParts, OutputKeyParts } from '../../cache/types.js';
 
 const base: CacheKeyParts = {
   signerFingerprint: 'ab'.repeat(32),
@@ -63,4 +63,75 @@ test('assertCacheKey accepts only 64 lowercase hex digits', () => {
     `${'a'.repeat(62)}/x`,
   ])
     assert.throws(() => assertCacheKey(k), { code: 'CACHE_BAD_KEY' });
+});
+
+const out: OutputKeyParts = {
+  inputSha256: '03'.repeat(32),
+  signerFingerprint: 'ab'.repeat(32),
+  marKeys: ['cd'.repeat(32)],
+  marAlgorithm: 'sha384',
+  policy: { include: ['**/*.exe', '**/*.dll'], exclude: [], onInvalid: 'error' },
+  toolVersion: '0.1.0',
+};
+
+test('outputCacheKey is a stable hex sha256, distinct from any entry key', () => {
+  const k = outputCacheKey(out);
+  assert.match(k, /^[0-9a-f]{64}$/);
+  assert.equal(outputCacheKey({ ...out, policy: { ...out.policy }, marKeys: [...out.marKeys] }), k);
+  assert.notEqual(
+    k,
+    cacheKey({ signerFingerprint: out.signerFingerprint, codecSettings: 'x', inputSha256: out.inputSha256 }),
+  );
+});
+
+test('every part of an output key changes it', () => {
+  const k = outputCacheKey(out);
+  const variants: [string, OutputKeyParts][] = [
+    ['input', { ...out, inputSha256: '04'.repeat(32) }],
+    ['authenticode signer', { ...out, signerFingerprint: 'ac'.repeat(32) }],
+    ['MAR key', { ...out, marKeys: ['ce'.repeat(32)] }],
+    ['second MAR key', { ...out, marKeys: [...out.marKeys, 'ef'.repeat(32)] }],
+    ['MAR key order', { ...out, marKeys: ['ef'.repeat(32), 'cd'.repeat(32)] }],
+    ['no MAR signature', { ...out, marKeys: [], marAlgorithm: null }],
+    ['MAR algorithm', { ...out, marAlgorithm: 'sha1' }],
+    ['include', { ...out, policy: { ...out.policy, include: ['**/*.exe'] } }],
+    ['exclude', { ...out, policy: { ...out.policy, exclude: ['vendor/**'] } }],
+    ['onInvalid', { ...out, policy: { ...out.policy, onInvalid: 'skip' } }],
+    ['marsign version', { ...out, toolVersion: '0.1.1' }],
+  ];
+  // Pairwise distinct too ('second MAR key' and 'MAR key order' hold the same keys in two orders).
+  const seen = new Set([k]);
+  for (const [what, parts] of variants) {
+    const v = outputCacheKey(parts);
+    assert.ok(!seen.has(v), `${what} must change the key`);
+    seen.add(v);
+  }
+});
+
+test('output key lists are unambiguous (a glob cannot move from include to exclude unnoticed)', () => {
+  const a = outputCacheKey({ ...out, policy: { include: ['a', 'b'], exclude: [], onInvalid: 'error' } });
+  const b = outputCacheKey({ ...out, policy: { include: ['a'], exclude: ['b'], onInvalid: 'error' } });
+  const c = outputCacheKey({ ...out, policy: { include: ['ab'], exclude: [], onInvalid: 'error' } });
+  assert.equal(new Set([a, b, c]).size, 3);
+});
+
+test('bad output key parts are refused with CACHE_BAD_KEY_PART', () => {
+  const bad: Partial<OutputKeyParts>[] = [
+    { inputSha256: 'AB'.repeat(32) },
+    { inputSha256: '../'.repeat(21) + 'a' },
+    { signerFingerprint: 'xyz' },
+    { marKeys: ['nothex'] },
+    { marKeys: 'ab' as unknown as string[] },
+    { marAlgorithm: 'SHA 384' },
+    { marAlgorithm: null },
+    { policy: { include: [''], exclude: [], onInvalid: 'error' } },
+    { policy: { include: [], exclude: [], onInvalid: 'maybe' as 'skip' } },
+    { toolVersion: '' },
+  ];
+  for (const b of bad)
+    assert.throws(
+      () => outputCacheKey({ ...out, ...b }),
+      (e: { code?: string }) => e.code === 'CACHE_BAD_KEY_PART',
+      JSON.stringify(b),
+    );
 });

@@ -40,7 +40,13 @@ test('stats on a cache that does not exist reports zero and creates nothing', as
   const dir = join(tempDir(), 'nothing-here');
   const r = await runCli(['cache', 'stats', '--json', '--cache-dir', dir]);
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), { root: dir, entries: 0, bytes: 0 });
+  assert.deepEqual(JSON.parse(r.stdout), {
+    root: dir,
+    entries: 0,
+    bytes: 0,
+    signedEntries: { entries: 0, bytes: 0 },
+    localeOutputs: { entries: 0, bytes: 0 },
+  });
   const v = await runCli(['cache', 'verify', '--cache-dir', dir]);
   assert.equal(v.code, 0, v.stderr);
   assert.equal(existsSync(dir), false);
@@ -53,7 +59,14 @@ test('stats counts entries and bytes; $MARSIGN_CACHE_DIR is the default root', a
     runCli(['cache', 'stats', '--cache-dir', dir]),
   ]);
   assert.equal(json.code, 0, json.stderr);
-  assert.deepEqual(JSON.parse(json.stdout), { root: dir, entries: 4, bytes: 4 * (HEADER_SIZE + 1000) });
+  const bytes = 4 * (HEADER_SIZE + 1000);
+  assert.deepEqual(JSON.parse(json.stdout), {
+    root: dir,
+    entries: 4,
+    bytes,
+    signedEntries: { entries: 4, bytes },
+    localeOutputs: { entries: 0, bytes: 0 },
+  });
   assert.equal(human.code, 0);
   assert.match(human.stdout, /entries\s+4\n/);
   assert.match(human.stdout, new RegExp(`\\(${4 * (HEADER_SIZE + 1000)} bytes\\)`));

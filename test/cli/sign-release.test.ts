@@ -132,5 +132,6 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
   }
   const v = await runCli(['cache', 'verify', '--json'], { env });
   assert.equal(v.code, 0, v.stdout);
-  assert.equal((JSON.parse(v.stdout) as { checked: number }).checked, DISTINCT_SIGNABLE);
+  // The signed entries, and one stored output per locale (the locale-output tier).
+  assert.equal((JSON.parse(v.stdout) as { checked: number }).checked, DISTINCT_SIGNABLE + LOCALES.length);
 });

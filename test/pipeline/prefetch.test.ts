@@ -166,7 +166,13 @@ test('a cold locale submits its largest miss first; digests equal sha256sum/sha5
     await checkSignedOutput(fixtureMar('en-US'), out, { signed: FIXTURE_SIGNED, dir });
     // Warm: every entry from the cache, byte-identical, record digests equal the signed bytes'.
     const warmOut = join(dir, 'en-warm.mar');
-    const w = await p.signLocale({ profile: 'dev', input: fixtureMar('en-US'), output: warmOut });
+    // (The entry path: the locale-output tier would serve the whole output instead.)
+    const w = await p.signLocale({
+      profile: 'dev',
+      input: fixtureMar('en-US'),
+      output: warmOut,
+      outputCache: false,
+    });
     // Warm: the signable hash was taken while writing; byte-identical output (RSA PKCS#1 v1.5 is
     // deterministic) proves it equals the read-back hash of the cold run.
     assert.equal(finishStats.streamed, before.streamed + 1);

@@ -77,11 +77,24 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
     const L = await cacheLib();
     const { formatSize } = L.size;
     const s = await adminStore(L, rootOf(L, argv, await configOf(L, argv))).stats();
-    const out = { root: s.root, entries: s.entries, bytes: s.bytes };
+    const kinds = s.byKind ?? {
+      entry: { entries: s.entries, bytes: s.bytes },
+      output: { entries: 0, bytes: 0 },
+    };
+    // Both kinds share one LRU (prune); the split is by file name, so it costs no extra reads.
+    const out = {
+      root: s.root,
+      entries: s.entries,
+      bytes: s.bytes,
+      signedEntries: kinds.entry,
+      localeOutputs: kinds.output,
+    };
     emit(argv, out, (v) =>
       [
         `cache root  ${v.root}`,
         `entries     ${v.entries}`,
+        `  signed entries  ${v.signedEntries.entries} (${formatSize(v.signedEntries.bytes)})`,
+        `  locale outputs  ${v.localeOutputs.entries} (${formatSize(v.localeOutputs.bytes)})`,
         `size        ${formatSize(v.bytes)} (${v.bytes} bytes)`,
       ].join('\n'),
     );
@@ -110,7 +123,10 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
     const out = { root, repaired: argv.repair, ...report };
     emit(argv, out, (v) => {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
-      for (const b of v.bad) lines.push(`bad ${b.key} ${b.reason}${v.repaired ? ' (removed)' : ''}`);
+      for (const b of v.bad)
+        lines.push(
+          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
+        );
       if (v.staleTempRemoved) lines.push(`removed ${v.staleTempRemoved} leftover temp files`);
       return lines.join('\n');
     });

@@ -11,6 +11,7 @@ interface Args extends OutputOptions {
   config?: string;
   'dry-run'?: boolean;
   'skip-invalid'?: boolean;
+  'output-cache'?: boolean;
   threads?: number;
   progress?: boolean;
 }
@@ -35,6 +36,11 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       .option('skip-invalid', {
         type: 'boolean',
         describe: 'pass matched entries that are not valid PEs through unsigned (recorded in the manifest)',
+      })
+      .option('output-cache', {
+        type: 'boolean',
+        describe:
+          'serve/store the whole signed locale from/in the cache (default: config cache.outputs, else on; --no-output-cache)',
       })
       .option('threads', { alias: 't', type: 'number', describe: 'worker threads (default: cores)' })
       .option('progress', {
@@ -63,6 +69,7 @@ export const signLocaleCommand: CommandModule<object, Args> = {
         output: argv.output ?? `${argv.input}.dry-run`,
         dryRun: argv['dry-run'] === true,
         skipInvalid: argv['skip-invalid'] === true,
+        ...(argv['output-cache'] !== undefined ? { outputCache: argv['output-cache'] } : {}),
         onProgress: (p) => bar.update(p),
       });
     } finally {
@@ -96,7 +103,8 @@ export function renderLocaleSummary(m: LocaleManifest): string {
   const t = m.totals;
   return [
     `${m.output}: ${t.entries} entries: ${t.misses} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
-      (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : ''),
+      (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : '') +
+      (m.outputCache === 'hit' ? ' (whole output served from the cache)' : ''),
     `  ${formatBytes(t.inputBytes)} → ${formatBytes(t.outputBytes)} in ${(m.timings.ms / 1000).toFixed(2)} s; sha512 ${m.output_sha512 ?? '-'}`,
     ...(m.warnings ?? []).map((w) => `  warning: ${w}`),
   ].join('\n');

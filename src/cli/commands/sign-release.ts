@@ -15,6 +15,7 @@ interface Args extends OutputOptions {
   config?: string;
   'dry-run'?: boolean;
   'skip-invalid'?: boolean;
+  'output-cache'?: boolean;
   threads?: number;
   concurrency?: number;
   progress?: boolean;
@@ -49,6 +50,11 @@ export const signReleaseCommand: CommandModule<object, Args> = {
         type: 'boolean',
         describe: 'pass matched non-PE entries through unsigned (recorded)',
       })
+      .option('output-cache', {
+        type: 'boolean',
+        describe:
+          'serve/store whole signed locales from/in the cache (default: config cache.outputs, else on; --no-output-cache)',
+      })
       .option('threads', { alias: 't', type: 'number', describe: 'worker threads (default: cores)' })
       .option('concurrency', { type: 'number', describe: 'locales signed at once (default 2)' })
       .option('progress', {
@@ -78,6 +84,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
         profile,
         dryRun: argv['dry-run'] === true,
         skipInvalid: argv['skip-invalid'] === true,
+        ...(argv['output-cache'] !== undefined ? { outputCache: argv['output-cache'] } : {}),
         ...(argv.concurrency !== undefined ? { concurrency: argv.concurrency } : {}),
         onProgress: (p) => display.update(p),
       });
@@ -126,7 +133,8 @@ export function renderReleaseSummary(m: ReleaseManifest): string {
       (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : ''),
     `  bytes:    ${formatBytes(t.inputBytes)} in → ${formatBytes(t.outputBytes)} out`,
     `  time:     ${(m.timings.ms / 1000).toFixed(2)} s`,
-    `  cache:    hit rate ${(t.cacheHitRate * 100).toFixed(0)}% (${t.hits}/${t.hits + t.signed} signable entries)`,
+    `  cache:    hit rate ${(t.cacheHitRate * 100).toFixed(0)}% (${t.hits}/${t.hits + t.signed} signable entries)` +
+      (t.outputHits ? `; ${t.outputHits} locale(s) served whole from the output cache` : ''),
   ];
   const warned = m.locales.filter((l) => l.warnings);
   if (warned.length)

@@ -1,0 +1,222 @@
+/**
+ * The locale-output tier (docs/ARCHITECTURE.md "Pipeline", "Warm locale"): a whole signed locale MAR
+ * stored in the cache under a key over the input MAR's sha256 and everything that decides the output
+ * (signer, MAR keys, policy, marsign version), so signing the same input again (a retried release task,
+ * a re-run after one failed locale, a job re-run after a worker crash) copies the stored, verified
+ * output instead of re-assembling it.
+ *
+ * A hit is streamed from the cache file into the output's temp file while its sha256 is checked against
+ * the HMAC-authenticated header; the temp file is renamed into place only once that check passed. The
+ * manifest is rebuilt from the stored entry records (signable entries become `hit`).
+ */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import { outputCacheKey } from '../../cache/key.js';
+import type { CacheStore, OutputCacheStore, OutputHit } from '../../cache/types.js';
+import type { SigningProfile } from '../config/types.js';
+import { CodedError } from '../errors.js';
+import { AtomicFile, writeFileAtomic } from '../io/atomic.js';
+import { VERSION } from '../version.js';
+import type { CompiledPolicy } from './policy.js';
+import type { EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
+
+/** Version of the stored manifest data (inside the entry, under the entry's own format version). */
+const META_VERSION = 1;
+/** Input hashing reads this much at a time, the next chunk in flight while one is hashed. */
+const HASH_CHUNK = 1024 * 1024;
+
+/** The store as an output tier, when it is one (FsCacheStore is; a plain CacheStore is not). */
+export function outputStoreOf(cache: CacheStore | null): OutputCacheStore | undefined {
+  const c = cache as Partial<OutputCacheStore> | null;
+  return c &&
+    typeof c.getOutput === 'function' &&
+    typeof c.putOutput === 'function' &&
+    typeof c.hasOutput === 'function'
+    ? (c as OutputCacheStore)
+    : undefined;
+}
+
+/** The output key of one input under a profile, its compiled policy and the effective onInvalid. */
+export function localeOutputKey(
+  profile: SigningProfile,
+  policy: CompiledPolicy,
+  skipInvalid: boolean,
+  inputSha256: string,
+): string {
+  return outputCacheKey({
+    inputSha256,
+    signerFingerprint: profile.fingerprint,
+    marKeys: profile.mar ? profile.mar.keys.map((k) => k.id) : [],
+    marAlgorithm: profile.mar ? profile.mar.algorithm : null,
+    policy: { include: policy.include, exclude: policy.exclude, onInvalid: skipInvalid ? 'skip' : 'error' },
+    toolVersion: VERSION,
+  });
+}
+
+/**
+ * Hex sha256 of a whole file, read in chunks through two reused buffers so reading chunk i+1 (libuv)
+ * overlaps hashing chunk i (this thread).
+ */
+export async function hashFileSha256(path: string): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const h = createHash('sha256');
+    const bufs = [Buffer.allocUnsafeSlow(HASH_CHUNK), Buffer.allocUnsafeSlow(HASH_CHUNK)];
+    const read = async (i: number): Promise<Buffer> => {
+      const b = bufs[i % 2]!;
+      const want = Math.min(HASH_CHUNK, size - i * HASH_CHUNK);
+      let done = 0;
+      while (done < want) {
+        const { bytesRead } = await fh.read(b, done, want - done, i * HASH_CHUNK + done);
+        if (bytesRead === 0) throw new CodedError('INPUT_CHANGED', `${path} shrank while being hashed`);
+        done += bytesRead;
+      }
+      return b.subarray(0, want);
+    };
+    const chunks = Math.ceil(size / HASH_CHUNK);
+    let next: Promise<Buffer> | undefined = chunks > 0 ? read(0) : undefined;
+    try {
+      for (let i = 0; i < chunks; i++) {
+        const chunk = await next!;
+        next = i + 1 < chunks ? read(i + 1) : undefined;
+        next?.catch(() => undefined);
+        h.update(chunk);
+      }
+    } finally {
+      await next?.catch(() => undefined);
+    }
+    return h.digest('hex');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** What is stored beside the output bytes: the per-entry records (without timings). */
+export function encodeOutputMeta(records: EntryRecord[]): Uint8Array {
+  const entries = records.map(({ ms: _ms, ...r }) => r);
+  return Buffer.from(JSON.stringify({ v: META_VERSION, entries }));
+}
+
+const ACTIONS = new Set(['passthrough', 'hit', 'miss', 'skipped-invalid']);
+
+/**
+ * The stored records, or undefined when they are not what this version writes (the bytes are
+ * authenticated, so this only guards against a format this code does not know).
+ */
+export function decodeOutputMeta(bytes: Uint8Array): EntryRecord[] | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const d = doc as { v?: unknown; entries?: unknown };
+  if (typeof d !== 'object' || d === null || d.v !== META_VERSION || !Array.isArray(d.entries))
+    return undefined;
+  for (const e of d.entries as Partial<EntryRecord>[]) {
+    if (
+      typeof e !== 'object' ||
+      e === null ||
+      typeof e.name !== 'string' ||
+      !ACTIONS.has(e.action as string) ||
+      typeof e.flags !== 'number' ||
+      typeof e.codec !== 'string' ||
+      typeof e.inputSize !== 'number' ||
+      typeof e.outputSize !== 'number' ||
+      typeof e.inputSha256 !== 'string' ||
+      typeof e.outputSha256 !== 'string'
+    )
+      return undefined;
+  }
+  return d.entries as EntryRecord[];
+}
+
+export interface ServeOptions {
+  store: OutputCacheStore;
+  key: string;
+  input: string;
+  output: string;
+  profile: string;
+  inputSize: number;
+  started: number;
+  startedAt: string;
+  planMs: number;
+  writeManifest: boolean;
+  manifestPath: string;
+  onProgress?: (p: LocaleProgress) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Serve a stored output: stream it into a temp file beside the output while it is verified, rename it
+ * into place only after the verification passed, then write the manifest. Undefined on a miss (absent,
+ * bad, or stored data this version cannot read): nothing is left behind and the caller signs as usual.
+ */
+export async function serveOutput(
+  o: ServeOptions,
+): Promise<{ manifest: LocaleManifest; hit: OutputHit } | undefined> {
+  const t0 = performance.now();
+  const file = await AtomicFile.create(o.output, 0o644);
+  let hit: OutputHit | undefined;
+  let records: EntryRecord[] | undefined;
+  try {
+    hit = await o.store.getOutput(o.key, (chunk, position) => file.write(chunk, position));
+    records = hit && decodeOutputMeta(hit.meta);
+    if (!hit || !records) {
+      await file.abort();
+      return undefined;
+    }
+    if (o.signal?.aborted) throw o.signal.reason ?? new CodedError('ABORTED', 'aborted');
+    await file.commit();
+  } catch (err) {
+    await file.abort();
+    throw err;
+  }
+  const entries = records.map((r) =>
+    r.action === 'miss' || r.action === 'hit' ? { ...r, action: 'hit' as const } : r,
+  );
+  const count = (a: EntryRecord['action']): number => entries.filter((r) => r.action === a).length;
+  const totals: LocaleManifest['totals'] = {
+    entries: entries.length,
+    passthrough: count('passthrough'),
+    hits: count('hit'),
+    misses: 0,
+    skippedInvalid: count('skipped-invalid'),
+    signOperations: 0,
+    inputBytes: o.inputSize,
+    outputBytes: hit.size,
+  };
+  o.onProgress?.({
+    entriesDone: entries.length,
+    entriesTotal: entries.length,
+    bytesDone: entries.reduce((n, e) => n + e.inputSize, 0),
+    bytesTotal: entries.reduce((n, e) => n + e.inputSize, 0),
+    hits: totals.hits,
+    misses: 0,
+    passthrough: totals.passthrough + totals.skippedInvalid,
+  });
+  const manifest: LocaleManifest = {
+    marsignVersion: VERSION,
+    input: o.input,
+    output: o.output,
+    profile: o.profile,
+    dryRun: false,
+    output_sha256: hit.sha256,
+    output_sha512: hit.sha512,
+    outputSize: hit.size,
+    outputCache: 'hit',
+    entries,
+    totals,
+    timings: {
+      startedAt: o.startedAt,
+      ms: performance.now() - o.started,
+      planMs: o.planMs,
+      signMs: 0,
+      writeMs: performance.now() - t0,
+    },
+  };
+  if (o.writeManifest) await writeFileAtomic(o.manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+  return { manifest, hit };
+}
