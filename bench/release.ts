@@ -844,7 +844,10 @@ function markdown(res: BenchResults, withCharts: boolean): string {
         : '(`node --import tsx src/cli/main.ts`, from the sources)') +
       ' in a child process, timed from spawn to exit (includes Node start-up ' +
       'and the pool start), with `MARSIGN_CACHE_DIR` pointing at a fresh cache for the cold run and the same cache ' +
-      'for the warm run. Keys from `marsign keys dev` (RSA-2048 code signing, RSA-4096 MAR key). ' +
+      'for the warm runs. A warm run by default is served by the locale-output cache tier (the same input MAR ' +
+      'signed again with the same profile: the stored, verified output is copied); the rows marked "entry cache only" ' +
+      'run with `--no-output-cache`, so each locale is assembled from its cached signed entries, as a new locale of ' +
+      'a release whose binaries are already signed would be. Keys from `marsign keys dev` (RSA-2048 code signing, RSA-4096 MAR key). ' +
       "The locale manifests' own time (no process start-up) is given where it matters.",
     '- *old scripts*: `bench/lib/baseline.ts` per locale in its own process: for each signable entry spawn ' +
       '`bzip2 -dc`/`xz -dc`, `osslsigncode sign -certs -key -h sha256`, `bzip2 -9`/`xz --compress --x86 --lzma2 ' +
@@ -854,7 +857,9 @@ function markdown(res: BenchResults, withCharts: boolean): string {
       `to ${L} (the baseline costs the same for every locale: it has no cache).`,
     '- *floors*: disk = read every input MAR and write as many bytes to new files with fsync (8 MiB chunks); ' +
       'sha256 = one node:crypto pass over the same input bytes in memory; unique work = in-process, one thread, the ' +
-      'CPU time (user+system) of decompress → `signPe` → recompress of every unique signable entry, ÷ cores.',
+      'CPU time (user+system) of decompress → `signPe` → recompress of every unique signable entry, ÷ cores, with ' +
+      "the pipeline's own codec calls (`decompressEntry`/`recompressEntry`: for bzip2, block reuse re-encodes only " +
+      'the blocks signing changed; the bz2 floor is also given with whole-stream recompression for comparison).',
     '',
   );
   for (const r of res.codecs) {
