@@ -105,12 +105,14 @@ test('--help and <command> --help load the command definitions and yargs only', 
   }
 });
 
-test('sign-locale starts piscina only on a miss; warm sign-locale, verify and mar list load no service stack, pool or node-forge', async () => {
+test('sign-locale starts piscina only on a miss; warm sign-locale (entry or output cache), verify and mar list load no service stack, pool or node-forge', async () => {
   const dir = tempDir();
   const env = { MARSIGN_CACHE_DIR: join(dir, 'cache') };
   const input = join(RELEASE, 'de', 'complete.mar');
-  const sign = (out: string) =>
-    loadedBy(['sign-locale', input, '-o', out, '--profile', 'dev', '--config', CONFIG, '--json'], { env });
+  const sign = (out: string, ...more: string[]) =>
+    loadedBy(['sign-locale', input, '-o', out, '--profile', 'dev', '--config', CONFIG, '--json', ...more], {
+      env,
+    });
 
   // Cold: entries are signed in the pool, so piscina is loaded (the recorder sees a dynamic import).
   const cold = await sign(join(dir, 'cold.mar'));
@@ -119,14 +121,21 @@ test('sign-locale starts piscina only on a miss; warm sign-locale, verify and ma
   assert.ok(cold.packages.has('piscina'), 'a cold locale starts the pool');
   assertNotLoaded(cold, [...SERVICE_STACK, 'node-forge', 'cli-progress'], 'cold sign-locale');
 
-  // Warm: every signable entry is a cache hit; no thread pool, no node-forge, no progress bar (no TTY).
+  // Warm, entry cache only: every signable entry is a hit; no thread pool, no node-forge, no progress
+  // bar (no TTY).
   const warmOut = join(dir, 'warm.mar');
-  const warm = await sign(warmOut);
+  const warm = await sign(warmOut, '--no-output-cache');
   assert.equal(warm.r.code, 0, warm.r.stderr);
   const totals = JSON.parse(warm.r.stdout).totals;
   assert.equal(totals.misses, 0);
   assert.ok(totals.hits > 0);
   assertNotLoaded(warm, [...SERVICE_STACK, ...ON_DEMAND], 'warm sign-locale');
+
+  // Warm, the whole output served by the locale-output tier.
+  const served = await sign(join(dir, 'served.mar'));
+  assert.equal(served.r.code, 0, served.r.stderr);
+  assert.equal(JSON.parse(served.r.stdout).outputCache, 'hit');
+  assertNotLoaded(served, [...SERVICE_STACK, ...ON_DEMAND], 'sign-locale from the output cache');
 
   const verify = await loadedBy([
     'verify',
