@@ -247,13 +247,15 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
       final.locales.reduce((a, l) => a + l.result!.hits + l.result!.misses, 0),
     );
 
-    // The workers' published counters agree (what /metrics exports).
+    // The workers' published counters agree (what /metrics exports). Each worker publishes its own
+    // counters every few seconds, so wait until both workers' figures are in, not just the signer's.
     const metrics = await waitFor(
       'worker counters in /metrics',
       async () => {
         const m = (await api('/metrics')).body as string;
         const v = /^marsign_sign_operations_total (\d+)/m.exec(m);
-        return v && Number(v[1]) === signOps ? m : undefined;
+        const n = /^marsign_locale_duration_seconds_count (\d+)/m.exec(m);
+        return v && Number(v[1]) === signOps && n && Number(n[1]) === 8 ? m : undefined;
       },
       10_000,
       250,
