@@ -140,7 +140,24 @@ interface Scan {
 }
 
 type Check =
-  { ok: true; payload: Uint8Array | undefined; sha256: string } | { ok: false; problem: CacheEntryProblem };
+  | { ok: true; payload: Uint8Array | undefined; sha256: string }
+  | { ok: false; problem: CacheEntryProblem }
+  /** readInto only: a sound header for a payload of another length than the target (not corrupt). */
+  | { ok: false; problem: 'other-length' };
+
+/** Hex sha256 of `bytes`, possibly computed elsewhere (a side thread). */
+export type PayloadDigester = (bytes: Uint8Array) => Promise<string>;
+
+/** How checkEntry reads the payload: into a fresh buffer, in chunks (verify), or into the caller's. */
+type PayloadMode =
+  | { kind: 'alloc' }
+  | { kind: 'chunked' }
+  | {
+      kind: 'into';
+      target: Uint8Array;
+      digest: PayloadDigester | undefined;
+      onRead: (() => void) | undefined;
+    };
 type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEntryProblem };
 
 /**
@@ -232,7 +249,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     }
     try {
       const st = await fh.stat();
-      const r = st.isFile() ? await checkEntry(fh, st.size, key, this.secret, true) : notAFile;
+      const r = st.isFile() ? await checkEntry(fh, st.size, key, this.secret, { kind: 'alloc' }) : notAFile;
       if (r.ok) {
         this.counters.hits++;
         const now = Date.now();
@@ -244,9 +261,54 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
       }
       this.counters.corrupt++;
       this.counters.misses++;
-      await this.onBadEntry?.(key, r.problem);
+      if (r.problem !== 'other-length') await this.onBadEntry?.(key, r.problem);
       // The handle stays open until the bad file is gone, so its inode cannot be reused meanwhile.
       // A failed removal (read-only cache) still leaves a miss: the bad bytes are never served.
+      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
+      return undefined;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * A verified hit read straight into `target` (e.g. its place in an output being assembled in
+   * memory), the payload's sha256 taken by `digest` (default: on this thread). Undefined when the entry
+   * is absent, bad (counted as corrupt and removed, as by `get`), or holds a payload whose length is not
+   * `target.length`; absent and other-length entries are not counted, so the caller's fallback `get`
+   * counts the miss or hit once. `target`'s contents are unspecified after undefined.
+   * `onRead` is called once the payload is in `target` and before its digest is checked: a caller may
+   * start using the bytes speculatively, provided nothing becomes visible before this resolves.
+   */
+  async readInto(
+    key: string,
+    target: Uint8Array,
+    digest?: PayloadDigester,
+    onRead?: () => void,
+  ): Promise<{ sha256: string } | undefined> {
+    const path = this.entryPath(key);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      if (isMissing(e)) return undefined;
+      throw e;
+    }
+    try {
+      const st = await fh.stat();
+      const r = st.isFile()
+        ? await checkEntry(fh, st.size, key, this.secret, { kind: 'into', target, digest, onRead })
+        : notAFile;
+      if (r.ok) {
+        this.counters.hits++;
+        const now = Date.now();
+        if (now - st.mtimeMs > TOUCH_INTERVAL_MS)
+          await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+        return { sha256: r.sha256 };
+      }
+      if (r.problem === 'other-length') return undefined;
+      this.counters.corrupt++;
+      await this.onBadEntry?.(key, r.problem);
       if (st.isFile()) await removeBad(path, st).catch(() => undefined);
       return undefined;
     } finally {
@@ -414,7 +476,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
           ? notAFile
           : e.kind === 'output'
             ? await checkOutput(fh, st.size, e.key, this.secret, undefined)
-            : await checkEntry(fh, st.size, e.key, this.secret, false);
+            : await checkEntry(fh, st.size, e.key, this.secret, { kind: 'chunked' });
         report.checked++;
         if (r.ok) report.ok++;
         else {
@@ -602,7 +664,7 @@ async function checkEntry(
   fileSize: number,
   key: string,
   secret: KeyObject,
-  wantPayload: boolean,
+  mode: PayloadMode,
 ): Promise<Check> {
   if (fileSize < HEADER_SIZE) return { ok: false, problem: 'truncated' };
   const h = Buffer.alloc(HEADER_SIZE);
@@ -621,7 +683,15 @@ async function checkEntry(
 
   let digest: Buffer;
   let payload: Uint8Array | undefined;
-  if (wantPayload) {
+  if (mode.kind === 'into') {
+    if (mode.target.length !== len) return { ok: false, problem: 'other-length' };
+    if ((await readFully(fh, mode.target, HEADER_SIZE)) < len) return { ok: false, problem: 'truncated' };
+    mode.onRead?.();
+    digest = mode.digest
+      ? Buffer.from(await mode.digest(mode.target), 'hex')
+      : createHash('sha256').update(mode.target).digest();
+    if (digest.length !== 32) return { ok: false, problem: 'payload-sha256' };
+  } else if (mode.kind === 'alloc') {
     payload = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
     if ((await readFully(fh, payload, HEADER_SIZE)) < len) return { ok: false, problem: 'truncated' };
     digest = createHash('sha256').update(payload).digest();

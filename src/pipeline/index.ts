@@ -20,6 +20,7 @@ import {
 import { planMisses, startPrefetch, type Plan, type PrefetchHandle } from './prefetch.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
+import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, LocaleManifest } from './types.js';
 
@@ -76,6 +77,12 @@ export class Pipeline {
   private readonly prefetched = new Map<string, Produced | null>();
   private corrupt = 0;
   private closed = false;
+  /**
+   * The hashing thread every locale of this pipeline shares (entry keys, cache verification, the
+   * output's sha512 beside this thread's work). Started here, so its start-up (~20 ms) overlaps loading
+   * the profile rather than a locale; unref'd, so an idle one never keeps the process alive.
+   */
+  private readonly side = new SideHasher();
 
   private constructor(
     readonly config: LoadedConfig,
@@ -138,6 +145,7 @@ export class Pipeline {
       counters: this.counters,
       prefetched: this.prefetched,
       outputCache: this.outputCache,
+      side: this.side,
     };
   }
 
@@ -237,6 +245,7 @@ export class Pipeline {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.side.close();
     await this.pool.close();
   }
 }

@@ -26,7 +26,7 @@ import {
 } from '../formats/mar/index.js';
 import type { MarEntry, MarInfo } from '../formats/mar/types.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { FileSource } from '../io/byte-source.js';
+import { BufferSource, FileSource } from '../io/byte-source.js';
 import { MarWriter, type MarWriterOptions } from '../mar/writer.js';
 import { marSignatureSlots, signWriter } from '../signing/mar-signer.js';
 import { VERSION } from '../version.js';
@@ -40,7 +40,14 @@ import {
 } from './output-cache.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
-import { planMisses, startPrefetch, type EntryKey, type InputDigest, type Plan } from './prefetch.js';
+import {
+  IN_MEMORY_INPUT_MAX,
+  planMisses,
+  startPrefetch,
+  type EntryKey,
+  type InputDigest,
+  type Plan,
+} from './prefetch.js';
 import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, EntryAction, EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
@@ -68,6 +75,11 @@ export interface LocaleContext {
   prefetched?: Map<string, Produced | null>;
   /** Default of `SignLocaleOptions.outputCache` (the config's `cache.outputs`; default true). */
   outputCache?: boolean;
+  /**
+   * The hashing thread shared by the pipeline's locales (started with the pipeline, so its start-up is
+   * off the locale's path). Without one, a locale starts its own when it needs it.
+   */
+  side?: SideHasher;
 }
 
 export interface PipelineCounters {
@@ -108,6 +120,12 @@ interface EntryOutcome {
   data: Uint8Array;
   /** Recorded in index order, so the manifest does not depend on which entry finished first. */
   warning?: string;
+  /**
+   * A cache hit handed over before its sha256 was checked (warm assembly): resolves true when the check
+   * passed, false when it failed (the entry is then produced again the ordinary way). The entry is
+   * written to the output only after it resolved.
+   */
+  verified?: Promise<boolean>;
 }
 
 /** What a single-flight slot resolves to: the signed bytes and, when known, their sha256. */
@@ -122,6 +140,22 @@ export interface Produced {
 /** A cache store that also returns the payload sha256 it just verified (FsCacheStore). */
 interface DigestingCache {
   getWithSha256(key: string): Promise<{ payload: Uint8Array; sha256: string } | undefined>;
+}
+
+/** A cache store that reads a verified payload into the caller's buffer (FsCacheStore). */
+interface ReadIntoCache {
+  readInto(
+    key: string,
+    target: Uint8Array,
+    digest?: (bytes: Uint8Array) => Promise<string>,
+    onRead?: () => void,
+  ): Promise<{ sha256: string } | undefined>;
+}
+
+function readIntoOf(cache: CacheStore | null): ReadIntoCache | undefined {
+  return typeof (cache as Partial<ReadIntoCache> | null)?.readInto === 'function'
+    ? (cache as unknown as ReadIntoCache)
+    : undefined;
 }
 
 export async function cacheGet(cache: CacheStore, key: string): Promise<Produced | undefined> {
@@ -189,16 +223,23 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     !opts.dryRun && (opts.outputCache ?? ctx.outputCache ?? true) ? outputStoreOf(ctx.cache) : undefined;
   const source = await FileSource.open(opts.input);
   let writer: MarWriter | undefined;
-  let side: SideHasher | undefined;
+  let ownSide: SideHasher | undefined;
+  const sideHasher = (): SideHasher => ctx.side ?? (ownSide ??= new SideHasher());
   const pending: Promise<EntryOutcome>[] = [];
   try {
     let outputKey: string | undefined;
+    // The input's bytes when they were read whole (hashed for the output key, or read by planning): the
+    // locale then parses, plans and copies passthrough entries from this one snapshot.
+    let inputBytes: Buffer | undefined;
     if (outputStore) {
       const planned = opts.plan?.inputs?.get(opts.input);
-      const inputSha256 =
-        planned && (await unchangedSince(opts.input, planned))
-          ? planned.sha256
-          : await hashFileSha256(opts.input);
+      let inputSha256: string;
+      if (planned && (await unchangedSince(opts.input, planned))) inputSha256 = planned.sha256;
+      else {
+        // Read into memory while hashing: on a miss, planning and assembly use these bytes.
+        if (!opts.plan && source.size <= IN_MEMORY_INPUT_MAX) inputBytes = SideHasher.alloc(source.size);
+        inputSha256 = await hashFileSha256(opts.input, inputBytes);
+      }
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, inputSha256);
       const served = await serveOutput({
         store: outputStore,
@@ -223,17 +264,26 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       }
       ctx.counters.outputMisses = (ctx.counters.outputMisses ?? 0) + 1;
     }
-    const info: MarInfo = await readMar(source);
     // A release plan that left this input out (its output was in the cache, but no longer is) is
     // completed here, like a locale signed alone.
-    if (!opts.dryRun && !opts.plan?.keys.has(opts.input)) {
-      const plan = await planMisses(ctx, [opts.input]);
+    const planHere = !opts.dryRun && !opts.plan?.keys.has(opts.input);
+    if (planHere) {
+      const keep = new Map<string, Buffer>();
+      const plan = await planMisses(ctx, [opts.input], undefined, {
+        inMemory: {
+          side: sideHasher(),
+          keep,
+          ...(inputBytes ? { preloaded: new Map([[opts.input, inputBytes]]) } : {}),
+        },
+      });
+      inputBytes = keep.get(opts.input);
       // Only an in-process coordinator can hold gated slots cheaply (a distributed lock would be held
       // while waiting for its turn).
       if (plan.misses.length > 0 && coordinator instanceof InProcessCoordinator)
         startPrefetch({ ...ctx, coordinator }, plan.misses, opts.signal ? { signal: opts.signal } : {});
       opts = { ...opts, plan };
     }
+    const info: MarInfo = await readMar(inputBytes ? new BufferSource(inputBytes) : source);
     const planMs = performance.now() - started;
     const entries = info.entries;
     const progress: LocaleProgress = {
@@ -250,11 +300,34 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     const warnings: string[] = [];
 
     const planKeys = opts.plan?.keys.get(opts.input);
-    let streaming: StreamingSignable | undefined;
-    const processEntry = async (entry: MarEntry, index: number): Promise<EntryOutcome> => {
+    let streaming: PredictedLayout | undefined;
+    // A warm locale's output, assembled in place in shared memory: cache hits are read straight into
+    // their slots and passthrough entries copied in, so the finished MAR is never read back.
+    let assembled: Buffer | undefined;
+    const slotOf = (index: number): Buffer | undefined => {
+      if (!assembled || !streaming) return undefined;
+      const off = streaming.offsets[index]!;
+      return assembled.subarray(off, off + streaming.sizes[index]!);
+    };
+    const readInto = readIntoOf(ctx.cache);
+    /** An entry's raw bytes in a buffer of their own (transferable to a pool thread). */
+    const entryBytes = async (entry: MarEntry): Promise<Uint8Array> => {
+      if (!inputBytes) return readEntryBytes(source, entry);
+      const own = Buffer.allocUnsafeSlow(entry.size);
+      own.set(inputBytes.subarray(entry.offset, entry.offset + entry.size));
+      return own;
+    };
+    const processEntry = async (entry: MarEntry, index: number, speculate = true): Promise<EntryOutcome> => {
       const t0 = performance.now();
       if (ctx.policy.decide(entry.name) === 'passthrough') {
-        const raw = await readEntryBytes(source, entry);
+        const slot = opts.dryRun ? undefined : slotOf(index);
+        let raw: Uint8Array = inputBytes
+          ? inputBytes.subarray(entry.offset, entry.offset + entry.size)
+          : await readEntryBytes(source, entry);
+        if (slot && slot.length === raw.length) {
+          slot.set(raw);
+          raw = slot;
+        }
         const inputSha256 = sha256Hex(raw);
         return {
           record: {
@@ -275,7 +348,7 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
       let raw: Uint8Array | undefined;
       let known = planKeys?.get(index);
       if (!known) {
-        raw = await readEntryBytes(source, entry);
+        raw = await entryBytes(entry);
         const inputSha256 = sha256Hex(raw);
         let codec: string;
         try {
@@ -309,14 +382,56 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         };
       }
       let how = 'shared' as 'hit' | 'miss' | 'shared';
-      let produced: Produced;
+      let produced: Produced | undefined;
+      // Warm: the entry straight from the cache into its slot, verified on the side thread. Anything
+      // unexpected (absent, corrupt, another size) takes the general path below.
+      const slot = slotOf(index);
+      if (slot && readInto && !ctx.prefetched?.get(key)) {
+        const side = sideHasher();
+        // Without plan bookkeeping to do for the key, the entry goes on (written, hashed for the MAR
+        // signature) as soon as its bytes are in place, while the side thread checks them.
+        const early = speculate && !ctx.prefetched?.has(key);
+        let landed: () => void = () => undefined;
+        const inSlot = new Promise<'landed'>((r) => (landed = () => r('landed')));
+        const reading = readInto.readInto(
+          key,
+          slot,
+          (b) => side.digest(b, 'sha256'),
+          early ? landed : undefined,
+        );
+        reading.catch(() => undefined);
+        const first = await Promise.race([inSlot, reading]);
+        if (first === 'landed') {
+          const record: EntryRecord = {
+            ...base,
+            action: 'hit',
+            codec,
+            outputSize: slot.length,
+            outputSha256: '',
+            ms: performance.now() - t0,
+          };
+          const verified = reading.then((got) => {
+            if (!got) return false;
+            record.outputSha256 = got.sha256;
+            ctx.counters.hits++;
+            ctx.counters.bytesServed += slot.length;
+            return true;
+          });
+          verified.catch(() => undefined); // awaited by finishOne
+          return { record, data: slot, verified };
+        }
+        if (first) {
+          how = 'hit';
+          produced = { bytes: slot, sha256: first.sha256 };
+        }
+      }
       try {
-        const held = ctx.prefetched?.get(key);
+        const held = produced ? undefined : ctx.prefetched?.get(key);
         if (held) {
           ctx.prefetched!.delete(key);
           how = 'miss';
           produced = held;
-        } else
+        } else if (!produced)
           produced = await coordinator.once<Produced>(
             key,
             async () => {
@@ -326,14 +441,14 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
             },
             async () => {
               how = 'miss';
-              raw ??= await readEntryBytes(source, entry);
+              raw ??= await entryBytes(entry);
               return produceEntry(ctx, key, entry.name, raw, opts.signal);
             },
           );
       } catch (err) {
         // `raw` was transferred to the worker (or never read); re-read it to pass the entry through.
         if (skipInvalid && isInvalidInput(err)) {
-          const again = await readEntryBytes(source, entry);
+          const again = await entryBytes(entry);
           return invalidOrThrow(err, base, again, inputSha256, t0);
         }
         throw err;
@@ -397,11 +512,12 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
           : {}),
       };
       writer = await MarWriter.create(opts.output, writerOptions);
-      if (ctx.profile.mar)
-        streaming = await predictSignable(ctx, entries, planKeys, writerOptions, ctx.profile.mar.algorithm);
-      // A fully predicted layout means a short (warm) locale: start the hashing thread now so its
-      // start-up overlaps the entries' writing.
-      if (streaming) side = new SideHasher();
+      streaming = await predictLayout(ctx, entries, planKeys, writerOptions, ctx.profile.mar?.algorithm);
+      if (streaming && streaming.fileSize <= IN_MEMORY_FINISH_MAX) {
+        assembled = SideHasher.alloc(streaming.fileSize);
+        // A fully predicted layout means a short (warm) locale: have the hashing thread started.
+        sideHasher();
+      }
     }
 
     const signStarted = performance.now();
@@ -410,15 +526,29 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     let next = 0;
     const finishOne = async (): Promise<void> => {
       const head = pending.shift()!;
-      const out = await head;
-      const entry = entries[records.length]!;
+      let out = await head;
+      const i = records.length;
+      const entry = entries[i]!;
       windowBytes -= entry.size;
+      if (streaming?.ok) {
+        if (out.data.length !== streaming.sizes[i]) streaming.ok = false;
+        // Hashed for the MAR signature even before a speculative hit's check is back (it runs at the
+        // same time on the side thread); a failed check throws this stream away.
+        else streaming.hash?.update(out.data);
+      }
+      if (out.verified && !(await out.verified)) {
+        // The cache entry was bad (the store counted and removed it): produce it again the ordinary
+        // way (it is signed anew); the signable stream is then read back from the file.
+        if (streaming) streaming.ok = false;
+        out = await processEntry(entry, i, false);
+      }
+      if (streaming?.ok && assembled) {
+        // An entry that did not land in its slot (signed here, or shared by another locale) is copied in.
+        const off = streaming.offsets[i]!;
+        if (out.data.buffer !== assembled.buffer || out.data.byteOffset !== off) assembled.set(out.data, off);
+      }
       records.push(out.record);
       if (out.warning) warnings.push(out.warning);
-      if (streaming?.ok) {
-        if (out.data.length === streaming.sizes[records.length - 1]) streaming.hash.update(out.data);
-        else streaming.ok = false;
-      }
       if (writer) await writer.addEntry(out.record.name, out.record.flags, out.data);
       progress.entriesDone++;
       progress.bytesDone += entry.size;
@@ -450,17 +580,30 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     if (writer) {
       const written = await writer.finish();
       let signableDigest: Uint8Array | undefined;
-      if (
-        streaming?.ok &&
+      const asPredicted =
+        streaming?.ok === true &&
         written.indexOffset === streaming.indexOffset &&
-        written.fileSize === streaming.fileSize
-      ) {
-        streaming.hash.update(streaming.index);
-        signableDigest = new Uint8Array(streaming.hash.digest());
+        written.fileSize === streaming.fileSize;
+      if (asPredicted && streaming!.hash) {
+        streaming!.hash.update(streaming!.index);
+        signableDigest = new Uint8Array(streaming!.hash.digest());
       }
       if (written.fileSize <= IN_MEMORY_FINISH_MAX) {
-        side ??= new SideHasher();
-        const fin = await finishInMemory(writer, written, ctx.profile.mar, side, signableDigest);
+        let inMemory: Buffer | undefined;
+        if (asPredicted && assembled) {
+          // The header (with its final offsets) and index the writer wrote, encoded the same way.
+          assembled.set(streaming!.head, 0);
+          assembled.set(streaming!.index, streaming!.indexOffset);
+          inMemory = assembled;
+        }
+        const fin = await finishInMemory(
+          writer,
+          written,
+          ctx.profile.mar,
+          sideHasher(),
+          signableDigest,
+          inMemory,
+        );
         writer = undefined;
         // Store the output for the next run of the same input (its header's sha512 is written last, once
         // the side thread has it); a failure is a warning, never a failed locale.
@@ -530,18 +673,26 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
     await Promise.allSettled(pending);
     throw err;
   } finally {
-    await side?.close();
+    await ownSide?.close();
     await source.close();
   }
 }
 
-/** How many in-memory finishes used a signable digest hashed while writing vs. one read back (tests). */
-export const finishStats = { streamed: 0, readBack: 0 };
+/**
+ * How many in-memory finishes used a signable digest hashed while writing vs. one read back, and how
+ * many had the whole output assembled in memory (no read-back of the file at all) (tests).
+ */
+export const finishStats = { streamed: 0, readBack: 0, assembled: 0 };
 
-interface StreamingSignable {
-  hash: Hash;
+interface PredictedLayout {
+  /** The MAR signature's hash, fed the header, then each entry as written, then the index (if MAR-signed). */
+  hash: Hash | undefined;
   /** Predicted stored size of every entry, in index order. */
   sizes: number[];
+  /** Predicted offset of every entry in the output. */
+  offsets: number[];
+  /** Header bytes up to the first entry with the final index offset and file size (signatures zero). */
+  head: Buffer;
   index: Uint8Array;
   indexOffset: number;
   fileSize: number;
@@ -556,13 +707,13 @@ interface StreamingSignable {
  * written, then the index: no read-back pass for it. Any surprise (a hit turned miss, a size that
  * differs) falls back to hashing the stream read back from the file.
  */
-async function predictSignable(
+async function predictLayout(
   ctx: LocaleContext,
   entries: MarEntry[],
   planKeys: Map<number, EntryKey> | undefined,
   writerOptions: MarWriterOptions,
-  algorithm: string,
-): Promise<StreamingSignable | undefined> {
+  algorithm: string | undefined,
+): Promise<PredictedLayout | undefined> {
   const cache = ctx.cache as
     (CacheStore & { payloadSize?: (k: string) => Promise<number | undefined> }) | null;
   if (!cache || typeof cache.payloadSize !== 'function') return undefined;
@@ -589,10 +740,26 @@ async function predictSignable(
   const fileSize = offset + index.length;
   const head = Buffer.from(layout.header);
   head.set(encodeHeaderFields(indexOffset, fileSize), 0);
-  const hash = createHash(algorithm);
-  const headInfo = { style: 'modern', signatures: layout.signatures, fileSize: layout.dataStart } as MarInfo;
-  for (const r of signableRanges(headInfo)) hash.update(head.subarray(r.offset, r.offset + r.length));
-  return { hash, sizes, index, indexOffset, fileSize, ok: true };
+  let hash: Hash | undefined;
+  if (algorithm) {
+    hash = createHash(algorithm);
+    const headInfo = {
+      style: 'modern',
+      signatures: layout.signatures,
+      fileSize: layout.dataStart,
+    } as MarInfo;
+    for (const r of signableRanges(headInfo)) hash.update(head.subarray(r.offset, r.offset + r.length));
+  }
+  return {
+    hash,
+    sizes,
+    offsets: predicted.map((e) => e.offset),
+    head,
+    index,
+    indexOffset,
+    fileSize,
+    ok: true,
+  };
 }
 
 /**
@@ -608,21 +775,30 @@ async function finishInMemory(
   mar: SigningProfile['mar'],
   side: SideHasher,
   signableDigest?: Uint8Array,
+  /** The file's bytes already assembled in shared memory (signature slots zero): nothing is read back. */
+  assembled?: Buffer,
 ): Promise<{ sha256: string; sha512: Promise<string>; size: number; bytes: Buffer }> {
   const fh = await open(writer.tempPath, 'r');
-  let early: Promise<void>;
+  // fsync through a second descriptor flushes the same file; commit's fsync then has little left.
+  const early = fh.sync();
+  early.catch(() => undefined);
   let buf: Buffer;
   try {
-    // fsync through a second descriptor flushes the same file; commit's fsync then has little left.
-    early = fh.sync();
-    early.catch(() => undefined);
-    buf = SideHasher.alloc(info.fileSize);
-    let done = 0;
-    while (done < buf.length) {
-      const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
-      if (bytesRead === 0)
-        throw new CodedError('MAR_SHORT_READ', `${writer.tempPath} ended at ${done} of ${buf.length} bytes`);
-      done += bytesRead;
+    if (assembled && assembled.length === info.fileSize) {
+      finishStats.assembled++;
+      buf = assembled;
+    } else {
+      buf = SideHasher.alloc(info.fileSize);
+      let done = 0;
+      while (done < buf.length) {
+        const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
+        if (bytesRead === 0)
+          throw new CodedError(
+            'MAR_SHORT_READ',
+            `${writer.tempPath} ended at ${done} of ${buf.length} bytes`,
+          );
+        done += bytesRead;
+      }
     }
     if (mar) {
       let digest = signableDigest;
@@ -637,15 +813,19 @@ async function finishInMemory(
       await writer.setSignatures(sigs);
       for (const [i, slot] of info.signatures.entries()) buf.set(sigs[i]!, slot.offset);
     }
+  } catch (err) {
     await early.catch(() => undefined);
-  } finally {
     await fh.close();
+    throw err;
   }
-  // sha512 (the slower pass) on the side thread while this thread commits and takes sha256.
+  // The final bytes' two digests now: sha512 (the slower pass) on the side thread, sha256 here, while
+  // the data's fsync started above runs in the kernel; commit's own fsync then has little left.
   const sha512 = side.digest(buf, 'sha512');
   sha512.catch(() => undefined); // awaited by the caller
-  await writer.commit();
   const sha256 = createHash('sha256').update(buf).digest('hex');
+  await early.catch(() => undefined);
+  await fh.close();
+  await writer.commit();
   return { sha256, sha512, size: buf.length, bytes: buf };
 }
 

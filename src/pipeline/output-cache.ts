@@ -55,18 +55,21 @@ export function localeOutputKey(
 }
 
 /**
- * Hex sha256 of a whole file, read in chunks through two reused buffers so reading chunk i+1 (libuv)
- * overlaps hashing chunk i (this thread).
+ * Hex sha256 of a whole file, read in chunks so reading chunk i+1 (libuv) overlaps hashing chunk i
+ * (this thread): through two reused buffers, or, with `into` (exactly the file's size), into their
+ * places in `into`, which then holds the whole file (the caller keeps it for planning on a miss).
  */
-export async function hashFileSha256(path: string): Promise<string> {
+export async function hashFileSha256(path: string, into?: Buffer): Promise<string> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
+    if (into && into.length !== size)
+      throw new CodedError('INPUT_CHANGED', `${path} is ${size} bytes, expected ${into.length}`);
     const h = createHash('sha256');
-    const bufs = [Buffer.allocUnsafeSlow(HASH_CHUNK), Buffer.allocUnsafeSlow(HASH_CHUNK)];
+    const bufs = into ? [] : [Buffer.allocUnsafeSlow(HASH_CHUNK), Buffer.allocUnsafeSlow(HASH_CHUNK)];
     const read = async (i: number): Promise<Buffer> => {
-      const b = bufs[i % 2]!;
       const want = Math.min(HASH_CHUNK, size - i * HASH_CHUNK);
+      const b = into ? into.subarray(i * HASH_CHUNK, i * HASH_CHUNK + want) : bufs[i % 2]!;
       let done = 0;
       while (done < want) {
         const { bytesRead } = await fh.read(b, done, want - done, i * HASH_CHUNK + done);

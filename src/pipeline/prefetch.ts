@@ -14,11 +14,15 @@ import { cacheKey } from '../../cache/key.js';
 import { readSettings, settingsKey } from '../codecs/index.js';
 import { readEntryBytes, readMar } from '../formats/mar/index.js';
 import type { MarEntry } from '../formats/mar/types.js';
-import { FileSource } from '../io/byte-source.js';
+import { BufferSource, FileSource } from '../io/byte-source.js';
 import { sha256Hex } from './manifest.js';
 import type { LocaleContext } from './locale.js';
 import { cacheGet, produceEntry, type Produced } from './locale.js';
 import { hashFileSha256, localeOutputKey, outputStoreOf } from './output-cache.js';
+import { SideHasher } from './side-hash.js';
+
+/** An input up to this size is planned from memory when `PlanOptions.inMemory` asks for it. */
+export const IN_MEMORY_INPUT_MAX = 512 * 1024 * 1024;
 
 export interface PlannedMiss {
   key: string;
@@ -59,6 +63,12 @@ export interface Plan {
 }
 
 export interface PlanOptions {
+  /**
+   * Read each input whole into shared memory (up to IN_MEMORY_INPUT_MAX) and hash its signable entries
+   * on this thread and `side` at once; `keep` receives each input's bytes (a locale signed alone
+   * then copies its passthrough entries from them instead of reading the file again).
+   */
+  inMemory?: { side: SideHasher; keep?: Map<string, Buffer>; preloaded?: Map<string, Buffer> };
   /**
    * Consult the locale-output tier first: hash each whole input, and leave out of the plan every input
    * whose output the cache holds (`skipInvalid`: the effective onInvalid, part of the output key).
@@ -121,38 +131,65 @@ export async function planMisses(
     const mine = new Map<number, EntryKey>();
     keys.set(input, mine);
     const before = out.length;
+    const record = async (i: number, entry: MarEntry, codec: string, inputSha256: string): Promise<void> => {
+      const key = cacheKey({
+        signerFingerprint: ctx.profile.fingerprint,
+        codecSettings: codec,
+        inputSha256,
+      });
+      mine.set(i, { key, codec, inputSha256 });
+      if (seen.has(key)) {
+        const m = seen.get(key);
+        if (m && m.input !== input) m.uses = (m.uses ?? 1) + 1;
+        return;
+      }
+      if (ctx.cache && canHas(ctx.cache) && (await ctx.cache.has(key))) {
+        seen.set(key, null);
+        return;
+      }
+      const m: PlannedMiss = { key, input, entry, uses: 1, inputIndex };
+      seen.set(key, m);
+      out.push(m);
+    };
     try {
-      const info = await readMar(source);
-      for (const [i, entry] of info.entries.entries()) {
-        if (ctx.policy.decide(entry.name) !== 'sign') continue;
-        // One scratch buffer per plan: a fresh 25 MB buffer per entry only feeds the garbage collector.
-        if (scratch.length < entry.size) scratch = Buffer.allocUnsafeSlow(entry.size);
-        const raw = await readRange(fh, source, scratch, entry);
-        let codec: string;
-        try {
-          codec = settingsKey(await readSettings(raw));
-        } catch {
-          continue;
+      let whole: Buffer | undefined;
+      const inMemory = options.inMemory;
+      if (inMemory && source.size <= IN_MEMORY_INPUT_MAX) {
+        whole = inMemory.preloaded?.get(input);
+        if (whole?.length !== source.size) {
+          whole = SideHasher.alloc(source.size);
+          await readRange(fh, source, whole, { name: '', flags: 0, offset: 0, size: source.size });
         }
-        const inputSha256 = sha256Hex(raw);
-        const key = cacheKey({
-          signerFingerprint: ctx.profile.fingerprint,
-          codecSettings: codec,
-          inputSha256,
-        });
-        mine.set(i, { key, codec, inputSha256 });
-        if (seen.has(key)) {
-          const m = seen.get(key);
-          if (m && m.input !== input) m.uses = (m.uses ?? 1) + 1;
-          continue;
+        inMemory.keep?.set(input, whole);
+      }
+      // In memory, the index too comes from those bytes: one snapshot of the input for everything.
+      const info = await readMar(whole ? new BufferSource(whole) : source);
+      const signable = [...info.entries.entries()].filter(([, e]) => ctx.policy.decide(e.name) === 'sign');
+      if (whole && inMemory) {
+        const items: { i: number; entry: MarEntry; codec: string; raw: Uint8Array }[] = [];
+        for (const [i, entry] of signable) {
+          const raw = whole.subarray(entry.offset, entry.offset + entry.size);
+          try {
+            items.push({ i, entry, raw, codec: settingsKey(await readSettings(raw)) });
+          } catch {
+            // Left to the locale (fails, or skipped-invalid).
+          }
         }
-        if (ctx.cache && canHas(ctx.cache) && (await ctx.cache.has(key))) {
-          seen.set(key, null);
-          continue;
+        const digests = await inMemory.side.sha256All(items.map((x) => x.raw));
+        for (const [k, x] of items.entries()) await record(x.i, x.entry, x.codec, digests[k]!);
+      } else {
+        for (const [i, entry] of signable) {
+          // One scratch buffer per plan: a fresh 25 MB buffer per entry only feeds the garbage collector.
+          if (scratch.length < entry.size) scratch = Buffer.allocUnsafeSlow(entry.size);
+          const raw = await readRange(fh, source, scratch, entry);
+          let codec: string;
+          try {
+            codec = settingsKey(await readSettings(raw));
+          } catch {
+            continue;
+          }
+          await record(i, entry, codec, sha256Hex(raw));
         }
-        const m: PlannedMiss = { key, input, entry, uses: 1, inputIndex };
-        seen.set(key, m);
-        out.push(m);
       }
     } catch {
       // An unreadable MAR fails in its own locale with the typed error.

@@ -28,6 +28,7 @@ export const sideHashStats = { threaded: 0, inline: 0 };
 export class SideHasher {
   private worker: Worker | undefined;
   private failed = false;
+  private started = false;
   private nextId = 1;
   private inFlight = 0;
 
@@ -39,9 +40,17 @@ export class SideHasher {
       this.worker.on('error', () => {
         this.failed = true;
       });
+      this.worker.once('online', () => {
+        this.started = true;
+      });
     } catch {
       this.worker = undefined;
     }
+  }
+
+  /** Whether the thread is running (a digest sent now starts at once rather than after its start-up). */
+  get online(): boolean {
+    return this.started && !this.failed && this.worker !== undefined;
   }
 
   /** A Buffer over shared memory, so `digest` can hand it to the thread without copying. */
@@ -95,6 +104,33 @@ export class SideHasher {
         algorithm,
       });
     });
+  }
+
+  /**
+   * Hex sha256 of each view, split between this thread and the side thread (largest first, each to the
+   * one with fewer bytes so far), so the two halves run at once. Views on shared memory only go to the
+   * side thread; while it is still starting, everything is hashed here.
+   */
+  async sha256All(views: Uint8Array[]): Promise<string[]> {
+    const out: string[] = new Array<string>(views.length);
+    const order = views.map((_, i) => i).sort((a, b) => views[b]!.length - views[a]!.length);
+    const side: Promise<void>[] = [];
+    const here: number[] = [];
+    let sideBytes = 0;
+    let hereBytes = 0;
+    for (const i of order) {
+      const v = views[i]!;
+      if (this.online && v.buffer instanceof SharedArrayBuffer && sideBytes <= hereBytes) {
+        sideBytes += v.length;
+        side.push(this.digest(v, 'sha256').then((h) => void (out[i] = h)));
+      } else {
+        hereBytes += v.length;
+        here.push(i);
+      }
+    }
+    for (const i of here) out[i] = createHash('sha256').update(views[i]!).digest('hex');
+    await Promise.all(side);
+    return out;
   }
 
   async close(): Promise<void> {

@@ -202,11 +202,16 @@ test('a release signs its unique misses largest first across locales; each is re
     assert.equal(rm.totals.signed, distinct);
     assert.equal(rm.totals.hits, LOCALES.length * FIXTURE_SIGNED.length - distinct);
     // The first locale's misses are released while the others are still being planned: its biggest
-    // goes first.
+    // goes first. (Two gates open at once with 2 threads; which of the two reads its bytes and reaches
+    // the pool first is up to the I/O.)
     const firstLocale = (await entriesOf(spec.locales[0]!.input)).filter((e) =>
       FIXTURE_SIGNED.includes(e.name),
     );
-    assert.equal(seen[0]!.size, Math.max(...firstLocale.map((e) => e.size)));
+    const biggest = Math.max(...firstLocale.map((e) => e.size));
+    assert.ok(
+      seen.slice(0, 2).some((s) => s.size === biggest),
+      `first submissions: ${JSON.stringify(seen.slice(0, 2))}`,
+    );
     for (const l of LOCALES)
       await checkSignedOutput(fixtureMar(l), join(dir, 'out', l, 'complete.mar'), {
         signed: FIXTURE_SIGNED,
