@@ -30,6 +30,7 @@ import { BufferSource, FileSource } from '../io/byte-source.js';
 import { MarWriter, type MarWriterOptions } from '../mar/writer.js';
 import { marSignatureSlots, signWriter } from '../signing/mar-signer.js';
 import { VERSION } from '../version.js';
+import { readInput, type InputSnapshot } from './input.js';
 import { hashFile, sha256Hex } from './manifest.js';
 import {
   encodeOutputMeta,
@@ -228,18 +229,31 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
   const pending: Promise<EntryOutcome>[] = [];
   try {
     let outputKey: string | undefined;
-    // The input's bytes when they were read whole (hashed for the output key, or read by planning): the
-    // locale then parses, plans and copies passthrough entries from this one snapshot.
-    let inputBytes: Buffer | undefined;
+    // A locale signed alone reads its input whole, once, into shared memory, hashing it as it comes in:
+    // the whole file for the output key (tier on) on this thread, its signable entries for their cache
+    // keys on the side thread. Planning and assembly then work from this one snapshot.
+    let snapshot: InputSnapshot | undefined;
+    if (!opts.dryRun && !opts.plan && source.size <= IN_MEMORY_INPUT_MAX) {
+      // With the output tier the entries are hashed only after a miss: hashing them on the side thread
+      // while the whole file is hashed here slowed the reads (and so a hit) on 2 cores.
+      const ranges = outputStore
+        ? []
+        : (await readMar(source)).entries
+            .filter((e) => ctx.policy.decide(e.name) === 'sign')
+            .map((e) => ({ offset: e.offset, size: e.size }));
+      snapshot = await readInput(opts.input, SideHasher.alloc(source.size), {
+        whole: outputStore !== undefined,
+        ranges,
+        side: sideHasher(),
+      });
+    }
+    let inputBytes = snapshot?.bytes;
     if (outputStore) {
       const planned = opts.plan?.inputs?.get(opts.input);
-      let inputSha256: string;
-      if (planned && (await unchangedSince(opts.input, planned))) inputSha256 = planned.sha256;
-      else {
-        // Read into memory while hashing: on a miss, planning and assembly use these bytes.
-        if (!opts.plan && source.size <= IN_MEMORY_INPUT_MAX) inputBytes = SideHasher.alloc(source.size);
-        inputSha256 = await hashFileSha256(opts.input, inputBytes);
-      }
+      const inputSha256 =
+        planned && (await unchangedSince(opts.input, planned))
+          ? planned.sha256
+          : (snapshot?.sha256 ?? (await hashFileSha256(opts.input)));
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, inputSha256);
       const served = await serveOutput({
         store: outputStore,
@@ -273,7 +287,13 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         inMemory: {
           side: sideHasher(),
           keep,
-          ...(inputBytes ? { preloaded: new Map([[opts.input, inputBytes]]) } : {}),
+          ...(snapshot
+            ? {
+                preloaded: new Map([
+                  [opts.input, { bytes: snapshot.bytes, entryDigests: snapshot.entryDigests }],
+                ]),
+              }
+            : {}),
         },
       });
       inputBytes = keep.get(opts.input);

@@ -23,6 +23,8 @@ import type { EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
 
 /** Version of the stored manifest data (inside the entry, under the entry's own format version). */
 const META_VERSION = 1;
+/** A served output gets one early fdatasync after this many bytes (see serveOutput). */
+const EARLY_SYNC_BYTES = 8 * 1024 * 1024;
 /** Input hashing reads this much at a time, the next chunk in flight while one is hashed. */
 const HASH_CHUNK = 1024 * 1024;
 
@@ -165,7 +167,19 @@ export async function serveOutput(
   let hit: OutputHit | undefined;
   let records: EntryRecord[] | undefined;
   try {
-    hit = await o.store.getOutput(o.key, (chunk, position) => file.write(chunk, position));
+    // One early fdatasync once EARLY_SYNC_BYTES are written lets the disk take the first part while the
+    // rest is still being verified; commit's fsync then has less left.
+    let written = 0;
+    let early: Promise<void> | undefined;
+    hit = await o.store.getOutput(o.key, async (chunk, position) => {
+      await file.write(chunk, position);
+      written += chunk.length;
+      if (!early && written >= EARLY_SYNC_BYTES) {
+        early = file.handle.datasync();
+        early.catch(() => undefined);
+      }
+    });
+    await early?.catch(() => undefined);
     records = hit && decodeOutputMeta(hit.meta);
     if (!hit || !records) {
       await file.abort();

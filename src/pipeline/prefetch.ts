@@ -19,6 +19,7 @@ import { sha256Hex } from './manifest.js';
 import type { LocaleContext } from './locale.js';
 import { cacheGet, produceEntry, type Produced } from './locale.js';
 import { hashFileSha256, localeOutputKey, outputStoreOf } from './output-cache.js';
+import { rangeId } from './input.js';
 import { SideHasher } from './side-hash.js';
 
 /** An input up to this size is planned from memory when `PlanOptions.inMemory` asks for it. */
@@ -68,7 +69,12 @@ export interface PlanOptions {
    * on this thread and `side` at once; `keep` receives each input's bytes (a locale signed alone
    * then copies its passthrough entries from them instead of reading the file again).
    */
-  inMemory?: { side: SideHasher; keep?: Map<string, Buffer>; preloaded?: Map<string, Buffer> };
+  inMemory?: {
+    side: SideHasher;
+    keep?: Map<string, Buffer>;
+    /** Inputs already read whole, with the entry digests taken while reading (rangeId → sha256). */
+    preloaded?: Map<string, { bytes: Buffer; entryDigests?: Map<string, string> }>;
+  };
   /**
    * Consult the locale-output tier first: hash each whole input, and leave out of the plan every input
    * whose output the cache holds (`skipInvalid`: the effective onInvalid, part of the output key).
@@ -153,10 +159,14 @@ export async function planMisses(
     };
     try {
       let whole: Buffer | undefined;
+      let known: Map<string, string> | undefined;
       const inMemory = options.inMemory;
       if (inMemory && source.size <= IN_MEMORY_INPUT_MAX) {
-        whole = inMemory.preloaded?.get(input);
+        const pre = inMemory.preloaded?.get(input);
+        whole = pre?.bytes;
+        known = pre?.entryDigests;
         if (whole?.length !== source.size) {
+          known = undefined;
           whole = SideHasher.alloc(source.size);
           await readRange(fh, source, whole, { name: '', flags: 0, offset: 0, size: source.size });
         }
@@ -175,8 +185,11 @@ export async function planMisses(
             // Left to the locale (fails, or skipped-invalid).
           }
         }
-        const digests = await inMemory.side.sha256All(items.map((x) => x.raw));
-        for (const [k, x] of items.entries()) await record(x.i, x.entry, x.codec, digests[k]!);
+        const todo = items.filter((x) => !known?.has(rangeId(x.entry)));
+        const digests = await inMemory.side.sha256All(todo.map((x) => x.raw));
+        const got = new Map(todo.map((x, k) => [x, digests[k]!]));
+        for (const x of items)
+          await record(x.i, x.entry, x.codec, got.get(x) ?? known!.get(rangeId(x.entry))!);
       } else {
         for (const [i, entry] of signable) {
           // One scratch buffer per plan: a fresh 25 MB buffer per entry only feeds the garbage collector.

@@ -1,0 +1,123 @@
+/**
+ * Reading a locale's input MAR whole into shared memory while hashing it: the whole file's sha256 (the
+ * locale-output tier's key) on this thread as the chunks arrive, and each signable entry's sha256 (its
+ * entry-cache key) as soon as its bytes are in, on the side thread (and on this thread too when the
+ * whole-file hash is not wanted). Reads run one chunk ahead of the hashing.
+ */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { CodedError } from '../errors.js';
+import type { SideHasher } from './side-hash.js';
+
+/** Read size: small enough that hashing starts early, big enough that syscalls stay few. */
+const READ_CHUNK = 2 * 1024 * 1024;
+
+export interface InputRange {
+  offset: number;
+  size: number;
+}
+
+/** How `InputSnapshot.entryDigests` names a range: by its place in the bytes, not an index that a
+ * re-parse could assign differently. */
+export const rangeId = (r: InputRange): string => `${r.offset}:${r.size}`;
+
+export interface InputSnapshot {
+  /** The whole file, in shared memory. */
+  bytes: Buffer;
+  /** Hex sha256 of the whole file (when asked for). */
+  sha256?: string;
+  /** rangeId → hex sha256 of that range of `bytes` (the ranges asked for). */
+  entryDigests: Map<string, string>;
+}
+
+/**
+ * Read `path` (`into.length` bytes) into `into`. With `whole`, its sha256 is taken on this thread while
+ * later chunks are read; every range's sha256 is taken once the range is in, largest first, by the side
+ * thread when it is up and idle, else (or, with `whole`, once the whole-file hash is done) here.
+ */
+export async function readInput(
+  path: string,
+  into: Buffer,
+  opts: { whole: boolean; ranges: InputRange[]; side?: SideHasher },
+): Promise<InputSnapshot> {
+  const size = into.length;
+  const fh = await open(path, 'r');
+  const wholeHash = opts.whole ? createHash('sha256') : undefined;
+  const entryDigests = new Map<string, string>();
+  // Ranges by end offset (they become ready in that order), then the ready ones largest first.
+  const byEnd = [...opts.ranges].sort((a, b) => a.offset + a.size - (b.offset + b.size));
+  let nextReady = 0;
+  const ready: InputRange[] = [];
+  const sideJobs: Promise<void>[] = [];
+  let sideBusy = false;
+  const side = opts.side;
+  const view = (r: InputRange): Buffer => into.subarray(r.offset, r.offset + r.size);
+  const toSide = (): void => {
+    if (!side || sideBusy || !side.online || ready.length === 0) return;
+    const r = ready.shift()!;
+    sideBusy = true;
+    sideJobs.push(
+      side.digest(view(r), 'sha256').then((hex) => {
+        entryDigests.set(rangeId(r), hex);
+        sideBusy = false;
+        toSide();
+      }),
+    );
+  };
+  const hereOne = (): void => {
+    const r = ready.shift()!;
+    entryDigests.set(rangeId(r), createHash('sha256').update(view(r)).digest('hex'));
+  };
+  try {
+    const st = await fh.stat();
+    if (st.size !== size)
+      throw new CodedError('INPUT_CHANGED', `${path} is ${st.size} bytes, expected ${size}`);
+    const read = async (pos: number): Promise<number> => {
+      const want = Math.min(READ_CHUNK, size - pos);
+      let done = 0;
+      while (done < want) {
+        const { bytesRead } = await fh.read(into, pos + done, want - done, pos + done);
+        if (bytesRead === 0) throw new CodedError('INPUT_CHANGED', `${path} shrank while being read`);
+        done += bytesRead;
+      }
+      return pos + want;
+    };
+    let pos = 0;
+    let pending: Promise<number> | undefined = size > 0 ? read(0) : undefined;
+    try {
+      while (pending) {
+        const start = pos;
+        pos = await pending;
+        pending = pos < size ? read(pos) : undefined;
+        pending?.catch(() => undefined);
+        while (nextReady < byEnd.length && byEnd[nextReady]!.offset + byEnd[nextReady]!.size <= pos) {
+          ready.push(byEnd[nextReady++]!);
+          ready.sort((a, b) => b.size - a.size);
+        }
+        toSide();
+        if (wholeHash) wholeHash.update(into.subarray(start, pos));
+        // Without a whole-file hash this thread shares the entries (one per chunk read, so reads go on).
+        else if (ready.length > 0) hereOne();
+      }
+    } finally {
+      await pending?.catch(() => undefined);
+    }
+    // Whatever is left: this thread takes the largest ready range while the side thread works through
+    // the others; each turn yields so the side thread's answers are seen.
+    while (ready.length > 0) {
+      toSide();
+      if (ready.length === 0) break;
+      hereOne();
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    await Promise.all(sideJobs);
+    return {
+      bytes: into,
+      ...(wholeHash ? { sha256: wholeHash.digest('hex') } : {}),
+      entryDigests,
+    };
+  } finally {
+    await Promise.allSettled(sideJobs);
+    await fh.close();
+  }
+}
