@@ -2,7 +2,7 @@
  * Reading a locale's input MAR whole into shared memory while hashing it: the whole file's sha256 (the
  * locale-output tier's key) on this thread as the chunks arrive, and each signable entry's sha256 (its
  * entry-cache key) as soon as its bytes are in, on the side thread (and on this thread too when the
- * whole-file hash is not wanted). Reads run one chunk ahead of the hashing.
+ * whole-file hash is not wanted). Reads run a few chunks ahead of the hashing.
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import type { SideHasher } from './side-hash.js';
 
 /** Read size: small enough that hashing starts early, big enough that syscalls stay few. */
 const READ_CHUNK = 2 * 1024 * 1024;
+const READ_AHEAD = 3;
 
 export interface InputRange {
   offset: number;
@@ -82,14 +83,28 @@ export async function readInput(
       }
       return pos + want;
     };
+    // READ_AHEAD reads in flight: faulting in fresh memory is a good part of a read's cost, and
+    // several libuv threads do it at once while this thread hashes.
+    const reads: Promise<number>[] = [];
+    let issued = 0;
+    // With the whole-file hash this thread is the bottleneck: one read ahead keeps up with it, and more
+    // would only compete with it for the 2 cores.
+    const ahead = opts.whole ? 1 : READ_AHEAD;
+    const issue = (): void => {
+      while (reads.length < ahead && issued < size) {
+        const r = read(issued);
+        r.catch(() => undefined);
+        reads.push(r);
+        issued = Math.min(size, issued + READ_CHUNK);
+      }
+    };
+    issue();
     let pos = 0;
-    let pending: Promise<number> | undefined = size > 0 ? read(0) : undefined;
     try {
-      while (pending) {
+      while (reads.length > 0) {
         const start = pos;
-        pos = await pending;
-        pending = pos < size ? read(pos) : undefined;
-        pending?.catch(() => undefined);
+        pos = await reads.shift()!;
+        issue();
         while (nextReady < byEnd.length && byEnd[nextReady]!.offset + byEnd[nextReady]!.size <= pos) {
           ready.push(byEnd[nextReady++]!);
           ready.sort((a, b) => b.size - a.size);
@@ -100,7 +115,7 @@ export async function readInput(
         else if (ready.length > 0) hereOne();
       }
     } finally {
-      await pending?.catch(() => undefined);
+      await Promise.allSettled(reads);
     }
     // Whatever is left: this thread takes the largest ready range while the side thread works through
     // the others; each turn yields so the side thread's answers are seen.
