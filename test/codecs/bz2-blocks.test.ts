@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import {
   BitWriter,
   decodeBz2Blocks,
@@ -247,4 +248,30 @@ test('MARSIGN_BZ2_BLOCK_REUSE=0 turns reuse off: the whole signed file is encode
     if (prev === undefined) delete process.env.MARSIGN_BZ2_BLOCK_REUSE;
     else process.env.MARSIGN_BZ2_BLOCK_REUSE = prev;
   }
+});
+
+test('property: any set of splices (replace, insert, delete) re-encodes to exactly the edited bytes', async () => {
+  const level = 2; // 200 kB blocks: many blocks, quick encodes
+  const original = textLike(1_300_000, 23);
+  const d = (await decodeBz2Blocks(bzip2(original, level), 1 << 30))!;
+  assert.ok(d.layout.blocks.length >= 6);
+  const edit = fc.record({
+    at: fc.nat({ max: original.length }),
+    remove: fc.nat({ max: 3000 }),
+    insert: fc.uint8Array({ maxLength: 3000 }),
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.array(edit, { minLength: 0, maxLength: 4 }), async (edits) => {
+      let b = Buffer.from(original);
+      for (const e of edits) {
+        const at = Math.min(e.at, b.length);
+        b = Buffer.concat([b.subarray(0, at), e.insert, b.subarray(Math.min(b.length, at + e.remove))]);
+      }
+      const r = await encodeBz2Reusing(b, d);
+      assert.ok(r);
+      assert.equal(r.stats.reusedBytes + r.stats.encodedBytes, b.length);
+      assert.ok(bunzip2(r.output).equals(b));
+    }),
+    { numRuns: 12, seed: 0x627a32 },
+  );
 });
