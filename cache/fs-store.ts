@@ -46,6 +46,8 @@ export const OUTPUT_CHUNK = 1024 * 1024;
 const OUTPUT_RING = 4;
 /** File name suffix of locale-output entries (`<key>.out`): both kinds share the prefix directories. */
 export const OUTPUT_SUFFIX = '.out';
+/** File name suffix of a locale output's payload (`<key>.mar`, beside its `<key>.out`). */
+export const PAYLOAD_SUFFIX = '.mar';
 
 /*
  * Entry file layout (all integers big-endian), HEADER_SIZE bytes then the payload:
@@ -69,8 +71,9 @@ const OFF_MAC = 0x58;
 export const HEADER_SIZE = 0x78;
 
 /*
- * Locale-output entry file `<root>/<key[0..2]>/<key>.out` (big-endian), OUTPUT_HEADER_SIZE bytes, then
- * the manifest data (JSON), then the payload (the signed output MAR, byte for byte):
+ * A locale-output entry is a pair of files in the key's prefix directory: `<key>.mar`, the payload (the
+ * signed output MAR byte for byte, usually a hard link to the output file itself), and `<key>.out`,
+ * OUTPUT_HEADER_SIZE bytes of header (big-endian) then the manifest data (JSON), nothing else:
  *   0x00  8  magic "MARSLOUT"
  *   0x08 u32 format version (OUTPUT_FORMAT_VERSION)
  *   0x0C u32 header size (OUTPUT_HEADER_SIZE)
@@ -82,7 +85,9 @@ export const HEADER_SIZE = 0x78;
  *   0x60 64  sha512 of the payload (trusted once the HMAC and the sha256 hold: it is bound to them)
  *   0xA0 32  sha256 of the meta
  *   0xC0 32  HMAC-SHA256(secret, bytes 0x00..0xC0)
- *   0xE0     meta, then payload
+ *   0xE0     meta; the file ends there
+ * The payload is written (linked or copied) before the `.out` is renamed into place, so a `.out` never
+ * exists without its payload; a `.mar` without a `.out` is garbage that prune removes once stale.
  */
 const OUT_MAGIC = Buffer.from('MARSLOUT', 'latin1');
 const OUT_LENGTH = 0x10;
@@ -109,6 +114,7 @@ export type CacheEntryProblem =
   | 'payload-sha256'
   | 'payload-sha512'
   | 'meta-sha256'
+  | 'payload-missing'
   | 'misplaced';
 
 export interface FsCacheStoreOptions {
@@ -126,8 +132,13 @@ export interface FsCacheStoreOptions {
 interface EntryFile {
   key: string;
   kind: CacheEntryKind;
+  /** The entry file; for an output, its `<key>.out`. */
   path: string;
+  /** An output's `<key>.mar` when present (absent: a bad entry, found so by verify). */
+  payloadPath?: string;
+  /** Bytes of the entry: for an output, both files. */
   size: number;
+  /** The LRU clock: the entry file's (for an output, the `.out`'s; never the shared payload's). */
   mtimeMs: number;
 }
 
@@ -135,7 +146,10 @@ interface Scan {
   entries: EntryFile[];
   /** Valid key names in the wrong prefix directory: never found by get, reported by verify. */
   misplaced: EntryFile[];
-  /** `.*.tmp` and `.*.bad` files: in-flight writes, or leftovers of a crash. */
+  /**
+   * `.*.tmp` and `.*.bad` files (in-flight writes, or leftovers of a crash), and payloads without
+   * their `.out` (a put in flight, or one that died between its two renames).
+   */
   temps: { path: string; mtimeMs: number }[];
 }
 
@@ -200,9 +214,14 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     return join(this.root, key.slice(0, 2), key);
   }
 
-  /** Where the locale output stored under `key` lives (`<key>.out` beside the entries). */
+  /** The header + meta file of the locale output stored under `key` (`<key>.out` beside the entries). */
   outputPath(key: string): string {
     return this.entryPath(key) + OUTPUT_SUFFIX;
+  }
+
+  /** The payload file of the locale output stored under `key` (`<key>.mar`, beside its `.out`). */
+  payloadPath(key: string): string {
+    return this.entryPath(key) + PAYLOAD_SUFFIX;
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
@@ -339,10 +358,11 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     this.counters.puts++;
   }
 
+  /** Whether both files of an output entry are present (two stats, nothing verified). */
   async hasOutput(key: string): Promise<boolean> {
     try {
-      const st = await lstat(this.outputPath(key));
-      return st.isFile() && st.size >= OUTPUT_HEADER_SIZE;
+      const [out, payload] = await Promise.all([lstat(this.outputPath(key)), lstat(this.payloadPath(key))]);
+      return out.isFile() && out.size >= OUTPUT_HEADER_SIZE && payload.isFile();
     } catch (e) {
       if (isMissing(e)) return false;
       throw e;
@@ -350,9 +370,11 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
   }
 
   /**
-   * Stream the locale output stored under `key` to `sink`, verifying header, HMAC, meta digest and
-   * the payload's sha256 on the way (the bytes hashed are the bytes handed over). A bad entry is a
-   * miss, counted as corrupt and removed like a bad signed entry; errors of the sink propagate.
+   * Stream the locale output stored under `key` to `sink`, verifying header, HMAC, meta digest, the
+   * payload file's size and the payload's sha256 on the way (the bytes hashed are the bytes handed
+   * over). A bad entry (either file) is a miss, counted as corrupt, and both files are removed like a bad
+   * signed entry; errors of the sink propagate. A hit refreshes the `.out`'s mtime only: the payload may
+   * be the user's output file (a hard link), whose times are not ours to change.
    */
   async getOutput(key: string, sink: OutputSink): Promise<OutputHit | undefined> {
     const path = this.outputPath(key);
@@ -366,10 +388,11 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
       }
       throw e;
     }
+    const opened: OpenedPayload = {};
     try {
       const st = await fh.stat();
       const r: OutputCheck = st.isFile()
-        ? await checkOutput(fh, st.size, key, this.secret, sink)
+        ? await checkOutput(fh, st.size, key, this.secret, this.payloadPath(key), sink, opened)
         : { ok: false, problem: 'not-a-file' };
       if (r.ok) {
         this.outputCounters.hits++;
@@ -382,19 +405,33 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
       this.outputCounters.misses++;
       this.counters.corrupt++;
       await this.onBadEntry?.(key, r.problem);
-      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
+      // Both handles stay open until the bad files are gone (their inodes cannot be reused meanwhile).
+      await removeBadOutput(path, st, this.payloadPath(key), opened.st).catch(() => undefined);
       return undefined;
     } finally {
+      await opened.fh?.close();
       await fh.close();
     }
   }
 
+  /**
+   * Store an output: first its payload `<key>.mar`, then `<key>.out` (header + meta; temp, fsync,
+   * rename), so a `.out` is never visible without its payload. With `linkFrom` (the output file just
+   * committed, data fsynced, holding `payload`) the payload is a hard link to it, renamed into place;
+   * when the link cannot be made (another filesystem, a filesystem without hard links, permissions) or
+   * the file linked is not `payload.length` bytes, the payload is written as a copy (temp, fsync,
+   * rename). Whether it was linked is returned. The `.out`'s directory fsync also covers the payload's
+   * rename. A linked file that does not hold `payload` (replaced or edited meanwhile) fails the sha256
+   * check of the first read: a miss, never wrong bytes.
+   */
   async putOutput(
     key: string,
     payload: Uint8Array,
     info: { sha256: string; sha512: string | Promise<string>; meta: Uint8Array },
-  ): Promise<void> {
+    options: { linkFrom?: string } = {},
+  ): Promise<{ linked: boolean }> {
     const path = this.outputPath(key);
+    const payloadPath = this.payloadPath(key);
     if (!(payload instanceof Uint8Array) || !(info?.meta instanceof Uint8Array))
       throw new CodedError('CACHE_BAD_PAYLOAD', 'payload and meta must be Uint8Arrays');
     if (payload.length > MAX_PAYLOAD_BYTES || info.meta.length > MAX_OUTPUT_META_BYTES)
@@ -405,12 +442,27 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     if (!/^[0-9a-f]{64}$/.test(info.sha256))
       throw new CodedError('CACHE_BAD_PAYLOAD', 'sha256 must be 64 lowercase hex digits');
     await mkdir(dirname(path), { recursive: true });
+    let placed =
+      typeof options.linkFrom === 'string'
+        ? await linkInto(options.linkFrom, payloadPath, payload.length)
+        : undefined;
+    const linked = placed !== undefined;
+    if (!placed) {
+      const p = await AtomicFile.create(payloadPath, 0o644);
+      try {
+        await p.write(payload, 0);
+        placed = await p.handle.stat();
+        await p.commit();
+      } catch (e) {
+        await p.abort();
+        throw e;
+      }
+    }
     const f = await AtomicFile.create(path, 0o644);
     try {
-      // Meta and payload first: the header (with the sha512, which may still be being computed on
-      // another thread, and the HMAC over it) is written last, before the fsync and rename.
+      // Meta first: the header (with the sha512, which may still be being computed on another thread,
+      // and the HMAC over it) is written last, before the fsync and rename.
       await f.write(info.meta, OUTPUT_HEADER_SIZE);
-      await f.write(payload, OUTPUT_HEADER_SIZE + info.meta.length);
       const sha512 = await info.sha512;
       if (!/^[0-9a-f]{128}$/.test(sha512))
         throw new CodedError('CACHE_BAD_PAYLOAD', 'sha512 must be 128 lowercase hex digits');
@@ -429,9 +481,13 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
       await f.commit();
     } catch (e) {
       await f.abort();
+      // The payload just placed is garbage without its `.out` (prune would remove it once stale); remove
+      // it now unless another writer's payload replaced it meanwhile.
+      await removeBad(payloadPath, placed).catch(() => undefined);
       throw e;
     }
     this.outputCounters.puts++;
+    return { linked };
   }
 
   /** Corrupt entries this process met (stats().corrupt without scanning the cache directory). */
@@ -470,12 +526,13 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
         if (isMissing(err)) continue; // pruned or replaced-and-removed by another process meanwhile
         throw err;
       }
+      const opened: OpenedPayload = {};
       try {
         const st = await fh.stat();
         const r = !st.isFile()
           ? notAFile
           : e.kind === 'output'
-            ? await checkOutput(fh, st.size, e.key, this.secret, undefined)
+            ? await checkOutput(fh, st.size, e.key, this.secret, this.payloadPath(e.key), undefined, opened)
             : await checkEntry(fh, st.size, e.key, this.secret, { kind: 'chunked' });
         report.checked++;
         if (r.ok) report.ok++;
@@ -485,9 +542,12 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
             ...(e.kind === 'output' ? { kind: 'output' } : {}),
             reason: r.problem,
           });
-          if (repair && st.isFile()) await removeBad(e.path, st);
+          if (repair && e.kind === 'output')
+            await removeBadOutput(e.path, st, this.payloadPath(e.key), opened.st);
+          else if (repair && st.isFile()) await removeBad(e.path, st);
         }
       } finally {
+        await opened.fh?.close();
         await fh.close();
       }
     }
@@ -498,7 +558,10 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
         ...(e.kind === 'output' ? { kind: 'output' } : {}),
         reason: 'misplaced',
       });
-      if (repair) await unlinkIfPresent(e.path);
+      if (repair) {
+        await unlinkIfPresent(e.path);
+        if (e.payloadPath) await unlinkIfPresent(e.payloadPath);
+      }
     }
     if (repair) report.staleTempRemoved = await removeStaleTemps(scan);
     return report;
@@ -517,11 +580,13 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     let freedBytes = 0;
     for (const e of order) {
       if (remaining <= maxBytes) break;
-      // A concurrent writer may have just replaced this entry; losing it costs one miss, no more.
+      // A concurrent writer may have just replaced this entry; losing it costs one miss, no more. An
+      // output's `.out` goes first, so no reader finds a `.out` whose payload was just removed.
       if (await unlinkIfPresent(e.path)) {
         removed++;
         freedBytes += e.size;
       }
+      if (e.payloadPath) await unlinkIfPresent(e.payloadPath);
       remaining -= e.size;
     }
     return { removed, freedBytes, remainingBytes: remaining, staleTempRemoved };
@@ -550,16 +615,25 @@ function outputMac(secret: KeyObject, header: Buffer): Buffer {
   return createHmac('sha256', secret).update(header.subarray(0, OUT_MAC)).digest();
 }
 
+/** The payload file checkOutput opened: the caller closes it (after removing a bad entry). */
+interface OpenedPayload {
+  fh?: FileHandle;
+  st?: Stats;
+}
+
 /**
- * Check an open locale-output file completely: header, HMAC, meta digest, then the payload's sha256
- * while handing each chunk to `sink` (none: `verify`, which also checks the stored sha512).
+ * Check an output entry completely: the open `.out`'s header, HMAC and meta digest, then the payload
+ * file at `payloadPath` (opened into `opened`): its size, and its sha256 while each chunk is handed to
+ * `sink` (none: `verify`, which also checks the stored sha512).
  */
 async function checkOutput(
   fh: FileHandle,
   fileSize: number,
   key: string,
   secret: KeyObject,
+  payloadPath: string,
   sink: OutputSink | undefined,
+  opened: OpenedPayload,
 ): Promise<OutputCheck> {
   if (fileSize < OUTPUT_HEADER_SIZE) return { ok: false, problem: 'truncated' };
   const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
@@ -573,7 +647,7 @@ async function checkOutput(
   if (length > BigInt(MAX_PAYLOAD_BYTES) || metaLen > MAX_OUTPUT_META_BYTES)
     return { ok: false, problem: 'too-large' };
   const len = Number(length);
-  const total = OUTPUT_HEADER_SIZE + metaLen + len;
+  const total = OUTPUT_HEADER_SIZE + metaLen;
   if (total > fileSize) return { ok: false, problem: 'truncated' };
   if (total < fileSize) return { ok: false, problem: 'size-mismatch' };
   if (h.toString('hex', OUT_KEY, OUT_KEY + 32) !== key) return { ok: false, problem: 'key-mismatch' };
@@ -585,8 +659,19 @@ async function checkOutput(
     !timingSafeEqual(createHash('sha256').update(meta).digest(), h.subarray(OUT_META_SHA, OUT_META_SHA + 32))
   )
     return { ok: false, problem: 'meta-sha256' };
+
+  try {
+    opened.fh = await open(payloadPath, 'r');
+  } catch (e) {
+    if (isMissing(e)) return { ok: false, problem: 'payload-missing' };
+    throw e;
+  }
+  const pst = (opened.st = await opened.fh.stat());
+  if (!pst.isFile()) return { ok: false, problem: 'not-a-file' };
+  if (pst.size < len) return { ok: false, problem: 'truncated' };
+  if (pst.size > len) return { ok: false, problem: 'size-mismatch' };
   const sha512 = sink ? undefined : createHash('sha512');
-  const streamed = await streamPayload(fh, OUTPUT_HEADER_SIZE + metaLen, len, sink, sha512);
+  const streamed = await streamPayload(opened.fh, 0, len, sink, sha512);
   if (!streamed) return { ok: false, problem: 'truncated' };
   if (!timingSafeEqual(streamed, h.subarray(OUT_SHA256, OUT_SHA256 + 32)))
     return { ok: false, problem: 'payload-sha256' };
@@ -772,6 +857,56 @@ async function unlinkIfPresent(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Remove both files of a bad output entry: the `.out` whose stat is `out`, and the payload opened as
+ * `payload` (or, if none was opened because the `.out` was already bad, whichever payload is there: at
+ * worst a concurrent put of the same key loses its payload, which costs that entry one miss).
+ */
+async function removeBadOutput(
+  path: string,
+  out: Stats,
+  payloadPath: string,
+  payload: Stats | undefined,
+): Promise<void> {
+  if (out.isFile()) await removeBad(path, out);
+  let st = payload;
+  if (!st) {
+    try {
+      st = await lstat(payloadPath);
+    } catch (e) {
+      if (isMissing(e)) return;
+      throw e;
+    }
+  }
+  if (st.isFile()) await removeBad(payloadPath, st);
+}
+
+/**
+ * Hard-link `from` to `dest` through a temp name in dest's directory (link, check, rename: atomic).
+ * Returns the stat of the linked file, or undefined (nothing left behind) when the link cannot be made
+ * (EXDEV, EPERM, ENOTSUP, EMLINK, a missing file, …) or `from` is not a regular file of `size` bytes.
+ */
+async function linkInto(from: string, dest: string, size: number): Promise<Stats | undefined> {
+  const temp = join(dirname(dest), `.${basename(dest)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await link(from, temp);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = await lstat(temp);
+    if (!st.isFile() || st.size !== size) {
+      await unlinkIfPresent(temp);
+      return undefined;
+    }
+    await rename(temp, dest);
+    return st;
+  } catch (e) {
+    await unlinkIfPresent(temp).catch(() => undefined);
+    throw e;
+  }
+}
+
 async function removeStaleTemps(scan: Scan): Promise<number> {
   const cutoff = Date.now() - STALE_TEMP_MS;
   let n = 0;
@@ -782,8 +917,13 @@ async function removeStaleTemps(scan: Scan): Promise<number> {
 const PREFIX_DIR = /^[0-9a-f]{2}$/;
 const TEMP_FILE = /^\..*\.(?:tmp|bad)$/;
 const OUTPUT_FILE = /^[0-9a-f]{64}\.out$/;
+const PAYLOAD_FILE = /^[0-9a-f]{64}\.mar$/;
 
-/** Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. */
+/**
+ * Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. An output's
+ * `.out` and `.mar` (same directory) become one entry; a `.mar` without its `.out` is listed with the
+ * temps, aged by its mtime (a linked payload's is the output's, written just before the link).
+ */
 async function scanRoot(root: string): Promise<Scan> {
   const scan: Scan = { entries: [], misplaced: [], temps: [] };
   let tops: string[];
@@ -803,10 +943,13 @@ async function scanRoot(root: string): Promise<Scan> {
       if (isMissing(e) || (e as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
       throw e;
     }
+    const outputs: EntryFile[] = [];
+    const payloads = new Map<string, { path: string; st: Stats }>();
     for (const name of names.sort()) {
       const isOutput = OUTPUT_FILE.test(name);
+      const isPayload = !isOutput && PAYLOAD_FILE.test(name);
       const isKey = isOutput || CACHE_KEY_PATTERN.test(name);
-      if (!isKey && !TEMP_FILE.test(name)) continue;
+      if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
       const path = join(dir, name);
       let st: Stats;
       try {
@@ -814,6 +957,10 @@ async function scanRoot(root: string): Promise<Scan> {
       } catch (e) {
         if (isMissing(e)) continue; // renamed or removed by another process while we walked
         throw e;
+      }
+      if (isPayload) {
+        if (st.isFile()) payloads.set(name.slice(0, -PAYLOAD_SUFFIX.length), { path, st });
+        continue;
       }
       if (!isKey) {
         if (st.isFile()) scan.temps.push({ path, mtimeMs: st.mtimeMs });
@@ -826,10 +973,23 @@ async function scanRoot(root: string): Promise<Scan> {
         size: st.size,
         mtimeMs: st.mtimeMs,
       };
-      if (name.startsWith(top)) scan.entries.push(file);
+      if (isOutput) outputs.push(file);
+      else if (name.startsWith(top)) scan.entries.push(file);
       else scan.misplaced.push(file);
     }
+    for (const file of outputs) {
+      const payload = payloads.get(file.key);
+      if (payload) {
+        payloads.delete(file.key);
+        file.payloadPath = payload.path;
+        file.size += payload.st.size;
+      }
+      if (file.key.startsWith(top)) scan.entries.push(file);
+      else scan.misplaced.push(file);
+    }
+    for (const { path, st } of payloads.values()) scan.temps.push({ path, mtimeMs: st.mtimeMs });
   }
+  scan.entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.kind < b.kind ? -1 : 1));
   return scan;
 }
 

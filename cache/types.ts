@@ -9,8 +9,10 @@ export const CACHE_FORMAT_VERSION = 1;
 /**
  * Layout of a locale-output entry (a whole signed MAR plus its manifest data), and of its key
  * derivation: bump to turn every stored output into a miss.
+ * 2: header + meta in `<key>.out`, the payload apart in `<key>.mar` (a hard link to the output when it
+ * can be); 1 held the payload inside the `.out`.
  */
-export const OUTPUT_FORMAT_VERSION = 1;
+export const OUTPUT_FORMAT_VERSION = 2;
 
 export interface CacheKeyParts {
   /** SigningProfile.fingerprint (certificate chain and every signing option). */
@@ -96,19 +98,24 @@ export type OutputSink = (chunk: Uint8Array, position: number) => Promise<void>;
 
 /** What the locale-output tier needs from a store, beside the entry operations. */
 export interface OutputCacheStore {
-  /** Whether an output entry file is present (one stat, nothing verified): a scheduling hint. */
+  /** Whether an output entry's files are present (stats only, nothing verified): a scheduling hint. */
   hasOutput(key: string): Promise<boolean>;
   /**
    * Stream a stored output to `sink` while verifying it. Undefined: absent or bad (a bad entry is
    * counted and removed, as for entries); the sink may then have received bytes that must be discarded.
    */
   getOutput(key: string, sink: OutputSink): Promise<OutputHit | undefined>;
-  /** Store an output atomically. `sha512` may still be in flight (it goes into the header last). */
+  /**
+   * Store an output atomically. `sha512` may still be in flight (it goes into the header last).
+   * `linkFrom`: the committed output file holding exactly `payload`; a store may keep a hard link to it
+   * instead of writing the bytes again (`linked` says whether it did).
+   */
   putOutput(
     key: string,
     payload: Uint8Array,
     info: { sha256: string; sha512: string | Promise<string>; meta: Uint8Array },
-  ): Promise<void>;
+    options?: { linkFrom?: string },
+  ): Promise<{ linked: boolean } | void>;
 }
 
 export interface CacheStore {

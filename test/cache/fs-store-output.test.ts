@@ -1,18 +1,26 @@
 /**
- * The locale-output tier of FsCacheStore: `<key>.out` files (header + meta + the output MAR bytes),
- * streamed to a sink while verified; tampering is a counted, removed miss, as for signed entries.
+ * The locale-output tier of FsCacheStore: `<key>.out` (header + meta) beside `<key>.mar` (the output MAR
+ * bytes: a hard link to the output file when possible, else a copy), streamed to a sink while verified;
+ * tampering with either file is a counted miss that removes both, as for signed entries.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
+  symlinkSync,
+  unlinkSync,
   utimesSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -20,10 +28,11 @@ import {
   FsCacheStore,
   OUTPUT_CHUNK,
   OUTPUT_HEADER_SIZE,
+  STALE_TEMP_MS,
   type CacheEntryProblem,
 } from '../../cache/fs-store.js';
 import { cacheKey } from '../../cache/key.js';
-import type { OutputHit } from '../../cache/types.js';
+import { OUTPUT_FORMAT_VERSION, type OutputHit } from '../../cache/types.js';
 import { tempDir } from '../helpers/env.js';
 
 const SECRET = new Uint8Array(randomBytes(32));
@@ -49,13 +58,30 @@ function outputOf(n: number, size = 3 * OUTPUT_CHUNK + 12_345): Buffer {
 
 const sha = (alg: string, b: Uint8Array): string => createHash(alg).update(b).digest('hex');
 
-async function put(store: FsCacheStore, key: string, payload: Buffer, meta = '{"v":1}'): Promise<void> {
+async function put(
+  store: FsCacheStore,
+  key: string,
+  payload: Buffer,
+  meta = '{"v":1}',
+  linkFrom?: string,
+): Promise<{ linked: boolean }> {
   // sha512 as a promise: the pipeline hands it over while its side thread is still computing it.
-  await store.putOutput(key, payload, {
-    sha256: sha('sha256', payload),
-    sha512: Promise.resolve(sha('sha512', payload)),
-    meta: Buffer.from(meta),
-  });
+  return store.putOutput(
+    key,
+    payload,
+    {
+      sha256: sha('sha256', payload),
+      sha512: Promise.resolve(sha('sha512', payload)),
+      meta: Buffer.from(meta),
+    },
+    linkFrom === undefined ? {} : { linkFrom },
+  );
+}
+
+/** Files whose name starts with a dot (temps, quarantined files) in the key's prefix directory. */
+function dotFiles(root: string, key: string): string[] {
+  const dir = join(root, key.slice(0, 2));
+  return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith('.')) : [];
 }
 
 /** getOutput into a memory sink that records the writes. */
@@ -86,10 +112,16 @@ test('putOutput/getOutput round trip: every byte through the sink, digests and m
   const payload = outputOf(1);
   assert.equal(await store.hasOutput(key), false);
   assert.equal((await get(store, key)).hit, undefined);
-  await put(store, key, payload, '{"v":1,"entries":[]}');
+  assert.deepEqual(await put(store, key, payload, '{"v":1,"entries":[]}'), { linked: false });
   const path = join(root, key.slice(0, 2), `${key}.out`);
   assert.equal(store.outputPath(key), path);
-  assert.equal(statSync(path).size, OUTPUT_HEADER_SIZE + 20 + payload.length);
+  assert.equal(store.payloadPath(key), join(root, key.slice(0, 2), `${key}.mar`));
+  assert.equal(statSync(path).size, OUTPUT_HEADER_SIZE + 20, 'header and meta only');
+  assert.ok(
+    readFileSync(store.payloadPath(key)).equals(payload),
+    'the payload file is the bytes, nothing else',
+  );
+  assert.equal(statSync(store.payloadPath(key)).nlink, 1, 'no linkFrom: a copy');
   assert.equal(await store.hasOutput(key), true);
   // The entry namespace is separate: the same key is no signed entry.
   assert.equal(await store.get(key), undefined);
@@ -110,7 +142,12 @@ test('putOutput/getOutput round trip: every byte through the sink, digests and m
   assert.equal(empty.hit?.sha256, sha('sha256', Buffer.alloc(0)));
 
   const s = await store.stats();
-  assert.equal(s.entries, 2);
+  assert.equal(s.entries, 2, 'each .out/.mar pair is one entry');
+  assert.equal(
+    s.bytes,
+    OUTPUT_HEADER_SIZE + 20 + payload.length + OUTPUT_HEADER_SIZE + 7,
+    'both files of both pairs',
+  );
   assert.deepEqual(s.byKind, {
     entry: { entries: 0, bytes: 0 },
     output: { entries: 2, bytes: s.bytes },
@@ -126,48 +163,45 @@ test('putOutput/getOutput round trip: every byte through the sink, digests and m
   );
 });
 
-test('a bad output entry is a counted miss, removed; the sink saw bytes it must discard', async () => {
-  const cases: [string, CacheEntryProblem, (path: string, root: string) => void][] = [
+test('a bad output entry (either file) is a counted miss, both files removed; the sink saw bytes it must discard', async () => {
+  const flip = (at: (b: Buffer) => number) => (p: string) => {
+    const b = readFileSync(p);
+    b[at(b)]! ^= 0x10;
+    writeFileSync(p, b);
+  };
+  type Tamper = [string, CacheEntryProblem, (out: string, payload: string) => void];
+  const cases: Tamper[] = [
+    ['flipped payload byte', 'payload-sha256', (_o, p) => flip((b) => b.length - 5)(p)],
+    ['flipped meta byte', 'meta-sha256', (o) => flip(() => OUTPUT_HEADER_SIZE + 2)(o)],
+    ['truncated .out', 'truncated', (o) => writeFileSync(o, readFileSync(o).subarray(0, 100))],
+    ['truncated payload', 'truncated', (_o, p) => writeFileSync(p, readFileSync(p).subarray(0, 5000))],
     [
-      'flipped payload byte',
-      'payload-sha256',
-      (p) => {
-        const b = readFileSync(p);
-        b[b.length - 5]! ^= 0x10;
-        writeFileSync(p, b);
-      },
-    ],
-    [
-      'flipped meta byte',
-      'meta-sha256',
-      (p) => {
-        const b = readFileSync(p);
-        b[OUTPUT_HEADER_SIZE + 2]! ^= 0x01;
-        writeFileSync(p, b);
-      },
-    ],
-    ['truncated', 'truncated', (p) => writeFileSync(p, readFileSync(p).subarray(0, 5000))],
-    [
-      'appended byte',
+      'byte appended to .out',
       'size-mismatch',
-      (p) => writeFileSync(p, Buffer.concat([readFileSync(p), Buffer.of(0)])),
+      (o) => writeFileSync(o, Buffer.concat([readFileSync(o), Buffer.of(0)])),
     ],
     [
-      'edited sha512 in the header',
-      'hmac',
-      (p) => {
-        const b = readFileSync(p);
-        b[0x60]! ^= 0x01;
-        writeFileSync(p, b);
-      },
+      'byte appended to the payload',
+      'size-mismatch',
+      (_o, p) => writeFileSync(p, Buffer.concat([readFileSync(p), Buffer.of(0)])),
     ],
+    ['edited sha512 in the header', 'hmac', (o) => flip(() => 0x60)(o)],
     [
       'a signed-entry file under an output name',
       'bad-magic',
-      (p) => {
-        const b = readFileSync(p);
+      (o) => {
+        const b = readFileSync(o);
         b.write('MARSCACH', 0, 'latin1');
-        writeFileSync(p, b);
+        writeFileSync(o, b);
+      },
+    ],
+    ['payload missing', 'payload-missing', (_o, p) => unlinkSync(p)],
+    [
+      'payload is a directory',
+      'not-a-file',
+      (_o, p) => {
+        unlinkSync(p);
+        mkdirSync(p);
       },
     ],
   ];
@@ -177,17 +211,175 @@ test('a bad output entry is a counted miss, removed; the sink saw bytes it must 
     const key = keyOf(3);
     const payload = outputOf(3);
     await put(store, key, payload);
-    tamper(store.outputPath(key), root);
+    tamper(store.outputPath(key), store.payloadPath(key));
+    // hasOutput is a hint from two stats: it sees a missing payload or a short .out, nothing else.
+    const visible = !['payload missing', 'payload is a directory', 'truncated .out'].includes(what);
+    assert.equal(await store.hasOutput(key), visible, what);
     const r = await get(store, key);
     assert.equal(r.hit, undefined, what);
     assert.deepEqual(problems, [problem], what);
-    assert.equal(existsSync(store.outputPath(key)), false, `${what}: removed`);
+    assert.equal(existsSync(store.outputPath(key)), false, `${what}: .out removed`);
+    if (problem !== 'not-a-file')
+      assert.equal(existsSync(store.payloadPath(key)), false, `${what}: payload removed`);
+    else rmSync(store.payloadPath(key), { recursive: true });
+    assert.deepEqual(dotFiles(root, key), [], `${what}: nothing left aside`);
     const s = await store.stats();
     assert.deepEqual(s.outputs, { hits: 0, misses: 1, corrupt: 1, puts: 1 }, what);
     assert.equal(s.corrupt, 1, `${what}: counted with the store's corrupt entries`);
     // Repaired by the next put.
     await put(store, key, payload);
     assert.ok((await get(store, key)).bytes.equals(payload), `${what}: repaired`);
+  }
+});
+
+test('a missing .out is a plain miss; its orphan payload is removed by prune once stale', async () => {
+  const root = tempDir();
+  const { store, problems } = logged(root);
+  const key = keyOf(20);
+  const payload = outputOf(20, 9000);
+  await put(store, key, payload);
+  unlinkSync(store.outputPath(key));
+  assert.equal(await store.hasOutput(key), false);
+  assert.equal((await get(store, key)).hit, undefined);
+  assert.deepEqual(problems, [], 'absent, not corrupt');
+  assert.deepEqual((await store.stats()).outputs, { hits: 0, misses: 1, corrupt: 0, puts: 1 });
+  const s = await store.stats();
+  assert.equal(s.entries, 0, 'an orphan payload is no entry');
+  assert.equal(s.bytes, 0);
+  assert.deepEqual(await store.verify(), { checked: 0, ok: 0, bad: [] });
+  // A young orphan may be a put between its two renames: left alone.
+  assert.equal((await store.prune(0)).staleTempRemoved, 0);
+  assert.equal(existsSync(store.payloadPath(key)), true);
+  const old = (Date.now() - STALE_TEMP_MS - 60_000) / 1000;
+  utimesSync(store.payloadPath(key), old, old);
+  const r = await store.prune(1 << 30);
+  assert.deepEqual(r, { removed: 0, freedBytes: 0, remainingBytes: 0, staleTempRemoved: 1 });
+  assert.equal(existsSync(store.payloadPath(key)), false);
+});
+
+test('an old-version single-file .out (payload inside) is a miss, removed, replaced by the next put', async () => {
+  const root = tempDir();
+  const { store, problems } = logged(root);
+  const key = keyOf(21);
+  const payload = outputOf(21, 7000);
+  const meta = Buffer.from('{"v":1}');
+  // Version 1: the same 224-byte header (HMAC'd with this secret), then meta, then the payload.
+  const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
+  h.write('MARSLOUT', 0, 'latin1');
+  h.writeUInt32BE(1, 0x08);
+  h.writeUInt32BE(OUTPUT_HEADER_SIZE, 0x0c);
+  h.writeBigUInt64BE(BigInt(payload.length), 0x10);
+  h.writeUInt32BE(meta.length, 0x18);
+  h.write(key, 0x20, 'hex');
+  h.write(sha('sha256', payload), 0x40, 'hex');
+  h.write(sha('sha512', payload), 0x60, 'hex');
+  createHash('sha256').update(meta).digest().copy(h, 0xa0);
+  createHmac('sha256', SECRET).update(h.subarray(0, 0xc0)).digest().copy(h, 0xc0);
+  assert.notEqual(OUTPUT_FORMAT_VERSION, 1);
+  mkdirSync(join(root, key.slice(0, 2)), { recursive: true });
+  writeFileSync(store.outputPath(key), Buffer.concat([h, meta, payload]));
+  assert.deepEqual((await store.verify()).bad, [{ key, kind: 'output', reason: 'version' }]);
+  assert.equal((await get(store, key)).hit, undefined);
+  assert.deepEqual(problems, ['version']);
+  assert.equal(existsSync(store.outputPath(key)), false, 'removed');
+  await put(store, key, payload);
+  assert.ok((await get(store, key)).bytes.equals(payload), 'replaced');
+});
+
+test('putOutput with linkFrom: the payload is a hard link to the output file', async () => {
+  const root = tempDir();
+  const { store, problems } = logged(root);
+  const dir = tempDir();
+  const output = join(dir, 'de.mar');
+  const key = keyOf(22);
+  const payload = outputOf(22);
+  writeFileSync(output, payload);
+  assert.deepEqual(await put(store, key, payload, '{"v":1}', output), { linked: true });
+  const [o, p] = [statSync(output), statSync(store.payloadPath(key))];
+  assert.equal(p.ino, o.ino, 'same inode');
+  assert.equal(p.dev, o.dev);
+  assert.equal(o.nlink, 2, 'the output and the payload');
+  assert.deepEqual(dotFiles(root, key), [], 'no temp link left');
+  const s = await store.stats();
+  assert.equal(s.bytes, OUTPUT_HEADER_SIZE + 7 + payload.length, 'the pair, payload counted once');
+
+  // A hit does not touch the payload's times (it is the user's output file too).
+  const mtime = statSync(output).mtimeMs;
+  const old = (Date.now() - 3_600_000) / 1000;
+  utimesSync(store.outputPath(key), old, old); // make the LRU touch due
+  assert.ok((await get(store, key)).bytes.equals(payload));
+  assert.ok(statSync(store.outputPath(key)).mtimeMs > old * 1000 + 1000, 'the .out was touched');
+  assert.equal(statSync(output).mtimeMs, mtime, "the output's mtime is unchanged");
+
+  // The output deleted: the link keeps the data.
+  unlinkSync(output);
+  assert.equal(statSync(store.payloadPath(key)).nlink, 1);
+  const after = await get(store, key);
+  assert.ok(after.hit && after.bytes.equals(payload), 'still served after the output was deleted');
+  assert.deepEqual(problems, []);
+});
+
+test('the output edited in place (the linked file) is a miss, both files removed, repaired by the next put', async () => {
+  const root = tempDir();
+  const { store, problems } = logged(root);
+  const dir = tempDir();
+  const output = join(dir, 'fr.mar');
+  const key = keyOf(23);
+  const payload = outputOf(23);
+  writeFileSync(output, payload);
+  await put(store, key, payload, '{"v":1}', output);
+  // Another program writes into the output file (same inode, same size).
+  const fd = openSync(output, 'r+');
+  writeSync(fd, Buffer.from('EDITED'), 0, 6, 1000);
+  closeSync(fd);
+  assert.ok(!readFileSync(store.payloadPath(key)).equals(payload), 'the payload changed with it');
+  assert.equal((await get(store, key)).hit, undefined);
+  assert.deepEqual(problems, ['payload-sha256']);
+  assert.equal(existsSync(store.outputPath(key)), false);
+  assert.equal(existsSync(store.payloadPath(key)), false);
+  assert.equal(statSync(output).nlink, 1, "the user's (edited) output is left as it is");
+  assert.equal(readFileSync(output).subarray(1000, 1006).toString(), 'EDITED');
+  // The next run rewrites the output (temp + rename: a new inode) and stores it again.
+  const fresh = join(dir, 'fr.mar.new');
+  writeFileSync(fresh, payload);
+  renameSync(fresh, output);
+  assert.deepEqual(await put(store, key, payload, '{"v":1}', output), { linked: true });
+  assert.ok((await get(store, key)).bytes.equals(payload), 'repaired');
+  assert.deepEqual((await store.verify()).bad, []);
+});
+
+test('a link that cannot be made (another filesystem, missing file, wrong size) falls back to a copy', async () => {
+  const root = tempDir();
+  const store = new FsCacheStore({ root, hmacSecret: SECRET });
+  const payload = outputOf(24, 50_000);
+  const cases: [string, string | undefined][] = [];
+  // /dev/shm is tmpfs on Linux CI and on this VM: link() across devices fails with EXDEV.
+  if (existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(root).dev) {
+    const shm = mkdtempSync('/dev/shm/marsign-outlink-');
+    writeFileSync(join(shm, 'out.mar'), payload);
+    cases.push(['another filesystem (EXDEV)', join(shm, 'out.mar')]);
+  } else cases.push(['another filesystem (EXDEV): no /dev/shm on another device, skipped', undefined]);
+  const dir = tempDir();
+  cases.push(['a missing file (ENOENT)', join(dir, 'missing.mar')]);
+  writeFileSync(join(dir, 'short.mar'), payload.subarray(0, 1000));
+  cases.push(['a file of another size', join(dir, 'short.mar')]);
+  writeFileSync(join(dir, 'target.mar'), payload);
+  symlinkSync(join(dir, 'target.mar'), join(dir, 'symlink.mar'));
+  cases.push(['a symlink (link() links the symlink itself)', join(dir, 'symlink.mar')]);
+  try {
+    for (const [i, [what, from]] of cases.entries()) {
+      if (from === undefined) continue;
+      const key = keyOf(30 + i);
+      assert.deepEqual(await put(store, key, payload, '{"v":1}', from), { linked: false }, what);
+      const p = statSync(store.payloadPath(key));
+      assert.equal(p.nlink, 1, `${what}: a copy`);
+      assert.ok(readFileSync(store.payloadPath(key)).equals(payload), what);
+      assert.deepEqual(dotFiles(root, key), [], `${what}: no temp left`);
+      assert.ok((await get(store, key)).hit, what);
+    }
+  } finally {
+    for (const [, from] of cases)
+      if (from?.startsWith('/dev/shm/')) rmSync(join(from, '..'), { recursive: true, force: true });
   }
 });
 
@@ -206,6 +398,7 @@ test('another secret, or a file moved to another key, is refused', async () => {
   const moved = mine.store.outputPath(keyOf(6));
   mkdirSync(join(root, keyOf(6).slice(0, 2)), { recursive: true });
   renameSync(mine.store.outputPath(keyOf(5)), moved);
+  renameSync(mine.store.payloadPath(keyOf(5)), mine.store.payloadPath(keyOf(6)));
   assert.equal((await get(mine.store, keyOf(6))).hit, undefined);
   assert.deepEqual(mine.problems, ['key-mismatch']);
   assert.ok((await get(mine.store, keyOf(4))).hit, 'the untouched entry still serves');
@@ -223,14 +416,30 @@ test('verify checks output entries (incl. the stored sha512) and repair removes 
     meta: Buffer.from('{}'),
   });
   await store.put(keyOf(9), new Uint8Array(100).fill(9));
+  // A pair whose payload lost a byte, and one whose payload is gone.
+  await put(store, keyOf(15), good);
+  writeFileSync(store.payloadPath(keyOf(15)), good.subarray(1));
+  await put(store, keyOf(16), good);
+  unlinkSync(store.payloadPath(keyOf(16)));
   const v = await store.verify();
-  assert.equal(v.checked, 3);
+  assert.equal(v.checked, 5);
   assert.equal(v.ok, 2);
-  assert.deepEqual(v.bad, [{ key: keyOf(8), kind: 'output', reason: 'payload-sha512' }]);
+  assert.deepEqual(
+    [...v.bad].sort((a, b) => (a.key < b.key ? -1 : 1)),
+    [
+      { key: keyOf(8), kind: 'output', reason: 'payload-sha512' },
+      { key: keyOf(15), kind: 'output', reason: 'truncated' },
+      { key: keyOf(16), kind: 'output', reason: 'payload-missing' },
+    ].sort((a, b) => (a.key < b.key ? -1 : 1)),
+  );
   const r = await store.verify({ repair: true });
-  assert.equal(r.bad.length, 1);
-  assert.equal(existsSync(store.outputPath(keyOf(8))), false);
-  assert.deepEqual((await store.verify()).bad, []);
+  assert.equal(r.bad.length, 3);
+  for (const k of [keyOf(8), keyOf(15), keyOf(16)]) {
+    assert.equal(existsSync(store.outputPath(k)), false);
+    assert.equal(existsSync(store.payloadPath(k)), false, 'both files of the pair');
+  }
+  assert.ok(existsSync(store.payloadPath(keyOf(7))), 'the good pair stays');
+  assert.deepEqual(await store.verify(), { checked: 2, ok: 2, bad: [] });
 });
 
 test('prune orders signed entries and outputs on one LRU clock', async () => {
@@ -247,10 +456,18 @@ test('prune orders signed entries and outputs on one LRU clock', async () => {
   const r = await store.prune(total - 1);
   assert.equal(r.removed, 1);
   assert.equal(await store.hasOutput(keyOf(10)), false, 'the oldest (an output) goes first');
-  const r2 = await store.prune(statSync(store.outputPath(keyOf(12))).size);
+  assert.equal(existsSync(store.payloadPath(keyOf(10))), false, 'both files of the pair');
+  assert.equal(r.freedBytes, OUTPUT_HEADER_SIZE + 7 + 10_000, 'the size of the pair');
+  const pair = statSync(store.outputPath(keyOf(12))).size + statSync(store.payloadPath(keyOf(12))).size;
+  assert.equal((await store.stats()).bytes, pair + statSync(store.entryPath(keyOf(11))).size);
+  const r2 = await store.prune(pair);
   assert.equal(r2.removed, 1);
   assert.equal(await store.has(keyOf(11)), false, 'then the older signed entry');
   assert.equal(await store.hasOutput(keyOf(12)), true);
+  // The LRU clock is the .out's: an old payload mtime (a linked output written long ago) does not count.
+  const old = t - 10_000;
+  utimesSync(store.payloadPath(keyOf(12)), old, old);
+  assert.equal((await store.prune(pair)).removed, 0);
 });
 
 test('a failing sink propagates its error and leaves the entry in place', async () => {
@@ -280,6 +497,8 @@ test('putOutput validates its inputs', async () => {
     { code: 'CACHE_BAD_PAYLOAD' },
   );
   assert.equal(await store.hasOutput(keyOf(14)), false, 'nothing left behind');
+  assert.equal(existsSync(store.payloadPath(keyOf(14))), false, 'the payload placed first was removed');
+  assert.deepEqual(dotFiles(store.root, keyOf(14)), []);
   await assert.rejects(
     store.putOutput('../x', p, {
       sha256: sha('sha256', p),
