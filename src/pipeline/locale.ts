@@ -626,14 +626,17 @@ export async function signLocaleWith(ctx: LocaleContext, opts: SignLocaleOptions
         );
         writer = undefined;
         // Store the output for the next run of the same input (its header's sha512 is written last, once
-        // the side thread has it); a failure is a warning, never a failed locale.
+        // the side thread has it); a failure is a warning, never a failed locale. finishInMemory has
+        // committed (renamed) the output, so the store may hard-link the final file instead of writing
+        // the bytes a second time.
         if (outputStore && outputKey)
           stored = outputStore
-            .putOutput(outputKey, fin.bytes, {
-              sha256: fin.sha256,
-              sha512: fin.sha512,
-              meta: encodeOutputMeta(records),
-            })
+            .putOutput(
+              outputKey,
+              fin.bytes,
+              { sha256: fin.sha256, sha512: fin.sha512, meta: encodeOutputMeta(records) },
+              { linkFrom: opts.output },
+            )
             .then(
               () => undefined,
               (err: unknown) => {

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadOrCreateSecret } from '../../cache/defaults.js';
-import { FsCacheStore, HEADER_SIZE } from '../../cache/fs-store.js';
+import { FsCacheStore, HEADER_SIZE, OUTPUT_HEADER_SIZE } from '../../cache/fs-store.js';
 import { runCli, tempDir } from '../helpers/env.js';
 
 const key = (n: number) => n.toString(16).padStart(2, '0').repeat(32);
@@ -160,4 +161,60 @@ test('--config supplies cache.dir (relative to the config) and the HMAC secret f
   const missing = await runCli(['cache', 'stats', '--config', join(base, 'nope.json')]);
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /^marsign: CONFIG_NOT_FOUND:/);
+});
+
+test('stats, verify and prune treat a locale output (.out + linked .mar) as one entry', async () => {
+  const dir = tempDir();
+  const store = new FsCacheStore({ root: dir, hmacSecret: await loadOrCreateSecret(dir) });
+  const outDir = tempDir();
+  const payload = Buffer.alloc(5000, 7);
+  const sha = (alg: string) => createHash(alg).update(payload).digest('hex');
+  const meta = Buffer.from('{"v":1,"entries":[]}');
+  for (const n of [1, 2]) {
+    writeFileSync(join(outDir, `${n}.mar`), payload);
+    const r = await store.putOutput(
+      key(n),
+      payload,
+      { sha256: sha('sha256'), sha512: sha('sha512'), meta },
+      { linkFrom: join(outDir, `${n}.mar`) },
+    );
+    assert.deepEqual(r, { linked: true });
+  }
+  const pair = OUTPUT_HEADER_SIZE + meta.length + payload.length;
+  const stats = await runCli(['cache', 'stats', '--json', '--cache-dir', dir]);
+  assert.equal(stats.code, 0, stats.stderr);
+  assert.deepEqual(JSON.parse(stats.stdout), {
+    root: dir,
+    entries: 2,
+    bytes: 2 * pair,
+    signedEntries: { entries: 0, bytes: 0 },
+    localeOutputs: { entries: 2, bytes: 2 * pair },
+  });
+
+  // key(2)'s payload lost: verify names it; --repair removes its .out; the user's output is untouched.
+  unlinkSync(store.payloadPath(key(2)));
+  const bad = await runCli(['cache', 'verify', '--json', '--cache-dir', dir]);
+  assert.equal(bad.code, 1);
+  assert.deepEqual((JSON.parse(bad.stdout) as { bad: unknown[] }).bad, [
+    { key: key(2), kind: 'output', reason: 'payload-missing' },
+  ]);
+  const repair = await runCli(['cache', 'verify', '--repair', '--json', '--cache-dir', dir]);
+  assert.equal(repair.code, 0, repair.stderr);
+  assert.equal(existsSync(store.outputPath(key(2))), false);
+  assert.ok(readFileSync(join(outDir, '2.mar')).equals(payload));
+
+  const pruned = await runCli(['cache', 'prune', '--max-size', '0', '--json', '--cache-dir', dir]);
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.deepEqual(JSON.parse(pruned.stdout), {
+    root: dir,
+    maxBytes: 0,
+    removed: 1,
+    freedBytes: pair,
+    remainingBytes: 0,
+    staleTempRemoved: 0,
+  });
+  assert.equal(existsSync(store.outputPath(key(1))), false);
+  assert.equal(existsSync(store.payloadPath(key(1))), false, 'both files of the pair');
+  assert.equal(statSync(join(outDir, '1.mar')).nlink, 1, "the user's output stays, unlinked from the cache");
+  assert.ok(readFileSync(join(outDir, '1.mar')).equals(payload));
 });

@@ -1,18 +1,24 @@
 /**
  * The locale-output tier end to end: a re-run of the same input is served whole from the cache
- * (byte-identical, no signature, verified), tampered outputs are misses that get repaired, and every
- * input of the output key (profile, MAR key, policy, --skip-invalid, the input bytes) turns a hit into a miss.
+ * (byte-identical, no signature, verified), the stored payload is a hard link to the output file (a copy
+ * across filesystems), tampered outputs are misses that get repaired, and every input of the output key
+ * (profile, MAR key, policy, --skip-invalid, the input bytes) turns a hit into a miss.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
+  closeSync,
   copyFileSync,
   existsSync,
+  mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
+  unlinkSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
@@ -75,6 +81,9 @@ function outputFiles(root: string): string[] {
         if (/^[0-9a-f]{64}\.out$/.test(f)) out.push(join(root, d, f));
   return out;
 }
+
+/** The payload file (`<key>.mar`) beside a stored output's `<key>.out`. */
+const payloadOf = (out: string): string => out.replace(/\.out$/, '.mar');
 
 async function sign(
   cache: FsCacheStore,
@@ -153,18 +162,31 @@ test('a tampered output (flipped byte, truncation, wrong HMAC secret) is a miss,
   await sign(newCache(root, secret), fixtureMar('en-US'), clean);
   const cleanBytes = readFileSync(clean);
   const [stored] = outputFiles(root) as [string];
+  const payload = payloadOf(stored);
 
+  // The payload is a hard link to the last run's output: these edits change that output too, as
+  // another program editing the output file in place would.
   const tampers: [string, () => void, Buffer][] = [
     [
       'flipped byte',
       () => {
-        const b = readFileSync(stored);
+        const b = readFileSync(payload);
         b[b.length - 100]! ^= 0x01; // inside the MAR index, near the end
+        writeFileSync(payload, b);
+      },
+      secret,
+    ],
+    ['truncated', () => writeFileSync(payload, readFileSync(payload).subarray(0, 4096)), secret],
+    [
+      'flipped meta byte',
+      () => {
+        const b = readFileSync(stored);
+        b[b.length - 10]! ^= 0x01;
         writeFileSync(stored, b);
       },
       secret,
     ],
-    ['truncated', () => writeFileSync(stored, readFileSync(stored).subarray(0, 4096)), secret],
+    ['payload removed', () => unlinkSync(payload), secret],
     ['wrong HMAC secret', () => undefined, Buffer.alloc(32, 5)],
   ];
   for (const [what, tamper, s] of tampers) {
@@ -181,8 +203,74 @@ test('a tampered output (flipped byte, truncation, wrong HMAC secret) is a miss,
     }
     // Repaired: the stored output verifies again and serves the next run.
     assert.deepEqual((await cache.verify()).bad, [], what);
+    assert.equal(statSync(payload).ino, statSync(out).ino, `${what}: stored again, linked to the new output`);
     const again = await sign(newCache(root, s), fixtureMar('en-US'), join(dir, 'again.mar'));
     assert.equal(again.m.outputCache, 'hit', `${what}: repaired`);
+  }
+});
+
+test('the stored payload is a hard link to the output: served after the output is deleted, a miss once it is edited in place', async () => {
+  const dir = tempDir();
+  const root = join(dir, 'cache');
+  const secret = Buffer.alloc(32, 9);
+  const out = join(dir, 'de.mar');
+  const a = await sign(newCache(root, secret), fixtureMar('de'), out);
+  assert.equal(a.m.outputCache, 'miss');
+  const [stored] = outputFiles(root) as [string];
+  const o = statSync(out);
+  assert.equal(statSync(payloadOf(stored)).ino, o.ino, 'the same inode');
+  assert.equal(o.nlink, 2, 'the output and the cache payload');
+  assert.equal(statSync(stored).size < 64 * 1024, true, 'the .out holds header and meta only');
+  const bytes = readFileSync(out);
+
+  // The output deleted: the link keeps the data, the next run is served.
+  unlinkSync(out);
+  const b = await sign(newCache(root, secret), fixtureMar('de'), out);
+  assert.equal(b.m.outputCache, 'hit');
+  assert.ok(readFileSync(out).equals(bytes));
+  assert.equal(statSync(out).nlink, 1, 'a served output is a copy of its own');
+
+  // Edited in place through the link (same inode, same size): a miss, removed, re-signed, stored again.
+  const fd = openSync(payloadOf(stored), 'r+');
+  writeSync(fd, Buffer.from('XX'), 0, 2, 4096);
+  closeSync(fd);
+  const cache = newCache(root, secret);
+  const third = join(dir, 'de-3.mar');
+  const c = await sign(cache, fixtureMar('de'), third);
+  assert.equal(c.m.outputCache, 'miss');
+  assert.equal((await cache.stats()).outputs?.corrupt, 1);
+  assert.ok(readFileSync(third).equals(bytes), 'byte-identical after the repair');
+  assert.equal(
+    statSync(payloadOf(stored)).ino,
+    statSync(third).ino,
+    'stored again, linked to the new output',
+  );
+  await checkSignedOutput(fixtureMar('de'), third, { signed: FIXTURE_SIGNED, dir });
+});
+
+test('an output on another filesystem than the cache is stored as a copy and served', async (t) => {
+  const dir = tempDir();
+  const root = join(dir, 'cache');
+  if (!existsSync('/dev/shm') || statSync('/dev/shm').dev === statSync(dir).dev) {
+    t.skip('no /dev/shm on another device than the temp directory');
+    return;
+  }
+  const shm = mkdtempSync('/dev/shm/marsign-outlink-');
+  try {
+    const secret = Buffer.alloc(32, 10);
+    const out = join(shm, 'fr.mar');
+    const a = await sign(newCache(root, secret), fixtureMar('fr'), out);
+    assert.equal(a.m.outputCache, 'miss');
+    assert.equal(a.m.warnings, undefined, 'the EXDEV fallback is silent');
+    const [stored] = outputFiles(root) as [string];
+    assert.equal(statSync(out).nlink, 1);
+    assert.equal(statSync(payloadOf(stored)).nlink, 1, 'a copy');
+    assert.ok(readFileSync(payloadOf(stored)).equals(readFileSync(out)));
+    const b = await sign(newCache(root, secret), fixtureMar('fr'), join(dir, 'fr.mar'));
+    assert.equal(b.m.outputCache, 'hit');
+    assert.ok(readFileSync(join(dir, 'fr.mar')).equals(readFileSync(out)));
+  } finally {
+    rmSync(shm, { recursive: true, force: true });
   }
 });
 
@@ -332,6 +420,8 @@ test('sign-release: a re-run serves every locale whole without planning; a lost 
     LOCALES.map(() => 'miss'),
   );
   assert.equal(outputFiles(root).length, LOCALES.length);
+  // Every locale's payload is a hard link to its output of this run.
+  for (const l of LOCALES) assert.equal(statSync(join(dir, 'cold', l, 'complete.mar')).nlink, 2, l);
 
   const warm = await run('warm');
   assert.equal(warm.started, false, 'nothing planned, nothing signed');
@@ -348,6 +438,7 @@ test('sign-release: a re-run serves every locale whole without planning; a lost 
   // Lose one locale's output: that locale alone is planned and assembled from the entry cache.
   const lost = outputFiles(root)[0]!;
   rmSync(lost);
+  rmSync(payloadOf(lost));
   const third = await run('third');
   assert.equal(third.m.totals.outputHits, LOCALES.length - 1);
   const missed = third.m.locales.filter((l) => l.outputCache === 'miss');
@@ -361,4 +452,5 @@ test('sign-release: a re-run serves every locale whole without planning; a lost 
       dir,
     });
   assert.equal(existsSync(lost), true, 'stored again');
+  assert.equal(existsSync(payloadOf(lost)), true);
 });
