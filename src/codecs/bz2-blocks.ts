@@ -19,20 +19,21 @@
  * `undefined`, and the caller uses the plain whole-stream decode/encode (bz2.ts), which also produces
  * the proper typed error for a corrupt stream.
  */
-import { FormatError } from '../errors.js';
 import {
   BZ_OUTBUFF_FULL,
   dropDecoderIfLarge,
   encodeBz2,
+  EOS_MAGIC,
+  findEosMarkers,
   findMagic48,
   loadDecoder,
   readBz2Level,
+  tooLarge,
   WASM_MAX_OUTPUT,
   wasmDecodeOnce,
 } from './bz2.js';
 
 const BLOCK_MAGIC = 0x314159265359n;
-const EOS_MAGIC = 0x177245385090n;
 const HEADER_BITS = 32;
 const MAGIC_BITS = 48;
 const CRC_BITS = 32;
@@ -177,7 +178,7 @@ export function scanBz2(bytes: Uint8Array): Bz2Layout | undefined {
   } catch {
     return undefined;
   }
-  const eosHits = findMagic48(bytes, EOS_MAGIC);
+  const eosHits = findEosMarkers(bytes);
   if (eosHits.length !== 1) return undefined;
   const eos = eosHits[0]!;
   if (Math.ceil((eos + MAGIC_BITS + CRC_BITS) / 8) !== bytes.length) return undefined;
@@ -197,19 +198,20 @@ export function scanBz2(bytes: Uint8Array): Bz2Layout | undefined {
   return { level, blocks, eos, combinedCrc };
 }
 
+/** The end-of-stream marker and the combined CRC (the writer pads the last byte with zeros). */
+function writeEnd(w: BitWriter, combinedCrc: number): void {
+  w.bits(Number(EOS_MAGIC >> 24n), 24);
+  w.bits(Number(EOS_MAGIC & 0xffffffn), 24);
+  w.bits(combinedCrc, 32);
+}
+
 /** A complete one-block stream holding block `b` of `bytes`. */
 function singleBlockStream(bytes: Uint8Array, level: number, b: Bz2Block): Uint8Array {
   const w = new BitWriter(((b.end - b.start) >>> 3) + 32);
   w.bits(0x425a6830 + level, 32);
   w.copy(bytes, b.start, b.end);
-  w.bits(Number(EOS_MAGIC >> 24n), 24);
-  w.bits(Number(EOS_MAGIC & 0xffffffn), 24);
-  w.bits(b.crc, 32);
+  writeEnd(w, b.crc);
   return w.finish();
-}
-
-function tooLarge(cap: number): FormatError {
-  return new FormatError('bz2', 'CODEC_OUTPUT_TOO_LARGE', `bzip2 entry decodes to more than ${cap} bytes`);
 }
 
 /**
@@ -317,9 +319,7 @@ export async function encodeBz2Reusing(
     w.copy(p.src, p.from, p.to);
     for (const c of p.crcs) combined = foldCrc(combined, c);
   }
-  w.bits(Number(EOS_MAGIC >> 24n), 24);
-  w.bits(Number(EOS_MAGIC & 0xffffffn), 24);
-  w.bits(combined, 32);
+  writeEnd(w, combined);
   const output = w.finish();
   // Structural self-check of the seams: the blocks must be where they were written.
   const check = scanBz2(output);

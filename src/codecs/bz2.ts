@@ -38,8 +38,7 @@ const BZ_ERRORS: Record<number, string> = {
 };
 
 /** End-of-stream marker (sqrt(pi)) that precedes the combined CRC at the end of every bzip2 stream. */
-const EOS_MAGIC_HI = 0x1772;
-const EOS_MAGIC_LO = 0x45385090;
+export const EOS_MAGIC = 0x177245385090n;
 
 interface WasmBz2Module {
   HEAPU8: Uint8Array;
@@ -138,7 +137,7 @@ export function readBz2Level(bytes: Uint8Array): number {
  * first stream (trailing data follows) or a chance match inside Huffman data (~2^-48 per bit).
  */
 export function findEosMarkers(bytes: Uint8Array): number[] {
-  return findMagic48(bytes, (BigInt(EOS_MAGIC_HI) << 32n) | BigInt(EOS_MAGIC_LO));
+  return findMagic48(bytes, EOS_MAGIC);
 }
 
 /** Bit offsets (ascending) of every occurrence of a 48-bit pattern, at any bit alignment. */
@@ -190,7 +189,7 @@ export function wasmDecodeOnce(
   }
 }
 
-function tooLarge(cap: number): FormatError {
+export function tooLarge(cap: number): FormatError {
   return new FormatError('bz2', 'CODEC_OUTPUT_TOO_LARGE', `bzip2 entry decodes to more than ${cap} bytes`);
 }
 
