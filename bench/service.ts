@@ -16,15 +16,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/index.js';
 import { generateDevKeys } from '../src/keys/index.js';
-import { loadReleaseSpec, Pipeline, signRelease } from '../src/pipeline/index.js';
+import { Pipeline, signRelease } from '../src/pipeline/index.js';
+import { loadReleaseRequest, resolveRequest } from '../src/release/request.js';
 import { BullReleaseQueue } from '../src/queue/bullmq.js';
 import { redisSettings } from '../src/queue/connection.js';
-import { checkMarFile, validateManifest } from '../src/queue/manifest.js';
+import { validateRelease } from '../src/queue/manifest.js';
 import { PROJECT_ROOT } from '../src/version.js';
 import { TestRedis } from '../test/helpers/redis.js';
 import { generateRelease, type BenchCodec } from './lib/release-gen.js';
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
     );
     return path;
   };
-  const spec = await loadReleaseSpec(release.releaseJson);
+  const { request, base: requestBase, source } = await loadReleaseRequest(release.releaseJson);
   const runs: Run[] = [];
   const workers: ChildProcess[] = [];
   try {
@@ -110,10 +111,13 @@ async function main(): Promise<void> {
         await Promise.all(Array.from({ length: cores }, () => pipeline.canary('dev')));
         const t = performance.now();
         const c0 = selfCpu();
+        const outDir = join(runDir, `out-embedded-${cache}`);
         const m = await signRelease({
-          pipeline,
-          spec,
-          outDir: join(runDir, `out-embedded-${cache}`),
+          signer: pipeline,
+          release: request.release,
+          source,
+          locales: resolveRequest(request, requestBase, outDir, '.'),
+          outDir,
           profile: 'dev',
           concurrency,
         });
@@ -136,18 +140,17 @@ async function main(): Promise<void> {
       const queue = new BullReleaseQueue(redisSettings(config));
       for (const cache of ['cold', 'warm'] as const) {
         const id = `bench-w${n}-${cache}`;
-        const manifest = await validateManifest(
+        const manifest = await validateRelease(
           {
             release: id,
             profile: 'dev',
-            locales: Object.fromEntries(
-              spec.locales.map((l) => [
-                l.locale,
-                { input: l.input, output: join(runDir, `out-w${n}-${cache}`, l.locale) },
-              ]),
-            ),
+            locales: request.locales.map((l) => ({
+              locale: l.locale,
+              input: resolve(requestBase, l.input),
+              output: join(runDir, `out-w${n}-${cache}`, l.locale),
+            })),
           },
-          { profiles: ['dev'], roots: [runDir, release.dir], baseDir: runDir, checkMar: checkMarFile },
+          { profiles: ['dev'], roots: [runDir, release.dir], baseDir: runDir },
         );
         const cpuOf = () => procs.reduce((a, p) => a + procCpu(p.proc.pid!), 0);
         const c0 = cpuOf();

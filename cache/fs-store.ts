@@ -21,9 +21,14 @@ import {
   type CacheStats,
   type CacheStore,
   type CacheVerifyReport,
+  type CachedEntry,
+  type DecodedFacts,
+  type EntryPresence,
   type OutputCacheStore,
   type OutputHit,
   type OutputSink,
+  type PayloadDigester,
+  type RangedReads,
 } from './types.js';
 
 /** Largest payload stored or read back (a compressed MAR entry; xul.dll is well under this). */
@@ -48,6 +53,8 @@ const OUTPUT_RING = 4;
 export const OUTPUT_SUFFIX = '.out';
 /** File name suffix of a locale output's payload (`<key>.mar`, beside its `<key>.out`). */
 export const PAYLOAD_SUFFIX = '.mar';
+/** File name suffix of a PE signature (`<key>.sig`): the entry layout, under the signature key domain. */
+export const SIGNATURE_SUFFIX = '.sig';
 
 /*
  * Entry file layout (all integers big-endian), HEADER_SIZE bytes then the payload:
@@ -57,9 +64,12 @@ export const PAYLOAD_SUFFIX = '.mar';
  *   0x10  u64 payload length
  *   0x18 32  the entry's key (raw bytes of the hex file name)
  *   0x38 32  sha256 of the payload
- *   0x58 32  HMAC-SHA256(secret, bytes 0x00..0x58): authenticates key ‖ payload hash and the
+ *   0x58 u32 flags: bit 0 = the decoded facts below are set
+ *   0x5C u32 CRC-32 of the decoded payload (DecodedFacts.crc32), else 0
+ *   0x60 u64 length of the decoded payload (DecodedFacts.size), else 0
+ *   0x68 32  HMAC-SHA256(secret, bytes 0x00..0x68): authenticates key ‖ payload hash and the
  *            header fields with them, so a file moved to another key or edited header fails too
- *   0x78     payload
+ *   0x88     payload
  */
 const MAGIC = Buffer.from('MARSCACH', 'latin1');
 const OFF_VERSION = 0x08;
@@ -67,8 +77,12 @@ const OFF_HEADER_SIZE = 0x0c;
 const OFF_LENGTH = 0x10;
 const OFF_KEY = 0x18;
 const OFF_SHA = 0x38;
-const OFF_MAC = 0x58;
-export const HEADER_SIZE = 0x78;
+const OFF_FLAGS = 0x58;
+const OFF_CRC = 0x5c;
+const OFF_DECODED = 0x60;
+const OFF_MAC = 0x68;
+export const HEADER_SIZE = 0x88;
+const FLAG_FACTS = 1;
 
 /*
  * A locale-output entry is a pair of files in the key's prefix directory: `<key>.mar`, the payload (the
@@ -154,13 +168,10 @@ interface Scan {
 }
 
 type Check =
-  | { ok: true; payload: Uint8Array | undefined; sha256: string }
+  | { ok: true; payload: Uint8Array | undefined; sha256: string; facts: DecodedFacts | undefined }
   | { ok: false; problem: CacheEntryProblem }
   /** readInto only: a sound header for a payload of another length than the target (not corrupt). */
   | { ok: false; problem: 'other-length' };
-
-/** Hex sha256 of `bytes`, possibly computed elsewhere (a side thread). */
-export type PayloadDigester = (bytes: Uint8Array) => Promise<string>;
 
 /** How checkEntry reads the payload: into a fresh buffer, in chunks (verify), or into the caller's. */
 type PayloadMode =
@@ -180,8 +191,12 @@ type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEnt
  * bad entry is moved aside by inode before it is deleted so a fresh entry written by another process
  * in the meantime survives.
  */
-export class FsCacheStore implements CacheStore, OutputCacheStore {
+export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads {
   readonly root: string;
+  /** Every capability of the CacheStore contract: this store is the reference implementation. */
+  readonly presence: EntryPresence = this;
+  readonly ranged: RangedReads = this;
+  readonly outputs: OutputCacheStore = this;
   private readonly secret: KeyObject;
   private readonly onBadEntry: FsCacheStoreOptions['onBadEntry'];
   private counters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
@@ -209,6 +224,10 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     this.onBadEntry = options.onBadEntry;
   }
 
+  get location(): string {
+    return this.root;
+  }
+
   entryPath(key: string): string {
     assertCacheKey(key);
     return join(this.root, key.slice(0, 2), key);
@@ -222,10 +241,6 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
   /** The payload file of the locale output stored under `key` (`<key>.mar`, beside its `.out`). */
   payloadPath(key: string): string {
     return this.entryPath(key) + PAYLOAD_SUFFIX;
-  }
-
-  async get(key: string): Promise<Uint8Array | undefined> {
-    return (await this.getWithSha256(key))?.payload;
   }
 
   /**
@@ -253,9 +268,25 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     }
   }
 
-  /** `get`, also returning the payload's hex sha256 that was just verified (callers need not rehash). */
-  async getWithSha256(key: string): Promise<{ payload: Uint8Array; sha256: string } | undefined> {
-    const path = this.entryPath(key);
+  /** A PE signature's file (`<key>.sig`, beside the entries; the same layout as an entry file). */
+  signaturePath(key: string): string {
+    return this.entryPath(key) + SIGNATURE_SUFFIX;
+  }
+
+  /** The verified payload with the sha256 just checked (callers need not rehash) and its decoded facts. */
+  async get(key: string): Promise<CachedEntry | undefined> {
+    return this.getAt(this.entryPath(key), key);
+  }
+
+  async getSignature(key: string): Promise<Uint8Array | undefined> {
+    return (await this.getAt(this.signaturePath(key), key))?.payload;
+  }
+
+  async putSignature(key: string, der: Uint8Array): Promise<void> {
+    return this.putAt(this.signaturePath(key), key, der, undefined);
+  }
+
+  private async getAt(path: string, key: string): Promise<CachedEntry | undefined> {
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
@@ -276,7 +307,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
           // The LRU clock for prune. Best effort: a read-only or foreign-owned cache still serves.
           await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
         }
-        return r.payload && { payload: r.payload, sha256: r.sha256 };
+        return r.payload && { payload: r.payload, sha256: r.sha256, ...(r.facts ? { facts: r.facts } : {}) };
       }
       this.counters.corrupt++;
       this.counters.misses++;
@@ -304,7 +335,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     target: Uint8Array,
     digest?: PayloadDigester,
     onRead?: () => void,
-  ): Promise<{ sha256: string } | undefined> {
+  ): Promise<{ sha256: string; facts?: DecodedFacts } | undefined> {
     const path = this.entryPath(key);
     let fh: FileHandle;
     try {
@@ -323,7 +354,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
         const now = Date.now();
         if (now - st.mtimeMs > TOUCH_INTERVAL_MS)
           await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
-        return { sha256: r.sha256 };
+        return { sha256: r.sha256, ...(r.facts ? { facts: r.facts } : {}) };
       }
       if (r.problem === 'other-length') return undefined;
       this.counters.corrupt++;
@@ -335,8 +366,16 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
     }
   }
 
-  async put(key: string, payload: Uint8Array): Promise<void> {
-    const path = this.entryPath(key);
+  async put(key: string, payload: Uint8Array, facts?: DecodedFacts): Promise<void> {
+    return this.putAt(this.entryPath(key), key, payload, facts);
+  }
+
+  private async putAt(
+    path: string,
+    key: string,
+    payload: Uint8Array,
+    facts: DecodedFacts | undefined,
+  ): Promise<void> {
     if (!(payload instanceof Uint8Array))
       throw new CodedError('CACHE_BAD_PAYLOAD', `payload must be a Uint8Array, got ${typeof payload}`);
     if (payload.length > MAX_PAYLOAD_BYTES)
@@ -344,8 +383,10 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
         'CACHE_PAYLOAD_TOO_LARGE',
         `payload is ${payload.length} bytes, more than the ${MAX_PAYLOAD_BYTES} a cache entry may hold`,
       );
+    if (facts !== undefined && !validFacts(facts))
+      throw new CodedError('CACHE_BAD_PAYLOAD', 'facts must hold a u64 size and a u32 crc32');
     await mkdir(dirname(path), { recursive: true });
-    const header = buildHeader(key, payload, this.secret);
+    const header = buildHeader(key, payload, this.secret, facts);
     const f = await AtomicFile.create(path, 0o644);
     try {
       await f.write(header);
@@ -498,7 +539,11 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
   async stats(): Promise<CacheStats> {
     const scan = await scanRoot(this.root);
     let bytes = 0;
-    const byKind = { entry: { entries: 0, bytes: 0 }, output: { entries: 0, bytes: 0 } };
+    const byKind = {
+      entry: { entries: 0, bytes: 0 },
+      signature: { entries: 0, bytes: 0 },
+      output: { entries: 0, bytes: 0 },
+    };
     for (const e of scan.entries) {
       bytes += e.size;
       byKind[e.kind].entries++;
@@ -539,7 +584,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
         else {
           report.bad.push({
             key: e.key,
-            ...(e.kind === 'output' ? { kind: 'output' } : {}),
+            ...(e.kind !== 'entry' ? { kind: e.kind } : {}),
             reason: r.problem,
           });
           if (repair && e.kind === 'output')
@@ -555,7 +600,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
       report.checked++;
       report.bad.push({
         key: e.key,
-        ...(e.kind === 'output' ? { kind: 'output' } : {}),
+        ...(e.kind !== 'entry' ? { kind: e.kind } : {}),
         reason: 'misplaced',
       });
       if (repair) {
@@ -595,7 +640,12 @@ export class FsCacheStore implements CacheStore, OutputCacheStore {
 
 const notAFile: Check = { ok: false, problem: 'not-a-file' };
 
-function buildHeader(key: string, payload: Uint8Array, secret: KeyObject): Buffer {
+function buildHeader(
+  key: string,
+  payload: Uint8Array,
+  secret: KeyObject,
+  facts: DecodedFacts | undefined,
+): Buffer {
   const h = Buffer.alloc(HEADER_SIZE);
   MAGIC.copy(h, 0);
   h.writeUInt32BE(CACHE_FORMAT_VERSION, OFF_VERSION);
@@ -603,8 +653,36 @@ function buildHeader(key: string, payload: Uint8Array, secret: KeyObject): Buffe
   h.writeBigUInt64BE(BigInt(payload.length), OFF_LENGTH);
   h.write(key, OFF_KEY, 'hex');
   createHash('sha256').update(payload).digest().copy(h, OFF_SHA);
+  if (facts) {
+    h.writeUInt32BE(FLAG_FACTS, OFF_FLAGS);
+    h.writeUInt32BE(facts.crc32, OFF_CRC);
+    h.writeBigUInt64BE(BigInt(facts.size), OFF_DECODED);
+  }
   mac(secret, h).copy(h, OFF_MAC);
   return h;
+}
+
+function validFacts(f: DecodedFacts): boolean {
+  return (
+    typeof f === 'object' &&
+    f !== null &&
+    Number.isSafeInteger(f.size) &&
+    f.size >= 0 &&
+    Number.isInteger(f.crc32) &&
+    f.crc32 >= 0 &&
+    f.crc32 <= 0xffffffff
+  );
+}
+
+/** The decoded facts of a header whose HMAC held (undefined when the flag is clear). */
+function headerFacts(h: Buffer): DecodedFacts | undefined | 'bad' {
+  const flags = h.readUInt32BE(OFF_FLAGS);
+  if (flags === 0)
+    return h.readUInt32BE(OFF_CRC) === 0 && h.readBigUInt64BE(OFF_DECODED) === 0n ? undefined : 'bad';
+  if (flags !== FLAG_FACTS) return 'bad';
+  const size = h.readBigUInt64BE(OFF_DECODED);
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) return 'bad';
+  return { size: Number(size), crc32: h.readUInt32BE(OFF_CRC) };
 }
 
 function mac(secret: KeyObject, header: Buffer): Buffer {
@@ -765,6 +843,8 @@ async function checkEntry(
   if (h.toString('hex', OFF_KEY, OFF_KEY + 32) !== key) return { ok: false, problem: 'key-mismatch' };
   if (!timingSafeEqual(mac(secret, h), h.subarray(OFF_MAC, OFF_MAC + 32)))
     return { ok: false, problem: 'hmac' };
+  const facts = headerFacts(h);
+  if (facts === 'bad') return { ok: false, problem: 'bad-header' };
 
   let digest: Buffer;
   let payload: Uint8Array | undefined;
@@ -795,7 +875,7 @@ async function checkEntry(
   }
   if (!timingSafeEqual(digest, h.subarray(OFF_SHA, OFF_SHA + 32)))
     return { ok: false, problem: 'payload-sha256' };
-  return { ok: true, payload, sha256: digest.toString('hex') };
+  return { ok: true, payload, sha256: digest.toString('hex'), facts };
 }
 
 /** Read into `buf` from `position` until it is full or the file ends; returns the bytes read. */
@@ -918,6 +998,7 @@ const PREFIX_DIR = /^[0-9a-f]{2}$/;
 const TEMP_FILE = /^\..*\.(?:tmp|bad)$/;
 const OUTPUT_FILE = /^[0-9a-f]{64}\.out$/;
 const PAYLOAD_FILE = /^[0-9a-f]{64}\.mar$/;
+const SIGNATURE_FILE = /^[0-9a-f]{64}\.sig$/;
 
 /**
  * Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. An output's
@@ -947,8 +1028,9 @@ async function scanRoot(root: string): Promise<Scan> {
     const payloads = new Map<string, { path: string; st: Stats }>();
     for (const name of names.sort()) {
       const isOutput = OUTPUT_FILE.test(name);
+      const isSignature = SIGNATURE_FILE.test(name);
       const isPayload = !isOutput && PAYLOAD_FILE.test(name);
-      const isKey = isOutput || CACHE_KEY_PATTERN.test(name);
+      const isKey = isOutput || isSignature || CACHE_KEY_PATTERN.test(name);
       if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
       const path = join(dir, name);
       let st: Stats;
@@ -967,8 +1049,12 @@ async function scanRoot(root: string): Promise<Scan> {
         continue;
       }
       const file: EntryFile = {
-        key: isOutput ? name.slice(0, -OUTPUT_SUFFIX.length) : name,
-        kind: isOutput ? 'output' : 'entry',
+        key: isOutput
+          ? name.slice(0, -OUTPUT_SUFFIX.length)
+          : isSignature
+            ? name.slice(0, -SIGNATURE_SUFFIX.length)
+            : name,
+        kind: isOutput ? 'output' : isSignature ? 'signature' : 'entry',
         path,
         size: st.size,
         mtimeMs: st.mtimeMs,

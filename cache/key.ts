@@ -5,6 +5,7 @@ import {
   OUTPUT_FORMAT_VERSION,
   type CacheKeyParts,
   type OutputKeyParts,
+  type SignatureKeyParts,
 } from './types.js';
 
 /** A cache key (and entry file name): lowercase hex sha256. */
@@ -18,6 +19,7 @@ const MAX_FINGERPRINT_LENGTH = 256;
 /** Domain separation: a digest of these bytes can never collide with another marsign digest. */
 const DOMAIN = 'marsign/cache-key';
 const OUTPUT_DOMAIN = 'marsign/locale-output-key';
+const SIGNATURE_DOMAIN = 'marsign/pe-signature-key';
 /** Caps on the list parts of an output key (a config has at most 8 MAR keys; globs are few). */
 const MAX_MAR_KEYS = 64;
 const MAX_GLOBS = 4096;
@@ -55,6 +57,33 @@ export function cacheKey(parts: CacheKeyParts): string {
     );
 
   return digestFields([DOMAIN, String(CACHE_FORMAT_VERSION), signerFingerprint, codecSettings, inputSha256]);
+}
+
+/**
+ * Where a PE's Authenticode signature (the certificate table's SignedData) is stored: over the signer
+ * and the Authenticode image digest of the unsigned PE with the length it covers. Two entries whose
+ * stored bytes differ (another codec, another container) but hold the same PE share this key, so the
+ * PE is signed once and both get the same signed bytes.
+ */
+export function signatureKey(parts: SignatureKeyParts): string {
+  const { signerFingerprint, imageDigest, imageLength } = parts;
+  if (
+    typeof signerFingerprint !== 'string' ||
+    signerFingerprint.length > MAX_FINGERPRINT_LENGTH ||
+    !HEX_DIGEST.test(signerFingerprint)
+  )
+    throw badPart('signerFingerprint must be a lowercase hex digest', signerFingerprint);
+  if (typeof imageDigest !== 'string' || imageDigest.length > 128 || !HEX_DIGEST.test(imageDigest))
+    throw badPart('imageDigest must be a lowercase hex digest', imageDigest);
+  if (!Number.isSafeInteger(imageLength) || imageLength < 0)
+    throw badPart('imageLength must be a non-negative integer', imageLength);
+  return digestFields([
+    SIGNATURE_DOMAIN,
+    String(CACHE_FORMAT_VERSION),
+    signerFingerprint,
+    imageDigest,
+    String(imageLength),
+  ]);
 }
 
 /**

@@ -1,10 +1,19 @@
 /**
  * The content-addressed cache of signed, recompressed entries (contract).
- * The store is an interface so a remote tier can be added without touching the pipeline.
+ * The store is an interface so a remote tier can be added without touching the pipeline: a store
+ * declares the optional capabilities it has as properties (`presence`, `ranged`, `outputs`), each null
+ * when absent, and the pipeline takes the plain path where one is null — it never probes a store's class.
  */
+import type { DecodedFacts } from '../src/codecs/types.js';
 
-/** Bump when the entry layout or the meaning of a key changes: old entries become misses. */
-export const CACHE_FORMAT_VERSION = 1;
+export type { DecodedFacts } from '../src/codecs/types.js';
+
+/**
+ * Bump when the entry layout or the meaning of a key changes: old entries become misses.
+ * 2: the header records the decoded facts (size, CRC-32) of a signed entry, which zip needs; the
+ * Authenticode signature of a PE is also stored, under its own key domain (`signatureKey`).
+ */
+export const CACHE_FORMAT_VERSION = 2;
 
 /**
  * Layout of a locale-output entry (a whole signed MAR plus its manifest data), and of its key
@@ -13,6 +22,16 @@ export const CACHE_FORMAT_VERSION = 1;
  * can be); 1 held the payload inside the `.out`.
  */
 export const OUTPUT_FORMAT_VERSION = 2;
+
+/** The parts of the key under which a PE's Authenticode signature is stored (`signatureKey`). */
+export interface SignatureKeyParts {
+  /** SigningProfile.fingerprint. */
+  signerFingerprint: string;
+  /** Hex Authenticode image digest of the unsigned PE (the profile's digest algorithm). */
+  imageDigest: string;
+  /** Length of the PE's bytes that digest covers (any old certificate table stripped). */
+  imageLength: number;
+}
 
 export interface CacheKeyParts {
   /** SigningProfile.fingerprint (certificate chain and every signing option). */
@@ -42,8 +61,8 @@ export interface OutputKeyParts {
   toolVersion: string;
 }
 
-/** Entry kinds in one store: signed entries, and whole signed locale outputs. */
-export type CacheEntryKind = 'entry' | 'output';
+/** Entry kinds in one store: signed entries, PE signatures, and whole signed locale outputs. */
+export type CacheEntryKind = 'entry' | 'signature' | 'output';
 
 export interface CacheStats {
   root: string;
@@ -55,7 +74,7 @@ export interface CacheStats {
   /** Entries found bad (truncated, flipped, wrong HMAC/version) and treated as misses. */
   corrupt: number;
   puts: number;
-  /** `entries`/`bytes` split by kind (both kinds share one LRU). */
+  /** `entries`/`bytes` split by kind (all kinds share one LRU). */
   byKind?: Record<CacheEntryKind, { entries: number; bytes: number }>;
   /** Locale-output tier counters since this store object was created (misses include corrupt ones). */
   outputs?: { hits: number; misses: number; corrupt: number; puts: number };
@@ -65,7 +84,7 @@ export interface CacheVerifyReport {
   checked: number;
   ok: number;
   /** Keys of bad entries (removed when `repair` was asked). */
-  bad: { key: string; kind?: 'output'; reason: string }[];
+  bad: { key: string; kind?: 'signature' | 'output'; reason: string }[];
   /** Leftover temp/quarantine files of crashed writers removed (only with `repair`). */
   staleTempRemoved?: number;
 }
@@ -118,13 +137,62 @@ export interface OutputCacheStore {
   ): Promise<{ linked: boolean } | void>;
 }
 
+/** A verified entry as read from the store. */
+export interface CachedEntry {
+  payload: Uint8Array;
+  /** Hex sha256 of `payload`, checked against the authenticated header while reading. */
+  sha256: string;
+  /** What the payload decodes to, when it was stored with them (signed entries always are). */
+  facts?: DecodedFacts;
+}
+
+/** Capability: whether an entry is present and how big, without reading it (scheduling and layout hints). */
+export interface EntryPresence {
+  /** Whether an entry file is present (nothing verified: `get` still verifies before serving). */
+  has(key: string): Promise<boolean>;
+  /** The payload length an entry claims (unverified), or undefined if absent. */
+  payloadSize(key: string): Promise<number | undefined>;
+}
+
+/** Hex sha256 of `bytes`, possibly computed elsewhere (a side thread). */
+export type PayloadDigester = (bytes: Uint8Array) => Promise<string>;
+
+/** Capability: read a verified payload straight into the caller's buffer (in-place assembly). */
+export interface RangedReads {
+  /**
+   * A verified hit read into `target` (its length must be the payload's), its sha256 taken by `digest`
+   * (default: on this thread). Undefined when absent, bad (counted and removed, as by `get`) or of
+   * another length (not counted: the caller falls back to `get`, which counts once). `onRead` runs once
+   * the bytes are in `target` and before their digest is checked: a caller may use them speculatively
+   * provided nothing becomes visible before this resolves.
+   */
+  readInto(
+    key: string,
+    target: Uint8Array,
+    digest?: PayloadDigester,
+    onRead?: () => void,
+  ): Promise<{ sha256: string; facts?: DecodedFacts } | undefined>;
+}
+
 export interface CacheStore {
-  /** The verified payload, or undefined on a miss (absent or bad entry; a bad entry is counted). */
-  get(key: string): Promise<Uint8Array | undefined>;
+  /** Where the store keeps its data (a directory, a URL): for messages and `cache stats`. */
+  readonly location: string;
+  /** The verified entry, or undefined on a miss (absent or bad entry; a bad entry is counted). */
+  get(key: string): Promise<CachedEntry | undefined>;
   /** Store atomically (temp file in the same directory, fsync, rename). Safe with concurrent writers. */
-  put(key: string, payload: Uint8Array): Promise<void>;
+  put(key: string, payload: Uint8Array, facts?: DecodedFacts): Promise<void>;
+  /** A PE's Authenticode signature (certificate table SignedData) under its key (`signatureKey`), verified. */
+  getSignature(key: string): Promise<Uint8Array | undefined>;
+  putSignature(key: string, der: Uint8Array): Promise<void>;
   stats(): Promise<CacheStats>;
   verify(options?: { repair?: boolean }): Promise<CacheVerifyReport>;
   /** Remove least-recently-used entries until the total is at most maxBytes. */
   prune(maxBytes: number): Promise<CachePruneResult>;
+  /** Bad entries this process has met so far (a counter, no scan). */
+  readonly corruptSeen: number;
+  /** Capabilities: null where the store has none; the pipeline then takes its plain path. */
+  readonly presence: EntryPresence | null;
+  readonly ranged: RangedReads | null;
+  /** The locale-output tier. */
+  readonly outputs: OutputCacheStore | null;
 }

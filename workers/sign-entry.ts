@@ -1,24 +1,43 @@
 /**
- * Piscina task: one MAR entry → decompress → check it is a PE → Authenticode-sign → verify →
+ * Piscina task: one container entry → decompress (with the codec the container names) → check it is a
+ * PE → Authenticode-sign, or apply the signature the main thread already holds for this PE → verify →
  * recompress with the entry's own codec settings (bzip2: re-encoding only the blocks signing changed).
  * Runs only in worker threads.
  *
- * Protocol (src/pipeline/types.ts): the task names the config file and profile; keys are loaded here
+ * Protocol (src/pipeline/protocol.ts): the task names the config file and profile; keys are loaded here
  * once per thread and cached, never sent in messages. Input bytes arrive transferred; the output is
  * transferred back with `Piscina.move()` of an object implementing piscina's transferable protocol
- * (so the result can carry metadata beside the buffer). Errors return as plain data (`toPlainError`); the main
- * thread rebuilds them with `fromPlainError`, so name/code survive the thread boundary.
+ * (so the result can carry metadata beside the buffer). Once the PE's image digest is known the thread
+ * asks the main thread on the task's claim port whether that PE is signed already (or being signed):
+ * the main thread single-flights on the signature key, so a PE met in two containers (or two codecs) is
+ * signed once and both get identical signed bytes. Errors return as plain data (`toPlainError`); the
+ * main thread rebuilds them with `fromPlainError`, so name/code survive the thread boundary.
  */
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
+import type { MessagePort } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
 import { Piscina } from 'piscina';
 import { decompressEntry, readSettings, recompressEntry, settingsKey } from '../src/codecs/index.js';
 import { loadConfig, loadProfile } from '../src/config/index.js';
 import type { SigningProfile } from '../src/config/types.js';
-import { ConfigError, PolicyError, toPlainError, VerificationError } from '../src/errors.js';
-import type { SignEntryResult, SignEntryTask } from '../src/pipeline/types.js';
-import { isPe, signPe } from '../src/signing/authenticode.js';
+import { ConfigError, fromPlainError, PolicyError, toPlainError, VerificationError } from '../src/errors.js';
+import type {
+  ClaimOutcome,
+  ClaimReply,
+  ClaimRequest,
+  SignEntryResult,
+  SignEntryTask,
+} from '../src/pipeline/protocol.js';
+import type { AuthenticodeOptions } from '../src/signing/types.js';
+import {
+  applySignature,
+  isPe,
+  preparePe,
+  signatureFor,
+  type PreparedPe,
+} from '../src/signing/authenticode.js';
 import { verifyPe } from '../src/signing/verify-pe.js';
 
 /*
@@ -69,6 +88,38 @@ function owned(b: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * The signed PE: the signature the main thread hands over for this image digest, or a new one (sent back
+ * so others can use it). Without a claim port (canary), always a new one.
+ */
+async function signed(
+  pe: PreparedPe,
+  options: AuthenticodeOptions,
+  claims: MessagePort | undefined,
+): Promise<{ bytes: Uint8Array; made: boolean }> {
+  if (!claims) return { bytes: applySignature(pe, await signatureFor(pe, options)), made: true };
+  const reply = new Promise<ClaimReply>((resolve) => claims.once('message', resolve));
+  claims.postMessage({
+    type: 'claim',
+    imageDigest: pe.imageDigest.toString('hex'),
+    imageLength: pe.imageLength,
+  } satisfies ClaimRequest);
+  const r = await reply;
+  if (r.type === 'fail') throw fromPlainError(r.error);
+  if (r.type === 'use') return { bytes: applySignature(pe, r.der), made: false };
+  let outcome: ClaimOutcome;
+  try {
+    const der = await signatureFor(pe, options);
+    outcome = { type: 'signed', der };
+    return { bytes: applySignature(pe, der), made: true };
+  } catch (err) {
+    outcome = { type: 'failed', error: toPlainError(err) };
+    throw err;
+  } finally {
+    claims.postMessage(outcome!);
+  }
+}
+
 export default async function signEntry(task: SignEntryTask): Promise<unknown> {
   try {
     const profile = await profileFor(task);
@@ -77,10 +128,13 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
         'CONFIG_NO_AUTHENTICODE',
         `profile "${task.profile}" has no authenticode section, so it cannot sign ${task.name}`,
       );
-    const key = settingsKey(readSettings(task.input));
+    const key = settingsKey(task.codec);
 
     let t = performance.now();
-    const decoded = await decompressEntry(task.input, { maxOutputSize: task.maxOutputSize });
+    const decoded = await decompressEntry(task.input, {
+      maxOutputSize: task.maxOutputSize,
+      settings: task.codec,
+    });
     const pe = decoded.data;
     const decompressMs = performance.now() - t;
     if (!isPe(pe))
@@ -91,11 +145,12 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
       );
 
     t = performance.now();
-    const signed = await signPe(pe, profile.authenticode);
+    const prepared = preparePe(pe, profile.authenticode.digest);
+    const { bytes: signedPe, made } = await signed(prepared, profile.authenticode, task.claims);
     const signMs = performance.now() - t;
 
     t = performance.now();
-    const v = await verifyPe(signed, {});
+    const v = await verifyPe(signedPe, {});
     if (!v.signed || !v.digestMatches || !v.signatureValid)
       throw new VerificationError(
         'SIGNED_PE_INVALID',
@@ -105,8 +160,10 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
 
     t = performance.now();
     // bzip2: the blocks the signature did not touch are copied from the input (bz2-blocks.ts).
-    const output = owned((await recompressEntry(signed, decoded)).output);
-    const outKey = settingsKey(readSettings(output));
+    const output = owned((await recompressEntry(signedPe, decoded)).output);
+    // Self-describing streams are read back; a codec the container names (zip's deflate) cannot be.
+    const sniffable = task.codec.codec === 'bz2' || task.codec.codec === 'xz';
+    const outKey = sniffable ? settingsKey(readSettings(output)) : key;
     if (outKey !== key)
       throw new VerificationError(
         'CODEC_SETTINGS_CHANGED',
@@ -119,9 +176,10 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
         ok: true,
         output,
         codecSettings: key,
-        decompressedSize: pe.length,
-        signedSize: signed.length,
+        decoded: { size: signedPe.length, crc32: crc32(signedPe) },
+        decodedSize: pe.length,
         outputSha256: createHash('sha256').update(output).digest('hex'),
+        madeSignature: made,
         timings: { decompressMs, signMs, verifyMs, compressMs },
       },
       [output.buffer as ArrayBuffer],

@@ -56,7 +56,7 @@ export async function decompressWithSettings(
   options?: DecodeOptions,
 ): Promise<{ data: Uint8Array; settings: CodecSettings }> {
   const cap = capOf(options);
-  const settings = readSettings(bytes);
+  const settings = options?.settings ?? readSettings(bytes);
   switch (settings.codec) {
     case 'bz2': {
       const { decodeBz2 } = await import('./bz2.js');
@@ -106,7 +106,7 @@ export function bz2BlockReuseEnabled(): boolean {
 
 /** Decodes an entry for re-signing: like `decompressWithSettings`, keeping what recompression can reuse. */
 export async function decompressEntry(bytes: Uint8Array, options?: DecodeOptions): Promise<DecodedEntry> {
-  const settings = readSettings(bytes);
+  const settings = options?.settings ?? readSettings(bytes);
   if (settings.codec === 'bz2' && bz2BlockReuseEnabled()) {
     const { decodeBz2Blocks } = await import('./bz2-blocks.js');
     const blocks = await decodeBz2Blocks(bytes, capOf(options));

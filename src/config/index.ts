@@ -335,6 +335,13 @@ export function profileFingerprint(p: Pick<SigningProfile, 'authenticode' | 'mar
   return createHash('sha256').update(JSON.stringify(doc)).digest('hex');
 }
 
+/** The cache root a config names (or `dirOverride`, e.g. `--cache-dir`), without touching it. */
+export function cacheDirOf(config?: LoadedConfig, dirOverride?: string): string {
+  if (dirOverride) return resolve(dirOverride);
+  const c = config?.file.cache;
+  return c?.dir ? resolvePath(config!.dir, c.dir) : defaultCacheDir();
+}
+
 /** The cache root and the HMAC secret that authenticates cache entries. */
 export interface CacheSettings {
   dir: string;
@@ -348,10 +355,10 @@ export interface CacheSettings {
  * configured, 32 random bytes generated once and kept 0600 in `<dir>/.hmac-secret`, shared with
  * `marsign cache verify`.
  */
-export async function cacheSettings(config?: LoadedConfig): Promise<CacheSettings> {
+export async function cacheSettings(config?: LoadedConfig, dirOverride?: string): Promise<CacheSettings> {
   const c = config?.file.cache;
   const base = config?.dir ?? process.cwd();
-  const dir = c?.dir ? resolvePath(base, c.dir) : defaultCacheDir();
+  const dir = cacheDirOf(config, dirOverride);
   if (c?.hmacSecretFile !== undefined) {
     return { dir, hmacSecret: await readSecretFile(resolvePath(base, c.hmacSecretFile)) };
   }

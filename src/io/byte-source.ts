@@ -43,19 +43,24 @@ export class FileSource implements ByteSource {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    if (offset < 0 || length < 0 || offset + length > this.size) {
+    // allocUnsafeSlow: not from the shared pool, so it can be transferred to a worker thread.
+    return this.readInto(Buffer.allocUnsafeSlow(length), offset);
+  }
+
+  /** Fill `target` with the bytes at `offset` (a caller's reused buffer); returns it. */
+  async readInto<T extends Uint8Array>(target: T, offset: number): Promise<T> {
+    const length = target.length;
+    if (offset < 0 || offset + length > this.size) {
       throw new RangeError(`read [${offset}, +${length}) outside ${this.size} bytes of ${this.path}`);
     }
-    // allocUnsafeSlow: not from the shared pool, so it can be transferred to a worker thread.
-    const buf = Buffer.allocUnsafeSlow(length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);
+      const { bytesRead } = await this.fh.read(target, done, length - done, offset + done);
       if (bytesRead === 0)
         throw Object.assign(new Error(`${this.path} shrank while being read`), { code: 'EIO' });
       done += bytesRead;
     }
-    return buf;
+    return target;
   }
 
   async close(): Promise<void> {

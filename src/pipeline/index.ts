@@ -2,49 +2,48 @@
  * The signing pipeline (docs/ARCHITECTURE.md "Pipeline"): one piscina pool, one cache and one
  * single-flight coordinator shared by every locale signed through this object. Used in-process by
  * `marsign sign-locale` / `sign-release` and by the queue worker (with a Redis-lock coordinator).
+ * The stages live in their own modules: plan.ts, resolve.ts (+ produce.ts, schedule.ts), assemble.ts,
+ * finish.ts, report.ts, wired by locale.ts; release.ts runs many locales.
  */
 import { performance } from 'node:perf_hooks';
-import { FsCacheStore } from '../../cache/fs-store.js';
+import { openCacheStore } from '../../cache/factory.js';
 import type { CacheStore } from '../../cache/types.js';
-import { cacheSettings, loadProfile } from '../config/index.js';
+import { loadProfile } from '../config/index.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import { ConfigError, toPlainError, type PlainError } from '../errors.js';
 import { buildPe } from '../formats/pe/synth.js';
-import {
-  signLocaleWith,
-  type LocaleContext,
-  type Produced,
-  type PipelineCounters,
-  type SignLocaleOptions,
-} from './locale.js';
-import { planMisses, startPrefetch, type Plan, type PrefetchHandle } from './prefetch.js';
+import { newCounters, RunLedger, type PipelineCounters, type SigningContext } from './context.js';
+import { signLocale, type SignLocaleOptions } from './locale.js';
+import { planRelease, type PlannedMiss, type ReleasePlan } from './plan.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
+import type { LocaleSigner } from './release.js';
+import { startScheduler, type Scheduler } from './schedule.js';
 import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, LocaleManifest } from './types.js';
 
 export type { SignLocaleOptions } from './locale.js';
-export { manifestPath } from './locale.js';
+export { manifestPath } from './report.js';
 export { compilePolicy } from './policy.js';
-export type { Plan, PlannedMiss, EntryKey, InputDigest } from './prefetch.js';
+export type { ReleasePlan, PlannedMiss, EntryKey } from './plan.js';
+export { RunLedger } from './context.js';
 export { InProcessCoordinator } from './single-flight.js';
 export {
   signRelease,
-  loadReleaseSpec,
-  type LoadReleaseOptions,
+  type LocaleSigner,
+  type ReleaseLocaleReport,
   type ReleaseProgress,
-  type ReleaseSpec,
+  type ReleaseReport,
   type SignReleaseOptions,
 } from './release.js';
-export type { ReleaseManifest, ReleaseLocaleResult } from './manifest.js';
 export type * from './types.js';
 
 export interface PipelineOptions {
   config: LoadedConfig;
   /** Worker threads (default: available cores). */
   threads?: number;
-  /** The entry cache; undefined = the config's filesystem cache, null = no cache. */
+  /** The entry cache; undefined = the config's (cache/factory.ts), null = no cache. */
   cache?: CacheStore | null;
   /** Default: in-process single-flight. */
   coordinator?: Coordinator;
@@ -71,16 +70,16 @@ export interface PipelineStats {
   };
 }
 
-export class Pipeline {
-  private readonly profiles = new Map<string, Promise<{ profile: SigningProfile; policy: CompiledPolicy }>>();
-  private readonly counters: PipelineCounters = { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 };
-  private readonly prefetched = new Map<string, Produced | null>();
-  private corrupt = 0;
+type LoadedProfile = { profile: SigningProfile; policy: CompiledPolicy };
+
+export class Pipeline implements LocaleSigner {
+  private readonly profiles = new Map<string, Promise<LoadedProfile>>();
+  private readonly counters: PipelineCounters = newCounters();
   private closed = false;
   /**
    * The hashing thread every locale of this pipeline shares (entry keys, cache verification, the
-   * output's sha512 beside this thread's work). Started here, so its start-up (~20 ms) overlaps loading
-   * the profile rather than a locale; unref'd, so an idle one never keeps the process alive.
+   * output's sha512 beside this thread's work). Started here, so its start-up overlaps loading the
+   * profile rather than a locale; unref'd, so an idle one never keeps the process alive.
    */
   private readonly side = new SideHasher();
 
@@ -95,16 +94,12 @@ export class Pipeline {
   static async create(options: PipelineOptions): Promise<Pipeline> {
     if (!options || typeof options.config !== 'object' || options.config === null)
       throw new ConfigError('CONFIG_MISSING', 'Pipeline.create: options.config must be a loaded config');
-    let cache = options.cache;
-    if (cache === undefined) {
-      const { dir, hmacSecret } = await cacheSettings(options.config);
-      cache = new FsCacheStore({ root: dir, hmacSecret });
-    }
     if (options.outputCache !== undefined && typeof options.outputCache !== 'boolean')
       throw new ConfigError(
         'CONFIG_INVALID',
         `Pipeline.create: options.outputCache must be a boolean, got ${typeof options.outputCache}`,
       );
+    const cache = options.cache === undefined ? await openCacheStore(options.config) : options.cache;
     const outputCache = options.outputCache ?? options.config.file.cache?.outputs ?? true;
     const pool = new SigningPool(options.threads === undefined ? {} : { threads: options.threads });
     return new Pipeline(
@@ -117,7 +112,7 @@ export class Pipeline {
   }
 
   /** The loaded profile (keys in memory, main thread: MAR signing and the cache key fingerprint). */
-  profile(name: string): Promise<{ profile: SigningProfile; policy: CompiledPolicy }> {
+  profile(name: string): Promise<LoadedProfile> {
     let p = this.profiles.get(name);
     if (!p) {
       p = (async () => {
@@ -134,75 +129,57 @@ export class Pipeline {
     return p;
   }
 
-  private context(profile: SigningProfile, policy: CompiledPolicy): LocaleContext {
+  private async context(name: string): Promise<SigningContext> {
+    if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
+    const { profile, policy } = await this.profile(name);
     return {
       config: this.config,
       profile,
       policy,
       pool: this.pool,
-      cache: this.cache,
+      store: this.cache,
       coordinator: this.coordinator,
-      counters: this.counters,
-      prefetched: this.prefetched,
-      outputCache: this.outputCache,
       side: this.side,
+      counters: this.counters,
+      outputTier: this.outputCache,
     };
   }
 
   /**
-   * Plan several locales at once (keys of every signable entry, unique cache misses) and start
-   * signing the misses largest first, while planning continues. Pass the plan to each `signLocale`,
-   * which then joins the scheduled work instead of signing in index order. With a coordinator other
-   * than the in-process one, only the keys are planned (no gated scheduling). With the locale-output
-   * tier on (`options.outputCache`, default the pipeline's), each input is hashed first and inputs
-   * whose whole output the cache holds are left out (`skipInvalid` is part of that key).
+   * Plan several locales at once (keys of every signable entry, unique cache misses) and start signing
+   * the misses in scheduling order while planning continues. Pass the plan and the same ledger to each
+   * `signLocale`, which then joins the scheduled work instead of signing in index order. With a
+   * coordinator that is not local, only the keys are planned (no gated scheduling). With the
+   * locale-output tier on, inputs whose whole output the cache holds are left out.
    */
   async plan(
     profileName: string,
     inputs: string[],
+    ledger: RunLedger,
     signal?: AbortSignal,
     options: { outputCache?: boolean; skipInvalid?: boolean } = {},
-  ): Promise<Plan> {
-    if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
-    const { profile, policy } = await this.profile(profileName);
-    const ctx = this.context(profile, policy);
-    const schedule = this.coordinator instanceof InProcessCoordinator;
-    let handle: PrefetchHandle | undefined;
-    const skipInvalid = options.skipInvalid === true || policy.onInvalid === 'skip';
-    return planMisses(
+  ): Promise<ReleasePlan> {
+    const ctx = await this.context(profileName);
+    const skipInvalid = options.skipInvalid === true || ctx.policy.onInvalid === 'skip';
+    let scheduler: Scheduler | undefined;
+    const onMisses = (misses: PlannedMiss[]): void => {
+      if (!ctx.coordinator.local) return;
+      if (scheduler) scheduler.add(misses);
+      else scheduler = startScheduler(ctx, ledger, misses, signal ? { signal } : {});
+    };
+    return planRelease(
       ctx,
       inputs,
-      (misses) => {
-        if (!schedule) return;
-        if (handle) handle.add(misses);
-        else handle = startPrefetch(ctx, misses, signal ? { signal } : {});
-      },
+      onMisses,
       (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid } } : {},
     );
   }
 
-  async signLocale(options: SignLocaleOptions): Promise<LocaleManifest> {
-    if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
-    const { profile, policy } = await this.profile(options.profile);
-    try {
-      return await signLocaleWith(this.context(profile, policy), options);
-    } finally {
-      await this.refreshCorrupt();
-    }
-  }
-
-  private async refreshCorrupt(): Promise<void> {
-    if (!this.cache) return;
-    // The same in-process counter stats() reports, without scanning the whole cache after every locale.
-    if (this.cache instanceof FsCacheStore) {
-      this.corrupt = this.cache.corruptSeen;
-      return;
-    }
-    try {
-      this.corrupt = (await this.cache.stats()).corrupt;
-    } catch {
-      // Stats are advisory; a failing stat() must not fail a signed locale.
-    }
+  /** Sign one locale; alone unless `ledger` joins it to a run (a release). */
+  async signLocale(options: SignLocaleOptions & { ledger?: RunLedger }): Promise<LocaleManifest> {
+    const { ledger, ...opts } = options;
+    const ctx = await this.context(opts.profile);
+    return signLocale(ctx, ledger ?? new RunLedger(), opts);
   }
 
   stats(): PipelineStats {
@@ -214,10 +191,11 @@ export class Pipeline {
       cache: {
         hits: this.counters.hits,
         misses: this.counters.misses,
-        corrupt: this.corrupt,
+        // The store's own counter: no scan of the cache directory.
+        corrupt: this.cache?.corruptSeen ?? 0,
         bytesServed: this.counters.bytesServed,
-        outputHits: this.counters.outputHits ?? 0,
-        outputMisses: this.counters.outputMisses ?? 0,
+        outputHits: this.counters.outputHits,
+        outputMisses: this.counters.outputMisses,
       },
     };
   }
@@ -234,6 +212,7 @@ export class Pipeline {
         profile,
         name: 'canary.exe',
         input: pe,
+        codec: { codec: 'none' },
         maxOutputSize: 64 * 1024 * 1024,
       });
       return { ok: true, ms: performance.now() - t };

@@ -1,60 +1,30 @@
 /**
- * The locale-output tier (docs/ARCHITECTURE.md "Pipeline", "Warm locale"): a whole signed locale MAR
- * stored in the cache under a key over the input MAR's sha256 and everything that decides the output
+ * The locale-output tier (docs/ARCHITECTURE.md "Pipeline", "Warm locale"): a whole signed locale output
+ * stored in the cache under a key over the input file's sha256 and everything that decides the output
  * (signer, MAR keys, policy, marsign version), so signing the same input again (a retried release task,
  * a re-run after one failed locale, a job re-run after a worker crash) copies the stored, verified
  * output instead of re-assembling it.
  *
  * A hit is streamed from the cache file into the output's temp file while its sha256 is checked against
  * the HMAC-authenticated header; the temp file is renamed into place only once that check passed. The
- * manifest is rebuilt from the stored entry records (signable entries become `hit`).
+ * manifest is rebuilt from the stored entry records (signed entries become `cached`).
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { outputCacheKey } from '../../cache/key.js';
-import type { CacheStore, OutputCacheStore, OutputHit } from '../../cache/types.js';
-import type { SigningProfile } from '../config/types.js';
+import type { OutputCacheStore, OutputHit } from '../../cache/types.js';
+import type { ContainerName } from '../archive/types.js';
 import { CodedError } from '../errors.js';
-import { AtomicFile, writeFileAtomic } from '../io/atomic.js';
-import { VERSION } from '../version.js';
-import type { CompiledPolicy } from './policy.js';
+import { AtomicFile } from '../io/atomic.js';
+import { buildManifest, writeManifest } from './report.js';
 import type { EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
 
-/** Version of the stored manifest data (inside the entry, under the entry's own format version). */
-const META_VERSION = 1;
+/** Version of the stored manifest data (inside the entry, under the entry's own format version). 2: actions. */
+const META_VERSION = 2;
 /** A served output gets one early fdatasync after this many bytes (see serveOutput). */
 const EARLY_SYNC_BYTES = 8 * 1024 * 1024;
 /** Input hashing reads this much at a time, the next chunk in flight while one is hashed. */
 const HASH_CHUNK = 1024 * 1024;
-
-/** The store as an output tier, when it is one (FsCacheStore is; a plain CacheStore is not). */
-export function outputStoreOf(cache: CacheStore | null): OutputCacheStore | undefined {
-  const c = cache as Partial<OutputCacheStore> | null;
-  return c &&
-    typeof c.getOutput === 'function' &&
-    typeof c.putOutput === 'function' &&
-    typeof c.hasOutput === 'function'
-    ? (c as OutputCacheStore)
-    : undefined;
-}
-
-/** The output key of one input under a profile, its compiled policy and the effective onInvalid. */
-export function localeOutputKey(
-  profile: SigningProfile,
-  policy: CompiledPolicy,
-  skipInvalid: boolean,
-  inputSha256: string,
-): string {
-  return outputCacheKey({
-    inputSha256,
-    signerFingerprint: profile.fingerprint,
-    marKeys: profile.mar ? profile.mar.keys.map((k) => k.id) : [],
-    marAlgorithm: profile.mar ? profile.mar.algorithm : null,
-    policy: { include: policy.include, exclude: policy.exclude, onInvalid: skipInvalid ? 'skip' : 'error' },
-    toolVersion: VERSION,
-  });
-}
 
 /**
  * Hex sha256 of a whole file, read in chunks so reading chunk i+1 (libuv) overlaps hashing chunk i
@@ -104,7 +74,7 @@ export function encodeOutputMeta(records: EntryRecord[]): Uint8Array {
   return Buffer.from(JSON.stringify({ v: META_VERSION, entries }));
 }
 
-const ACTIONS = new Set(['passthrough', 'hit', 'miss', 'skipped-invalid']);
+const ACTIONS = new Set(['passthrough', 'signed', 'shared', 'cached', 'skipped-invalid']);
 
 /**
  * The stored records, or undefined when they are not what this version writes (the bytes are
@@ -126,7 +96,7 @@ export function decodeOutputMeta(bytes: Uint8Array): EntryRecord[] | undefined {
       e === null ||
       typeof e.name !== 'string' ||
       !ACTIONS.has(e.action as string) ||
-      typeof e.flags !== 'number' ||
+      (e.flags !== undefined && typeof e.flags !== 'number') ||
       typeof e.codec !== 'string' ||
       typeof e.inputSize !== 'number' ||
       typeof e.outputSize !== 'number' ||
@@ -143,13 +113,13 @@ export interface ServeOptions {
   key: string;
   input: string;
   output: string;
+  container: ContainerName;
   profile: string;
   inputSize: number;
   started: number;
   startedAt: string;
   planMs: number;
   writeManifest: boolean;
-  manifestPath: string;
   onProgress?: (p: LocaleProgress) => void;
   signal?: AbortSignal;
 }
@@ -191,41 +161,20 @@ export async function serveOutput(
     await file.abort();
     throw err;
   }
+  // Nothing was signed or assembled in this run: every signed entry was served from the cache.
   const entries = records.map((r) =>
-    r.action === 'miss' || r.action === 'hit' ? { ...r, action: 'hit' as const } : r,
+    r.action === 'signed' || r.action === 'shared' ? { ...r, action: 'cached' as const } : r,
   );
-  const count = (a: EntryRecord['action']): number => entries.filter((r) => r.action === a).length;
-  const totals: LocaleManifest['totals'] = {
-    entries: entries.length,
-    passthrough: count('passthrough'),
-    hits: count('hit'),
-    misses: 0,
-    skippedInvalid: count('skipped-invalid'),
-    signOperations: 0,
-    inputBytes: o.inputSize,
-    outputBytes: hit.size,
-  };
-  o.onProgress?.({
-    entriesDone: entries.length,
-    entriesTotal: entries.length,
-    bytesDone: entries.reduce((n, e) => n + e.inputSize, 0),
-    bytesTotal: entries.reduce((n, e) => n + e.inputSize, 0),
-    hits: totals.hits,
-    misses: 0,
-    passthrough: totals.passthrough + totals.skippedInvalid,
-  });
-  const manifest: LocaleManifest = {
-    marsignVersion: VERSION,
+  const manifest = buildManifest({
     input: o.input,
     output: o.output,
+    container: o.container,
     profile: o.profile,
     dryRun: false,
-    output_sha256: hit.sha256,
-    output_sha512: hit.sha512,
-    outputSize: hit.size,
+    digests: { sha256: hit.sha256, sha512: hit.sha512, size: hit.size },
     outputCache: 'hit',
-    entries,
-    totals,
+    records: entries,
+    inputBytes: o.inputSize,
     timings: {
       startedAt: o.startedAt,
       ms: performance.now() - o.started,
@@ -233,7 +182,18 @@ export async function serveOutput(
       signMs: 0,
       writeMs: performance.now() - t0,
     },
-  };
-  if (o.writeManifest) await writeFileAtomic(o.manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+  });
+  const t = manifest.totals;
+  const inputBytes = entries.reduce((n, e) => n + e.inputSize, 0);
+  o.onProgress?.({
+    entriesDone: entries.length,
+    entriesTotal: entries.length,
+    bytesDone: inputBytes,
+    bytesTotal: inputBytes,
+    hits: t.hits,
+    misses: 0,
+    passthrough: t.passthrough + t.skippedInvalid,
+  });
+  if (o.writeManifest) await writeManifest(manifest);
   return { manifest, hit };
 }

@@ -5,10 +5,11 @@
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { MessagePort } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import { fromPlainError, UsageError } from '../errors.js';
 import { FROM_SOURCE } from '../version.js';
-import type { SignEntryResult, SignEntryTask } from './types.js';
+import type { SignEntryResult, SignEntryTask } from './protocol.js';
 
 /**
  * The pool's worker file. Compiled: `dist/workers/sign-entry.js` (this file is `dist/src/pipeline/`).
@@ -76,9 +77,11 @@ export class SigningPool {
   async run(task: SignEntryTask, signal?: AbortSignal): Promise<Extract<SignEntryResult, { ok: true }>> {
     const input = ownsBuffer(task.input) ? task.input : copyToOwnBuffer(task.input);
     const pool = await this.start();
+    const transferList: (ArrayBuffer | MessagePort)[] = [input.buffer as ArrayBuffer];
+    if (task.claims) transferList.push(task.claims);
     const result = await pool.run(
       { ...task, input },
-      { transferList: [input.buffer as ArrayBuffer], ...(signal ? { signal } : {}) },
+      { transferList: transferList as never, ...(signal ? { signal } : {}) },
     );
     this.completedTasks++;
     if (!result.ok) throw fromPlainError(result.error);

@@ -4,23 +4,22 @@
  * hashes synchronously on the calling thread, so two threads halve that wall time on 2 cores. The bytes
  * live in a SharedArrayBuffer (no copy to the thread). The thread is started before the bytes exist so its
  * start-up overlaps the read-back and MAR signing; any failure of the thread falls back to hashing inline.
+ * The thread runs `workers/side-hash.ts` (protocol: src/pipeline/protocol.ts).
  */
 import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { FROM_SOURCE } from '../version.js';
+import type { DigestReply, DigestRequest } from './protocol.js';
 
-// An eval'd CommonJS body: no worker file to resolve, identical under tsx and the compiled build.
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-parentPort.on('message', (m) => {
-  try {
-    const view = new Uint8Array(m.buffer, m.offset, m.length);
-    parentPort.postMessage({ id: m.id, hex: createHash(m.algorithm).update(view).digest('hex') });
-  } catch (err) {
-    parentPort.postMessage({ id: m.id, error: String((err && err.message) || err) });
-  }
-});
-`;
+/**
+ * The thread's module (`workers/side-hash.ts`): compiled, `dist/workers/side-hash.js`; from sources, the
+ * tsx bootstrap that registers tsx's hooks in the thread and then loads it (see that file).
+ */
+const SIDE_HASH_WORKER = fileURLToPath(
+  new URL(FROM_SOURCE ? '../../workers/tsx-bootstrap.mjs' : '../../workers/side-hash.js', import.meta.url),
+);
+const WORKER_DATA = FROM_SOURCE ? { marsignEntry: './side-hash.ts' } : undefined;
 
 /** Counts of digests taken on the side thread vs. inline (tests). */
 export const sideHashStats = { threaded: 0, inline: 0 };
@@ -35,7 +34,13 @@ export class SideHasher {
   /** Starts the thread now; `digest` may be called later. */
   constructor() {
     try {
-      this.worker = new Worker(WORKER_SOURCE, { eval: true, stdout: false, stderr: false });
+      this.worker = new Worker(SIDE_HASH_WORKER, {
+        workerData: WORKER_DATA,
+        stdout: false,
+        stderr: false,
+        // Inspector flags would make the thread try to bind the parent's port.
+        execArgv: process.execArgv.filter((a) => !a.startsWith('--inspect')),
+      });
       this.worker.unref();
       this.worker.on('error', () => {
         this.failed = true;
@@ -79,9 +84,9 @@ export class SideHasher {
           reject(err);
         }
       };
-      const onMessage = (m: { id?: number; hex?: string; error?: string }): void => {
+      const onMessage = (m: DigestReply): void => {
         if (m.id !== id) return;
-        if (typeof m.hex !== 'string') return inline();
+        if (!('hex' in m)) return inline();
         cleanup();
         sideHashStats.threaded++;
         resolve(m.hex);
@@ -96,13 +101,14 @@ export class SideHasher {
       worker.once('error', inline);
       worker.once('exit', inline);
       if (this.inFlight++ === 0) worker.ref();
-      worker.postMessage({
+      const request: DigestRequest = {
         id,
-        buffer: bytes.buffer,
+        buffer: bytes.buffer as SharedArrayBuffer,
         offset: bytes.byteOffset,
         length: bytes.byteLength,
         algorithm,
-      });
+      };
+      worker.postMessage(request);
     });
   }
 

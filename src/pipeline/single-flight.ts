@@ -7,6 +7,7 @@ import type { Coordinator } from './types.js';
  */
 export class InProcessCoordinator implements Coordinator {
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  readonly local = true;
 
   once<T>(key: string, lookup: () => Promise<T | undefined>, work: () => Promise<T>): Promise<T> {
     const existing = this.inFlight.get(key);

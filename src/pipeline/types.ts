@@ -1,7 +1,15 @@
+import type { ContainerName } from '../archive/types.js';
 import type { PlainError } from '../errors.js';
 
-/** What happened to one MAR entry. */
-export type EntryAction = 'passthrough' | 'hit' | 'miss' | 'skipped-invalid';
+/**
+ * What happened to one entry in this run:
+ * - `signed`: this locale's work made a new Authenticode signature for it;
+ * - `shared`: its signed bytes (or its PE's signature) were made in this run for another locale or entry;
+ * - `cached`: served from the cache, filled by an earlier run (or by another process);
+ * - `passthrough`: not matched by the policy, copied as stored;
+ * - `skipped-invalid`: matched but not a PE / not decodable, copied as stored (`onInvalid: skip`).
+ */
+export type EntryAction = 'passthrough' | 'signed' | 'shared' | 'cached' | 'skipped-invalid';
 
 /** Progress of one locale, emitted as entries finish (CLI progress bar, BullMQ job progress). */
 export interface LocaleProgress {
@@ -18,7 +26,9 @@ export interface LocaleProgress {
 export interface EntryRecord {
   name: string;
   action: EntryAction;
-  flags: number;
+  /** MAR: the entry's permission flags. */
+  flags?: number;
+  /** The entry's codec settings (`bz2:9`, `xz:dict=…`, `deflate`, `none`), `unknown` when unreadable. */
   codec: string;
   inputSize: number;
   outputSize: number;
@@ -34,6 +44,8 @@ export interface LocaleManifest {
   marsignVersion: string;
   input: string;
   output: string;
+  /** The input's container format, detected by content. */
+  container: ContainerName;
   profile: string;
   dryRun: boolean;
   output_sha256?: string;
@@ -48,18 +60,25 @@ export interface LocaleManifest {
   entries: EntryRecord[];
   /** Problems that did not fail the locale (e.g. a cache entry that could not be stored). */
   warnings?: string[];
-  totals: {
-    entries: number;
-    passthrough: number;
-    hits: number;
-    misses: number;
-    skippedInvalid: number;
-    /** Authenticode signing operations done by this run (0 on a fully warm run). */
-    signOperations: number;
-    inputBytes: number;
-    outputBytes: number;
-  };
+  totals: LocaleTotals;
   timings: { startedAt: string; ms: number; planMs?: number; signMs?: number; writeMs?: number };
+}
+
+export interface LocaleTotals {
+  entries: number;
+  passthrough: number;
+  /** Entries by action (see EntryAction). */
+  signed: number;
+  shared: number;
+  cached: number;
+  skippedInvalid: number;
+  /** Authenticode signatures made by this locale's work (= `signed`; 0 on a warm run). */
+  signOperations: number;
+  /** Older names kept for scripts: `hits` = shared + cached, `misses` = signed. */
+  hits: number;
+  misses: number;
+  inputBytes: number;
+  outputBytes: number;
 }
 
 /**
@@ -69,45 +88,9 @@ export interface LocaleManifest {
  */
 export interface Coordinator {
   once<T>(key: string, lookup: () => Promise<T | undefined>, work: () => Promise<T>): Promise<T>;
+  /**
+   * Whether a slot is held in this process only, so a slot whose work waits for its turn costs nothing
+   * (the release scheduler gates work behind such slots; a distributed lock would be held while waiting).
+   */
+  readonly local: boolean;
 }
-
-/**
- * The worker-thread protocol (workers/sign-entry.ts). Plain, structured-cloneable data only: the task
- * names where the keys are (config path + profile), never carries key material; the entry's bytes are
- * transferred, not copied.
- */
-export interface SignEntryTask {
-  /** Absolute path of the config file; the worker loads the profile from it once per thread. */
-  configPath: string;
-  /** sha256 of the config file the main thread loaded: a changed file makes the thread reload. */
-  configSha256: string;
-  profile: string;
-  /** The MAR entry name (for error messages only). */
-  name: string;
-  /** The entry's raw (compressed) bytes from the input MAR; its ArrayBuffer is in the transferList. */
-  input: Uint8Array;
-  /** Decompressed-size cap (codec bomb guard). */
-  maxOutputSize: number;
-}
-
-export interface SignEntryTimings {
-  decompressMs: number;
-  signMs: number;
-  verifyMs: number;
-  compressMs: number;
-}
-
-export type SignEntryResult =
-  | {
-      ok: true;
-      /** Signed PE, recompressed with the input entry's codec settings (transferred back). */
-      output: Uint8Array;
-      /** settingsKey() of the input entry, re-checked on the output. */
-      codecSettings: string;
-      decompressedSize: number;
-      signedSize: number;
-      /** Hex sha256 of `output`, computed in the worker so the main thread does not hash it again. */
-      outputSha256?: string;
-      timings: SignEntryTimings;
-    }
-  | { ok: false; error: PlainError };

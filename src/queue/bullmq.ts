@@ -13,7 +13,7 @@ import type {
   LocaleStatus,
   ReleaseJobData,
   ReleaseJobResult,
-  ReleaseManifest,
+  ResolvedRelease,
   ReleaseQueue,
   ReleaseState,
   ReleaseStatus,
@@ -100,7 +100,7 @@ export class BullReleaseQueue implements ReleaseQueue {
     this.flows.on('error', onError);
   }
 
-  async submit(manifest: ReleaseManifest): Promise<SubmitResult> {
+  async submit(manifest: ResolvedRelease): Promise<SubmitResult> {
     const locales = manifest.locales.map((l) => l.locale);
     const existing = await this.releases.getJob(manifest.release);
     if (existing) return { release: manifest.release, created: false, locales: existing.data.locales };

@@ -39,6 +39,7 @@ export interface CoordinatorStats {
 
 export class RedisCoordinator implements Coordinator {
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  readonly local = false;
   private readonly lockMs: number;
   private readonly renewMs: number;
   private readonly pollMs: number;

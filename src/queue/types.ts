@@ -4,23 +4,17 @@
  * passphrases or tokens.
  */
 import type { PlainError } from '../errors.js';
+import type { ResolvedLocale } from '../release/request.js';
 import type { LocaleProgress } from '../pipeline/types.js';
 
-/** A validated release manifest: every path absolute, real (symlinks resolved) and inside a root. */
-export interface ReleaseManifest {
+/**
+ * A release request (src/release/request.ts) validated for the queue: the profile decided, every path
+ * absolute, real (symlinks resolved) and inside a configured root.
+ */
+export interface ResolvedRelease {
   release: string;
   profile: string;
-  locales: ReleaseLocale[];
-}
-
-export interface ReleaseLocale {
-  locale: string;
-  /** Absolute real path of the input MAR. */
-  input: string;
-  /** Absolute real path of the output directory. */
-  outputDir: string;
-  /** `outputDir/<basename(input)>`: the signed MAR; its manifest is `<output>.manifest.json`. */
-  output: string;
+  locales: ResolvedLocale[];
 }
 
 /** Data of the parent (release) job. */
@@ -135,7 +129,7 @@ export interface SubmitResult {
 
 /** The queue as the CLI and the HTTP server see it; BullMQ stays behind it. */
 export interface ReleaseQueue {
-  submit(manifest: ReleaseManifest): Promise<SubmitResult>;
+  submit(release: ResolvedRelease): Promise<SubmitResult>;
   get(release: string): Promise<ReleaseStatus | undefined>;
   list(options?: { limit?: number }): Promise<ReleaseStatus[]>;
   /** Job counts per state, both queues (metrics). */

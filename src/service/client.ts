@@ -1,14 +1,12 @@
 /** What `enqueue` and `status` share: config → Redis settings → the release queue, failing fast. */
-import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { LoadedConfig } from '../config/types.js';
 import { UsageError } from '../errors.js';
 import { BullReleaseQueue } from '../queue/bullmq.js';
 import { assertRedisReachable, redisSettings } from '../queue/connection.js';
-import { checkMarFile, configuredRoots, validateManifest } from '../queue/manifest.js';
-import type { ReleaseManifest, ReleaseStatus } from '../queue/types.js';
-
-export const MAX_MANIFEST_BYTES = 1024 * 1024;
+import { configuredRoots, validateRelease } from '../queue/manifest.js';
+import type { ReleaseStatus, ResolvedRelease } from '../queue/types.js';
+import { readReleaseRequest } from '../release/request.js';
 
 export async function openQueue(config: LoadedConfig): Promise<BullReleaseQueue> {
   const settings = redisSettings(config);
@@ -16,41 +14,18 @@ export async function openQueue(config: LoadedConfig): Promise<BullReleaseQueue>
   return new BullReleaseQueue(settings);
 }
 
-/** Read and fully validate a release manifest file; `output` (from --output) overrides its top-level output. */
-export async function loadManifestFile(
+/** Read and fully validate a release request file; `output` (from --output) overrides its top-level output. */
+export async function loadRequestFile(
   config: LoadedConfig,
   path: string,
   output?: string,
-): Promise<ReleaseManifest> {
+): Promise<ResolvedRelease> {
   const abs = resolve(path);
-  let text: string;
-  try {
-    const st = await stat(abs);
-    if (st.size > MAX_MANIFEST_BYTES) {
-      throw new UsageError('MANIFEST_TOO_LARGE', `${abs} is ${st.size} bytes (limit ${MAX_MANIFEST_BYTES})`);
-    }
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(
-      'MANIFEST_NOT_FOUND',
-      `release manifest ${abs} cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
-    );
-  }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (e) {
-    throw new UsageError('MANIFEST_SCHEMA', `${abs} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (output !== undefined && typeof doc === 'object' && doc !== null && !Array.isArray(doc)) {
-    (doc as Record<string, unknown>).output = resolve(output);
-  }
-  return validateManifest(doc, {
+  return validateRelease(await readReleaseRequest(abs), {
     profiles: Object.keys(config.file.profiles),
     roots: configuredRoots(config),
     baseDir: dirname(abs),
-    checkMar: checkMarFile,
+    ...(output !== undefined ? { output: resolve(output) } : {}),
   });
 }
 

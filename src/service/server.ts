@@ -20,7 +20,8 @@ import { CodedError, TransientError, toPlainError } from '../errors.js';
 import { BullReleaseQueue } from '../queue/bullmq.js';
 import { registerQueueBoard } from '../queue/board.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
-import { checkMarFile, configuredRoots, validateManifest } from '../queue/manifest.js';
+import { configuredRoots, validateRelease } from '../queue/manifest.js';
+import { parseReleaseRequest } from '../release/request.js';
 import { VERSION } from '../version.js';
 import { SESSION_COOKIE, checkAuth, safeEqual, sessionValue } from './auth.js';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
@@ -169,16 +170,15 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
       return reply.code(400).send({
         error: {
           name: 'UsageError',
-          code: 'MANIFEST_SCHEMA',
-          message: 'the body must be a JSON release manifest',
+          code: 'RELEASE_SCHEMA',
+          message: 'the body must be a JSON release request',
         },
       });
     }
-    const manifest = await validateManifest(body, {
+    const manifest = await validateRelease(parseReleaseRequest(body, 'the request body'), {
       profiles,
       roots,
       baseDir: roots[0]!,
-      checkMar: checkMarFile,
     });
     const r = await withTimeout(queue.submit(manifest), 'submit');
     req.log.info({ release: r.release, created: r.created, locales: r.locales.length }, 'release submitted');

@@ -174,6 +174,53 @@ export function imageDigestForSigning(bytes: Uint8Array, info: PeInfo, hash: 'sh
   return authenticodeDigest(bytes.subarray(0, end), { ...rest, fileSize: end }, hash);
 }
 
+/** A PE ready to be signed: parsed, with the image digest its signature will cover. */
+export interface PreparedPe {
+  bytes: Uint8Array;
+  info: PeInfo;
+  hash: 'sha256' | 'sha1';
+  /** Authenticode image digest of the PE with any existing certificate table stripped. */
+  imageDigest: Buffer;
+  /** Bytes the digest covers (the file up to an existing certificate table). */
+  imageLength: number;
+}
+
+/** Parse `bytes` and take its image digest (FormatError for input that is not a signable PE). */
+export function preparePe(bytes: Uint8Array, hash: 'sha256' | 'sha1'): PreparedPe {
+  const info = parsePe(bytes);
+  const imageLength = info.certTable ? info.certTable.offset : bytes.length;
+  return { bytes, info, hash, imageDigest: imageDigestForSigning(bytes, info, hash), imageLength };
+}
+
+/**
+ * The certificate table entry (DER ContentInfo / SignedData) for a prepared PE: built, signed and, when
+ * configured, timestamped. The same DER applied to any PE with the same image digest gives the same
+ * signed bytes (`applySignature`).
+ */
+export async function signatureFor(pe: PreparedPe, options: AuthenticodeOptions): Promise<Uint8Array> {
+  validate(options);
+  if (pe.hash !== options.digest)
+    throw new ConfigError(
+      'AUTHENTICODE_BAD_OPTION',
+      `the PE was prepared for ${pe.hash}, the profile signs with ${options.digest}`,
+    );
+  const built = await buildAuthenticodeSignature(pe.imageDigest, options);
+  if (!options.timestamp) return built.der;
+  const token = await fetchTimestampToken(built.signature, {
+    ...options.timestamp,
+    digest: options.timestamp.digest ?? options.digest,
+  });
+  return embedTimestampToken(built.der, token);
+}
+
+/**
+ * The signed PE: any existing certificate table replaced by one holding `der` (authenticode.md §6). The
+ * result has its own ArrayBuffer (not Node's shared pool), so it can be transferred.
+ */
+export function applySignature(pe: PreparedPe, der: Uint8Array): Uint8Array {
+  return writeCertificateTable(pe.bytes, pe.info, [der]);
+}
+
 /**
  * Sign a PE: strip any existing certificate table (replace, authenticode.md §6), hash, sign, optionally
  * timestamp, and append the new table. Throws FormatError for input that is not a signable PE.
@@ -181,16 +228,6 @@ export function imageDigestForSigning(bytes: Uint8Array, info: PeInfo, hash: 'sh
  */
 export async function signPe(bytes: Uint8Array, options: AuthenticodeOptions): Promise<Uint8Array> {
   validate(options);
-  const info = parsePe(bytes);
-  const digest = imageDigestForSigning(bytes, info, options.digest);
-  const built = await buildAuthenticodeSignature(digest, options);
-  let der = built.der;
-  if (options.timestamp) {
-    const token = await fetchTimestampToken(built.signature, {
-      ...options.timestamp,
-      digest: options.timestamp.digest ?? options.digest,
-    });
-    der = embedTimestampToken(der, token);
-  }
-  return writeCertificateTable(bytes, info, [der]);
+  const pe = preparePe(bytes, options.digest);
+  return applySignature(pe, await signatureFor(pe, options));
 }

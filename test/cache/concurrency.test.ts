@@ -80,7 +80,7 @@ test('4 processes putting and getting the same and different keys on one directo
   assert.equal(report.ok, report.checked);
   for (let i = 0; i < SHARED_KEYS; i++) {
     const key = keyFor(`shared-${i}`);
-    assert.deepEqual(await store.get(key), payloadFor(key));
+    assert.deepEqual((await store.get(key))?.payload, payloadFor(key));
   }
   assert.deepEqual(dotFiles(root), [], 'no temp or quarantine file left behind');
 });
@@ -113,7 +113,7 @@ test('readers racing a tamperer never get wrong bytes; the cache heals', async (
   for (let i = 0; i < SHARED_KEYS; i++) {
     const key = keyFor(`shared-${i}`);
     if ((await store.get(key)) === undefined) await store.put(key, payloadFor(key));
-    assert.deepEqual(await store.get(key), payloadFor(key));
+    assert.deepEqual((await store.get(key))?.payload, payloadFor(key));
   }
 });
 
@@ -144,5 +144,5 @@ test('a writer killed mid-put leaves no entry, only a temp file that is never se
   assert.equal((await store.stats()).entries, 0);
   assert.deepEqual(await store.verify(), { checked: 0, ok: 0, bad: [] });
   await store.put(key, payloadFor(key));
-  assert.deepEqual(await store.get(key), payloadFor(key));
+  assert.deepEqual((await store.get(key))?.payload, payloadFor(key));
 });

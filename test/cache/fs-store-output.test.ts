@@ -150,6 +150,7 @@ test('putOutput/getOutput round trip: every byte through the sink, digests and m
   );
   assert.deepEqual(s.byKind, {
     entry: { entries: 0, bytes: 0 },
+    signature: { entries: 0, bytes: 0 },
     output: { entries: 2, bytes: s.bytes },
   });
   assert.deepEqual(s.outputs, { hits: 2, misses: 1, corrupt: 0, puts: 2 });

@@ -53,7 +53,7 @@ test('put/get round trip, layout, counters, transferable payload', async () => {
   const path = join(root, key.slice(0, 2), key);
   assert.equal(statSync(path).size, HEADER_SIZE + payload.length);
   assert.equal(store.entryPath(key), path);
-  const got = await store.get(key);
+  const got = (await store.get(key))?.payload;
   assert.ok(got);
   assert.deepEqual(got, payload);
   // Its own ArrayBuffer, not a slice of Node's pool: transferable to a worker without copying others' bytes.
@@ -62,7 +62,7 @@ test('put/get round trip, layout, counters, transferable payload', async () => {
   structuredClone(got, { transfer: [got.buffer as ArrayBuffer] });
 
   await store.put(keyOf(2), new Uint8Array(0));
-  assert.deepEqual(await store.get(keyOf(2)), new Uint8Array(0));
+  assert.deepEqual((await store.get(keyOf(2)))?.payload, new Uint8Array(0));
   const s = await store.stats();
   assert.deepEqual(s, {
     root,
@@ -74,6 +74,7 @@ test('put/get round trip, layout, counters, transferable payload', async () => {
     puts: 2,
     byKind: {
       entry: { entries: 2, bytes: 2 * HEADER_SIZE + payload.length },
+      signature: { entries: 0, bytes: 0 },
       output: { entries: 0, bytes: 0 },
     },
     outputs: { hits: 0, misses: 0, corrupt: 0, puts: 0 },
@@ -128,7 +129,8 @@ const tampers: [string, CacheEntryProblem, Tamper][] = [
     'hmac',
     ({ path }) => edit(path, (b) => void (b[0x40]! ^= 1)),
   ],
-  ['flipped HMAC byte', 'hmac', ({ path }) => edit(path, (b) => void (b[0x60]! ^= 1))],
+  ['flipped HMAC byte', 'hmac', ({ path }) => edit(path, (b) => void (b[0x70]! ^= 1))],
+  ['flipped decoded-facts byte', 'hmac', ({ path }) => edit(path, (b) => void (b[0x60]! ^= 1))],
   ['length made larger', 'truncated', ({ path }) => edit(path, (b) => void (b[0x17]! ^= 0x80))],
   ['length made smaller', 'size-mismatch', ({ path }) => edit(path, (b) => void (b[0x17]! ^= 1))],
   ['truncated payload', 'truncated', ({ path }) => edit(path, (b) => b.subarray(0, b.length - 1))],
@@ -147,8 +149,8 @@ const tampers: [string, CacheEntryProblem, Tamper][] = [
     'version',
     ({ path }) =>
       edit(path, (b) => {
-        b.writeUInt32BE(2, 0x08);
-        createHmac('sha256', SECRET).update(b.subarray(0, 0x58)).digest().copy(b, 0x58);
+        b.writeUInt32BE(1, 0x08);
+        createHmac('sha256', SECRET).update(b.subarray(0, 0x68)).digest().copy(b, 0x68);
       }),
   ],
   [
@@ -193,7 +195,7 @@ for (const [name, problem, tamper] of tampers) {
     assert.equal(await store.get(victim), undefined);
     assert.equal((await store.stats()).corrupt, 1, 'a removed entry is a plain miss afterwards');
     await store.put(victim, payload);
-    assert.deepEqual(await store.get(victim), payload);
+    assert.deepEqual((await store.get(victim))?.payload, payload);
   });
 }
 
@@ -239,7 +241,7 @@ test('removing a bad entry never deletes a good one another process renamed in m
   assert.equal(await store.get(key), undefined);
   assert.equal(calls, 1);
   assert.ok(existsSync(store.entryPath(key)), 'the fresh entry survived');
-  assert.deepEqual(await store.get(key), payload);
+  assert.deepEqual((await store.get(key))?.payload, payload);
   assert.deepEqual(leftovers(join(root, key.slice(0, 2))), []);
   assert.deepEqual(await store.verify(), { checked: 1, ok: 1, bad: [] });
 });

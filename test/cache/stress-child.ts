@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     if (r[0]! & 6) {
       const got = await store.get(key);
       if (got === undefined) await store.put(key, payloadFor(key));
-      else if (!Buffer.from(got).equals(Buffer.from(payloadFor(key)))) wrong++;
+      else if (!Buffer.from(got.payload).equals(Buffer.from(payloadFor(key)))) wrong++;
     } else await store.put(key, payloadFor(key));
   }
   const s = await store.stats();

@@ -46,6 +46,7 @@ test('stats on a cache that does not exist reports zero and creates nothing', as
     entries: 0,
     bytes: 0,
     signedEntries: { entries: 0, bytes: 0 },
+    peSignatures: { entries: 0, bytes: 0 },
     localeOutputs: { entries: 0, bytes: 0 },
   });
   const v = await runCli(['cache', 'verify', '--cache-dir', dir]);
@@ -53,8 +54,9 @@ test('stats on a cache that does not exist reports zero and creates nothing', as
   assert.equal(existsSync(dir), false);
 });
 
-test('stats counts entries and bytes; $MARSIGN_CACHE_DIR is the default root', async () => {
-  const { dir } = await populated();
+test('stats counts entries and bytes by kind; $MARSIGN_CACHE_DIR is the default root', async () => {
+  const { dir, store } = await populated();
+  await store.putSignature(key(9), new Uint8Array(300));
   const [json, human] = await Promise.all([
     runCli(['cache', 'stats', '--json'], { env: { MARSIGN_CACHE_DIR: dir } }),
     runCli(['cache', 'stats', '--cache-dir', dir]),
@@ -63,14 +65,16 @@ test('stats counts entries and bytes; $MARSIGN_CACHE_DIR is the default root', a
   const bytes = 4 * (HEADER_SIZE + 1000);
   assert.deepEqual(JSON.parse(json.stdout), {
     root: dir,
-    entries: 4,
-    bytes,
+    entries: 5,
+    bytes: bytes + HEADER_SIZE + 300,
     signedEntries: { entries: 4, bytes },
+    peSignatures: { entries: 1, bytes: HEADER_SIZE + 300 },
     localeOutputs: { entries: 0, bytes: 0 },
   });
   assert.equal(human.code, 0);
-  assert.match(human.stdout, /entries\s+4\n/);
-  assert.match(human.stdout, new RegExp(`\\(${4 * (HEADER_SIZE + 1000)} bytes\\)`));
+  assert.match(human.stdout, /entries\s+5\n/);
+  assert.match(human.stdout, /PE signatures\s+1 /);
+  assert.match(human.stdout, new RegExp(`\\(${bytes + HEADER_SIZE + 300} bytes\\)`));
 });
 
 test('verify exits 1 on bad entries, 0 after --repair removed them', async () => {
@@ -188,6 +192,7 @@ test('stats, verify and prune treat a locale output (.out + linked .mar) as one 
     entries: 2,
     bytes: 2 * pair,
     signedEntries: { entries: 0, bytes: 0 },
+    peSignatures: { entries: 0, bytes: 0 },
     localeOutputs: { entries: 2, bytes: 2 * pair },
   });
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ReleaseManifest } from '../../src/pipeline/manifest.js';
+import type { ReleaseReport as ReleaseManifest } from '../../src/pipeline/release.js';
 import type { LocaleManifest } from '../../src/pipeline/types.js';
 import { runCli, tempDir } from '../helpers/env.js';
 import { CONFIG_PATH, fixtureMar, KEYS, LOCALES, RELEASE } from '../pipeline/_support.js';
@@ -50,9 +50,10 @@ test('sign-locale: a re-run is served whole (summary, manifest, marsign verify);
   assert.equal(stats.code, 0, stats.stderr);
   const s = JSON.parse(stats.stdout) as {
     signedEntries: { entries: number };
+    peSignatures: { entries: number };
     localeOutputs: { entries: number };
   };
-  assert.deepEqual([s.signedEntries.entries, s.localeOutputs.entries], [4, 1]);
+  assert.deepEqual([s.signedEntries.entries, s.peSignatures.entries, s.localeOutputs.entries], [4, 4, 1]);
 });
 
 test('sign-release: a re-run reports the locales served whole; --no-output-cache does not use the tier', async () => {

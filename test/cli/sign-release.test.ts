@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { LocaleManifest } from '../../src/pipeline/types.js';
-import type { ReleaseManifest } from '../../src/pipeline/manifest.js';
+import type { ReleaseReport as ReleaseManifest } from '../../src/pipeline/release.js';
 import { runCli, tempDir } from '../helpers/env.js';
 import {
   checkSignedOutput,
@@ -15,10 +15,10 @@ import {
   RELEASE,
 } from '../pipeline/_support.js';
 
-/** Distinct signing jobs in the sample release: 3 shared PEs × 2 codecs + one helper.exe per locale. */
-const DISTINCT_SIGNABLE = 3 * 2 + LOCALES.length;
+/** Distinct PEs in the sample release (3 shared by every locale, in 2 codecs, + one helper.exe per locale). */
+const DISTINCT_SIGNABLE = 3 + LOCALES.length;
 
-test('sign-release DIR -o OUT with no other flags: every locale signed, summary, manifests, SHA512SUMS; rerun is all hits', async () => {
+test('sign-release DIR -o OUT with no other flags: every locale signed, summary, manifests, SHA512SUMS; rerun is all cached', async () => {
   const dir = tempDir();
   const out = join(dir, 'out');
   const env = { MARSIGN_CACHE_DIR: join(dir, 'cache') };
@@ -28,7 +28,7 @@ test('sign-release DIR -o OUT with no other flags: every locale signed, summary,
   assert.match(
     r.stdout,
     new RegExp(
-      `entries: +32 — ${DISTINCT_SIGNABLE} signed, ${16 - DISTINCT_SIGNABLE} cache hits, 16 passthrough`,
+      `entries: +32 — ${DISTINCT_SIGNABLE} signed, ${16 - DISTINCT_SIGNABLE} shared, 0 from the cache, 16 passthrough`,
     ),
   );
   assert.match(r.stdout, /hit rate/);
@@ -37,6 +37,7 @@ test('sign-release DIR -o OUT with no other flags: every locale signed, summary,
   assert.equal(sums.stdout.trim().split('\n').length, 4);
   const rm = JSON.parse(readFileSync(join(out, 'release-manifest.json'), 'utf8')) as ReleaseManifest;
   assert.equal(rm.profile, 'dev');
+  assert.equal(rm.release, 'sample-140.0', "named by the directory's release.json");
   assert.equal(rm.totals.signOperations, DISTINCT_SIGNABLE);
   for (const l of LOCALES) {
     const o = join(out, l, 'complete.mar');
@@ -51,6 +52,7 @@ test('sign-release DIR -o OUT with no other flags: every locale signed, summary,
   const m2 = JSON.parse(r2.stdout) as ReleaseManifest;
   assert.equal(m2.totals.signOperations, 0);
   assert.equal(m2.totals.hits, 16);
+  assert.equal(m2.totals.cached, 16);
   assert.equal(m2.totals.cacheHitRate, 1);
   for (const l of LOCALES)
     assert.ok(readFileSync(join(out, l, 'complete.mar')).equals(before[l]!), `${l} identical`);
@@ -85,7 +87,7 @@ test('sign-release release.json: paths relative to the JSON, profile from it, ou
   writeFileSync(join(dir, 'bad.json'), JSON.stringify({ release: 'x', locales: { '../evil': 'a.mar' } }));
   const bad = await runCli(['sign-release', join(dir, 'bad.json'), '-o', out, '--config', CONFIG_PATH]);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /^marsign: RELEASE_BAD_LOCALE: /m);
+  assert.match(bad.stderr, /^marsign: RELEASE_SCHEMA: locale "\.\.\/evil"/m);
 });
 
 test('two sign-release processes on one cache at once: both outputs correct, no entry signed twice in a process', async () => {
@@ -107,12 +109,12 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
     assert.equal(m.totals.failed, 0);
     assert.ok(m.totals.signOperations <= DISTINCT_SIGNABLE, `process ${i} signed ${m.totals.signOperations}`);
     total += m.totals.signOperations;
-    // Per-entry actions: within one process each distinct input is a miss at most once.
+    // Per-entry actions: within one process each distinct input is signed at most once.
     const misses = new Map<string, number>();
     for (const l of m.locales) {
       const lm = JSON.parse(readFileSync(l.manifest!, 'utf8')) as LocaleManifest;
       for (const e of lm.entries)
-        if (e.action === 'miss') misses.set(keyOf(e), (misses.get(keyOf(e)) ?? 0) + 1);
+        if (e.action === 'signed') misses.set(keyOf(e), (misses.get(keyOf(e)) ?? 0) + 1);
     }
     assert.ok(
       [...misses.values()].every((n) => n === 1),
@@ -132,6 +134,9 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
   }
   const v = await runCli(['cache', 'verify', '--json'], { env });
   assert.equal(v.code, 0, v.stdout);
-  // The signed entries, and one stored output per locale (the locale-output tier).
-  assert.equal((JSON.parse(v.stdout) as { checked: number }).checked, DISTINCT_SIGNABLE + LOCALES.length);
+  // The signed entries (3 PEs × 2 codecs + the helpers), each PE's signature, one output per locale.
+  assert.equal(
+    (JSON.parse(v.stdout) as { checked: number }).checked,
+    3 * 2 + LOCALES.length + DISTINCT_SIGNABLE + LOCALES.length,
+  );
 });

@@ -27,7 +27,9 @@ import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { readMar } from '../../src/formats/mar/index.js';
 import { FileSource } from '../../src/io/byte-source.js';
-import { loadReleaseSpec, Pipeline, signRelease } from '../../src/pipeline/index.js';
+import type { OutputSink } from '../../cache/types.js';
+import { Pipeline, signRelease } from '../../src/pipeline/index.js';
+import { loadReleaseRequest, resolveRequest } from '../../src/release/request.js';
 import type { LocaleManifest } from '../../src/pipeline/types.js';
 import { verifyMar } from '../../src/signing/verify-mar.js';
 import { tempDir } from '../helpers/env.js';
@@ -109,7 +111,7 @@ async function sign(
 const sum = (tool: string, file: string): string =>
   spawnSync(tool, [file], { encoding: 'utf8' }).stdout.split(' ')[0]!;
 
-test('a re-run is served whole: byte-identical, no signature, signable entries as hits, true digests, no threads', async () => {
+test('a re-run is served whole: byte-identical, no signature, signable entries cached, true digests, no threads', async () => {
   const dir = tempDir();
   const root = join(dir, 'cache');
   const secret = Buffer.alloc(32, 3);
@@ -136,7 +138,7 @@ test('a re-run is served whole: byte-identical, no signature, signable entries a
     'the same records; only the actions differ',
   );
   for (const e of b.m.entries)
-    assert.equal(e.action, FIXTURE_SIGNED.includes(e.name) ? 'hit' : 'passthrough', e.name);
+    assert.equal(e.action, FIXTURE_SIGNED.includes(e.name) ? 'cached' : 'passthrough', e.name);
   // Digests: the verified sha256 and the stored sha512 are the file's (independent tools).
   assert.equal(b.m.output_sha256, sum('sha256sum', second));
   assert.equal(b.m.output_sha512, sum('sha512sum', second));
@@ -379,9 +381,14 @@ test('config cache.outputs must be a boolean', async () => {
 test('a failed output store is a warning in the manifest, never a failed locale', async () => {
   const dir = tempDir();
   const real = newCache(join(dir, 'cache'));
+  // A wrapping store declares its capabilities: here the real ones, but an output tier whose put fails.
   const broken = Object.assign(Object.create(real) as FsCacheStore, {
-    putOutput: async () => {
-      throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    outputs: {
+      hasOutput: (k: string) => real.hasOutput(k),
+      getOutput: (k: string, sink: OutputSink) => real.getOutput(k, sink),
+      putOutput: async () => {
+        throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      },
     },
   });
   const p = await Pipeline.create({ config, threads: 2, cache: broken });
@@ -402,11 +409,20 @@ test('sign-release: a re-run serves every locale whole without planning; a lost 
   const dir = tempDir();
   const root = join(dir, 'cache');
   const secret = Buffer.alloc(32, 8);
-  const spec = await loadReleaseSpec(RELEASE, { excludeDir: dir });
+  const { request, base, source } = await loadReleaseRequest(RELEASE, { excludeDir: dir });
   const run = async (out: string) => {
     const p = await Pipeline.create({ config, threads: 2, cache: newCache(root, secret) });
     try {
-      const m = await signRelease({ pipeline: p, spec, outDir: join(dir, out), profile: 'dev' });
+      const outDir = join(dir, out);
+      const locales = resolveRequest(request, base, outDir, '.');
+      const m = await signRelease({
+        signer: p,
+        release: request.release,
+        source,
+        locales,
+        outDir,
+        profile: 'dev',
+      });
       return { m, started: p.pool.started };
     } finally {
       await p.close();
@@ -428,7 +444,7 @@ test('sign-release: a re-run serves every locale whole without planning; a lost 
   assert.equal(warm.m.totals.outputHits, LOCALES.length);
   assert.equal(warm.m.totals.signOperations, 0);
   assert.equal(warm.m.totals.hits, LOCALES.length * FIXTURE_SIGNED.length);
-  for (const l of spec.locales) {
+  for (const l of request.locales) {
     const rel = join(l.locale, 'complete.mar');
     assert.ok(readFileSync(join(dir, 'warm', rel)).equals(readFileSync(join(dir, 'cold', rel))), l.locale);
   }

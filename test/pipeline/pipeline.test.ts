@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
-import { loadReleaseSpec, Pipeline } from '../../src/pipeline/index.js';
+import { Pipeline } from '../../src/pipeline/index.js';
+import { loadReleaseRequest, resolveRequest } from '../../src/release/request.js';
 import { buildPe } from '../../src/formats/pe/synth.js';
 import type { Coordinator } from '../../src/pipeline/types.js';
 import { tempDir } from '../helpers/env.js';
@@ -97,59 +98,71 @@ test('stats() counts signing operations and cache traffic', async () => {
   }
 });
 
-test('release specs: a directory names locales by folder or file name; bad specs are typed errors', async () => {
-  const spec = await loadReleaseSpec(RELEASE);
+test('release requests: a directory is its release.json, else its containers named by folder or file', async () => {
+  const fromJson = await loadReleaseRequest(RELEASE);
+  assert.equal(fromJson.request.release, 'sample-140.0', "the directory's release.json names the release");
+  assert.equal(fromJson.source, join(RELEASE, 'release.json'));
   assert.deepEqual(
-    spec.locales.map((l) => [l.locale, l.relOutput]),
+    resolveRequest(fromJson.request, fromJson.base, '/o', '.').map((l) => [l.locale, l.output]),
     [
-      ['de', 'de/complete.mar'],
-      ['en-US', 'en-US/complete.mar'],
-      ['fr', 'fr/complete.mar'],
-      ['ja', 'ja/complete.mar'],
+      ['en-US', '/o/en-US/complete.mar'],
+      ['de', '/o/de/complete.mar'],
+      ['fr', '/o/fr/complete.mar'],
+      ['ja', '/o/ja/complete.mar'],
     ],
   );
   const dir = tempDir();
+  const scan = async (): Promise<string[][]> => {
+    const { request, base } = await loadReleaseRequest(dir, { excludeDir: join(dir, 'out') });
+    return resolveRequest(request, base, '/o', '.').map((l) => [l.locale, l.output]);
+  };
   writeFileSync(join(dir, 'it.mar'), '');
   mkdirSync(join(dir, 'pt-BR'));
   writeFileSync(join(dir, 'pt-BR', 'complete.mar'), '');
-  assert.deepEqual(
-    (await loadReleaseSpec(dir)).locales.map((l) => l.locale),
-    ['it', 'pt-BR'],
-  );
+  mkdirSync(join(dir, 'win'));
+  writeFileSync(join(dir, 'win', 'target.zip'), '');
+  writeFileSync(join(dir, 'notes.txt'), '');
+  assert.deepEqual(await scan(), [
+    ['it', '/o/it.mar'],
+    ['pt-BR', '/o/pt-BR/complete.mar'],
+    ['win', '/o/win/target.zip'],
+  ]);
   mkdirSync(join(dir, 'out', 'de'), { recursive: true });
   writeFileSync(join(dir, 'out', 'de', 'complete.mar'), '');
+  assert.equal((await scan()).length, 3, 'the output directory is not scanned');
+  // Two containers in one folder are named by their paths.
+  writeFileSync(join(dir, 'pt-BR', 'target.zip'), '');
   assert.deepEqual(
-    (await loadReleaseSpec(dir, { excludeDir: join(dir, 'out') })).locales.map((l) => l.locale),
-    ['it', 'pt-BR'],
-    'the output directory is not scanned',
+    (await scan()).map((x) => x[0]),
+    ['it', 'pt-BR/complete', 'pt-BR/target', 'win'],
   );
-  writeFileSync(join(dir, 'pt-BR', 'partial.mar'), '');
+  writeFileSync(join(dir, 'it.zip'), '');
   await assert.rejects(
-    loadReleaseSpec(dir),
-    (e: Error & { code?: string }) => e.code === 'RELEASE_DUPLICATE_LOCALE',
+    scan(),
+    (e: Error & { code?: string }) => e.code === 'RELEASE_SCHEMA' && /"it"/.test(e.message),
   );
   const empty = join(dir, 'empty');
   mkdirSync(empty);
-  await assert.rejects(loadReleaseSpec(empty), (e: Error & { code?: string }) => e.code === 'RELEASE_EMPTY');
   await assert.rejects(
-    loadReleaseSpec(join(dir, 'missing')),
+    loadReleaseRequest(empty),
+    (e: Error & { code?: string }) => e.code === 'RELEASE_EMPTY',
+  );
+  await assert.rejects(
+    loadReleaseRequest(join(dir, 'missing')),
     (e: Error & { code?: string }) => e.code === 'RELEASE_NOT_FOUND',
   );
   for (const [body, code] of [
-    ['{', 'RELEASE_BAD_JSON'],
-    ['[]', 'RELEASE_BAD_JSON'],
-    ['{"release":"r","locales":{}}', 'RELEASE_BAD_JSON'],
-    ['{"release":"r","locales":{"de":5}}', 'RELEASE_BAD_JSON'],
-    ['{"release":"r","locales":{"a/b":"x.mar"}}', 'RELEASE_BAD_LOCALE'],
-    ['{"locales":{"de":"x.mar"}}', 'RELEASE_BAD_JSON'],
+    ['{', 'RELEASE_SCHEMA'],
+    ['[]', 'RELEASE_SCHEMA'],
+    ['{"release":"r","locales":{}}', 'RELEASE_SCHEMA'],
+    ['{"release":"r","locales":{"de":5}}', 'RELEASE_SCHEMA'],
+    ['{"release":"r","locales":{"a@b":"x.mar"}}', 'RELEASE_SCHEMA'],
+    ['{"locales":{"de":"x.mar"}}', 'RELEASE_SCHEMA'],
+    ['{"release":"r","locales":{"de":"../x.mar"}}', 'RELEASE_PATH_TRAVERSAL'],
   ] as const) {
     const f = join(dir, 'r.json');
     writeFileSync(f, body);
-    await assert.rejects(
-      loadReleaseSpec(f),
-      (e: Error & { code?: string }) => e.name === 'ConfigError' && e.code === code,
-      body,
-    );
+    await assert.rejects(loadReleaseRequest(f), (e: Error & { code?: string }) => e.code === code, body);
   }
   assert.equal(existsSync(join(dir, 'r.json')), true);
 });
@@ -169,6 +182,7 @@ test('in-flight entries are bounded by the reorder window; entries are written i
   let active = 0;
   let maxActive = 0;
   const counting: Coordinator = {
+    local: false,
     async once(_key, _lookup, work) {
       active++;
       maxActive = Math.max(maxActive, active);
@@ -228,13 +242,22 @@ test('signRelease: a failing locale is recorded with its typed error; the others
   copyFileSync(fixtureMar('de'), join(rel, 'de', 'complete.mar'));
   writeFileSync(join(rel, 'zz.mar'), 'not a MAR at all');
   const out = join(dir, 'out');
-  const m = await signRelease({ pipeline, spec: await loadReleaseSpec(rel), outDir: out, profile: 'dev' });
+  const { request, base, source } = await loadReleaseRequest(rel);
+  const locales = resolveRequest(request, base, out, '.');
+  const m = await signRelease({
+    signer: pipeline,
+    release: request.release,
+    source,
+    locales,
+    outDir: out,
+    profile: 'dev',
+  });
   assert.equal(m.totals.locales, 2);
   assert.equal(m.totals.failed, 1);
   const bad = m.locales.find((l) => l.locale === 'zz')!;
   assert.equal(bad.ok, false);
   assert.equal(bad.error?.name, 'FormatError');
-  assert.match(bad.error?.code ?? '', /^MAR_/);
+  assert.equal(bad.error?.code, 'ARCHIVE_UNKNOWN_FORMAT');
   assert.equal(m.totals.entries, 8);
   assert.equal(m.totals.signOperations, 4);
   const sums = readFileSync(join(out, 'SHA512SUMS'), 'utf8');

@@ -44,8 +44,11 @@ describe('sign-locale on the sample release', () => {
         m.entries.filter((e) => e.action !== 'passthrough').map((e) => e.name),
         FIXTURE_SIGNED,
       );
-      assert.equal(m.totals.misses, 4);
-      assert.equal(m.totals.signOperations, 4);
+      // en-US (bz2) runs first and signs its 4 PEs; de (xz) holds 3 of the same PEs: their signatures
+      // come from the cache (applied, re-encoded as xz), only its own helper.exe is signed.
+      assert.equal(m.totals.signed + m.totals.cached, 4);
+      assert.equal(m.totals.signed, locale === 'en-US' ? 4 : 1);
+      assert.equal(m.totals.signOperations, m.totals.signed);
       assert.equal(m.totals.passthrough, 4);
       const bytes = readFileSync(out);
       const { createHash } = await import('node:crypto');
@@ -69,7 +72,8 @@ describe('sign-locale on the sample release', () => {
       const m = await again.signLocale({ profile: 'dev', input: fixtureMar('de'), output: out });
       assert.ok(readFileSync(out).equals(first), 'byte-identical output');
       assert.equal(m.totals.signOperations, 0);
-      assert.equal(m.totals.hits, 4);
+      assert.equal(m.totals.cached, 4);
+      assert.equal(m.totals.hits, 4, 'the older name of shared + cached');
       assert.equal(m.totals.misses, 0);
       assert.equal(again.stats().signOperations, 0);
       assert.equal(again.stats().cache.hits, 4);
@@ -78,7 +82,7 @@ describe('sign-locale on the sample release', () => {
     }
   });
 
-  test('dry run plans hits/misses/passthrough and writes nothing', async () => {
+  test('dry run plans cached / to-sign / passthrough entries and writes nothing', async () => {
     const out = join(dir, 'dry.mar');
     const m = await pipeline.signLocale({
       profile: 'dev',
@@ -93,11 +97,11 @@ describe('sign-locale on the sample release', () => {
     const actions = Object.fromEntries(m.entries.map((e) => [e.name, e.action]));
     assert.deepEqual(actions, {
       'update.manifest': 'passthrough',
-      'firefox.exe': 'hit',
-      'xul.dll': 'hit',
-      'updater.exe': 'hit',
+      'firefox.exe': 'cached',
+      'xul.dll': 'cached',
+      'updater.exe': 'cached',
       'omni.ja': 'passthrough',
-      'uninstall/helper.exe': 'miss',
+      'uninstall/helper.exe': 'signed',
       'defaults/pref/channel-prefs.js': 'passthrough',
       'locale.ini': 'passthrough',
     });
@@ -118,7 +122,7 @@ test('locales signed concurrently through one pipeline sign each shared binary o
     assert.equal(pipeline.stats().signOperations, 5);
     for (const name of ['firefox.exe', 'xul.dll', 'updater.exe']) {
       const acts = ms.map((m) => m.entries.find((e) => e.name === name)!.action).sort();
-      assert.deepEqual(acts, ['hit', 'miss'], name);
+      assert.deepEqual(acts, ['shared', 'signed'], name);
     }
     for (const l of ['de', 'fr'])
       await checkSignedOutput(fixtureMar(l), join(dir, `${l}.mar`), { signed: FIXTURE_SIGNED, dir });
@@ -139,8 +143,9 @@ test('cache tampering (flipped byte, truncation, wrong key, wrong HMAC secret) i
     await p1.close();
   }
   const cleanBytes = readFileSync(clean);
-  const entries = listCacheFiles(root);
+  const entries = listCacheFiles(root, 'entry');
   assert.equal(entries.length, 4);
+  assert.equal(listCacheFiles(root, 'signature').length, 4, "each PE's signature is stored too");
   const [a, b, c, d] = entries as [string, string, string, string];
   const flip = readFileSync(a);
   flip[flip.length - 10]! ^= 0x01;
@@ -155,29 +160,34 @@ test('cache tampering (flipped byte, truncation, wrong key, wrong HMAC secret) i
       const out = join(dir, name);
       const m = await p.signLocale({ profile: 'dev', input: fixtureMar('en-US'), output: out });
       assert.ok(readFileSync(out).equals(cleanBytes), 'repaired output is byte-identical');
-      return { m, stats: p.stats() };
+      return { m, stats: p.stats(), started: p.pool.started };
     } finally {
       await p.close();
     }
   };
   const r1 = await run(secret, 'r1.mar');
-  assert.equal(r1.m.totals.misses, 3, 'three tampered entries re-signed');
-  assert.equal(r1.m.totals.hits, 1);
+  // The three bad entries are produced again in the pool, their PEs' stored signatures applied anew.
+  assert.equal(r1.started, true);
+  assert.equal(r1.m.totals.signOperations, 0);
+  assert.equal(r1.m.totals.cached, 4);
   assert.ok(r1.stats.cache.corrupt >= 3, `corrupt counted: ${r1.stats.cache.corrupt}`);
   const report = await newCache(root, secret).verify();
   assert.equal(report.bad.length, 0, JSON.stringify(report.bad));
 
   const r2 = await run(Buffer.alloc(32, 2), 'r2.mar');
-  assert.equal(r2.m.totals.misses, 4, 'every entry fails the HMAC of another secret');
+  assert.equal(r2.m.totals.signed, 4, 'every entry and signature fails the HMAC of another secret');
+  assert.equal(r2.m.totals.signOperations, 4);
   await checkSignedOutput(fixtureMar('en-US'), join(dir, 'r2.mar'), { signed: FIXTURE_SIGNED, dir });
 });
 
-function listCacheFiles(root: string): string[] {
+/** Signed-entry files (`<key>`) or PE-signature files (`<key>.sig`) of a cache directory, sorted. */
+function listCacheFiles(root: string, kind: 'entry' | 'signature'): string[] {
+  const name = kind === 'entry' ? /^[0-9a-f]{64}$/ : /^[0-9a-f]{64}\.sig$/;
   const out: string[] = [];
   for (const d of readdirSync(root).sort()) {
     const p = join(root, d);
     if (!/^[0-9a-f]{2}$/.test(d) || !statSync(p).isDirectory()) continue;
-    for (const f of readdirSync(p).sort()) if (/^[0-9a-f]{64}$/.test(f)) out.push(join(p, f));
+    for (const f of readdirSync(p).sort()) if (name.test(f)) out.push(join(p, f));
   }
   return out;
 }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { BullReleaseQueue, errorFromFailedReason, localeJobId } from '../../src/queue/bullmq.js';
 import { redisSettings } from '../../src/queue/connection.js';
-import type { ReleaseManifest } from '../../src/queue/types.js';
+import type { ResolvedRelease } from '../../src/queue/types.js';
 import { failureMessage } from '../../src/queue/worker.js';
 import { FormatError } from '../../src/errors.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
@@ -23,7 +23,7 @@ after(async () => {
   await redis?.stop();
 });
 
-const manifest = (release: string, locales: string[]): ReleaseManifest => ({
+const manifest = (release: string, locales: string[]): ResolvedRelease => ({
   release,
   profile: 'dev',
   locales: locales.map((locale) => ({

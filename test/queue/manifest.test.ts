@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync, writeFileSync, copyFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { PolicyError, UsageError } from '../../src/errors.js';
-import { checkMarFile, parseManifestShape, validateManifest } from '../../src/queue/manifest.js';
+import { validateRelease } from '../../src/queue/manifest.js';
+import { parseReleaseRequest } from '../../src/release/request.js';
 import { PROJECT_ROOT, tempDir } from '../helpers/env.js';
 
 const FIXTURE = join(PROJECT_ROOT, 'fixtures', 'release');
@@ -15,9 +16,13 @@ function setup() {
   copyFileSync(join(FIXTURE, 'de', 'complete.mar'), join(root, 'in', 'de', 'complete.mar'));
   writeFileSync(join(outside, 'secret.mar'), 'not yours');
   writeFileSync(join(root, 'in', 'notmar.mar'), 'hello, this is not a MAR file at all');
-  const opts = { profiles: ['dev'], roots: [root], baseDir: root, checkMar: checkMarFile };
+  const opts = { profiles: ['dev'], roots: [root], baseDir: root };
   return { root, outside, opts };
 }
+
+/** The queue's validation of a request document, as `POST /releases` does it. */
+const validateManifest = async (doc: unknown, opts: Parameters<typeof validateRelease>[1]) =>
+  validateRelease(parseReleaseRequest(doc), opts);
 
 const good = {
   release: 'fx-1.0',
@@ -41,9 +46,15 @@ test('the sign-release form (locale → input path) takes its output from the to
     opts,
   );
   assert.equal(m.locales[0]!.output, join(root, 'signed', 'de', 'complete.mar'));
-  assert.throws(() => parseManifestShape({ release: 'r1', profile: 'dev', locales: { de: 'x.mar' } }), {
-    code: 'MANIFEST_SCHEMA',
+  await assert.rejects(validateManifest({ release: 'r1', profile: 'dev', locales: { de: 'x.mar' } }, opts), {
+    code: 'RELEASE_OUTPUT_REQUIRED',
   });
+  const viaFlag = await validateRelease(
+    parseReleaseRequest({ release: 'r1', locales: { de: 'in/de/complete.mar' } }),
+    { ...opts, output: join(root, 'flag') },
+  );
+  assert.equal(viaFlag.profile, 'dev', "the config's only profile when the request names none");
+  assert.equal(viaFlag.locales[0]!.output, join(root, 'flag', 'de', 'complete.mar'));
 });
 
 test('schema rules: each names the field and the value found', () => {
@@ -55,6 +66,7 @@ test('schema rules: each names the field and the value found', () => {
     [{ ...good, profile: '' }, /profile must match/],
     [{ ...good, locales: {} }, /locales is empty/],
     [{ ...good, locales: { 'Not A Locale': { input: 'a', output: 'b' } } }, /locale "Not A Locale"/],
+    [{ ...good, locales: { 'de@x': { input: 'a', output: 'b' } } }, /locale "de@x"/],
     [
       { ...good, locales: { de: { input: 5, output: 'b' } } },
       /locales.de.input must be a non-empty string, found 5/,
@@ -63,8 +75,8 @@ test('schema rules: each names the field and the value found', () => {
   ];
   for (const [doc, re] of cases) {
     assert.throws(
-      () => parseManifestShape(doc),
-      (e: unknown) => e instanceof UsageError && e.code === 'MANIFEST_SCHEMA' && re.test(e.message),
+      () => parseReleaseRequest(doc),
+      (e: unknown) => e instanceof UsageError && e.code === 'RELEASE_SCHEMA' && re.test(e.message),
       String(re),
     );
   }
@@ -73,7 +85,7 @@ test('schema rules: each names the field and the value found', () => {
 test('unknown profile is refused', async () => {
   const { opts } = setup();
   await assert.rejects(validateManifest({ ...good, profile: 'prod' }, opts), {
-    code: 'MANIFEST_UNKNOWN_PROFILE',
+    code: 'RELEASE_UNKNOWN_PROFILE',
   });
 });
 
@@ -85,7 +97,7 @@ test("'..' segments are refused outright, in inputs and outputs", async () => {
   ]) {
     await assert.rejects(
       validateManifest({ ...good, locales: { de: l } }, opts),
-      (e: unknown) => e instanceof PolicyError && e.code === 'MANIFEST_PATH_TRAVERSAL',
+      (e: unknown) => e instanceof PolicyError && e.code === 'RELEASE_PATH_TRAVERSAL',
     );
   }
 });
@@ -97,11 +109,11 @@ test('absolute paths outside the roots are refused', async () => {
       { ...good, locales: { de: { input: join(outside, 'secret.mar'), output: 'out' } } },
       opts,
     ),
-    { code: 'MANIFEST_PATH_ESCAPE' },
+    { code: 'RELEASE_PATH_ESCAPE' },
   );
   await assert.rejects(
     validateManifest({ ...good, locales: { de: { input: 'in/de/complete.mar', output: outside } } }, opts),
-    { code: 'MANIFEST_PATH_ESCAPE' },
+    { code: 'RELEASE_PATH_ESCAPE' },
   );
 });
 
@@ -111,26 +123,29 @@ test('a symlink inside a root that points outside is refused (realpath before th
   symlinkSync(outside, join(root, 'escape-dir'));
   await assert.rejects(
     validateManifest({ ...good, locales: { de: { input: 'in/link.mar', output: 'out' } } }, opts),
-    { code: 'MANIFEST_PATH_ESCAPE' },
+    { code: 'RELEASE_PATH_ESCAPE' },
   );
   await assert.rejects(
     validateManifest(
       { ...good, locales: { de: { input: 'in/de/complete.mar', output: 'escape-dir/new/de' } } },
       opts,
     ),
-    { code: 'MANIFEST_PATH_ESCAPE' },
+    { code: 'RELEASE_PATH_ESCAPE' },
   );
 });
 
-test('missing inputs and non-MAR inputs are refused with their own codes', async () => {
+test('missing inputs and inputs that are no supported container are refused with their own codes', async () => {
   const { opts } = setup();
   await assert.rejects(
     validateManifest({ ...good, locales: { de: { input: 'in/nope.mar', output: 'out' } } }, opts),
-    { code: 'MANIFEST_INPUT_MISSING' },
+    { code: 'RELEASE_INPUT_MISSING' },
   );
   await assert.rejects(
     validateManifest({ ...good, locales: { de: { input: 'in/notmar.mar', output: 'out' } } }, opts),
-    (e: unknown) => (e as Error).name === 'FormatError' && /notmar\.mar/.test((e as Error).message),
+    (e: unknown) =>
+      (e as Error).name === 'FormatError' &&
+      (e as { code?: string }).code === 'ARCHIVE_UNKNOWN_FORMAT' &&
+      /notmar\.mar/.test((e as Error).message),
   );
 });
 
@@ -147,6 +162,31 @@ test('two locales writing the same output are refused', async () => {
       },
       opts,
     ),
-    { code: 'MANIFEST_OUTPUT_CLASH' },
+    { code: 'RELEASE_DUPLICATE_OUTPUT' },
+  );
+});
+
+test('one schema: a request sign-release reads (release.json) is one the queue reads, and vice versa', async () => {
+  const { root, opts } = setup();
+  const doc = JSON.parse(readFileSync(join(FIXTURE, 'release.json'), 'utf8')) as unknown;
+  const parsed = parseReleaseRequest(doc);
+  assert.equal(parsed.release, 'sample-140.0');
+  assert.equal(parsed.locales.length, 4);
+  // The queue resolves it (inputs relative to the base, outputs under --output) once the files exist.
+  for (const l of parsed.locales) {
+    mkdirSync(join(root, l.locale), { recursive: true });
+    copyFileSync(join(FIXTURE, l.input), join(root, l.input));
+  }
+  const m = await validateRelease(parsed, { ...opts, output: join(root, 'signed') });
+  assert.deepEqual(
+    m.locales.map((l) => l.output),
+    parsed.locales.map((l) => join(root, 'signed', l.locale, 'complete.mar')),
+  );
+  // Names and sizes the old queue schema refused are the same for both now (no second parser).
+  const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`l${i}`, `in/${i}.mar`]));
+  assert.equal(parseReleaseRequest({ release: 'big', locales: many }).locales.length, 600);
+  assert.equal(
+    parseReleaseRequest({ release: 'z', locales: { target: 'target.zip' } }).locales[0]!.locale,
+    'target',
   );
 });

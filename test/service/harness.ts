@@ -4,12 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync, mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { decompress } from '../../src/codecs/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
+import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
+import { FileSource } from '../../src/io/byte-source.js';
 import type { LocaleManifest } from '../../src/pipeline/types.js';
 import type { ReleaseStatus } from '../../src/queue/types.js';
 import { createLogger } from '../../src/service/logger.js';
@@ -184,13 +187,26 @@ export function assertOutputTree(outDir: string, locales: string[]): void {
   assert.deepEqual(listFiles(outDir).sort(), expected);
 }
 
-/** Distinct signable keys (codec + input digest) across the release: what a cold release must sign. */
-export function distinctSigned(status: ReleaseStatus): number {
-  const keys = new Set<string>();
+/**
+ * Distinct PEs among the release's signable entries (the decoded PE's sha256, whatever codec stores it):
+ * what a cold release must sign — a PE met in a bz2 and an xz entry is signed once.
+ */
+export async function distinctSigned(status: ReleaseStatus): Promise<number> {
+  const pes = new Set<string>();
   for (const l of status.locales) {
     const m = readManifest(l.output);
-    for (const e of m.entries)
-      if (e.action === 'hit' || e.action === 'miss') keys.add(`${e.codec}|${e.inputSha256}`);
+    const src = await FileSource.open(l.input);
+    try {
+      const info = await readMar(src);
+      for (const e of m.entries) {
+        if (e.action !== 'signed' && e.action !== 'shared' && e.action !== 'cached') continue;
+        const entry = info.entries.find((x) => x.name === e.name)!;
+        const pe = await decompress(await readEntryBytes(src, entry));
+        pes.add(createHash('sha256').update(pe).digest('hex'));
+      }
+    } finally {
+      await src.close();
+    }
   }
-  return keys.size;
+  return pes.size;
 }

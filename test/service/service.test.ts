@@ -113,26 +113,26 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     };
     let r = await post({ ...ok, locales: [] });
     assert.equal(r.status, 400);
-    assert.equal(r.body.error.code, 'MANIFEST_SCHEMA');
+    assert.equal(r.body.error.code, 'RELEASE_SCHEMA');
     r = await post({
       ...ok,
       locales: { de: { input: `${FIXTURE}/de/../de/complete.mar`, output: join(dir, 'x') } },
     });
     assert.equal(r.status, 400);
-    assert.equal(r.body.error.code, 'MANIFEST_PATH_TRAVERSAL');
+    assert.equal(r.body.error.code, 'RELEASE_PATH_TRAVERSAL');
     r = await post({ ...ok, locales: { de: { input: '/etc/passwd', output: join(dir, 'x') } } });
     assert.equal(r.status, 400);
-    assert.equal(r.body.error.code, 'MANIFEST_PATH_ESCAPE');
+    assert.equal(r.body.error.code, 'RELEASE_PATH_ESCAPE');
     symlinkSync('/etc/hostname', join(dir, 'sneaky.mar'));
     r = await post({ ...ok, locales: { de: { input: join(dir, 'sneaky.mar'), output: join(dir, 'x') } } });
     assert.equal(r.status, 400);
-    assert.equal(r.body.error.code, 'MANIFEST_PATH_ESCAPE');
+    assert.equal(r.body.error.code, 'RELEASE_PATH_ESCAPE');
     r = await post({ ...ok, locales: { de: { input: join(dir, 'missing.mar'), output: join(dir, 'x') } } });
     assert.equal(r.status, 400);
-    assert.equal(r.body.error.code, 'MANIFEST_INPUT_MISSING');
+    assert.equal(r.body.error.code, 'RELEASE_INPUT_MISSING');
     r = await post({ ...ok, profile: 'nope' });
     assert.equal(r.status, 400);
-    assert.equal(r.body.error.code, 'MANIFEST_UNKNOWN_PROFILE');
+    assert.equal(r.body.error.code, 'RELEASE_UNKNOWN_PROFILE');
     r = await api('/releases', {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
@@ -152,7 +152,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     );
     const cli = await runCli(['enqueue', bad, '-c', cfg]);
     assert.equal(cli.code, 2);
-    assert.match(cli.stderr, /^marsign: MANIFEST_PATH_TRAVERSAL: locales\.de\.input/m);
+    assert.match(cli.stderr, /^marsign: RELEASE_PATH_TRAVERSAL: locales\.de\.input/m);
 
     r = await api('/releases', { headers: auth });
     assert.equal(r.status, 200);
@@ -237,8 +237,8 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     const signOps = final.locales.reduce((a, l) => a + l.result!.signOperations, 0);
     assert.equal(
       signOps,
-      distinctSigned(final),
-      'each distinct entry signed exactly once across both workers',
+      await distinctSigned(final),
+      'each distinct PE signed exactly once across both workers',
     );
     const byWorker = new Set(final.locales.map((l) => l.result!.worker));
     assert.equal(byWorker.size, 2, `both workers took locales: ${[...byWorker].join(', ')}`);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { crc32 } from 'node:zlib';
 import { Piscina } from 'piscina';
 import { compress, decompress, readSettings, settingsKey } from '../../src/codecs/index.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -7,7 +8,7 @@ import type { LoadedConfig } from '../../src/config/types.js';
 import { PolicyError } from '../../src/errors.js';
 import { buildPe } from '../../src/formats/pe/synth.js';
 import { SigningPool, SIGN_ENTRY_WORKER } from '../../src/pipeline/pool.js';
-import type { SignEntryResult, SignEntryTask } from '../../src/pipeline/types.js';
+import type { SignEntryResult, SignEntryTask } from '../../src/pipeline/protocol.js';
 import { verifyPe } from '../../src/signing/verify-pe.js';
 import signEntry from '../../workers/sign-entry.js';
 import { BZ2, CONFIG_PATH, XZ_BCJ } from '../pipeline/_support.js';
@@ -20,12 +21,14 @@ before(async () => {
 });
 after(() => pool.close());
 
+/** A task as the pipeline makes one for a MAR entry: the codec sniffed from the stored bytes. */
 const task = (input: Uint8Array, name = 'x.exe', profile = 'dev'): SignEntryTask => ({
   configPath: config.path,
   configSha256: config.sha256,
   profile,
   name,
   input,
+  codec: readSettings(input),
   maxOutputSize: 64 * 1024 * 1024,
 });
 
@@ -56,8 +59,10 @@ for (const [label, codec] of [
     assert.equal(settingsKey(readSettings(r.output)), inputKey);
     assert.equal(r.output.byteLength, r.output.buffer.byteLength, 'output arrived in its own buffer');
     const signed = await decompress(r.output);
-    assert.equal(signed.length, r.signedSize);
-    assert.equal(r.decompressedSize, pe.length);
+    assert.equal(signed.length, r.decoded.size);
+    assert.equal(r.decoded.crc32, crc32(signed), 'the CRC-32 of the signed PE, as zip records it');
+    assert.equal(r.decodedSize, pe.length);
+    assert.equal(r.madeSignature, true, 'no claim port: the task signs itself');
     const v = await verifyPe(signed, {});
     assert.ok(v.signed && v.digestMatches && v.signatureValid, v.problems.join('; '));
   });

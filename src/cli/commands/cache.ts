@@ -1,20 +1,17 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import type { FsCacheStore } from '../../../cache/fs-store.js';
+import type { CacheStore } from '../../../cache/types.js';
 import type { LoadedConfig } from '../../config/types.js';
 import { emit, EXIT, handler } from '../output.js';
 
 /** The cache and config libraries, loaded when a cache command runs rather than when the CLI starts. */
 async function cacheLib() {
-  const [defaults, store, size, config] = await Promise.all([
-    import('../../../cache/defaults.js'),
-    import('../../../cache/fs-store.js'),
+  const [factory, size, config] = await Promise.all([
+    import('../../../cache/factory.js'),
     import('../../../cache/size.js'),
     import('../../config/index.js'),
   ]);
-  return { defaults, store, size, config };
+  return { factory, size, config };
 }
 type CacheLib = Awaited<ReturnType<typeof cacheLib>>;
 
@@ -46,27 +43,16 @@ async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | un
   return undefined;
 }
 
-/** The same rule as cacheSettings() for the directory, without creating a secret there. */
-function rootOf(L: CacheLib, argv: CacheArgs, config: LoadedConfig | undefined): string {
-  if (argv.cacheDir) return resolve(argv.cacheDir);
-  const dir = config?.file.cache?.dir;
-  return config && dir ? L.config.resolvePath(config.dir, dir) : L.defaults.defaultCacheDir();
-}
-
-/** A configured secret (env/file) wins; else the root's generated `.hmac-secret`, as cacheSettings() does. */
-async function secretOf(L: CacheLib, root: string, config: LoadedConfig | undefined): Promise<Uint8Array> {
-  const c = config?.file.cache;
-  if (c?.hmacSecretEnv !== undefined || c?.hmacSecretFile !== undefined)
-    return (await L.config.cacheSettings(config)).hmacSecret;
-  return L.defaults.loadOrCreateSecret(root);
-}
-
 /**
- * stats and prune never check an HMAC, so they get a throwaway secret rather than reading (or
- * creating) the cache's own one.
+ * stats and prune never check an HMAC, so they open the store without the cache's secret (neither read
+ * nor created).
  */
-function adminStore(L: CacheLib, root: string): FsCacheStore {
-  return new L.store.FsCacheStore({ root, hmacSecret: randomBytes(32) });
+async function adminStore(L: CacheLib, argv: CacheArgs): Promise<CacheStore> {
+  const config = await configOf(L, argv);
+  return L.factory.openCacheStore(config, {
+    noSecret: true,
+    ...(argv.cacheDir ? { dir: argv.cacheDir } : {}),
+  });
 }
 
 const stats: CommandModule<CacheArgs, CacheArgs> = {
@@ -76,17 +62,20 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
   handler: handler<CacheArgs>(async (argv) => {
     const L = await cacheLib();
     const { formatSize } = L.size;
-    const s = await adminStore(L, rootOf(L, argv, await configOf(L, argv))).stats();
+    const s = await (await adminStore(L, argv)).stats();
+    const none = { entries: 0, bytes: 0 };
     const kinds = s.byKind ?? {
       entry: { entries: s.entries, bytes: s.bytes },
-      output: { entries: 0, bytes: 0 },
+      signature: none,
+      output: none,
     };
-    // Both kinds share one LRU (prune); the split is by file name, so it costs no extra reads.
+    // All kinds share one LRU (prune); the split is by file name, so it costs no extra reads.
     const out = {
       root: s.root,
       entries: s.entries,
       bytes: s.bytes,
       signedEntries: kinds.entry,
+      peSignatures: kinds.signature,
       localeOutputs: kinds.output,
     };
     emit(argv, out, (v) =>
@@ -94,6 +83,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
         `cache root  ${v.root}`,
         `entries     ${v.entries}`,
         `  signed entries  ${v.signedEntries.entries} (${formatSize(v.signedEntries.bytes)})`,
+        `  PE signatures   ${v.peSignatures.entries} (${formatSize(v.peSignatures.bytes)})`,
         `  locale outputs  ${v.localeOutputs.entries} (${formatSize(v.localeOutputs.bytes)})`,
         `size        ${formatSize(v.bytes)} (${v.bytes} bytes)`,
       ].join('\n'),
@@ -113,19 +103,19 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
   handler: handler<CacheArgs & { repair: boolean }>(async (argv) => {
     const L = await cacheLib();
     const config = await configOf(L, argv);
-    const root = rootOf(L, argv, config);
+    const root = L.config.cacheDirOf(config, argv.cacheDir);
     // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
     const report = existsSync(root)
-      ? await new L.store.FsCacheStore({ root, hmacSecret: await secretOf(L, root, config) }).verify({
-          repair: argv.repair,
-        })
+      ? await (
+          await L.factory.openCacheStore(config, argv.cacheDir ? { dir: argv.cacheDir } : {})
+        ).verify({ repair: argv.repair })
       : { checked: 0, ok: 0, bad: [] };
     const out = { root, repaired: argv.repair, ...report };
     emit(argv, out, (v) => {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
       for (const b of v.bad)
         lines.push(
-          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
+          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
         );
       if (v.staleTempRemoved) lines.push(`removed ${v.staleTempRemoved} leftover temp files`);
       return lines.join('\n');
@@ -149,8 +139,9 @@ const prune: CommandModule<CacheArgs, PruneArgs> = {
     const L = await cacheLib();
     const { formatSize } = L.size;
     const maxBytes = L.size.parseSize(argv['max-size']);
-    const root = rootOf(L, argv, await configOf(L, argv));
-    const r = await adminStore(L, root).prune(maxBytes);
+    const store = await adminStore(L, argv);
+    const root = store.location;
+    const r = await store.prune(maxBytes);
     const out = { root, maxBytes, ...r };
     emit(argv, out, (v) => {
       const lines = [

@@ -11,13 +11,13 @@ interface Args extends OutputOptions {
 
 export const enqueueCommand: CommandModule<object, Args> = {
   command: 'enqueue <manifest>',
-  describe: 'Validate a release manifest and submit it to the queue (one job per locale)',
+  describe: 'Validate a release request and submit it to the queue (one job per locale)',
   builder: (y) =>
     y
       .positional('manifest', {
         type: 'string',
         demandOption: true,
-        describe: 'release.json: { release, profile, output?, locales }',
+        describe: 'release request (release.json): { release, profile?, output?, locales }',
       })
       .option('config', {
         alias: 'c',
@@ -36,11 +36,11 @@ export const enqueueCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
     const { loadConfig } = await import('../../config/index.js');
-    const { loadManifestFile, openQueue, waitForRelease } = await import('../../service/client.js');
+    const { loadRequestFile, openQueue, waitForRelease } = await import('../../service/client.js');
     const { renderRelease } = await import('../../service/render.js');
     const config = await loadConfig(argv.config);
     // Everything is validated before the first Redis command: a bad manifest enqueues nothing.
-    const manifest = await loadManifestFile(config, argv.manifest, argv.output);
+    const manifest = await loadRequestFile(config, argv.manifest, argv.output);
     const queue = await openQueue(config);
     try {
       const submitted = await queue.submit(manifest);

@@ -82,10 +82,11 @@ export const signLocaleCommand: CommandModule<object, Args> = {
 
 export function renderPlan(m: LocaleManifest): string {
   const width = Math.min(60, Math.max(...m.entries.map((e) => e.name.length), 4));
+  // A dry run's actions are what would happen: `signed` = to sign, `cached` = served from the cache.
   const what: Record<string, string> = {
     passthrough: 'passthrough',
-    hit: 'cache hit',
-    miss: 'sign',
+    cached: 'cache hit',
+    signed: 'sign',
     'skipped-invalid': 'skip (invalid)',
   };
   const lines = m.entries.map(
@@ -94,7 +95,7 @@ export function renderPlan(m: LocaleManifest): string {
   );
   const t = m.totals;
   lines.push(
-    `plan: ${t.entries} entries: ${t.misses} to sign, ${t.hits} cached, ${t.passthrough} passthrough (dry run, nothing written)`,
+    `plan: ${t.entries} entries: ${t.signed} to sign, ${t.cached} cached, ${t.passthrough} passthrough (dry run, nothing written)`,
   );
   return lines.join('\n');
 }

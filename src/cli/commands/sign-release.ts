@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { LoadedConfig } from '../../config/types.js';
 import { UsageError } from '../../errors.js';
-import type { ReleaseManifest, ReleaseSpec } from '../../pipeline/index.js';
+import type { ReleaseReport } from '../../pipeline/index.js';
 import { emit, EXIT, handler, type OutputOptions } from '../output.js';
 import { formatBytes, releaseProgress, wantProgress } from '../progress.js';
 
@@ -26,7 +26,7 @@ export const RELEASE_CONFIG_NAME = 'marsign.config.json';
 
 export const signReleaseCommand: CommandModule<object, Args> = {
   command: 'sign-release <release>',
-  describe: 'Sign every locale MAR of a release (a directory of *.mar or a release.json) in-process',
+  describe: 'Sign every locale of a release (a release.json, or a directory of *.mar / *.zip) in-process',
   builder: (y) =>
     y
       .positional('release', {
@@ -66,20 +66,25 @@ export const signReleaseCommand: CommandModule<object, Args> = {
   handler: handler<Args>(async (argv) => {
     // Loaded on use: the command list stays cheap to import for every other command.
     const { loadConfig } = await import('../../config/index.js');
-    const { loadReleaseSpec, Pipeline, signRelease } = await import('../../pipeline/index.js');
-    const spec = await loadReleaseSpec(argv.release, { excludeDir: argv.output });
+    const { Pipeline, signRelease } = await import('../../pipeline/index.js');
+    const { loadReleaseRequest, resolveRequest } = await import('../../release/request.js');
+    const { request, base, source } = await loadReleaseRequest(argv.release, { excludeDir: argv.output });
+    // -o is the output base: the request's top-level "output" is replaced by it.
+    const locales = resolveRequest(request, base, resolve(argv.output), '.');
     const config = await loadConfig(argv.config ?? (await releaseConfig(argv.release)));
-    const profile = pickProfile(argv.profile, spec, config);
+    const profile = pickProfile(argv.profile, request.profile, config);
     const pipeline = await Pipeline.create({
       config,
       ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
     });
-    const display = releaseProgress(wantProgress(argv), spec.locales.length);
-    let manifest: ReleaseManifest;
+    const display = releaseProgress(wantProgress(argv), locales.length);
+    let manifest: ReleaseReport;
     try {
       manifest = await signRelease({
-        pipeline,
-        spec,
+        signer: pipeline,
+        release: request.release,
+        source,
+        locales,
         outDir: argv.output,
         profile,
         dryRun: argv['dry-run'] === true,
@@ -111,9 +116,9 @@ async function releaseConfig(release: string): Promise<string | undefined> {
   return existsSync(p) ? p : undefined;
 }
 
-function pickProfile(flag: string | undefined, spec: ReleaseSpec, config: LoadedConfig): string {
+function pickProfile(flag: string | undefined, requested: string | undefined, config: LoadedConfig): string {
   if (flag) return flag;
-  if (spec.profile) return spec.profile;
+  if (requested) return requested;
   const names = Object.keys(config.file.profiles ?? {});
   if (names.length === 1) return names[0]!;
   throw new UsageError(
@@ -122,14 +127,14 @@ function pickProfile(flag: string | undefined, spec: ReleaseSpec, config: Loaded
   );
 }
 
-export function renderReleaseSummary(m: ReleaseManifest): string {
+export function renderReleaseSummary(m: ReleaseReport): string {
   const t = m.totals;
   const r = relative(process.cwd(), m.outDir);
   const rel = r === '' ? '.' : r.startsWith('..') ? m.outDir : r;
   const lines = [
     `release ${m.release} (profile ${m.profile})${m.dryRun ? ' — dry run, nothing written' : ''}`,
     `  locales:  ${t.locales}${t.failed ? `, ${t.failed} FAILED` : ''}`,
-    `  entries:  ${t.entries} — ${t.signed} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
+    `  entries:  ${t.entries} — ${t.signed} signed, ${t.shared} shared, ${t.cached} from the cache, ${t.passthrough} passthrough` +
       (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : ''),
     `  bytes:    ${formatBytes(t.inputBytes)} in → ${formatBytes(t.outputBytes)} out`,
     `  time:     ${(m.timings.ms / 1000).toFixed(2)} s`,

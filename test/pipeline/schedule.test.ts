@@ -7,11 +7,15 @@ import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { readMar } from '../../src/formats/mar/index.js';
 import { FileSource } from '../../src/io/byte-source.js';
-import { loadReleaseSpec, Pipeline, signRelease } from '../../src/pipeline/index.js';
-import { finishStats, type LocaleContext } from '../../src/pipeline/locale.js';
-import { planMisses, startPrefetch, type PlannedMiss } from '../../src/pipeline/prefetch.js';
+import { decompress, readSettings } from '../../src/codecs/index.js';
+import { newCounters, RunLedger, type SigningContext } from '../../src/pipeline/context.js';
+import { finishStats } from '../../src/pipeline/finish.js';
+import { Pipeline, signRelease } from '../../src/pipeline/index.js';
+import { planRelease, type PlannedMiss } from '../../src/pipeline/plan.js';
+import type { SignEntryTask } from '../../src/pipeline/protocol.js';
+import { startScheduler } from '../../src/pipeline/schedule.js';
 import { InProcessCoordinator } from '../../src/pipeline/single-flight.js';
-import type { SignEntryTask } from '../../src/pipeline/types.js';
+import { loadReleaseRequest, resolveRequest } from '../../src/release/request.js';
 import { tempDir } from '../helpers/env.js';
 import {
   checkSignedOutput,
@@ -48,12 +52,13 @@ async function entriesOf(path: string) {
   }
 }
 
-test('startPrefetch releases misses largest first, never more than maxInFlight at once, and re-sorts on add', async () => {
+test('startScheduler releases misses largest first, never more than maxInFlight at once, and re-sorts on add', async () => {
   const entries = await entriesOf(fixtureMar('en-US'));
   const misses: PlannedMiss[] = entries.map((entry, i) => ({
     key: String(i).padStart(64, '0'),
     input: fixtureMar('en-US'),
-    entry,
+    entry: { index: i, ...entry },
+    codec: { codec: 'none' },
   }));
   const order: string[] = [];
   let inFlight = 0;
@@ -66,12 +71,15 @@ test('startPrefetch releases misses largest first, never more than maxInFlight a
       maxSeen = Math.max(maxSeen, inFlight);
       await new Promise((r) => setTimeout(r, 5));
       inFlight--;
+      task.claims?.close();
       return {
         ok: true as const,
         output: task.input,
-        codecSettings: '',
-        decompressedSize: 0,
-        signedSize: 0,
+        codecSettings: 'none',
+        decoded: { size: 0, crc32: 0 },
+        decodedSize: 0,
+        outputSha256: '0'.repeat(64),
+        madeSignature: true,
         timings: { decompressMs: 0, signMs: 0, verifyMs: 0, compressMs: 0 },
       };
     },
@@ -80,15 +88,15 @@ test('startPrefetch releases misses largest first, never more than maxInFlight a
     config,
     profile: { name: 'dev', fingerprint: 'f' },
     pool: fakePool,
-    cache: null,
+    store: null,
     coordinator: new InProcessCoordinator(),
-    counters: { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 },
-    prefetched: new Map(),
-  } as unknown as LocaleContext;
-  // Handed over in index order (smallest first is in there too): the handle sorts them.
+    counters: newCounters(),
+  } as unknown as SigningContext;
+  const ledger = new RunLedger();
+  // Handed over in index order (smallest first is in there too): the scheduler sorts them.
   const first = misses.slice(0, 3);
   const rest = misses.slice(3);
-  const h = startPrefetch(ctx, first, { maxInFlight: 1 });
+  const h = startScheduler(ctx, ledger, first, { maxInFlight: 1 });
   h.add(rest);
   await h.done();
   const bySize = [...entries].sort((a, b) => b.size - a.size).map((e) => e.name);
@@ -101,10 +109,15 @@ test('startPrefetch releases misses largest first, never more than maxInFlight a
   );
   assert.equal(maxSeen, 1);
   assert.equal(ctx.counters.signOperations, entries.length);
-  assert.equal(ctx.prefetched!.size, entries.length);
+  assert.equal(ledger.signatures, entries.length);
+  // Every key is attributed to the input it was planned for: its first use there is `signed`, any other `shared`.
+  assert.equal(ledger.actionFor(misses[0]!.key, fixtureMar('en-US')).action, 'signed');
+  assert.equal(ledger.actionFor(misses[0]!.key, fixtureMar('en-US')).action, 'shared');
+  assert.equal(ledger.actionFor(misses[1]!.key, fixtureMar('de')).action, 'shared');
+  assert.equal(ledger.actionFor('f'.repeat(64), fixtureMar('en-US')).action, 'cached');
 });
 
-test('planMisses: unique signable keys across locales, shared ones largest first then per locale, cached ones left out', async () => {
+test('planRelease: unique signable keys across locales, shared ones largest first then per locale, cached ones left out', async () => {
   const dir = tempDir();
   const cache = newCache(join(dir, 'c'));
   const p = await Pipeline.create({ config, threads: 1, cache });
@@ -115,12 +128,12 @@ test('planMisses: unique signable keys across locales, shared ones largest first
       profile,
       policy,
       pool: p.pool,
-      cache,
+      store: cache,
       coordinator: new InProcessCoordinator(),
-      counters: { signOperations: 0, hits: 0, misses: 0, bytesServed: 0 },
-    } as LocaleContext;
+      counters: newCounters(),
+    } as unknown as SigningContext;
     const inputs = LOCALES.map(fixtureMar);
-    const plan = await planMisses(ctx, inputs);
+    const plan = await planRelease(ctx, inputs);
     // 3 shared PEs × 2 codecs + one helper.exe per locale.
     assert.equal(plan.misses.length, 3 * 2 + LOCALES.length);
     assert.equal(new Set(plan.misses.map((m) => m.key)).size, plan.misses.length);
@@ -133,9 +146,12 @@ test('planMisses: unique signable keys across locales, shared ones largest first
       plan.misses.slice(shared.length).map((m) => [m.inputIndex, m.entry.name]),
       inputs.map((_, i) => [i, 'uninstall/helper.exe']),
     );
-    for (const input of inputs) assert.equal(plan.keys.get(input)!.size, FIXTURE_SIGNED.length);
+    for (const input of inputs) assert.equal(plan.inputs.get(input)!.keys!.size, FIXTURE_SIGNED.length);
+    // Each miss knows the codec its stored bytes are in (the task needs it; zip's cannot be sniffed).
+    for (const m of plan.misses)
+      assert.deepEqual(m.codec, readSettings((await entryBytes(m.input, m.entry.name))!));
     await cache.put(plan.misses[0]!.key, new Uint8Array([1, 2, 3]));
-    const again = await planMisses(ctx, inputs);
+    const again = await planRelease(ctx, inputs);
     assert.equal(again.misses.length, plan.misses.length - 1);
     assert.ok(!again.misses.some((m) => m.key === plan.misses[0]!.key));
   } finally {
@@ -158,7 +174,7 @@ test('a cold locale submits its largest miss first; digests equal sha256sum/sha5
       seen.map((s) => s.name),
       [...signable].sort((a, b) => b.size - a.size).map((e) => e.name),
     );
-    assert.equal(m.totals.misses, FIXTURE_SIGNED.length);
+    assert.equal(m.totals.signed, FIXTURE_SIGNED.length);
     assert.equal(m.totals.signOperations, FIXTURE_SIGNED.length);
     const sum = (tool: string) => spawnSync(tool, [out], { encoding: 'utf8' }).stdout.split(' ')[0];
     assert.equal(m.output_sha256, sum('sha256sum'));
@@ -176,7 +192,7 @@ test('a cold locale submits its largest miss first; digests equal sha256sum/sha5
     // Warm: the signable hash was taken while writing; byte-identical output (RSA PKCS#1 v1.5 is
     // deterministic) proves it equals the read-back hash of the cold run.
     assert.equal(finishStats.streamed, before.streamed + 1);
-    assert.equal(w.totals.hits, FIXTURE_SIGNED.length);
+    assert.equal(w.totals.cached, FIXTURE_SIGNED.length);
     assert.equal(w.totals.signOperations, 0);
     assert.deepEqual(readFileSync(warmOut), readFileSync(out));
     assert.deepEqual(
@@ -188,36 +204,73 @@ test('a cold locale submits its largest miss first; digests equal sha256sum/sha5
   }
 });
 
-test('a release signs its unique misses largest first across locales; each is recorded once as a miss', async () => {
+test('a release signs its unique misses largest first across locales; each PE is signed once, whatever codec holds it', async () => {
   const dir = tempDir();
   const p = await Pipeline.create({ config, threads: 2, cache: newCache(join(dir, 'c')) });
   try {
     const seen = spyOnPool(p);
-    const spec = await loadReleaseSpec(RELEASE, { excludeDir: join(dir, 'out') });
-    const rm = await signRelease({ pipeline: p, spec, outDir: join(dir, 'out'), profile: 'dev' });
+    const out = join(dir, 'out');
+    const { request, base, source } = await loadReleaseRequest(RELEASE, { excludeDir: out });
+    const locales = resolveRequest(request, base, out, '.');
+    const rm = await signRelease({
+      signer: p,
+      release: request.release,
+      source,
+      locales,
+      outDir: out,
+      profile: 'dev',
+    });
     assert.equal(rm.totals.failed, 0);
-    const distinct = 3 * 2 + LOCALES.length;
-    assert.equal(seen.length, distinct);
-    assert.equal(rm.totals.signOperations, distinct);
-    assert.equal(rm.totals.signed, distinct);
-    assert.equal(rm.totals.hits, LOCALES.length * FIXTURE_SIGNED.length - distinct);
+    // 3 PEs shared by every locale, stored with 2 codecs (bz2 and xz locales), and a helper.exe per locale:
+    // 10 distinct entries go to the pool, 7 distinct PEs are signed (the second codec applies the first's
+    // signature), and every locale's actions add up to exactly that.
+    const distinctEntries = 3 * 2 + LOCALES.length;
+    const distinctPes = 3 + LOCALES.length;
+    assert.equal(seen.length, distinctEntries);
+    assert.equal(rm.totals.signOperations, distinctPes);
+    assert.equal(rm.totals.signed, distinctPes);
+    assert.equal(rm.totals.shared + rm.totals.cached, LOCALES.length * FIXTURE_SIGNED.length - distinctPes);
+    assert.equal(rm.totals.cached, 0, 'a cold cache serves nothing from an earlier run');
+    // Which locale's task signs a shared PE first is up to the pool; each locale signs at least its
+    // own helper.exe, and the per-locale counts add up to the signatures made.
+    assert.equal(
+      rm.locales.reduce((n, l) => n + l.totals!.signed, 0),
+      distinctPes,
+    );
+    for (const l of rm.locales) assert.ok(l.totals!.signed >= 1, `${l.locale} signed its helper.exe`);
+    // The same PE signed once is byte-identical inside a bz2 and an xz locale.
+    const signedPe = async (locale: string, name: string): Promise<Buffer> =>
+      Buffer.from(await decompress((await entryBytes(join(out, locale, 'complete.mar'), name))!));
+    const codecs = new Map<string, string>();
+    for (const l of LOCALES)
+      codecs.set(readSettings((await entryBytes(fixtureMar(l), FIXTURE_SIGNED[0]!))!).codec, l);
+    assert.equal(codecs.size, 2, 'the fixture release holds both codecs');
+    const [a, b] = [...codecs.values()];
+    for (const name of FIXTURE_SIGNED.filter((n) => !n.includes('helper')))
+      assert.deepEqual(await signedPe(a!, name), await signedPe(b!, name), name);
     // The first locale's misses are released while the others are still being planned: its biggest
     // goes first. (Two gates open at once with 2 threads; which of the two reads its bytes and reaches
     // the pool first is up to the I/O.)
-    const firstLocale = (await entriesOf(spec.locales[0]!.input)).filter((e) =>
-      FIXTURE_SIGNED.includes(e.name),
-    );
+    const firstLocale = (await entriesOf(locales[0]!.input)).filter((e) => FIXTURE_SIGNED.includes(e.name));
     const biggest = Math.max(...firstLocale.map((e) => e.size));
     assert.ok(
       seen.slice(0, 2).some((s) => s.size === biggest),
       `first submissions: ${JSON.stringify(seen.slice(0, 2))}`,
     );
     for (const l of LOCALES)
-      await checkSignedOutput(fixtureMar(l), join(dir, 'out', l, 'complete.mar'), {
-        signed: FIXTURE_SIGNED,
-        dir,
-      });
+      await checkSignedOutput(fixtureMar(l), join(out, l, 'complete.mar'), { signed: FIXTURE_SIGNED, dir });
   } finally {
     await p.close();
   }
 });
+
+/** One entry's stored bytes from a MAR file. */
+async function entryBytes(path: string, name: string): Promise<Uint8Array | undefined> {
+  const src = await FileSource.open(path);
+  try {
+    const e = (await readMar(src)).entries.find((x) => x.name === name);
+    return e && src.read(e.offset, e.size);
+  } finally {
+    await src.close();
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Stage 3, assemble: resolve entries a window ahead (so the pool stays busy and reads overlap signing)
+ * and hand them to the container writer in index order from a small reorder buffer. When the output's
+ * layout was predicted (every stored size known: a warm locale), the output is also assembled in shared
+ * memory and the container signature's digest is streamed over the entries as they are written, so the
+ * finished file is never read back; any surprise (a hit turned miss, another size) drops both.
+ *
+ * Memory stays bounded: at most `threads + WINDOW_EXTRA` entries and WINDOW_MAX_BYTES stored bytes are in
+ * flight; decompressed data only exists inside a worker thread.
+ */
+import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
+import { CodedError } from '../errors.js';
+import type { EntryPlan } from './plan.js';
+import { resolveEntry, type EntryOutcome, type LocaleInput } from './resolve.js';
+import type { EntryRecord, LocaleProgress } from './types.js';
+
+/** Entries in flight per locale beyond the pool's threads (reading ahead while workers sign). */
+const WINDOW_EXTRA = 4;
+/** Stored bytes held in the reorder window before the reader waits for the writer. */
+export const WINDOW_MAX_BYTES = 256 * 1024 * 1024;
+
+export interface AssemblyTarget {
+  /** Absent in a dry run. */
+  writer?: ArchiveWriter;
+  /** The predicted layout, when every entry's stored size was known. */
+  layout?: PredictedLayout;
+  /** The output being assembled in shared memory (with a layout small enough). */
+  buffer?: Buffer;
+}
+
+export interface Assembly {
+  records: EntryRecord[];
+  warnings: string[];
+  /** Every entry came out as predicted: `buffer` holds every entry and `digest` is the signature's. */
+  asPredicted: boolean;
+  /** The container signature's digest streamed while writing (only when as predicted). */
+  digest?: Uint8Array;
+}
+
+export async function assemble(
+  l: LocaleInput,
+  plans: readonly EntryPlan[],
+  target: AssemblyTarget,
+  onProgress?: (p: LocaleProgress) => void,
+): Promise<Assembly> {
+  const { layout, buffer, writer } = target;
+  const slotOf = (i: number): Buffer | undefined => {
+    if (!buffer || !layout) return undefined;
+    const s = layout.slots[i]!;
+    return buffer.subarray(s.offset, s.offset + s.size);
+  };
+  const progress: LocaleProgress = {
+    entriesDone: 0,
+    entriesTotal: plans.length,
+    bytesDone: 0,
+    bytesTotal: plans.reduce((n, p) => n + p.entry.size, 0),
+    hits: 0,
+    misses: 0,
+    passthrough: 0,
+  };
+  const records: EntryRecord[] = [];
+  const warnings: string[] = [];
+  let ok = layout !== undefined;
+  const pending: Promise<EntryOutcome>[] = [];
+  const windowSize = l.ctx.pool.threads + WINDOW_EXTRA;
+  let windowBytes = 0;
+  let next = 0;
+
+  const finishOne = async (): Promise<void> => {
+    let out = await pending.shift()!;
+    const i = records.length;
+    const plan = plans[i]!;
+    windowBytes -= plan.entry.size;
+    if (ok) {
+      if (out.data.bytes.length !== layout!.slots[i]!.size) ok = false;
+      // Hashed for the container signature even before a speculative hit's check is back (it runs at
+      // the same time on the side thread); a failed check throws this digest away.
+      else layout!.digest?.update(out.data.bytes);
+    }
+    if (out.verified && !(await out.verified)) {
+      // The cache entry was bad (the store counted and removed it): resolve it again the ordinary way.
+      ok = false;
+      out = await resolveEntry(l, plan, slotOf(i), false);
+    }
+    if (ok && buffer) {
+      // An entry that did not land in its slot (signed here, or shared by another locale) is copied in.
+      const off = layout!.slots[i]!.offset;
+      const b = out.data.bytes;
+      if (b.buffer !== buffer.buffer || b.byteOffset !== off) buffer.set(b, off);
+    }
+    records.push(out.record);
+    if (out.warning) warnings.push(out.warning);
+    if (writer) await writer.add(plan.entry, out.data);
+    progress.entriesDone++;
+    progress.bytesDone += plan.entry.size;
+    const a = out.record.action;
+    if (a === 'signed') progress.misses++;
+    else if (a === 'shared' || a === 'cached') progress.hits++;
+    else progress.passthrough++;
+    onProgress?.({ ...progress });
+  };
+
+  try {
+    while (next < plans.length || pending.length > 0) {
+      if (l.signal?.aborted) throw l.signal.reason ?? new CodedError('ABORTED', 'aborted');
+      const plan = plans[next];
+      const canStart =
+        plan !== undefined &&
+        pending.length < windowSize &&
+        (pending.length === 0 || windowBytes + plan.entry.size <= WINDOW_MAX_BYTES);
+      if (canStart) {
+        windowBytes += plan.entry.size;
+        const p = resolveEntry(l, plan, l.dryRun ? undefined : slotOf(next));
+        p.catch(() => undefined); // observed by finishOne; avoid unhandled rejections while queued
+        pending.push(p);
+        next++;
+      } else await finishOne();
+    }
+  } catch (err) {
+    // Let in-flight entries settle before the caller closes the source they read from.
+    await Promise.allSettled(pending);
+    throw err;
+  }
+  if (ok && layout?.digest) return { records, warnings, asPredicted: true, digest: layout.digest.final() };
+  return { records, warnings, asPredicted: ok };
+}

@@ -1,0 +1,92 @@
+/**
+ * Stage 4, finish: seal the container (index / central directory), apply its signature, take the
+ * output's digests, and commit it (fsync + rename). An output up to IN_MEMORY_FINISH_MAX is held in memory
+ * once — assembled there (warm) or read back once — so the signature's stream, sha256 and sha512 are
+ * taken from that buffer: sha512 on the side thread while this thread takes sha256 and the kernel writes
+ * the data (an early fsync through a second descriptor). Larger outputs stream.
+ */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
+import { CodedError } from '../errors.js';
+import type { Assembly } from './assemble.js';
+import { hashFile } from './manifest.js';
+import { SideHasher } from './side-hash.js';
+
+/** A finished output up to this size is held in memory once to sign and hash it; larger ones stream. */
+export const IN_MEMORY_FINISH_MAX = 512 * 1024 * 1024;
+
+/**
+ * How many in-memory finishes used a signature digest streamed while writing vs. one read back, and how
+ * many had the whole output assembled in memory (no read-back of the file at all) (tests).
+ */
+export const finishStats = { streamed: 0, readBack: 0, assembled: 0 };
+
+export interface Finished {
+  sha256: string;
+  /** Still being taken on the side thread when finish returns (the output tier's store waits for it). */
+  sha512: Promise<string>;
+  size: number;
+  /** The committed output's bytes, when it was held in memory (the output tier stores them). */
+  bytes?: Buffer;
+}
+
+export async function finish(
+  writer: ArchiveWriter,
+  output: string,
+  assembly: Assembly,
+  layout: PredictedLayout | undefined,
+  buffer: Buffer | undefined,
+  side: SideHasher,
+): Promise<Finished> {
+  const sealed = await writer.seal();
+  const asPredicted = assembly.asPredicted && sealed.fileSize === layout?.fileSize;
+  if (sealed.fileSize > IN_MEMORY_FINISH_MAX) {
+    await writer.sign();
+    await writer.commit();
+    const d = await hashFile(output);
+    return { sha256: d.sha256, sha512: Promise.resolve(d.sha512), size: d.size };
+  }
+  const fh = await open(writer.tempPath, 'r');
+  // fsync through a second descriptor flushes the same file; commit's fsync then has little left.
+  const early = fh.sync();
+  early.catch(() => undefined);
+  let buf: Buffer;
+  try {
+    if (asPredicted && buffer && buffer.length === sealed.fileSize) {
+      finishStats.assembled++;
+      // The header (with its final offsets), index and directory bytes the writer wrote, encoded alike.
+      for (const seg of layout!.segments) buffer.set(seg.bytes, seg.offset);
+      buf = buffer;
+    } else buf = await readAll(fh, writer.tempPath, sealed.fileSize);
+    const digest = asPredicted ? assembly.digest : undefined;
+    if (digest) finishStats.streamed++;
+    else finishStats.readBack++;
+    await writer.sign(buf, digest);
+  } catch (err) {
+    await early.catch(() => undefined);
+    await fh.close();
+    throw err;
+  }
+  // The final bytes' two digests now: sha512 (the slower pass) on the side thread, sha256 here, while
+  // the data's fsync started above runs in the kernel; commit's own fsync then has little left.
+  const sha512 = side.digest(buf, 'sha512');
+  sha512.catch(() => undefined);
+  const sha256 = createHash('sha256').update(buf).digest('hex');
+  await early.catch(() => undefined);
+  await fh.close();
+  await writer.commit();
+  return { sha256, sha512, size: buf.length, bytes: buf };
+}
+
+async function readAll(fh: Awaited<ReturnType<typeof open>>, path: string, size: number): Promise<Buffer> {
+  const buf = SideHasher.alloc(size);
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
+    if (bytesRead === 0)
+      throw new CodedError('OUTPUT_SHORT_READ', `${path} ended at ${done} of ${buf.length} bytes`);
+    done += bytesRead;
+  }
+  return buf;
+}

@@ -1,0 +1,171 @@
+/**
+ * The work behind a cache miss: one pool task signs an entry, the result goes to the cache and the run
+ * ledger. While the task runs, this side answers its claim (src/pipeline/protocol.ts): the PE's signature
+ * is single-flighted on its own key, so a PE that two entries hold in different stored forms (a zip's
+ * deflate and a MAR's xz, two codecs) is signed once — by whichever task claims it first — and the others
+ * apply that same signature, giving byte-identical signed PEs.
+ */
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import type { CodecSettings } from '../codecs/types.js';
+import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
+import { fromPlainError, toPlainError } from '../errors.js';
+import type { Produced, RunLedger, SigningContext } from './context.js';
+import { peSignatureKey } from './keys.js';
+import type { ClaimOutcome, ClaimReply, ClaimRequest } from './protocol.js';
+
+/** One miss to produce: the entry's key, name (messages), stored bytes (transferred) and codec. */
+export interface WorkItem {
+  key: string;
+  name: string;
+  raw: Uint8Array;
+  codec: CodecSettings;
+  /** The input the work is attributed to (the run ledger's owner). */
+  owner: string;
+}
+
+/** The cached form of an entry key's result (a hit needs no work). */
+export async function cacheLookup(ctx: SigningContext, key: string): Promise<Produced | undefined> {
+  const got = ctx.store ? await ctx.store.get(key) : undefined;
+  return got && { bytes: got.payload, sha256: got.sha256, ...(got.facts ? { facts: got.facts } : {}) };
+}
+
+/**
+ * Sign one entry in the pool and store it. `onPoolDone` runs as soon as the pool task settles (before
+ * the cache write), so a scheduler can release the next task.
+ */
+export async function produceEntry(
+  ctx: SigningContext,
+  ledger: RunLedger,
+  item: WorkItem,
+  signal?: AbortSignal,
+  onPoolDone?: () => void,
+): Promise<Produced> {
+  const claim = new SignatureClaim(ctx, ledger);
+  let result;
+  try {
+    result = await ctx.pool.run(
+      {
+        configPath: ctx.config.path,
+        configSha256: ctx.config.sha256,
+        profile: ctx.profile.name,
+        name: item.name,
+        input: item.raw,
+        codec: item.codec,
+        maxOutputSize: DEFAULT_MAX_OUTPUT_SIZE,
+        claims: claim.workerPort,
+      },
+      signal,
+    );
+  } catch (err) {
+    claim.abandon(err);
+    throw err;
+  } finally {
+    claim.close();
+    onPoolDone?.();
+  }
+  if (result.madeSignature) ctx.counters.signOperations++;
+  let warning: string | undefined;
+  // A cache that cannot be written (full disk, read-only) must not fail a correctly signed entry:
+  // the locale completes uncached and the manifest says why.
+  if (ctx.store)
+    await ctx.store.put(item.key, result.output, result.decoded).catch((err: unknown) => {
+      const p = toPlainError(err);
+      warning = `cache put failed for ${item.name}: ${p.code}: ${p.message}`;
+    });
+  const produced: Produced = {
+    bytes: result.output,
+    sha256: result.outputSha256,
+    facts: result.decoded,
+    ...(warning ? { warning } : {}),
+  };
+  ledger.recordWork(item.key, item.owner, {
+    made: result.madeSignature,
+    ...(claim.reusedFrom ? { signatureFrom: claim.reusedFrom } : {}),
+    produced,
+    stored: ctx.store !== null && warning === undefined,
+  });
+  return produced;
+}
+
+/**
+ * The main thread's side of one task's claim channel: on the task's `claim`, single-flight on the PE
+ * signature key — the first claimant is told to sign and its signature (stored in the cache before the
+ * slot settles, so other processes find it) is handed to every other claimant; a signature already in
+ * the cache is handed over at once.
+ */
+class SignatureClaim {
+  private readonly channel = new MessageChannel();
+  /** Where the signature this task applied came from, when it did not make one. */
+  reusedFrom: 'run' | 'cache' | undefined;
+  private outcome: { resolve: (der: Uint8Array) => void; reject: (err: unknown) => void } | undefined;
+
+  constructor(
+    private readonly ctx: SigningContext,
+    private readonly ledger: RunLedger,
+  ) {
+    this.channel.port1.on('message', (m: ClaimRequest | ClaimOutcome) => this.onMessage(m));
+  }
+
+  get workerPort(): MessagePort {
+    return this.channel.port2;
+  }
+
+  private reply(r: ClaimReply): void {
+    this.channel.port1.postMessage(r);
+  }
+
+  private onMessage(m: ClaimRequest | ClaimOutcome): void {
+    if (m.type === 'claim') void this.onClaim(m);
+    else if (m.type === 'signed') this.outcome?.resolve(m.der);
+    else if (m.type === 'failed') this.outcome?.reject(fromPlainError(m.error));
+  }
+
+  private async onClaim(m: ClaimRequest): Promise<void> {
+    const { ctx } = this;
+    let mine = false;
+    let key: string;
+    try {
+      key = peSignatureKey(ctx.profile, m.imageDigest, m.imageLength);
+    } catch (err) {
+      this.reply({ type: 'fail', error: toPlainError(err) });
+      return;
+    }
+    let fromCache = false;
+    try {
+      const der = await ctx.coordinator.once<Uint8Array>(
+        key,
+        async () => {
+          const got = ctx.store ? await ctx.store.getSignature(key) : undefined;
+          if (got) fromCache = true;
+          return got;
+        },
+        async () => {
+          mine = true;
+          const made = new Promise<Uint8Array>((resolve, reject) => (this.outcome = { resolve, reject }));
+          this.reply({ type: 'sign' });
+          const der = await made;
+          this.ledger.signatureMade(key);
+          // Stored before the slot settles: a process waiting on the distributed lock then finds it.
+          await ctx.store?.putSignature(key, der).catch(() => undefined);
+          return der;
+        },
+      );
+      if (!mine) {
+        this.reusedFrom = fromCache ? this.ledger.signatureSource(key) : 'run';
+        this.reply({ type: 'use', der });
+      }
+    } catch (err) {
+      if (!mine) this.reply({ type: 'fail', error: toPlainError(err) });
+    }
+  }
+
+  /** The task failed or was aborted: a claim it held must not leave other claimants waiting. */
+  abandon(err: unknown): void {
+    this.outcome?.reject(err);
+  }
+
+  close(): void {
+    this.outcome?.reject(new Error('the signing task ended without reporting its signature'));
+    this.channel.port1.close();
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The worker-thread protocols (docs/ARCHITECTURE.md "Pipeline"): plain, structured-cloneable data only.
+ * - `workers/sign-entry.ts` (the piscina pool): `SignEntryTask` → `SignEntryResult`, with a claim channel
+ *   (`ClaimRequest` / `ClaimReply` on a MessagePort) through which a thread asks the main thread whether
+ *   a PE's signature already exists or is being made (single-flight on the signature key), so a PE found
+ *   in two containers is signed once.
+ * - `workers/side-hash.ts` (a plain thread): `DigestRequest` → `DigestReply` over shared memory.
+ * A task names where the keys are (config path + profile), never carries key material; entry bytes are
+ * transferred, not copied.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { CodecSettings, DecodedFacts } from '../codecs/types.js';
+import type { PlainError } from '../errors.js';
+
+export interface SignEntryTask {
+  /** Absolute path of the config file; the worker loads the profile from it once per thread. */
+  configPath: string;
+  /** sha256 of the config file the main thread loaded: a changed file makes the thread reload. */
+  configSha256: string;
+  profile: string;
+  /** The entry name (for error messages only). */
+  name: string;
+  /** The entry's stored bytes from the input container; its ArrayBuffer is in the transferList. */
+  input: Uint8Array;
+  /** The codec the stored bytes are in (from the container: MAR sniffs them, zip names its method). */
+  codec: CodecSettings;
+  /** Decompressed-size cap (codec bomb guard). */
+  maxOutputSize: number;
+  /**
+   * The claim channel (transferred): the thread sends one `ClaimRequest` once it knows the PE's image
+   * digest and follows the reply. Absent (canary): the thread signs without asking.
+   */
+  claims?: MessagePort;
+}
+
+export interface SignEntryTimings {
+  decompressMs: number;
+  signMs: number;
+  verifyMs: number;
+  compressMs: number;
+}
+
+export type SignEntryResult =
+  | {
+      ok: true;
+      /** Signed PE, re-encoded with the input entry's codec settings (transferred back). */
+      output: Uint8Array;
+      /** settingsKey() of the input entry, re-checked on the output. */
+      codecSettings: string;
+      /** The signed PE's size and CRC-32 (what `output` decodes to). */
+      decoded: DecodedFacts;
+      /** Size of the PE as it came in (decoded input). */
+      decodedSize: number;
+      /** Hex sha256 of `output`, computed in the worker so the main thread does not hash it again. */
+      outputSha256: string;
+      /** Whether this task made a new Authenticode signature (false: it applied an existing one). */
+      madeSignature: boolean;
+      timings: SignEntryTimings;
+    }
+  | { ok: false; error: PlainError };
+
+/** Thread → main: the PE's identity for the signature key, sent once per task. */
+export interface ClaimRequest {
+  type: 'claim';
+  /** Hex Authenticode image digest of the PE as it will be signed (old certificate table stripped). */
+  imageDigest: string;
+  /** Bytes that digest covers. */
+  imageLength: number;
+}
+
+/** Main → thread: sign it yourself, or use this signature (DER SignedData), or fail. */
+export type ClaimReply =
+  { type: 'sign' } | { type: 'use'; der: Uint8Array } | { type: 'fail'; error: PlainError };
+
+/** Thread → main after a `sign` reply: the signature made, or why none was. */
+export type ClaimOutcome = { type: 'signed'; der: Uint8Array } | { type: 'failed'; error: PlainError };
+
+/** Main → side-hash thread: one digest of a view of shared memory. */
+export interface DigestRequest {
+  id: number;
+  buffer: SharedArrayBuffer;
+  offset: number;
+  length: number;
+  algorithm: string;
+}
+
+export type DigestReply = { id: number; hex: string } | { id: number; error: string };

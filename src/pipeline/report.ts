@@ -1,0 +1,73 @@
+/**
+ * Stage 5, report: the locale manifest (`<output>.manifest.json`), from the entry records and the
+ * finished output's digests; totals are counted from the records, so they always agree with them.
+ */
+import type { ContainerName } from '../archive/types.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { VERSION } from '../version.js';
+import type { EntryAction, EntryRecord, LocaleManifest, LocaleTotals } from './types.js';
+
+export function manifestPath(output: string): string {
+  return `${output}.manifest.json`;
+}
+
+export function localeTotals(
+  records: readonly EntryRecord[],
+  inputBytes: number,
+  outputBytes: number,
+): LocaleTotals {
+  const n = (a: EntryAction): number => records.filter((r) => r.action === a).length;
+  const signed = n('signed');
+  const shared = n('shared');
+  const cached = n('cached');
+  return {
+    entries: records.length,
+    passthrough: n('passthrough'),
+    signed,
+    shared,
+    cached,
+    skippedInvalid: n('skipped-invalid'),
+    signOperations: signed,
+    hits: shared + cached,
+    misses: signed,
+    inputBytes,
+    outputBytes,
+  };
+}
+
+export interface ManifestParts {
+  input: string;
+  output: string;
+  container: ContainerName;
+  profile: string;
+  dryRun: boolean;
+  digests?: { sha256: string; sha512: string; size: number };
+  outputCache?: 'hit' | 'miss';
+  records: EntryRecord[];
+  warnings?: string[];
+  inputBytes: number;
+  timings: LocaleManifest['timings'];
+}
+
+export function buildManifest(p: ManifestParts): LocaleManifest {
+  return {
+    marsignVersion: VERSION,
+    input: p.input,
+    output: p.output,
+    container: p.container,
+    profile: p.profile,
+    dryRun: p.dryRun,
+    ...(p.digests
+      ? { output_sha256: p.digests.sha256, output_sha512: p.digests.sha512, outputSize: p.digests.size }
+      : {}),
+    ...(p.outputCache ? { outputCache: p.outputCache } : {}),
+    entries: p.records,
+    ...(p.warnings?.length ? { warnings: p.warnings } : {}),
+    totals: localeTotals(p.records, p.inputBytes, p.digests?.size ?? 0),
+    timings: p.timings,
+  };
+}
+
+export function writeManifest(manifest: LocaleManifest): Promise<void> {
+  return writeFileAtomic(manifestPath(manifest.output), JSON.stringify(manifest, null, 2) + '\n');
+}
