@@ -171,7 +171,7 @@ const ext = (p: string): string => /\.([^./]+)$/.exec(p)?.[1]?.toLowerCase() ?? 
 
 /**
  * The selection, deterministic for given package contents: wine at 36 evenly spaced sizes plus the
- * median-size file of each rarer extension (sys, drv, ocx, cpl, ...); every mingw runtime DLL of both
+ * median-size file of each rarer extension (sys, drv, ocx, cpl, ...) and kernelbase.dll; every mingw runtime DLL of both
  * architectures; zlib for both; NSIS stubs (one per compressor and architecture), four plugins for x86 and
  * amd64, a UI, RegTool and the win32-loader installer; the EFI applications; and the Debian/Microsoft-
  * signed EFI binaries under `efi-signed/` with the name of their unsigned twin in `efi/` where one exists.
@@ -186,6 +186,8 @@ export function selectCorpus(all: Candidate[]): Pick[] {
 
   const wine = of('libwine', /\/x86_64-windows\/[^/]+$/).filter((c) => c.size >= 1024);
   for (const c of spread(wine, 36)) put(c, `wine64/${basename(c.rel)}`);
+  // bench/codecs.ts's representative PE32+ (6.6 MB).
+  for (const c of wine.filter((w) => basename(w.rel) === 'kernelbase.dll')) put(c, 'wine64/kernelbase.dll');
   const exts = [...new Set(wine.map((c) => ext(c.rel)))].filter((e) => e !== 'dll' && e !== 'exe').sort();
   for (const e of exts) {
     const same = wine.filter((c) => ext(c.rel) === e);
