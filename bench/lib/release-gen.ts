@@ -1,6 +1,6 @@
 /**
  * Synthetic Firefox-like release for benchmarks: L locale MARs built from the real PE corpus
- * (`/work/shared/corpus/pe-corpus.sh`, via `peCorpus()`), with
+ * (`scripts/pe-corpus.ts`, Debian packages, via `peCorpus()`), with
  * - the same PE binaries in every locale (byte-identical, so identical compressed entries),
  * - one locale-specific PE (`uninstall/helper.exe`) and locale-specific non-PE data per locale,
  * - shared non-PE files (prefs, ini files, `omni.ja`),

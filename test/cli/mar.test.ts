@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, existsSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
+import { PROJECT_ROOT, SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
+
+import { marTestKeys, writeTestMar } from '../helpers/mar-keys.js';
+import { rawMar } from '../formats/mar/raw-mar.js';
+
+const bad = (n: string) => join(PROJECT_ROOT, 'fixtures', 'mar', 'bad', n);
 
 test('marsign mar list prints what mardor `mar -t` prints', { skip: SHARED_SKIP }, async () => {
   const r = await runCli(['mar', 'list', peerMar('build-mar/test-bz2.mar')]);
@@ -33,53 +39,87 @@ test('marsign mar list --verbose adds the -T header, offsets and codecs', { skip
   assert.match(r.stdout, /^512 +0666 +129 +none +binary_data_file$/m);
 });
 
-test(
-  'marsign mar list --json gives entries with offsets, octal modes and codecs',
-  { skip: SHARED_SKIP },
-  async () => {
-    const r = await runCli(['mar', 'list', '--json', peerMar('firefox-updater/old_version.mar')]);
-    assert.equal(r.code, 0, r.stderr);
-    const j = JSON.parse(r.stdout);
-    assert.deepEqual(j.entries, [
-      { name: '0_sized_file', offset: 648, size: 32, flags: 0o666, mode: '0666', codec: 'xz' },
-    ]);
-    assert.deepEqual(j.productInfo, { channel: 'xpcshell-test', version: '0', padded: true });
-  },
-);
+test('marsign mar list --json gives entries with offsets, octal modes and codecs', async () => {
+  const dir = tempDir();
+  const text = new TextEncoder().encode('some text\n'.repeat(50));
+  const xz = new Uint8Array(execFileSync('xz', ['-c'], { input: text }));
+  const bz2 = new Uint8Array(execFileSync('bzip2', ['-c'], { input: text }));
+  const mar = await writeTestMar(join(dir, 'codecs.mar'), {
+    entries: [
+      { name: 'a.xz', data: xz, flags: 0o666 },
+      { name: 'b/c.bz2', data: bz2, flags: 0o755 },
+      { name: 'raw', data: text, flags: 0o600 },
+      { name: 'empty', data: new Uint8Array(0) },
+    ],
+    writer: { productInfo: { channel: 'xpcshell-test', version: '0' } },
+  });
+  const r = await runCli(['mar', 'list', '--json', mar]);
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  // Data starts after the 20-byte header, the section count and libmar's 104-byte product information.
+  const at = [128, 128 + xz.length, 128 + xz.length + bz2.length, 128 + xz.length + bz2.length + text.length];
+  assert.deepEqual(j.entries, [
+    { name: 'a.xz', offset: at[0], size: xz.length, flags: 0o666, mode: '0666', codec: 'xz' },
+    { name: 'b/c.bz2', offset: at[1], size: bz2.length, flags: 0o755, mode: '0755', codec: 'bz2' },
+    { name: 'raw', offset: at[2], size: text.length, flags: 0o600, mode: '0600', codec: 'none' },
+    { name: 'empty', offset: at[3], size: 0, flags: 0o644, mode: '0644', codec: 'none' },
+  ]);
+  assert.deepEqual(j.productInfo, { channel: 'xpcshell-test', version: '0', padded: true });
+});
+
+test('marsign mar info shows style, sizes, signatures, sections, product info', async () => {
+  const dir = tempDir();
+  const [k] = marTestKeys(dir, [2048]);
+  const signed = await writeTestMar(join(dir, 'signed.mar'), {
+    keys: [k!.key],
+    entries: [{ name: 'binary_data_file', data: new Uint8Array(512).fill(1), flags: 0o666 }],
+    writer: { productInfo: undefined, additionalHeader: false },
+  });
+  const r = await runCli(['mar', 'info', '--json', signed]);
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.style, 'modern');
+  assert.equal(j.fileSize, readFileSync(signed).length);
+  assert.deepEqual(j.signatures, [
+    { algorithmId: 2, length: 256, offset: 28, algorithm: 'RSA-PKCS1-SHA384' },
+  ]);
+  assert.equal(j.hasAdditionalHeader, false);
+  assert.equal(j.entryCount, 1);
+  assert.equal(j.storedBytes, 512);
+  const old = join(dir, 'old.mar');
+  writeFileSync(old, rawMar({ style: 'old', entries: [{ name: 'f', data: new Uint8Array(512) }] }));
+  const h = await runCli(['mar', 'info', old]);
+  assert.equal(h.code, 0, h.stderr);
+  assert.match(h.stdout, /style +old \(no signature block\)/);
+  assert.match(h.stdout, /entries +1 \(512 bytes stored, data at 8, index at 520\)/);
+});
+
+test('hostile MARs: exit 2 with `marsign: CODE: reason`; --lenient lists an unsafe name', async () => {
+  const name = await runCli(['mar', 'list', bad('MAR_BAD_NAME.absolute.mar')]);
+  assert.equal(name.code, 2);
+  assert.match(
+    name.stderr,
+    /^marsign: MAR_BAD_NAME: unsafe entry name "\/etc\/passwd": absolute path \(at offset 149\)$/m,
+  );
+  assert.equal(name.stdout, '');
+  const lenient = await runCli(['mar', 'list', '--lenient', bad('MAR_BAD_NAME.absolute.mar')]);
+  assert.equal(lenient.code, 0, lenient.stderr);
+  assert.match(lenient.stdout, /^5 +0644 +\/etc\/passwd$/m);
+  const json = await runCli(['mar', 'info', '--json', bad('MAR_FILE_SIZE_MISMATCH.mar')]);
+  assert.equal(json.code, 2);
+  assert.equal(JSON.parse(json.stdout).error.code, 'MAR_FILE_SIZE_MISMATCH');
+});
 
 test(
-  'marsign mar info shows style, sizes, signatures, sections, product info',
+  "margo's miniMarB.mar: exit 2 (absolute name), --lenient lists it; manipulated_signed.mar: size mismatch",
   { skip: SHARED_SKIP },
   async () => {
-    const r = await runCli(['mar', 'info', '--json', peerMar('firefox-libmar/signed_no_pib.mar')]);
-    assert.equal(r.code, 0, r.stderr);
-    const j = JSON.parse(r.stdout);
-    assert.equal(j.style, 'modern');
-    assert.equal(j.fileSize, 1085);
-    assert.deepEqual(j.signatures, [
-      { algorithmId: 2, length: 512, offset: 28, algorithm: 'RSA-PKCS1-SHA384' },
-    ]);
-    assert.equal(j.hasAdditionalHeader, false);
-    assert.equal(j.entryCount, 1);
-    assert.equal(j.storedBytes, 512);
-    const h = await runCli(['mar', 'info', peerMar('firefox-libmar/no_pib.mar')]);
-    assert.equal(h.code, 0, h.stderr);
-    assert.match(h.stdout, /style +old \(no signature block\)/);
-    assert.match(h.stdout, /entries +1 \(512 bytes stored, data at 8, index at 520\)/);
-  },
-);
-
-test(
-  'hostile MARs: exit 2 with `marsign: CODE: reason`; --lenient lists miniMarB',
-  { skip: SHARED_SKIP },
-  async () => {
-    const bad = await runCli(['mar', 'list', peerMar('margo/miniMarB.mar')]);
-    assert.equal(bad.code, 2);
+    const r = await runCli(['mar', 'list', peerMar('margo/miniMarB.mar')]);
+    assert.equal(r.code, 2);
     assert.match(
-      bad.stderr,
+      r.stderr,
       /^marsign: MAR_BAD_NAME: unsafe entry name "\/foo\/bar": absolute path \(at offset 397\)$/m,
     );
-    assert.equal(bad.stdout, '');
     const lenient = await runCli(['mar', 'list', '--lenient', peerMar('margo/miniMarB.mar')]);
     assert.equal(lenient.code, 0, lenient.stderr);
     assert.match(lenient.stdout, /^21 +1130 +\/foo\/bar$/m);
@@ -119,11 +159,13 @@ test(
 
 test('marsign mar create errors leave no output', async () => {
   const dir = tempDir();
+  const input = join(tempDir(), '1_byte_file');
+  writeFileSync(input, 'x');
   const r = await runCli([
     'mar',
     'create',
     join(dir, 'o.mar'),
-    peerMar('firefox-libmar/1_byte_file'),
+    input,
     '--channel',
     'c',
     '--product-version',
@@ -131,14 +173,7 @@ test('marsign mar create errors leave no output', async () => {
   ]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^marsign: MAR_PRODUCT_INFO_INVALID: /m);
-  const u = await runCli([
-    'mar',
-    'create',
-    join(dir, 'o.mar'),
-    peerMar('firefox-libmar/1_byte_file'),
-    '--channel',
-    'c',
-  ]);
+  const u = await runCli(['mar', 'create', join(dir, 'o.mar'), input, '--channel', 'c']);
   assert.equal(u.code, 2);
   assert.match(u.stderr, /--product-version/);
   assert.deepEqual(readdirSync(dir), []);

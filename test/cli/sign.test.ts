@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { before, test } from 'node:test';
 import { buildPe } from '../../src/formats/pe/synth.js';
 import { generateDevKeys, type DevKeys } from '../../src/keys/index.js';
+import { verifyMar } from '../../src/signing/verify-mar.js';
 import { PROJECT_ROOT, SHARED_SKIP, peCorpus, peerMar, runCli, tempDir } from '../helpers/env.js';
+import { writeTestMar } from '../helpers/mar-keys.js';
 
 const dir = tempDir('marsign-cli-sign-');
 let dev: DevKeys;
@@ -84,43 +86,33 @@ test(
   },
 );
 
-test(
-  'sign-mar finds the config through $MARSIGN_CONFIG and ./marsign.config.json',
-  { skip: SHARED_SKIP },
-  async () => {
-    const cfg = marKeysConfig(['mycert']);
-    const viaEnv = join(dir, 'env.mar');
-    const r1 = await runCli(
-      ['sign-mar', peerMar('firefox-libmar/binary_data.mar'), '-o', viaEnv, '--profile', 'peer'],
-      { env: { MARSIGN_CONFIG: cfg } },
-    );
-    assert.equal(r1.code, 0, r1.stderr);
-    assert.deepEqual(readFileSync(viaEnv), readFileSync(peerMar('firefox-libmar/signed_pib.mar')));
-    const cwd = join(dir, 'cwd');
-    mkdirSync(cwd, { recursive: true });
-    copyFileSync(cfg, join(cwd, 'marsign.config.json'));
-    const r2 = await runCliIn(cwd, [
-      'sign-mar',
-      peerMar('firefox-libmar/binary_data.mar'),
-      '-o',
-      join(dir, 'cwd.mar'),
-      '--profile',
-      'peer',
-    ]);
-    assert.equal(r2.code, 0, r2.stderr);
-    assert.match(r2.stderr, new RegExp(`config ${join(cwd, 'marsign.config.json')} sha256`));
-    const r3 = await runCliIn(dir, [
-      'sign-mar',
-      peerMar('firefox-libmar/binary_data.mar'),
-      '-o',
-      join(dir, 'x.mar'),
-      '--profile',
-      'peer',
-    ]);
-    assert.equal(r3.code, 2, r3.stderr);
-    assert.match(r3.stderr, /marsign: CONFIG_NOT_FOUND:/);
-  },
-);
+test('sign-mar finds the config through $MARSIGN_CONFIG and ./marsign.config.json', async () => {
+  const input = await writeTestMar(join(dir, 'unsigned-for-config.mar'));
+  const viaFlag = join(dir, 'flag.mar');
+  const r0 = await runCli(['sign-mar', input, '-o', viaFlag, '--profile', 'dev', '--config', dev.config]);
+  assert.equal(r0.code, 0, r0.stderr);
+  assert.equal((await verifyMar(viaFlag, [dev.marCertDer])).valid, true);
+  const viaEnv = join(dir, 'env.mar');
+  const r1 = await runCli(['sign-mar', input, '-o', viaEnv, '--profile', 'dev'], {
+    env: { MARSIGN_CONFIG: dev.config },
+  });
+  assert.equal(r1.code, 0, r1.stderr);
+  assert.match(r1.stderr, new RegExp(`config ${dev.config} sha256 [0-9a-f]{64}`));
+  assert.deepEqual(readFileSync(viaEnv), readFileSync(viaFlag), 'same config, same signed bytes');
+  const cwd = join(dir, 'cwd');
+  mkdirSync(cwd, { recursive: true });
+  // Only the dev profile's MAR section, with the key by absolute path: the same signer.
+  const cfg = { profiles: { dev: { mar: { keys: [dev.marKey], algorithm: 'sha384' } } } };
+  writeFileSync(join(cwd, 'marsign.config.json'), JSON.stringify(cfg));
+  const viaCwd = join(dir, 'cwd.mar');
+  const r2 = runCliIn(cwd, ['sign-mar', input, '-o', viaCwd, '--profile', 'dev']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.match(r2.stderr, new RegExp(`config ${join(cwd, 'marsign.config.json')} sha256`));
+  assert.deepEqual(readFileSync(viaCwd), readFileSync(viaFlag));
+  const r3 = runCliIn(dir, ['sign-mar', input, '-o', join(dir, 'x.mar'), '--profile', 'dev']);
+  assert.equal(r3.code, 2, r3.stderr);
+  assert.match(r3.stderr, /marsign: CONFIG_NOT_FOUND:/);
+});
 
 test('sign-mar / sign-pe refuse a profile without that section; a non-PE input is an error (exit 2)', async () => {
   const macOnly = join(dir, 'authonly.json');
@@ -213,13 +205,9 @@ test('sign-pe + verify round trip on synthetic PEs (x86 exe, x64 dll), osslsignc
   }
 });
 
-test(
-  'sign-pe + verify round trip on a real corpus PE, osslsigncode agreeing',
-  { skip: SHARED_SKIP },
-  async (t) => {
-    const corpus = peCorpus();
-    if (typeof corpus === 'string') return t.skip(corpus);
-    const f = corpus.find((p) => p.endsWith('.dll') && p.includes('wine64')) ?? corpus[0]!;
-    await roundTrip(f);
-  },
-);
+test('sign-pe + verify round trip on a real corpus PE, osslsigncode agreeing', async (t) => {
+  const corpus = peCorpus();
+  if (typeof corpus === 'string') return t.skip(corpus);
+  const f = corpus.find((p) => p.endsWith('.dll') && p.includes('wine64')) ?? corpus[0]!;
+  await roundTrip(f);
+});

@@ -1,94 +1,76 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { buildPe } from '../../src/formats/pe/synth.js';
 import { generateDevKeys, loadPemKey, type DevKeys } from '../../src/keys/index.js';
 import { MarWriter } from '../../src/mar/writer.js';
 import { marSignatureSlots, signWriter } from '../../src/signing/mar-signer.js';
-import { SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
+import { PROJECT_ROOT, SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
+import { marTestKeys, writeTestMar, type MarTestKey } from '../helpers/mar-keys.js';
 
 const dir = tempDir('marsign-cli-verify-');
-const libmar = (n: string) => peerMar(`firefox-libmar/${n}`);
 let dev: DevKeys;
 
 before(async () => {
   dev = await generateDevKeys(join(dir, 'dev'));
 });
 
-test(
-  'MAR: right certificates in order exit 0; wrong order exit 1; manipulated exit 1',
-  { skip: SHARED_SKIP },
-  async () => {
-    const ok = await runCli([
-      'verify',
-      libmar('multiple_signed_pib.mar'),
-      '--mar-cert',
-      libmar('mycert.der'),
-      libmar('mycert2.der'),
-      libmar('mycert3.der'),
-    ]);
-    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
-    assert.match(ok.stdout, /verification: OK/);
-    const order = await runCli([
-      'verify',
-      libmar('multiple_signed_pib.mar'),
-      '--mar-cert',
-      libmar('mycert.der'),
-      libmar('mycert3.der'),
-      libmar('mycert2.der'),
-      '--json',
-    ]);
-    assert.equal(order.code, 1);
-    const doc = JSON.parse(order.stdout);
-    assert.equal(doc.ok, false);
-    assert.deepEqual(
-      doc.mar.signatures.map((s: { valid: boolean }) => s.valid),
-      [true, false, false],
-    );
-    const manip = await runCli([
-      'verify',
-      libmar('manipulated_signed.mar'),
-      '--mar-cert',
-      libmar('mycert.der'),
-    ]);
-    assert.equal(manip.code, 1);
-    const sha1 = await runCli([
-      'verify',
-      peerMar('build-mar/test-bz2.mar'),
-      '--mar-cert',
-      peerMar('build-mar/test.pubkey'),
-    ]);
-    assert.equal(sha1.code, 0, sha1.stdout);
-  },
-);
+test('MAR: right certificates in order exit 0; wrong order exit 1; manipulated exit 1', async () => {
+  const [k0, k1, k2] = marTestKeys(dir, [2048, 2048, 2048]) as [MarTestKey, MarTestKey, MarTestKey];
+  const multi = await writeTestMar(join(dir, 'multi.mar'), { keys: [k0.key, k1.key, k2.key] });
+  const ok = await runCli(['verify', multi, '--mar-cert', k0.certPath, k1.certPath, k2.certPath]);
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(ok.stdout, /verification: OK/);
+  const order = await runCli([
+    'verify',
+    multi,
+    '--mar-cert',
+    k0.certPath,
+    k2.certPath,
+    k1.certPath,
+    '--json',
+  ]);
+  assert.equal(order.code, 1);
+  const doc = JSON.parse(order.stdout);
+  assert.equal(doc.ok, false);
+  assert.deepEqual(
+    doc.mar.signatures.map((s: { valid: boolean }) => s.valid),
+    [true, false, false],
+  );
+  const manipulated = join(dir, 'appended.mar');
+  copyFileSync(await writeTestMar(join(dir, 'one.mar'), { keys: [k0.key] }), manipulated);
+  appendFileSync(manipulated, 'x');
+  const manip = await runCli(['verify', manipulated, '--mar-cert', k0.certPath]);
+  assert.equal(manip.code, 1);
+  const sha1 = await writeTestMar(join(dir, 'sha1.mar'), { keys: [k1.key], algorithm: 'sha1' });
+  const r = await runCli(['verify', sha1, '--mar-cert', k1.pubPath]);
+  assert.equal(r.code, 0, r.stdout);
+});
 
-test(
-  'errors are exit 2: missing file, not a MAR/PE, nothing to verify, malformed MAR',
-  { skip: SHARED_SKIP },
-  async () => {
-    const missing = await runCli(['verify', join(dir, 'nope.mar'), '--mar-cert', libmar('mycert.der')]);
-    assert.equal(missing.code, 2);
-    const text = join(dir, 'x.txt');
-    writeFileSync(text, 'hello world');
-    const unknown = await runCli(['verify', text, '--mar-cert', libmar('mycert.der')]);
-    assert.equal(unknown.code, 2);
-    assert.match(unknown.stderr, /UNKNOWN_FORMAT/);
-    const nothing = await runCli(['verify', libmar('signed_pib.mar')]);
-    assert.equal(nothing.code, 2);
-    assert.match(nothing.stderr, /NOTHING_TO_VERIFY/);
-    const collide = await runCli([
-      'verify',
-      libmar('manipulated_is_container.mar'),
-      '--mar-cert',
-      libmar('mycert.der'),
-      '--json',
-    ]);
-    assert.equal(collide.code, 2);
-    assert.equal(JSON.parse(collide.stdout).error.name, 'FormatError');
-  },
-);
+test('errors are exit 2: missing file, not a MAR/PE, nothing to verify, malformed MAR', async () => {
+  const [k] = marTestKeys(dir, [2048]) as [MarTestKey];
+  const missing = await runCli(['verify', join(dir, 'nope.mar'), '--mar-cert', k.certPath]);
+  assert.equal(missing.code, 2);
+  const text = join(dir, 'x.txt');
+  writeFileSync(text, 'hello world');
+  const unknown = await runCli(['verify', text, '--mar-cert', k.certPath]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /UNKNOWN_FORMAT/);
+  const nothing = await runCli(['verify', await writeTestMar(join(dir, 'signed.mar'), { keys: [k.key] })]);
+  assert.equal(nothing.code, 2);
+  assert.match(nothing.stderr, /NOTHING_TO_VERIFY/);
+  const collide = await runCli([
+    'verify',
+    join(PROJECT_ROOT, 'fixtures/mar/bad/MAR_ENTRY_OVERLAP.mar'),
+    '--mar-cert',
+    k.certPath,
+    '--json',
+  ]);
+  assert.equal(collide.code, 2);
+  assert.equal(JSON.parse(collide.stdout).error.name, 'FormatError');
+});
 
 /** A MAR signed with the dev MAR key holding PE entries (xz with BCJ, bz2, stored) and a text file. */
 async function innerMar(name: string, pes: Record<string, Uint8Array>): Promise<string> {

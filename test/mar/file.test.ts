@@ -17,7 +17,10 @@ import { BufferSource } from '../../src/io/byte-source.js';
 import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
 import { collectInputs, createMar, extractMar, openMar } from '../../src/mar/file.js';
 import { MarWriter } from '../../src/mar/writer.js';
-import { SHARED_SKIP, peerMar, tempDir } from '../helpers/env.js';
+import { PROJECT_ROOT, SHARED_SKIP, peerMar, tempDir } from '../helpers/env.js';
+import { writeTestMar } from '../helpers/mar-keys.js';
+
+const BAD = join(PROJECT_ROOT, 'fixtures', 'mar', 'bad');
 
 const PIB = { channel: '@MAR_CHANNEL_ID@', version: '13.0a1' };
 
@@ -139,43 +142,41 @@ test(
   },
 );
 
-test(
-  'extract without --decompress writes stored bytes (bzip2 -dc reads them)',
-  { skip: SHARED_SKIP },
-  async () => {
-    const dest = join(tempDir(), 'out');
-    await extractMar(peerMar('build-mar/test-bz2.mar'), dest);
-    const text = execFileSync('bzip2', ['-dc', join(dest, 'update.manifest')]).toString();
-    assert.ok(text.length > 0);
-    assert.equal(statSync(join(dest, 'Contents/MacOS/update-settings.ini')).mode & 0o777, 0o664);
-  },
-);
+test('extract without --decompress writes stored bytes (bzip2 -dc reads them), modes kept', async () => {
+  const dir = tempDir();
+  const src = join(dir, 'src');
+  mkdirSync(join(src, 'Contents'), { recursive: true });
+  writeFileSync(join(src, 'update.manifest'), 'type "complete"\n'.repeat(20));
+  writeFileSync(join(src, 'Contents', 'update-settings.ini'), '[Settings]\n');
+  chmodSync(join(src, 'Contents', 'update-settings.ini'), 0o664);
+  const mar = join(dir, 'bz2.mar');
+  await createMar(mar, [src], { compression: 'bz2' });
+  const dest = join(dir, 'out');
+  await extractMar(mar, dest);
+  const text = execFileSync('bzip2', ['-dc', join(dest, 'update.manifest')]).toString();
+  assert.equal(text, 'type "complete"\n'.repeat(20));
+  assert.equal(statSync(join(dest, 'Contents/update-settings.ini')).mode & 0o777, 0o664);
+});
 
-test(
-  'extract refuses a non-empty destination and an invalid MAR, writing nothing',
-  { skip: SHARED_SKIP },
-  async () => {
-    const dir = tempDir();
-    const full = join(dir, 'full');
-    mkdirSync(full);
-    writeFileSync(join(full, 'keep'), 'x');
-    await assert.rejects(extractMar(peerMar('firefox-libmar/binary_data.mar'), full), {
-      code: 'DEST_NOT_EMPTY',
-    });
-    await assert.rejects(extractMar(peerMar('firefox-libmar/manipulated_is_container.mar'), join(dir, 'o')), {
-      code: 'MAR_ENTRY_OVERLAP',
-    });
-    assert.deepEqual(readdirSync(dir).sort(), ['full']);
-    // An existing empty directory is fine.
-    mkdirSync(join(dir, 'empty'));
-    await extractMar(peerMar('firefox-libmar/multiple_file.mar'), join(dir, 'empty'));
-    assert.deepEqual(readdirSync(join(dir, 'empty')).sort(), [
-      '0_sized_file',
-      '1_byte_file',
-      'binary_data_file',
-    ]);
-  },
-);
+test('extract refuses a non-empty destination and an invalid MAR, writing nothing', async () => {
+  const dir = tempDir();
+  const mar = await writeTestMar(join(tempDir(), 'three.mar'));
+  const full = join(dir, 'full');
+  mkdirSync(full);
+  writeFileSync(join(full, 'keep'), 'x');
+  await assert.rejects(extractMar(mar, full), {
+    code: 'DEST_NOT_EMPTY',
+  });
+  await assert.rejects(extractMar(join(BAD, 'MAR_ENTRY_OVERLAP.mar'), join(dir, 'o')), {
+    code: 'MAR_ENTRY_OVERLAP',
+  });
+  assert.deepEqual(readdirSync(dir).sort(), ['full']);
+  // An existing empty directory is fine.
+  mkdirSync(join(dir, 'empty'));
+  await extractMar(mar, join(dir, 'empty'));
+  assert.deepEqual(readdirSync(join(dir, 'empty')).sort(), ['a.txt', 'dir']);
+  assert.deepEqual(readdirSync(join(dir, 'empty', 'dir')).sort(), ['bin', 'empty']);
+});
 
 test('create with xz + x86 filter: `xz -lvv` shows the BCJ chain; extract --decompress restores the files', async () => {
   const dir = tempDir();
@@ -248,24 +249,20 @@ test('collectInputs: relative file paths keep their path, absolute ones their ba
   );
 });
 
-test(
-  'extract caps the total output (MAR_EXTRACT_TOO_LARGE) and refuses a symlink as destination',
-  { skip: SHARED_SKIP },
-  async () => {
-    const dir = tempDir();
-    await assert.rejects(
-      extractMar(peerMar('firefox-libmar/multiple_file.mar'), join(dir, 'o'), { maxTotalSize: 100 }),
-      { code: 'MAR_EXTRACT_TOO_LARGE' },
-    );
-    assert.deepEqual(readdirSync(dir), []);
-    mkdirSync(join(dir, 'real'));
-    symlinkSync(join(dir, 'real'), join(dir, 'link'));
-    await assert.rejects(extractMar(peerMar('firefox-libmar/binary_data.mar'), join(dir, 'link')), {
-      code: 'DEST_NOT_EMPTY',
-    });
-    assert.deepEqual(readdirSync(join(dir, 'real')), []);
-  },
-);
+test('extract caps the total output (MAR_EXTRACT_TOO_LARGE) and refuses a symlink as destination', async () => {
+  const dir = tempDir();
+  const mar = await writeTestMar(join(tempDir(), 'three.mar')); // 518 bytes of entries
+  await assert.rejects(extractMar(mar, join(dir, 'o'), { maxTotalSize: 100 }), {
+    code: 'MAR_EXTRACT_TOO_LARGE',
+  });
+  assert.deepEqual(readdirSync(dir), []);
+  mkdirSync(join(dir, 'real'));
+  symlinkSync(join(dir, 'real'), join(dir, 'link'));
+  await assert.rejects(extractMar(mar, join(dir, 'link')), {
+    code: 'DEST_NOT_EMPTY',
+  });
+  assert.deepEqual(readdirSync(join(dir, 'real')), []);
+});
 
 test('collectInputs keeps a safe relative path as the entry name', async () => {
   const dir = tempDir();

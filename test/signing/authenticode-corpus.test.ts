@@ -1,7 +1,7 @@
 /**
- * The whole real PE corpus (../shared/corpus/pe-corpus.sh): every file signs, osslsigncode verifies
- * every output (2 at a time), our verifier agrees with osslsigncode on signed, unsigned and tampered
- * files, and our checksum is the one osslsigncode calculates.
+ * The whole real PE corpus (scripts/pe-corpus.ts, from Debian packages): every file signs, osslsigncode
+ * verifies every output (2 at a time), our verifier agrees with osslsigncode on signed, unsigned, tampered
+ * and already (Debian/Microsoft) signed files, and our checksum is the one osslsigncode calculates.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -25,6 +25,8 @@ interface Item {
   input: string;
   info: PeInfo;
   output: string;
+  /** The input already carries a signature (the corpus' efi-signed/ files). */
+  preSigned: boolean;
 }
 
 function lastSectionEnd(info: PeInfo): number {
@@ -47,14 +49,26 @@ describe('PE corpus', { skip: SKIP }, () => {
       });
       const output = join(dir, `${i}-${basename(input)}`);
       writeFileSync(output, out);
-      items.push({ name: input.split('/').slice(-2).join('/'), input, info: parsePe(bytes), output });
+      const info = parsePe(bytes);
+      items.push({
+        name: input.split('/').slice(-2).join('/'),
+        input,
+        info,
+        output,
+        preSigned: !!info.certTable,
+      });
     }
   });
 
-  test('covers the edge cases: PE32 and PE32+, odd lengths, trailing data, EFI', () => {
+  test('covers the edge cases: PE32 and PE32+, exe and dll, odd lengths, trailing data, EFI, already signed', () => {
     assert.ok(items.length >= 90, `${items.length} files`);
     assert.ok(items.some((x) => !x.info.pe32plus));
     assert.ok(items.some((x) => x.info.pe32plus));
+    assert.ok(
+      items.some((x) => x.info.characteristics & 0x2000) &&
+        items.some((x) => !(x.info.characteristics & 0x2000)),
+    );
+    assert.ok(items.filter((x) => x.preSigned).length >= 3, 'already signed inputs');
     assert.ok(items.some((x) => x.info.fileSize % 8 !== 0));
     assert.ok(
       items.some((x) => x.info.fileSize % 2 === 1),
@@ -90,10 +104,14 @@ describe('PE corpus', { skip: SKIP }, () => {
   });
 
   test('unsigned inputs: both say unsigned, and our checksum is the one osslsigncode calculates', async () => {
-    const results = await mapLimit(items, 2, async (x) => ({
-      x,
-      r: await osslVerify(x.input, pki.caPemPath),
-    }));
+    const results = await mapLimit(
+      items.filter((x) => !x.preSigned),
+      2,
+      async (x) => ({
+        x,
+        r: await osslVerify(x.input, pki.caPemPath),
+      }),
+    );
     for (const { x, r } of results) {
       assert.equal(osslOk(r), false, x.name);
       assert.match(r.output, /No signature found/, x.name);
@@ -103,12 +121,19 @@ describe('PE corpus', { skip: SKIP }, () => {
         r.output.match(/Calculated PE checksum\s*:\s*([0-9A-F]+)/) ??
         r.output.match(/PE checksum\s*:\s*([0-9A-F]+)/);
       assert.ok(calc, `${x.name}: ${r.output}`);
-      const ours = computeChecksum(readFileSync(x.input), x.info.checksumOffset);
-      // osslsigncode 2.9 comes out 1 lower on odd-length files (it adds the length rounded down to
-      // even); ours equals what the GNU linker stored in those files (the imagehlp algorithm). Signed
-      // outputs are 8-byte aligned, where both agree (previous test).
+      const input = readFileSync(x.input);
+      const ours = computeChecksum(input, x.info.checksumOffset);
+      // On odd-length files osslsigncode 2.9 leaves the last byte out of the sum and adds the length
+      // rounded down to even: 1 below ours when that byte is 0 (every mingw DLL), more otherwise (NSIS's
+      // win32-loader.exe ends in 76). Ours equals what the GNU linker stored in those files (the imagehlp
+      // algorithm). Signed outputs are 8-byte aligned, where both agree (previous test).
       const odd = x.info.fileSize % 2;
-      assert.equal(ours, parseInt(calc[1]!, 16) + odd, x.name);
+      let expected = parseInt(calc[1]!, 16);
+      if (odd) {
+        const sum = expected - (x.info.fileSize - 1) + input[x.info.fileSize - 1]!;
+        expected = (sum & 0xffff) + (sum >>> 16) + x.info.fileSize;
+      }
+      assert.equal(ours, expected, x.name);
       if (odd && x.name.startsWith('mingw'))
         assert.equal(ours, x.info.checksum, `${x.name}: linker checksum`);
     }
@@ -152,8 +177,55 @@ describe('PE corpus', { skip: SKIP }, () => {
     }
   });
 
+  test('already signed inputs: both verifiers find the signature, agree on the image digest or refuse the table', async () => {
+    const pre = items.filter((x) => x.preSigned);
+    const results = await mapLimit(pre, 2, async (x) => ({ x, r: await osslVerify(x.input, pki.caPemPath) }));
+    let digestsCompared = 0;
+    for (const { x, r } of results) {
+      assert.doesNotMatch(r.output, /No signature found/, x.name);
+      assert.equal(osslOk(r), false, `${x.name}: not our CA`);
+      const v = verifyPe(readFileSync(x.input), { caCertsDer: [pki.caDer] });
+      assert.equal(v.signed, true, x.name);
+      assert.equal(v.chainValid, false, `${x.name}: not our CA`);
+      const current = r.output.match(/Current message digest\s*:\s*([0-9A-F]+)/);
+      const calculated = r.output.match(/Calculated message digest\s*:\s*([0-9A-F]+)/);
+      if (current) {
+        // osslsigncode reads the signature: its digest matches the image, and ours does too.
+        assert.equal(current[1], calculated?.[1], `${x.name}: osslsigncode digest`);
+        assert.equal(v.digestMatches, true, `${x.name}: ${v.problems.join('; ')}`);
+        assert.equal(v.signatureValid, true, `${x.name}: ${v.problems.join('; ')}`);
+        digestsCompared++;
+      } else {
+        // A table osslsigncode cannot take apart (Microsoft's two-entry shim table): ours refuses it too.
+        assert.match(r.output, /Unable to extract existing signature/, x.name);
+        assert.equal(peVerifyOk(v), false, x.name);
+        assert.match(v.problems.join('\n'), /certificate table has \d+ entries/, x.name);
+      }
+    }
+    assert.ok(digestsCompared >= 2, `${digestsCompared} signatures read by both`);
+  });
+
+  test('a Debian or Microsoft signature is replaced: the same bytes as signing the unsigned build', async () => {
+    let twins = 0;
+    for (const x of items.filter((i) => i.preSigned)) {
+      const twin = items.find((u) => !u.preSigned && u.name === x.name.replace(/^efi-signed\//, 'efi/'));
+      if (!twin) continue;
+      // Only a twin from the same build: equal bytes but for the checksum and the certificate directory.
+      const a = Buffer.from(readFileSync(twin.input));
+      const b = Buffer.from(readFileSync(x.input)).subarray(0, a.length);
+      for (const z of [a, b]) {
+        z.fill(0, twin.info.checksumOffset, twin.info.checksumOffset + 4);
+        z.fill(0, twin.info.certDirOffset, twin.info.certDirOffset + 8);
+      }
+      if (!a.equals(b)) continue;
+      assert.deepEqual(readFileSync(x.output), readFileSync(twin.output), `${x.name} vs ${twin.name}`);
+      twins++;
+    }
+    assert.ok(twins >= 1, 'no signed file in the corpus has its unsigned build beside it');
+  });
+
   test('EFI images already signed by osslsigncode are re-signed by replacement', async () => {
-    const efi = items.filter((x) => x.info.subsystem === 10);
+    const efi = items.filter((x) => x.info.subsystem === 10 && !x.preSigned);
     assert.ok(efi.length >= 3);
     for (const x of efi) {
       const pre = `${x.output}.ossl`;
