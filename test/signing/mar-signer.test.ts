@@ -203,9 +203,10 @@ test(
     const r = await verifyMar(out, [peerMar('keys/mycert.pub.pem'), peerMar('keys/mycert2.pub.pem')]);
     assert.deepEqual(r, {
       valid: true,
+      status: 'ok',
       signatures: [
-        { algorithmId: 2, valid: true },
-        { algorithmId: 2, valid: true },
+        { index: 0, algorithmId: 2, valid: true, status: 'ok' },
+        { index: 1, algorithmId: 2, valid: true, status: 'ok' },
       ],
       problems: [],
     });
