@@ -70,6 +70,15 @@ export class TransientError extends CodedError {
   override readonly retryable = true;
 }
 
+/**
+ * A remote authority (an RFC 3161 timestamp server) answered, but unusably: garbage, a rejection, a
+ * token for something else. Not retried (asking again gets the same answer) and not a verdict on
+ * the file being signed or verified, so the CLI exits 2, not 1.
+ */
+export class AuthorityError extends CodedError {
+  override name = 'AuthorityError';
+}
+
 /** A signature or digest that does not verify. */
 export class VerificationError extends CodedError {
   override name = 'VerificationError';
@@ -156,6 +165,8 @@ export function fromPlainError(p: PlainError): CodedError {
       return new TransientError(p.code, p.message, opts);
     case 'VerificationError':
       return new VerificationError(p.code, p.message, opts);
+    case 'AuthorityError':
+      return new AuthorityError(p.code, p.message, opts);
     default:
       e = p.retryable ? new TransientError(p.code, p.message, opts) : new CodedError(p.code, p.message, opts);
       return e;
@@ -164,7 +175,7 @@ export function fromPlainError(p: PlainError): CodedError {
 
 /**
  * Whether a failure is worth retrying (BullMQ backoff) or final (UnrecoverableError).
- * Format, policy, config and verification errors are final; I/O and network errors are retryable.
+ * Format, policy, config, authority and verification errors are final; I/O and network errors are retryable.
  */
 export function isRetryable(err: unknown): boolean {
   const p = toPlainError(err);

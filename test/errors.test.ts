@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  AuthorityError,
   FormatError,
   TransientError,
   ConfigError,
@@ -26,6 +27,12 @@ test('retry classification: transient and network errors retry, format/config do
   assert.equal(isRetryable(new FormatError('pe', 'PE_NOT_PE', 'no MZ')), false);
   assert.equal(isRetryable(new ConfigError('CONFIG_INVALID', 'bad')), false);
   assert.equal(isRetryable(toPlainError(new TransientError('X', 'y'))), true);
+  // A timestamp authority's bad reply: final, and typed across a thread or job boundary.
+  const bad = fromPlainError(
+    JSON.parse(JSON.stringify(toPlainError(new AuthorityError('TSA_BAD_REPLY', 'x')))),
+  );
+  assert.ok(bad instanceof AuthorityError);
+  assert.equal(isRetryable(bad), false);
 });
 
 test('cursor reads big- and little-endian values and refuses to run past the end', () => {

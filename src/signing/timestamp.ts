@@ -5,7 +5,7 @@
  * The HTTP exchange sits behind `TimestampTransport`, so callers never hold a client.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { ConfigError, FormatError, TransientError, VerificationError, type CodedError } from '../errors.js';
+import { AuthorityError, ConfigError, FormatError, TransientError, type CodedError } from '../errors.js';
 import {
   algorithmId,
   boolean,
@@ -67,10 +67,7 @@ export const httpTransport: TimestampTransport = async (url, body, timeoutMs) =>
     for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
       size += chunk.length;
       if (size > MAX_TSA_RESPONSE) {
-        throw new VerificationError(
-          'TSA_BAD_REPLY',
-          `reply from ${url} is larger than ${MAX_TSA_RESPONSE} bytes`,
-        );
+        throw new AuthorityError('TSA_BAD_REPLY', `reply is larger than ${MAX_TSA_RESPONSE} bytes`);
       }
       chunks.push(chunk);
     }
@@ -147,7 +144,10 @@ const PKI_STATUS = [
   'revocationNotification',
 ];
 
-/** Check a TimeStampResp against what was asked; returns the token DER. Throws VerificationError. */
+/**
+ * Check a TimeStampResp against what was asked; returns the token DER. A reply that is not what was
+ * asked for throws AuthorityError (the authority's fault, not a verdict on the signed file).
+ */
 export function checkTimestampResponse(
   der: Uint8Array,
   imprint: Uint8Array,
@@ -170,13 +170,13 @@ export function checkTimestampResponse(
     );
     token = tok;
   } catch (e) {
-    throw new VerificationError('TSA_BAD_REPLY', `not a TimeStampResp: ${(e as Error).message}`, {
+    throw new AuthorityError('TSA_BAD_REPLY', `not a TimeStampResp: ${(e as Error).message}`, {
       cause: e,
     });
   }
   // 0 granted, 1 grantedWithMods (RFC 3161 2.4.2); anything else carries no usable token.
   if (status > 1 || !token)
-    throw new VerificationError(
+    throw new AuthorityError(
       'TSA_REJECTED',
       `authority answered status ${status} (${PKI_STATUS[status] ?? 'unknown'})${token ? '' : ' without a token'}`,
       { details: { status } },
@@ -185,16 +185,16 @@ export function checkTimestampResponse(
   try {
     parsed = readTimestampToken(token.der);
   } catch (e) {
-    throw new VerificationError('TSA_BAD_REPLY', `bad timeStampToken: ${(e as Error).message}`, { cause: e });
+    throw new AuthorityError('TSA_BAD_REPLY', `bad timeStampToken: ${(e as Error).message}`, { cause: e });
   }
   const t = parsed.tstInfo;
   if (t.hashAlgorithm !== DIGEST_OIDS[hash] || !bytesEqual(t.imprint, imprint))
-    throw new VerificationError(
+    throw new AuthorityError(
       'TSA_IMPRINT_MISMATCH',
       `token imprint ${Buffer.from(t.imprint).toString('hex')} (${t.hashAlgorithm}) is not the ${hash} of our signature ${Buffer.from(imprint).toString('hex')}`,
     );
   if (nonce && (!t.nonceDer || !bytesEqual(t.nonceDer, uintFromBytes(nonce))))
-    throw new VerificationError('TSA_NONCE_MISMATCH', 'token nonce does not match the request');
+    throw new AuthorityError('TSA_NONCE_MISMATCH', 'token nonce does not match the request');
   return new Uint8Array(token.der);
 }
 
@@ -231,11 +231,32 @@ function validateOptions(o: TimestampOptions): Required<TimestampOptions> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+interface Failure {
+  url: string;
+  attempt: number;
+  code: string;
+  message: string;
+}
+
+/** One line naming each authority tried with its last failure (and how many attempts it got). */
+function describeFailures(failures: readonly Failure[]): string {
+  const last = new Map<string, Failure>();
+  for (const f of failures) last.set(f.url, f);
+  return [...last.values()]
+    .map(
+      (f) =>
+        `${f.url}: ${f.code}: ${f.message.split('\n')[0]}${f.attempt > 1 ? ` (${f.attempt} attempts)` : ''}`,
+    )
+    .join('; ');
+}
+
 /**
  * Get a timestamp token for `signatureBytes` (a SignerInfo encryptedDigest). A network failure,
  * timeout or HTTP 408/429/5xx is retried; a bad reply moves on to the next authority. When all fail:
- * TransientError `TSA_UNAVAILABLE` (retryable) if any failure was transient, otherwise the first bad
- * reply's VerificationError (`TSA_REJECTED`, `TSA_BAD_REPLY`, `TSA_IMPRINT_MISMATCH`, ...).
+ * TransientError `TSA_UNAVAILABLE` (retryable) if any failure was transient, otherwise an
+ * AuthorityError with the first bad reply's code (`TSA_REJECTED`, `TSA_BAD_REPLY`,
+ * `TSA_IMPRINT_MISMATCH`, ...). Either message names every authority tried with its failure;
+ * `details.failures` lists each attempt.
  */
 export async function fetchTimestampToken(
   signatureBytes: Uint8Array,
@@ -244,7 +265,7 @@ export async function fetchTimestampToken(
 ): Promise<Uint8Array> {
   const o = validateOptions(options);
   const imprint = createHash(o.digest).update(signatureBytes).digest();
-  const failures: Array<{ url: string; attempt: number; code: string; message: string }> = [];
+  const failures: Failure[] = [];
   let firstBad: CodedError | undefined;
   let anyTransient = false;
   for (const url of o.urls) {
@@ -257,13 +278,15 @@ export async function fetchTimestampToken(
       try {
         reply = await transport(url, req, o.timeoutMs);
       } catch (e) {
-        if (e instanceof VerificationError) {
+        if (e instanceof AuthorityError) {
           failures.push({ url, attempt, code: e.code, message: e.message });
           firstBad ??= e;
           break;
         }
-        const code = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name ?? 'ERROR';
-        failures.push({ url, attempt, code, message: (e as Error).message });
+        // undici's "fetch failed" keeps the socket error (ECONNREFUSED, ...) in `cause`.
+        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+        const code = cause?.code ?? (e as Error).name ?? 'ERROR';
+        failures.push({ url, attempt, code, message: cause?.message ?? (e as Error).message });
         anyTransient = true;
         if (attempt < o.retries) await sleep(o.backoffMs * 2 ** (attempt - 1));
         continue;
@@ -276,7 +299,7 @@ export async function fetchTimestampToken(
       }
       try {
         if (reply.status !== 200)
-          throw new VerificationError('TSA_BAD_REPLY', `HTTP ${reply.status} from ${url}`, {
+          throw new AuthorityError('TSA_BAD_REPLY', `HTTP ${reply.status}`, {
             details: { status: reply.status },
           });
         return checkTimestampResponse(reply.body, imprint, o.digest, nonce);
@@ -291,10 +314,13 @@ export async function fetchTimestampToken(
   if (anyTransient || !firstBad)
     throw new TransientError(
       'TSA_UNAVAILABLE',
-      `no timestamp authority answered (${failures.map((f) => `${f.url}: ${f.code}`).join('; ')})`,
+      `no timestamp authority answered: ${describeFailures(failures)}`,
       { details: { failures } },
     );
-  throw new VerificationError(firstBad.code, firstBad.message, { cause: firstBad, details: { failures } });
+  throw new AuthorityError(firstBad.code, `no usable timestamp token: ${describeFailures(failures)}`, {
+    cause: firstBad,
+    details: { failures },
+  });
 }
 
 /**

@@ -6,6 +6,7 @@ import { readMar, signableChunks } from '../formats/mar/index.js';
 import { digestInfo } from '../keys/node-rsa.js';
 import { publicKeyFrom } from '../keys/pem.js';
 import type { HashName } from '../keys/types.js';
+import type { CheckStatus } from './check.js';
 
 /** libmar MAR_MAX_CERT_SIZE (mar-format.md §8). */
 export const MAX_MAR_CERT_BYTES = 16 * 1024;
@@ -13,9 +14,21 @@ export const MAX_MAR_CERT_BYTES = 16 * 1024;
 /** Algorithm ids libmar/mardor verify (§3); 3/4 (margo ECDSA) are reported unsupported. */
 const HASH_OF_ALGORITHM: Readonly<Record<number, HashName>> = { 1: 'sha1', 2: 'sha384' };
 
+export interface MarSignatureResult {
+  index: number;
+  algorithmId: number;
+  /** Verified with certificate `index`. Never true for a signature that was not checked. */
+  valid: boolean;
+  /** `invalid` also when it cannot be checked (unsupported algorithm, no certificate for it). */
+  status: CheckStatus;
+  reason?: string;
+}
+
 export interface MarVerifyResult {
   valid: boolean;
-  signatures: { algorithmId: number; valid: boolean }[];
+  /** `ok` only when `valid`. */
+  status: CheckStatus;
+  signatures: MarSignatureResult[];
   problems: string[];
 }
 
@@ -58,7 +71,12 @@ export async function verifyMar(
     const info = await readMar(src, { allowSizeMismatch: true, allowUnsafeNames: true });
     const problems: string[] = [];
     if (info.style === 'old') {
-      return { valid: false, signatures: [], problems: ['old-style MAR: no signature block'] };
+      return {
+        valid: false,
+        status: 'invalid',
+        signatures: [],
+        problems: ['old-style MAR: no signature block'],
+      };
     }
     if (info.declaredFileSize !== undefined && info.declaredFileSize !== info.fileSize) {
       problems.push(`file_size field says ${info.declaredFileSize} bytes, the file has ${info.fileSize}`);
@@ -78,24 +96,29 @@ export async function verifyMar(
       for await (const chunk of signableChunks(src, info)) for (const h of hashes.values()) h.update(chunk);
     }
     const digests = new Map([...hashes].map(([n, h]) => [n, new Uint8Array(h.digest())]));
-    const signatures = [];
+    const signatures: MarSignatureResult[] = [];
     for (const [i, s] of info.signatures.entries()) {
       const hash = HASH_OF_ALGORITHM[s.algorithmId];
       const key = keys[i];
-      let ok = false;
-      if (!hash) problems.push(`signature ${i}: unsupported algorithm id ${s.algorithmId}`);
-      else if (!key) problems.push(`signature ${i}: no certificate given`);
+      let reason: string | undefined;
+      if (!hash) reason = `signature ${i}: unsupported algorithm id ${s.algorithmId}`;
+      else if (!key) reason = `signature ${i}: no certificate given`;
       else {
         const sig = await src.read(s.offset, s.length);
-        ok = rsaPkcs1Verify(key, hash, digests.get(hash)!, sig);
-        if (!ok)
-          problems.push(
-            `signature ${i} (algorithm id ${s.algorithmId}) does not verify with certificate ${i}`,
-          );
+        if (!rsaPkcs1Verify(key, hash, digests.get(hash)!, sig))
+          reason = `signature ${i} (algorithm id ${s.algorithmId}) does not verify with certificate ${i}`;
       }
-      signatures.push({ algorithmId: s.algorithmId, valid: ok });
+      if (reason) problems.push(reason);
+      signatures.push({
+        index: i,
+        algorithmId: s.algorithmId,
+        valid: !reason,
+        status: reason ? 'invalid' : 'ok',
+        ...(reason ? { reason } : {}),
+      });
     }
-    return { valid: problems.length === 0 && signatures.every((s) => s.valid), signatures, problems };
+    const valid = problems.length === 0 && signatures.every((s) => s.valid);
+    return { valid, status: valid ? 'ok' : 'invalid', signatures, problems };
   } finally {
     await src.close();
   }

@@ -1,18 +1,33 @@
 /**
- * Authenticode verification of a PE (the checks `osslsigncode verify` makes): the image digest, the
- * PKCS#7 signer's messageDigest and RSA signature, the certificate chain to given CAs, and an RFC 3161
- * timestamp token (imprint, TSA signature, TSA chain). Malformed signatures are reported as problems,
- * never thrown; input that is not a PE throws FormatError.
+ * Authenticode verification of a PE (the checks `osslsigncode verify` makes), for every signature in
+ * the file: the image digest, the PKCS#7 signer's messageDigest and RSA signature, the certificate
+ * chain to given CAs, and an RFC 3161 timestamp token (imprint, TSA signature, TSA chain). Each check
+ * ends `ok`, `invalid` or `not checked` with its reason (src/signing/check.ts). Malformed signatures
+ * are reported as invalid, never thrown; input that is not a PE throws FormatError.
  */
 import { createHash, verify as cryptoVerify, X509Certificate } from 'node:crypto';
-import { FormatError } from '../errors.js';
+import { ConfigError, FormatError } from '../errors.js';
 import { bytesEqual, children, decodeAt, readOid, TAG, type DerNode } from '../formats/asn1/der.js';
 import { digestNameFromOid, OID, RSA_SIGNATURE_OIDS, type DigestName } from '../formats/asn1/oids.js';
-import { parseSignedData, signedAttrsForSignature, type SignerInfo } from '../formats/asn1/pkcs7.js';
+import {
+  parseSignedData,
+  signedAttrsForSignature,
+  type SignedData,
+  type SignerInfo,
+} from '../formats/asn1/pkcs7.js';
 import { certificateParts } from '../formats/asn1/x509.js';
-import { authenticodeDigest, findSignedData, parsePe, readCertificateTable } from '../formats/pe/index.js';
+import {
+  authenticodeDigest,
+  parsePe,
+  readCertificateTable,
+  WIN_CERT_REVISION_2_0,
+  WIN_CERT_TYPE_PKCS_SIGNED_DATA,
+  type CertificateEntry,
+  type PeInfo,
+} from '../formats/pe/index.js';
+import { worstStatus, type Check } from './check.js';
 import { readTimestampToken } from './timestamp.js';
-import type { PeVerifyResult } from './types.js';
+import type { PeSignatureResult, PeVerifyResult } from './types.js';
 
 /** Longest issuer chain followed from a signer to a trust anchor. */
 export const MAX_CHAIN_DEPTH = 8;
@@ -26,17 +41,18 @@ const ECDSA_SIGNATURE_OIDS = new Set([
 const ANY_EKU = '2.5.29.37.0';
 
 export interface VerifyPeOptions {
-  /** Trust anchors for the signer chain (DER). Without them `chainValid` stays undefined. */
+  /** Trust anchors for the signer chain (DER). Without them the chain is `not checked`. */
   caCertsDer?: Uint8Array[];
-  /** Trust anchors for the timestamp authority (DER). Without them the TSA chain is not checked. */
+  /** Trust anchors for the timestamp authority (DER). Without them a timestamp is `not checked`. */
   tsaCaCertsDer?: Uint8Array[];
 }
 
-/** Whether a result is a fully valid signature (and chain/timestamp, when those were checked). */
+/**
+ * The verdict: signed, and no check of any signature invalid. Checks left `not checked` (no CA, no
+ * TSA CA) do not fail it; they are listed in `notChecked`.
+ */
 export function peVerifyOk(r: PeVerifyResult): boolean {
-  return (
-    r.signed && r.digestMatches && r.signatureValid && r.chainValid !== false && r.timestamp?.valid !== false
-  );
+  return r.signed && r.signatures.length > 0 && r.status !== 'invalid';
 }
 
 function toX509(der: Uint8Array): X509Certificate | undefined {
@@ -45,6 +61,15 @@ function toX509(der: Uint8Array): X509Certificate | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Given anchors must all parse: one dropped silently would turn "checked" into "not checked". */
+function trustAnchors(ders: Uint8Array[] | undefined, what: string): X509Certificate[] {
+  return (ders ?? []).map((der, i) => {
+    const c = toX509(der);
+    if (!c) throw new ConfigError('CERT_INVALID', `${what} certificate ${i} does not parse as X.509`);
+    return c;
+  });
 }
 
 const oneLine = (name: string): string => name.split('\n').join(', ');
@@ -157,12 +182,169 @@ function checkChain(
   return problems;
 }
 
-export function verifyPe(
-  bytes: Uint8Array,
-  options: { caCertsDer?: Uint8Array[]; tsaCaCertsDer?: Uint8Array[] } = {},
-): PeVerifyResult {
-  const result: PeVerifyResult = { signed: false, digestMatches: false, signatureValid: false, problems: [] };
-  let info;
+/** Most signatures nested in one entry's signer (1.3.6.1.4.1.311.2.4.1 values) that are verified. */
+export const MAX_NESTED_SIGNATURES = 16;
+
+const NO_CA = 'no CA given (--ca)';
+const NO_TSA_CA = 'no TSA CA given (--tsa-ca)';
+
+interface Context {
+  bytes: Uint8Array;
+  info: PeInfo;
+  anchors: X509Certificate[];
+  tsaAnchors: X509Certificate[];
+  /** Image digests by algorithm, computed once per file. */
+  digests: Map<DigestName, Buffer>;
+}
+
+interface Position {
+  index: number;
+  entry: number;
+  nested: boolean;
+}
+
+const failed = (reason: string): Check => ({ status: 'invalid', reason });
+const OK: Check = { status: 'ok' };
+
+function finish(pos: Position, r: Omit<PeSignatureResult, keyof Position | 'status'>): PeSignatureResult {
+  const statuses = Object.values(r.checks).map((c: Check) => c.status);
+  return { ...pos, status: worstStatus(statuses), ...r };
+}
+
+/** A signature that could not be read at all: every check that needs it fails. */
+function malformed(pos: Position, ctx: Context, e: unknown): PeSignatureResult {
+  // Hostile DER can fail anywhere in the schema walk (a missing element is a TypeError there).
+  const code = e instanceof FormatError ? `${e.code}: ` : '';
+  const reason = `malformed signature: ${code}${(e as Error).message}`;
+  return finish(pos, {
+    checks: {
+      digest: failed(reason),
+      signature: failed(reason),
+      chain: ctx.anchors.length > 0 ? failed(reason) : { status: 'not checked', reason: NO_CA },
+    },
+    problems: [reason],
+  });
+}
+
+/** Verify one Authenticode SignedData (an entry's own or a nested one) against the image. */
+function verifySignedData(sd: SignedData, pos: Position, ctx: Context): PeSignatureResult {
+  if (sd.contentType !== OID.spcIndirectData || !sd.content || sd.content.tag !== TAG.SEQUENCE)
+    throw new FormatError(
+      'pkcs7',
+      'PKCS7_MALFORMED',
+      `signed content type ${sd.contentType} is not SpcIndirectDataContent`,
+    );
+  const problems: string[] = [];
+  const out: Pick<PeSignatureResult, 'digestAlgorithm' | 'signer'> = {};
+
+  // SpcIndirectDataContent: { SpcAttributeTypeAndOptionalValue, DigestInfo { AlgorithmIdentifier, OCTET STRING } }
+  const [spcData, digestInfo] = children(sd.content);
+  const [algId, digestNode] = children(digestInfo!);
+  const alg = readOid(children(algId!)[0]!);
+  const hash = digestNameFromOid(alg);
+  let digest: Check;
+  if (spcData?.tag !== TAG.SEQUENCE || readOid(children(spcData)[0]!) !== OID.spcPeImageData)
+    digest = failed('SpcIndirectDataContent does not describe a PE image');
+  else if (hash === 'sha1' || hash === 'sha256') {
+    out.digestAlgorithm = hash;
+    let actual = ctx.digests.get(hash);
+    if (!actual) ctx.digests.set(hash, (actual = authenticodeDigest(ctx.bytes, ctx.info, hash)));
+    digest =
+      digestNode?.tag === TAG.OCTET_STRING && bytesEqual(digestNode.value, actual)
+        ? OK
+        : failed(
+            `image digest ${actual.toString('hex')} differs from the signed one ${Buffer.from(digestNode?.value ?? []).toString('hex')}`,
+          );
+  } else digest = failed(`unsupported image digest algorithm ${alg}`);
+  if (digest.reason) problems.push(digest.reason);
+
+  // Authenticode: exactly one SignerInfo (authenticode.md §3); another would go unchecked.
+  if (sd.signerInfos.length !== 1)
+    throw new FormatError(
+      'pkcs7',
+      'PKCS7_MALFORMED',
+      `${sd.signerInfos.length} SignerInfos, Authenticode has one`,
+    );
+  const si = sd.signerInfos[0]!;
+  const signer = checkSignerInfo(si, sd.certificates, sd.content.value, OID.spcIndirectData, 'signature');
+  // OpenSSL's PKCS7_dataInit sets up one digest per listed algorithm: the signer's must be listed.
+  if (!sd.digestAlgorithms.includes(si.digestAlgorithm)) {
+    signer.valid = false;
+    signer.problems.push(`digestAlgorithms does not list the signer's digest ${si.digestAlgorithm}`);
+  }
+  problems.push(...signer.problems);
+  const signature = signer.valid ? OK : failed(signer.problems.join('; '));
+  if (signer.cert)
+    out.signer = {
+      subject: oneLine(signer.cert.subject),
+      issuer: oneLine(signer.cert.issuer),
+      serial: signer.cert.serialNumber,
+    };
+
+  // Timestamp: RFC 3161 token in 1.3.6.1.4.1.311.3.3.1 (authenticode.md §7). Only a fully verified
+  // one (TSA chain included) moves the time the signer chain is judged at.
+  let at = new Date();
+  let timestamp: PeSignatureResult['checks']['timestamp'];
+  const tsAttr = si.unsignedAttrs.find((a) => a.oid === OID.spcRfc3161Timestamp);
+  const legacy = si.unsignedAttrs.find((a) => a.oid === OID.counterSignature);
+  if (tsAttr) {
+    const ts = checkTimestamp(tsAttr.values[0]?.der, si.signature, ctx.tsaAnchors);
+    const time = ts.time ? { time: ts.time.toISOString() } : {};
+    problems.push(...ts.problems);
+    if (ts.problems.length > 0) timestamp = { ...failed(ts.problems.join('; ')), ...time };
+    else if (ctx.tsaAnchors.length === 0)
+      timestamp = {
+        status: 'not checked',
+        reason: `${NO_TSA_CA}: imprint and TSA signature verify, the TSA is not known`,
+        ...time,
+      };
+    else {
+      timestamp = { ...OK, ...time };
+      if (ts.time) at = ts.time;
+    }
+  } else if (legacy)
+    timestamp = {
+      status: 'not checked',
+      reason: 'legacy Authenticode counter-signature timestamps are not checked',
+    };
+
+  let chain: Check;
+  if (ctx.anchors.length === 0) chain = { status: 'not checked', reason: NO_CA };
+  else if (!signer.cert) chain = failed('no signer certificate to build a chain from');
+  else {
+    const pool = sd.certificates.map((c) => toX509(c.der)).filter((c): c is X509Certificate => !!c);
+    const issues = checkChain(signer.cert, pool, ctx.anchors, at, OID.ekuCodeSigning, 'signer');
+    if (issues.length > 0 && tsAttr && timestamp?.status !== 'ok')
+      issues.push(
+        `signer: chain judged at ${at.toISOString()}: the timestamp time is used only when the timestamp verifies with a TSA CA`,
+      );
+    chain = issues.length === 0 ? OK : failed(issues.join('; '));
+    problems.push(...issues);
+  }
+  return finish(pos, {
+    ...out,
+    checks: { digest, signature, chain, ...(timestamp ? { timestamp } : {}) },
+    problems,
+  });
+}
+
+/**
+ * Verify every Authenticode signature of a PE: each WIN_CERTIFICATE entry (UEFI binaries such as
+ * shim carry one per signer, as sbverify lists them) and the signatures nested in each entry's
+ * signer (1.3.6.1.4.1.311.2.4.1, as osslsigncode lists them). Nested signatures inside nested
+ * signatures are not followed (Windows and osslsigncode read one level); one that carries them says so.
+ */
+export function verifyPe(bytes: Uint8Array, options: VerifyPeOptions = {}): PeVerifyResult {
+  const result: PeVerifyResult = {
+    signed: false,
+    status: 'invalid',
+    signatures: [],
+    notChecked: [],
+    digestMatches: false,
+    signatureValid: false,
+    problems: [],
+  };
+  let info: PeInfo;
   try {
     info = parsePe(bytes);
   } catch (e) {
@@ -181,93 +363,107 @@ export function verifyPe(
     return result;
   }
   result.signed = true;
-  const anchors = (options.caCertsDer ?? []).map(toX509).filter((c): c is X509Certificate => !!c);
-  const tsaAnchors = (options.tsaCaCertsDer ?? []).map(toX509).filter((c): c is X509Certificate => !!c);
+  const ctx: Context = {
+    bytes,
+    info,
+    anchors: trustAnchors(options.caCertsDer, 'CA'),
+    tsaAnchors: trustAnchors(options.tsaCaCertsDer, 'TSA CA'),
+    digests: new Map(),
+  };
+  let entries: CertificateEntry[];
   try {
-    const entries = readCertificateTable(bytes, info);
-    const entry = findSignedData(entries);
-    if (!entry)
-      throw new FormatError('pe', 'PE_BAD_CERT_TABLE', 'no PKCS#7 SignedData entry in the certificate table');
-    // More than one WIN_CERTIFICATE (UEFI multi-signer style, e.g. some shim builds): osslsigncode 2.9
-    // rejects the file ("Unable to extract existing signature") and so do we; signPe replaces the
-    // whole table with a single entry.
-    const multiple = entries.length > 1;
-    // bCertificate is zero-padded to 8: the DER element's own length decides where it ends.
-    const sd = parseSignedData(decodeAt(entry.data, 0).der);
-    if (sd.contentType !== OID.spcIndirectData || !sd.content || sd.content.tag !== TAG.SEQUENCE)
-      throw new FormatError(
+    entries = readCertificateTable(bytes, info);
+  } catch (e) {
+    const code = e instanceof FormatError ? `${e.code}: ` : '';
+    result.problems.push(`malformed certificate table: ${code}${(e as Error).message}`);
+    if (ctx.anchors.length > 0) result.chainValid = false;
+    return result;
+  }
+  const sigs = result.signatures;
+  for (const [entry, cert] of entries.entries()) {
+    const pos = (nested: boolean): Position => ({ index: sigs.length, entry, nested });
+    if (cert.revision !== WIN_CERT_REVISION_2_0 || cert.certificateType !== WIN_CERT_TYPE_PKCS_SIGNED_DATA) {
+      const what = `WIN_CERTIFICATE revision 0x${cert.revision.toString(16)} type 0x${cert.certificateType.toString(16)} is not PKCS#7 SignedData`;
+      sigs.push(malformed(pos(false), ctx, new FormatError('pe', 'PE_BAD_CERT_TABLE', what, cert.offset)));
+      continue;
+    }
+    let sd: SignedData;
+    try {
+      // bCertificate is zero-padded to 8: the DER element's own length decides where it ends.
+      sd = parseSignedData(decodeAt(cert.data, 0).der);
+      sigs.push(verifySignedData(sd, pos(false), ctx));
+    } catch (e) {
+      sigs.push(malformed(pos(false), ctx, e));
+      continue;
+    }
+    const nestedValues = (sd.signerInfos[0]?.unsignedAttrs ?? [])
+      .filter((a) => a.oid === OID.spcNestedSignature)
+      .flatMap((a) => a.values);
+    if (nestedValues.length > MAX_NESTED_SIGNATURES) {
+      const e = new FormatError(
         'pkcs7',
         'PKCS7_MALFORMED',
-        `signed content type ${sd.contentType} is not SpcIndirectDataContent`,
+        `${nestedValues.length} nested signatures (max ${MAX_NESTED_SIGNATURES})`,
       );
-
-    // SpcIndirectDataContent: { SpcAttributeTypeAndOptionalValue, DigestInfo { AlgorithmIdentifier, OCTET STRING } }
-    const [spcData, digestInfo] = children(sd.content);
-    const [algId, digestNode] = children(digestInfo!);
-    const alg = readOid(children(algId!)[0]!);
-    const hash = digestNameFromOid(alg);
-    if (spcData?.tag !== TAG.SEQUENCE || readOid(children(spcData)[0]!) !== OID.spcPeImageData)
-      result.problems.push('SpcIndirectDataContent does not describe a PE image');
-    if (hash === 'sha1' || hash === 'sha256') {
-      result.digestAlgorithm = hash;
-      const actual = authenticodeDigest(bytes, info, hash);
-      result.digestMatches = digestNode?.tag === TAG.OCTET_STRING && bytesEqual(digestNode.value, actual);
-      if (!result.digestMatches)
-        result.problems.push(
-          `image digest ${actual.toString('hex')} differs from the signed one ${Buffer.from(digestNode?.value ?? []).toString('hex')}`,
-        );
-    } else result.problems.push(`unsupported image digest algorithm ${alg}`);
-
-    const si = sd.signerInfos[0];
-    if (!si) throw new FormatError('pkcs7', 'PKCS7_MALFORMED', 'no SignerInfo');
-    const signer = checkSignerInfo(si, sd.certificates, sd.content.value, OID.spcIndirectData, 'signature');
-    // OpenSSL's PKCS7_dataInit sets up one digest per listed algorithm: the signer's must be listed.
-    if (!sd.digestAlgorithms.includes(si.digestAlgorithm)) {
-      signer.valid = false;
-      signer.problems.push(`digestAlgorithms does not list the signer's digest ${si.digestAlgorithm}`);
+      sigs.push(malformed(pos(true), ctx, e));
+      continue;
     }
-    result.signatureValid = signer.valid && !multiple;
-    if (multiple)
-      result.problems.push(`certificate table has ${entries.length} entries; a single one is required`);
-    result.problems.push(...signer.problems);
-    if (signer.cert)
-      result.signer = {
-        subject: oneLine(signer.cert.subject),
-        issuer: oneLine(signer.cert.issuer),
-        serial: signer.cert.serialNumber,
-      };
-
-    // Timestamp: RFC 3161 token in 1.3.6.1.4.1.311.3.3.1 (authenticode.md §7).
-    let at = new Date();
-    const tsAttr = si.unsignedAttrs.find((a) => a.oid === OID.spcRfc3161Timestamp);
-    const legacy = si.unsignedAttrs.find((a) => a.oid === OID.counterSignature);
-    result.timestamp = { present: !!(tsAttr || legacy) };
-    if (tsAttr) {
-      const ts = checkTimestamp(tsAttr.values[0]?.der, si.signature, tsaAnchors);
-      result.timestamp = {
-        present: true,
-        valid: ts.problems.length === 0,
-        ...(ts.time ? { time: ts.time.toISOString() } : {}),
-      };
-      result.problems.push(...ts.problems);
-      if (result.timestamp.valid && ts.time) at = ts.time;
-    } else if (legacy) result.problems.push('legacy Authenticode counter-signature timestamp is not checked');
-
-    if (anchors.length > 0 && signer.cert) {
-      const pool = sd.certificates.map((c) => toX509(c.der)).filter((c): c is X509Certificate => !!c);
-      const chain = checkChain(signer.cert, pool, anchors, at, OID.ekuCodeSigning, 'signer');
-      result.chainValid = chain.length === 0;
-      result.problems.push(...chain);
-    } else if (anchors.length > 0) result.chainValid = false;
-  } catch (e) {
-    // Hostile DER can fail anywhere in the schema walk (a missing element is a TypeError there).
-    result.signatureValid = false;
-    const code = e instanceof FormatError ? `${e.code}: ` : '';
-    result.problems.push(`malformed signature: ${code}${(e as Error).message}`);
-    if (options.caCertsDer?.length) result.chainValid = false;
+    for (const v of nestedValues) {
+      const p = pos(true);
+      try {
+        const nsd = parseSignedData(v.der);
+        let r = verifySignedData(nsd, p, ctx);
+        if (nsd.signerInfos[0]?.unsignedAttrs.some((a) => a.oid === OID.spcNestedSignature)) {
+          const reason = 'signatures nested inside a nested signature are not followed';
+          r = finish(p, {
+            ...r,
+            checks: { ...r.checks, nestedSignatures: { status: 'not checked', reason } },
+          });
+        }
+        sigs.push(r);
+      } catch (e) {
+        sigs.push(malformed(p, ctx, e));
+      }
+    }
   }
+  summarise(result, ctx);
   return result;
 }
+
+/** The aggregate and the older per-file fields, from the per-signature results. */
+function summarise(result: PeVerifyResult, ctx: Context): void {
+  const sigs = result.signatures;
+  const every = (k: 'digest' | 'signature' | 'chain'): boolean =>
+    sigs.length > 0 && sigs.every((s) => s.checks[k].status === 'ok');
+  result.status = sigs.length === 0 ? 'invalid' : worstStatus(sigs.map((s) => s.status));
+  result.digestMatches = every('digest');
+  result.signatureValid = every('signature');
+  if (ctx.anchors.length > 0) result.chainValid = every('chain');
+  const many = sigs.length > 1;
+  const label = (s: PeSignatureResult): string =>
+    many ? `signature ${s.index}${s.nested ? ' (nested)' : ''} ` : '';
+  for (const s of sigs) {
+    result.problems.push(...s.problems.map((p) => (many ? `signature ${s.index}: ${p}` : p)));
+    for (const [name, c] of Object.entries(s.checks))
+      if (c.status === 'not checked')
+        result.notChecked.push(`${label(s)}${CHECK_LABEL[name] ?? name}: ${c.reason}`);
+  }
+  const primary = sigs[0];
+  if (!primary) return;
+  if (primary.digestAlgorithm) result.digestAlgorithm = primary.digestAlgorithm;
+  if (primary.signer) result.signer = primary.signer;
+  const ts = primary.checks.timestamp;
+  result.timestamp = { present: !!ts };
+  if (ts?.status === 'ok') result.timestamp.valid = true;
+  if (ts?.status === 'invalid') result.timestamp.valid = false;
+  if (ts?.time) result.timestamp.time = ts.time;
+}
+
+const CHECK_LABEL: Record<string, string> = {
+  chain: 'signer chain',
+  timestamp: 'timestamp',
+  nestedSignatures: 'nested signatures',
+};
 
 function checkTimestamp(
   token: Uint8Array | undefined,

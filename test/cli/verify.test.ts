@@ -3,7 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
+import { readMar } from '../../src/formats/mar/index.js';
 import { buildPe } from '../../src/formats/pe/synth.js';
+import { FileSource } from '../../src/io/byte-source.js';
 import { generateDevKeys, loadPemKey, type DevKeys } from '../../src/keys/index.js';
 import { MarWriter } from '../../src/mar/writer.js';
 import { marSignatureSlots, signWriter } from '../../src/signing/mar-signer.js';
@@ -161,3 +163,64 @@ test(
     assert.ok(doc.inner.some((e: { name: string; valid: boolean }) => e.name === 'exe0.exe' && !e.valid));
   },
 );
+
+test('MAR --ca with a corrupt entry: MAR signature reported invalid first, the entry invalid by name, the rest checked, exit 1', async () => {
+  const a = await signedPe('corrupt-a', 'x86');
+  const b = await signedPe('corrupt-b', 'x64');
+  const c = await signedPe('corrupt-c', 'x64');
+  // i % 3: a.exe xz, b.dll bzip2, c.dll stored
+  const good = await innerMar('corrupt.mar', { 'a.exe': a, 'b.dll': b, 'c.dll': c });
+  const bytes = readFileSync(good);
+  const src = await FileSource.open(good);
+  const info = await readMar(src);
+  await src.close();
+  const [xzEntry, bzEntry] = info.entries;
+  const corrupt = Buffer.from(bytes);
+  for (const e of [xzEntry!, bzEntry!]) corrupt[e.offset + (e.size >> 1)]! ^= 0xff;
+  const path = join(dir, 'corrupt-entries.mar');
+  writeFileSync(path, corrupt);
+
+  const r = await runCli(['verify', path, '--ca', dev.caCert, '--mar-cert', dev.marCertDer, '--json']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  const doc = JSON.parse(r.stdout);
+  assert.equal(doc.ok, false);
+  assert.equal(doc.status, 'invalid');
+  assert.equal(doc.mar.valid, false);
+  assert.deepEqual(
+    doc.mar.signatures.map((s: { status: string }) => s.status),
+    ['invalid'],
+  );
+  const entries = doc.entries as { name: string; status: string; error?: { code: string } }[];
+  assert.deepEqual(
+    entries.map((e) => [e.name, e.status]),
+    [
+      ['a.exe', 'invalid'],
+      ['b.dll', 'invalid'],
+      ['c.dll', 'ok'],
+      ['readme.txt', 'not checked'],
+    ],
+  );
+  assert.equal(entries[0]!.error?.code, 'CODEC_CORRUPT');
+  assert.equal(entries[1]!.error?.code, 'CODEC_CORRUPT');
+  assert.deepEqual(
+    doc.inner.map((e: { name: string; valid: boolean }) => [e.name, e.valid]),
+    [['c.dll', true]],
+  );
+
+  const plain = await runCli(['verify', path, '--ca', dev.caCert, '--mar-cert', dev.marCertDer]);
+  assert.equal(plain.code, 1, plain.stdout + plain.stderr);
+  const lines = plain.stdout.split('\n');
+  assert.match(lines[0]!, /MAR signature 0 \(algorithm id 2\): INVALID$/);
+  assert.match(lines[1]!, /^ {2}a\.exe: INVALID \(CODEC_CORRUPT: /);
+  assert.match(lines[2]!, /^ {2}b\.dll: INVALID \(CODEC_CORRUPT: /);
+  assert.match(lines[3]!, /^ {2}c\.dll: digest ok, signature ok, chain ok, no timestamp/);
+  assert.match(plain.stdout, /not checked: 1 entry is not a PE/);
+  assert.match(plain.stdout, /verification: FAILED$/m);
+
+  // Without --mar-cert the MAR signatures are said to be unchecked; the corrupt entries still fail.
+  const noCert = await runCli(['verify', path, '--ca', dev.caCert]);
+  assert.equal(noCert.code, 1, noCert.stdout + noCert.stderr);
+  assert.match(noCert.stdout, /MAR signatures not checked \(no --mar-cert given\)/);
+  assert.match(noCert.stdout, /not checked: MAR signatures: no --mar-cert given/);
+  assert.match(noCert.stdout, /b\.dll: INVALID \(CODEC_CORRUPT/);
+});

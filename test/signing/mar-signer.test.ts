@@ -242,9 +242,10 @@ test('one pass: MarWriter with marSignatureSlots + signWriter gives a verifiable
   const r = await verifyMar(out, [k0.pubPath, k1.certPath]);
   assert.deepEqual(r, {
     valid: true,
+    status: 'ok',
     signatures: [
-      { algorithmId: 2, valid: true },
-      { algorithmId: 2, valid: true },
+      { index: 0, algorithmId: 2, valid: true, status: 'ok' },
+      { index: 1, algorithmId: 2, valid: true, status: 'ok' },
     ],
     problems: [],
   });

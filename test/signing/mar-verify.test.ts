@@ -40,7 +40,7 @@ test(
     ]);
     assert.deepEqual(
       bz2.signatures,
-      [{ algorithmId: 1, valid: true }],
+      [{ index: 0, algorithmId: 1, valid: true, status: 'ok' }],
       'alg-1 (SHA-1) MAR, PEM text given as a string',
     );
   },
@@ -87,7 +87,16 @@ test(
   async () => {
     const r = await verifyMar(peerMar('firefox-libmar/manipulated_signed.mar'), [cert('mycert')]);
     assert.equal(r.valid, false);
-    assert.deepEqual(r.signatures, [{ algorithmId: 2, valid: false }]);
+    assert.deepEqual(r.signatures, [
+      {
+        index: 0,
+        algorithmId: 2,
+        valid: false,
+        status: 'invalid',
+        reason: 'signature 0 (algorithm id 2) does not verify with certificate 0',
+      },
+    ]);
+    assert.equal(r.status, 'invalid');
     assert.match(r.problems.join('\n'), /file_size field says 1193 bytes, the file has 1194/);
   },
 );
@@ -149,6 +158,11 @@ test('unsigned, unsupported-algorithm and old-style MARs are not valid', async (
     [2, 3],
   );
   assert.match(three.problems.join('\n'), /unsupported algorithm id 3/);
+  // Asked for and impossible to check is invalid, never ok or silently skipped.
+  assert.deepEqual(
+    [three.signatures[1]!.valid, three.signatures[1]!.status, three.signatures[1]!.reason],
+    [false, 'invalid', 'signature 1: unsupported algorithm id 3'],
+  );
   const oldStyle = join(dir, 'old.mar');
   writeFileSync(oldStyle, rawMar({ style: 'old', entries: [{ name: 'a', data: new Uint8Array(3) }] }));
   const old = await verifyMar(oldStyle, [k0.certPath]);

@@ -4,7 +4,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { ConfigError, isRetryable, TransientError, VerificationError } from '../../src/errors.js';
+import {
+  AuthorityError,
+  ConfigError,
+  isRetryable,
+  TransientError,
+  VerificationError,
+} from '../../src/errors.js';
 import { decodeAt } from '../../src/formats/asn1/der.js';
 import { OID } from '../../src/formats/asn1/oids.js';
 import { parseSignedData } from '../../src/formats/asn1/pkcs7.js';
@@ -75,8 +81,22 @@ describe('timestamped signatures', () => {
       assert.ok(peVerifyOk(v), v.problems.join('; '));
       assert.equal(v.timestamp?.valid, true);
       assert.equal(v.timestamp?.time, token.tstInfo.genTime.toISOString());
+      assert.deepEqual(v.signatures[0]!.checks.timestamp, { status: 'ok', time: v.timestamp?.time });
+      assert.equal(v.status, 'ok');
+      assert.deepEqual(v.notChecked, []);
       const wrongTsaCa = verifyPe(out, { caCertsDer: [pki.caDer], tsaCaCertsDer: [pki.caDer] });
       assert.equal(wrongTsaCa.timestamp?.valid, false);
+      assert.equal(wrongTsaCa.signatures[0]!.checks.timestamp?.status, 'invalid');
+      assert.equal(peVerifyOk(wrongTsaCa), false);
+      // No TSA CA: the TSA chain is not checked, so the timestamp is "not checked", never valid.
+      const noTsaCa = verifyPe(out, { caCertsDer: [pki.caDer] });
+      assert.equal(noTsaCa.timestamp?.present, true);
+      assert.equal('valid' in noTsaCa.timestamp!, false);
+      assert.equal(noTsaCa.signatures[0]!.checks.timestamp?.status, 'not checked');
+      assert.match(noTsaCa.signatures[0]!.checks.timestamp!.reason!, /no TSA CA given \(--tsa-ca\)/);
+      assert.deepEqual(noTsaCa.notChecked, [`timestamp: ${noTsaCa.signatures[0]!.checks.timestamp!.reason}`]);
+      assert.equal(noTsaCa.status, 'not checked');
+      assert.equal(peVerifyOk(noTsaCa), true, 'nothing checked is invalid');
     });
   }
 
@@ -167,21 +187,61 @@ describe('authorities tried in order, with retries', () => {
     ['huge', 'TSA_BAD_REPLY'],
   ];
   for (const [mode, code] of badReplies) {
-    test(`${mode} → VerificationError ${code}, not retried`, async () => {
+    // The authority's fault, not a verdict on the file: AuthorityError (exit 2), never
+    // VerificationError (exit 1, "verified and found invalid"); the message names the URL.
+    test(`${mode} → AuthorityError ${code} naming the authority, not retried`, async () => {
       const t = tsa(mode);
       const before = t.requests;
       await assert.rejects(
         fetchTimestampToken(new Uint8Array(256).fill(5), { urls: [t.url], backoffMs: 1 }),
         (e: unknown) => {
-          assert.ok(e instanceof VerificationError, String(e));
+          assert.ok(e instanceof AuthorityError, String(e));
+          assert.ok(!(e instanceof VerificationError));
           assert.equal(e.code, code);
           assert.equal(isRetryable(e), false);
+          assert.ok(e.message.includes(`${t.url}: ${code}: `), e.message);
           return true;
         },
       );
       assert.equal(t.requests, before + 1);
     });
   }
+
+  test('several bad authorities: the message names each one with its own failure', async () => {
+    const urls = [tsa('reject').url, tsa('garbage').url, tsa('wrong-imprint').url];
+    await assert.rejects(
+      fetchTimestampToken(new Uint8Array(256).fill(6), { urls, backoffMs: 1 }),
+      (e: unknown) => {
+        assert.ok(e instanceof AuthorityError, String(e));
+        assert.equal(e.code, 'TSA_REJECTED', 'the first bad reply decides the code');
+        const [reject, garbage, imprint] = urls;
+        assert.match(
+          e.message,
+          new RegExp(
+            `^no usable timestamp token: ${reject}: TSA_REJECTED: .+; ${garbage}: TSA_BAD_REPLY: not a TimeStampResp.+; ${imprint}: TSA_IMPRINT_MISMATCH: `,
+          ),
+        );
+        assert.doesNotMatch(e.message, /\n/);
+        assert.equal((e.details?.failures as unknown[]).length, 3);
+        return true;
+      },
+    );
+  });
+
+  test('a down authority before a bad one: TSA_UNAVAILABLE names both, with the attempts', async () => {
+    const bad = tsa('garbage').url;
+    await assert.rejects(
+      fetchTimestampToken(new Uint8Array(8), { urls: [down1, bad], retries: 2, backoffMs: 1 }),
+      (e: unknown) => {
+        assert.ok(e instanceof TransientError, String(e));
+        assert.equal(e.code, 'TSA_UNAVAILABLE');
+        assert.ok(e.message.includes(`${down1}: ECONNREFUSED: `), e.message);
+        assert.ok(e.message.includes('(2 attempts)'), e.message);
+        assert.ok(e.message.includes(`${bad}: TSA_BAD_REPLY: `), e.message);
+        return true;
+      },
+    );
+  });
 
   test('an authority that never answers times out, is retried, then TSA_UNAVAILABLE', async () => {
     const t = tsa('hang');

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import { FormatError, UsageError } from '../../errors.js';
-import type { PeVerifyResult } from '../../signing/types.js';
+import type { CheckStatus } from '../../signing/check.js';
+import type { PeSignatureResult, PeVerifyResult } from '../../signing/types.js';
 import type { MarVerifyResult } from '../../signing/verify-mar.js';
 import { emit, EXIT, handler } from '../output.js';
 
@@ -15,20 +16,38 @@ interface VerifyArgs {
   json?: boolean;
 }
 
+/** An inner PE entry's Authenticode result. `valid` is the verdict (as `ok` for the whole file). */
 interface InnerResult {
   name: string;
   valid: boolean;
+  status: CheckStatus;
   pe: PeVerifyResult;
 }
 
+/** Every entry of a MAR verified with --inner, in MAR order. */
+interface EntryResult {
+  name: string;
+  status: CheckStatus;
+  /** Why it is not checked, or what is invalid. */
+  reason?: string;
+  /** The typed error that made a corrupt entry invalid (e.g. CODEC_CORRUPT). */
+  error?: { code: string; message: string };
+}
+
 interface VerifyReport {
+  /** The verdict (exit 0): nothing invalid, and every check that was asked for was made. */
   ok: boolean;
+  /** Worst of every check: `ok` only when everything was checked and held. */
+  status: CheckStatus;
   file: string;
   type: 'mar' | 'pe';
   mar?: MarVerifyResult;
   pe?: PeVerifyResult;
   inner?: InnerResult[];
+  entries?: EntryResult[];
   skipped?: string[];
+  /** What was not checked and why, one line each. */
+  notChecked: string[];
   problems: string[];
 }
 
@@ -41,16 +60,7 @@ async function certsOf(path: string | undefined): Promise<Uint8Array[] | undefin
   return pemCertificates(text);
 }
 
-/** A PE verifies when the digest matches, the signature verifies, the chain (if a CA was given) and a present timestamp verify. */
-function peValid(r: PeVerifyResult): boolean {
-  return (
-    r.signed &&
-    r.digestMatches &&
-    r.signatureValid &&
-    r.chainValid !== false &&
-    (!r.timestamp?.present || r.timestamp.valid !== false)
-  );
-}
+const isMzStart = (b: Uint8Array): boolean => b[0] === 0x4d && b[1] === 0x5a;
 
 export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
   const caCertsDer = await certsOf(argv.ca);
@@ -65,7 +75,7 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
     await src.close();
   }
   const isMar = Buffer.from(magic).toString('latin1') === 'MAR1';
-  const isMz = magic[0] === 0x4d && magic[1] === 0x5a;
+  const isMz = isMzStart(magic);
   if (!isMar && !isMz)
     throw new FormatError(
       'verify',
@@ -74,13 +84,20 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
       0,
     );
   // Loaded on use: MAR-only verification does not need the Authenticode verifier.
-  const verifyPe = async (bytes: Uint8Array): Promise<PeVerifyResult> =>
-    (await import('../../signing/verify-pe.js')).verifyPe(bytes, peOpts);
+  const pe = await import('../../signing/verify-pe.js');
+  const verifyPe = (bytes: Uint8Array): PeVerifyResult => pe.verifyPe(bytes, peOpts);
 
   if (isMz) {
-    const pe = await verifyPe(await readFile(argv.file));
-    const ok = peValid(pe);
-    return { ok, file: argv.file, type: 'pe', pe, problems: pe.problems };
+    const r = verifyPe(await readFile(argv.file));
+    return {
+      ok: pe.peVerifyOk(r),
+      status: r.status,
+      file: argv.file,
+      type: 'pe',
+      pe: r,
+      notChecked: r.notChecked,
+      problems: r.problems,
+    };
   }
 
   const certs = argv['mar-cert'] ?? [];
@@ -91,12 +108,25 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
       'give --mar-cert (MAR signatures) and/or --ca or --inner (inner PE signatures)',
     );
   }
-  const report: VerifyReport = { ok: true, file: argv.file, type: 'mar', problems: [] };
+  const report: VerifyReport = {
+    ok: true,
+    status: 'ok',
+    file: argv.file,
+    type: 'mar',
+    notChecked: [],
+    problems: [],
+  };
+  const statuses: CheckStatus[] = [];
+  // MAR signatures first: they cover every entry, so they are reported even when an entry is corrupt.
   if (certs.length > 0) {
     const { verifyMar } = await import('../../signing/verify-mar.js');
     report.mar = await verifyMar(argv.file, certs);
     report.problems.push(...report.mar.problems);
+    statuses.push(report.mar.status);
     if (!report.mar.valid) report.ok = false;
+  } else {
+    report.notChecked.push('MAR signatures: no --mar-cert given');
+    statuses.push('not checked');
   }
   if (inner) {
     const [{ default: picomatch }, { decompress, detectCodec }, { readEntryBytes, readMar }] =
@@ -107,68 +137,149 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
       ]);
     const skip = argv.skip?.length ? picomatch(argv.skip, { dot: true }) : undefined;
     report.inner = [];
+    report.entries = [];
     report.skipped = [];
+    let notPe = 0;
     const mar = await FileSource.open(argv.file);
     try {
       const info = await readMar(mar, { allowSizeMismatch: true });
       for (const e of info.entries) {
+        const entry = (r: Omit<EntryResult, 'name'>): void => {
+          report.entries!.push({ name: e.name, ...r });
+          statuses.push(r.status);
+        };
         if (skip?.(e.name)) {
           report.skipped.push(e.name);
+          entry({ status: 'not checked', reason: 'skipped (--skip)' });
           continue;
         }
-        const stored = await readEntryBytes(mar, e);
-        const data = detectCodec(stored) === 'none' ? stored : await decompress(stored);
-        if (!(data[0] === 0x4d && data[1] === 0x5a)) continue;
-        const pe = await verifyPe(data);
-        const valid = peValid(pe);
-        report.inner.push({ name: e.name, valid, pe });
+        // A corrupt or malformed entry is this entry's verdict, not the end of the run: the
+        // others are still checked and the MAR signatures above stay reported.
+        let result: PeVerifyResult | undefined;
+        try {
+          const stored = await readEntryBytes(mar, e);
+          const data = detectCodec(stored) === 'none' ? stored : await decompress(stored);
+          if (isMzStart(data)) result = verifyPe(data);
+        } catch (err) {
+          if (!(err instanceof FormatError)) throw err;
+          const reason = `${err.code}: ${err.message}`;
+          entry({ status: 'invalid', reason, error: { code: err.code, message: err.message } });
+          report.problems.push(`${e.name}: ${reason}`);
+          report.ok = false;
+          continue;
+        }
+        if (!result) {
+          notPe++;
+          entry({ status: 'not checked', reason: 'not a PE' });
+          continue;
+        }
+        const valid = pe.peVerifyOk(result);
+        report.inner.push({ name: e.name, valid, status: result.status, pe: result });
+        const why = result.status === 'invalid' ? result.problems : result.notChecked;
+        entry({ status: result.status, ...(why.length ? { reason: why.join('; ') } : {}) });
+        report.notChecked.push(...result.notChecked.map((n) => `${e.name}: ${n}`));
         if (!valid) {
           report.ok = false;
-          report.problems.push(`${e.name}: ${pe.problems.join('; ') || 'Authenticode signature invalid'}`);
+          report.problems.push(
+            `${e.name}: ${result.problems.join('; ') || 'Authenticode signature invalid'}`,
+          );
         }
       }
     } finally {
       await mar.close();
     }
+    if (notPe > 0)
+      report.notChecked.push(
+        `${notPe} ${notPe === 1 ? 'entry is not a PE' : 'entries are not PEs'} (no Authenticode signature)`,
+      );
+    if (report.skipped.length > 0)
+      report.notChecked.push(
+        `${report.skipped.length} entr${report.skipped.length === 1 ? 'y' : 'ies'} skipped (--skip)`,
+      );
+  } else {
+    report.notChecked.push('inner PE signatures: no --ca or --inner given');
+    statuses.push('not checked');
   }
+  report.status = (await import('../../signing/check.js')).worstStatus(statuses);
   return report;
 }
 
+const STATUS_WORD: Record<CheckStatus, string> = {
+  ok: 'ok',
+  invalid: 'INVALID',
+  'not checked': 'not checked',
+};
+
 function human(r: VerifyReport): string {
   const lines: string[] = [];
-  if (r.pe) lines.push(`${r.file}: PE ${peLine(r.pe)}`);
-  if (r.mar) {
-    r.mar.signatures.forEach((s, i) =>
-      lines.push(
-        `${r.file}: MAR signature ${i} (algorithm id ${s.algorithmId}): ${s.valid ? 'ok' : 'INVALID'}`,
-      ),
+  if (r.pe) lines.push(...peLines(`${r.file}: PE`, r.pe, ''));
+  if (r.type === 'mar' && !r.mar) lines.push(`${r.file}: MAR signatures not checked (no --mar-cert given)`);
+  for (const s of r.mar?.signatures ?? [])
+    lines.push(
+      `${r.file}: MAR signature ${s.index} (algorithm id ${s.algorithmId}): ${STATUS_WORD[s.status]}`,
     );
+  const inner = new Map((r.inner ?? []).map((e) => [e.name, e]));
+  for (const e of r.entries ?? []) {
+    const pe = inner.get(e.name);
+    if (pe) lines.push(...peLines(`  ${e.name}:`, pe.pe, '  '));
+    else if (e.status === 'invalid') lines.push(`  ${e.name}: INVALID (${e.reason ?? 'unreadable'})`);
   }
-  for (const e of r.inner ?? []) lines.push(`  ${e.name}: ${peLine(e.pe)}`);
   for (const p of r.problems) lines.push(`problem: ${p}`);
+  for (const n of notCheckedLines(r)) lines.push(`not checked: ${n}`);
   lines.push(r.ok ? 'verification: OK' : 'verification: FAILED');
   return lines.join('\n');
 }
 
-function peLine(pe: PeVerifyResult): string {
-  if (!pe.signed) return 'not signed';
-  const parts = [
-    `digest ${pe.digestMatches ? 'ok' : 'MISMATCH'}`,
-    `signature ${pe.signatureValid ? 'ok' : 'INVALID'}`,
-    `chain ${pe.chainValid === undefined ? 'not checked' : pe.chainValid ? 'ok' : 'INVALID'}`,
+/** What was not checked; the same gap in many inner PEs is one line naming how many. */
+function notCheckedLines(r: VerifyReport): string[] {
+  const byWhat = new Map<string, string[]>();
+  const fromInner = new Set<string>();
+  for (const e of r.inner ?? [])
+    for (const n of e.pe.notChecked) {
+      fromInner.add(`${e.name}: ${n}`);
+      byWhat.set(n, [...(byWhat.get(n) ?? []), e.name]);
+    }
+  const grouped = [...byWhat].map(([what, names]) =>
+    names.length === 1 ? `${names[0]}: ${what}` : `${what} (${names.length} entries: ${names[0]}, ...)`,
+  );
+  return [...r.notChecked.filter((n) => !fromInner.has(n)), ...grouped];
+}
+
+/** One line per PE with one signature; a header and one line per signature otherwise. */
+function peLines(head: string, pe: PeVerifyResult, indent: string): string[] {
+  if (!pe.signed) return [`${head} not signed`];
+  if (pe.signatures.length === 1) return [`${head} ${signatureLine(pe.signatures[0]!)}`];
+  return [
+    `${head} ${pe.signatures.length} signatures`,
+    ...pe.signatures.map(
+      (s) =>
+        `${indent}  signature ${s.index} (entry ${s.entry}${s.nested ? ', nested' : ''}): ${signatureLine(s)}`,
+    ),
   ];
-  if (pe.timestamp?.present)
+}
+
+function signatureLine(s: PeSignatureResult): string {
+  const c = s.checks;
+  const parts = [
+    `digest ${STATUS_WORD[c.digest.status]}`,
+    `signature ${STATUS_WORD[c.signature.status]}`,
+    `chain ${STATUS_WORD[c.chain.status]}`,
+  ];
+  if (c.timestamp)
     parts.push(
-      `timestamp ${pe.timestamp.valid === false ? 'INVALID' : 'ok'}${pe.timestamp.time ? ` ${pe.timestamp.time}` : ''}`,
+      `timestamp ${STATUS_WORD[c.timestamp.status]}${c.timestamp.time ? ` ${c.timestamp.time}` : ''}`,
     );
-  if (pe.signer) parts.push(`signer ${pe.signer.subject}`);
+  else parts.push('no timestamp');
+  if (c.nestedSignatures) parts.push(`nested signatures ${STATUS_WORD[c.nestedSignatures.status]}`);
+  if (s.digestAlgorithm) parts.push(s.digestAlgorithm);
+  if (s.signer) parts.push(`signer ${s.signer.subject}`);
   return parts.join(', ');
 }
 
 export const verifyCommand: CommandModule<object, VerifyArgs> = {
   command: 'verify <file>',
   describe:
-    "Verify a PE's Authenticode signature, or a MAR's signatures and its inner PEs (exit 1 if invalid)",
+    "Verify a PE's Authenticode signatures, or a MAR's signatures and its inner PEs; each check is ok, invalid or not checked (exit 1 if any is invalid)",
   builder: (y: Argv) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'MAR or PE file' })
