@@ -26,6 +26,7 @@ import {
   EOS_MAGIC,
   findEosMarkers,
   findMagic48,
+  joinParts,
   loadDecoder,
   readBz2Level,
   WASM_MAX_OUTPUT,
@@ -271,16 +272,6 @@ export async function decodeBz2Blocks(
     dropDecoderIfLarge(m);
   }
   return { source: bytes, layout, data: parts.length === 1 ? parts[0]! : joinParts(parts, total), ends };
-}
-
-function joinParts(parts: Uint8Array[], total: number): Uint8Array {
-  const data = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    data.set(p, o);
-    o += p.length;
-  }
-  return data;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

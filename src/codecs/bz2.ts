@@ -324,15 +324,7 @@ export function decodeBz2Streaming(bytes: Uint8Array, ctx: DecodeContext): Promi
     const chunks: Buffer[] = [];
     let total = 0;
     let done = false;
-    const joined = (): Uint8Array => {
-      const out = new Uint8Array(total);
-      let o = 0;
-      for (const c of chunks) {
-        out.set(c, o);
-        o += c.length;
-      }
-      return out;
-    };
+    const joined = (): Uint8Array => joinParts(chunks, total);
     const source = Readable.from(chunked(bytes), { objectMode: false });
     const finish = (err: Error | undefined): void => {
       if (done) return;
@@ -376,6 +368,17 @@ export function decodeBz2Streaming(bytes: Uint8Array, ctx: DecodeContext): Promi
     stream.on('end', () => finish(undefined));
     source.pipe(stream as unknown as NodeJS.WritableStream);
   });
+}
+
+/** `parts` joined into one buffer that owns its ArrayBuffer (transferable; Buffer.concat may pool). */
+export function joinParts(parts: Uint8Array[], total: number): Uint8Array {
+  const data = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    data.set(p, o);
+    o += p.length;
+  }
+  return data;
 }
 
 function* chunked(bytes: Uint8Array): Generator<Buffer> {
