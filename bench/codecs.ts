@@ -3,22 +3,26 @@
  *   npm run bench:codecs                      # representative set, see REP_FILES
  *   BENCH_RUNS=3 BENCH_ENCODE_RUNS=1 npm run bench:codecs
  *   BENCH_FILES=/path/a.dll,/path/b.exe npm run bench:codecs
+ *   BENCH_CODECS=xz npm run bench:codecs      # only the xz rows (or bz2)
+ *   BENCH_XZ_VARIANTS=1 npm run bench:codecs  # only the first N xz encoder rows (1 = preset 6)
  * MB/s = 10^6 bytes of uncompressed data per second, median of the runs; inputs are in memory.
  * Every output is checked: decoders against the original bytes, encoders through the xz/bzip2 CLIs.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import { peCorpus } from '../test/helpers/env.js';
 import { compress, decompress, settingsKey, readSettings } from '../src/codecs/index.js';
-import { decodeBz2Streaming } from '../src/codecs/bz2.js';
+import { decodeBz2, decodeBz2Streaming } from '../src/codecs/bz2.js';
+import { decodeContext } from '../src/codecs/limits.js';
 import { encodeXz } from '../src/codecs/xz.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const ENCODE_RUNS = Number(process.env.BENCH_ENCODE_RUNS ?? 1);
+const CODECS = (process.env.BENCH_CODECS ?? 'bz2,xz').split(',');
 /** A 6.6 MB PE32+ (wine), a 1.5 MB PE32 (mingw i686), plus every corpus file under 200 KB. */
 const REP_FILES = ['wine64/kernelbase.dll', 'mingw-i686/libgomp-1.dll'];
 const SMALL_LIMIT = 200 * 1024;
@@ -41,6 +45,15 @@ console.log(
 console.log(
   `# node ${process.version}, ${new Date().toISOString()}, load average ${loadavg()[0]!.toFixed(1)} on 2 cores`,
 );
+{
+  // Which node-liblzma binary runs: a local node-gyp build (build/Release, loaded first) or its prebuild.
+  const require = createRequire(import.meta.url);
+  const main = require.resolve('node-liblzma');
+  const dir = main.slice(0, main.lastIndexOf('node-liblzma') + 'node-liblzma'.length);
+  const binary = existsSync(join(dir, 'build', 'Release')) ? 'local build/Release' : 'shipped prebuild';
+  const lib = require('node-liblzma') as { versionString(): string };
+  console.log(`# node-liblzma binary: ${binary}, liblzma ${lib.versionString()}`);
+}
 
 const cli = (cmd: string, args: string[], input: Uint8Array): Buffer =>
   execFileSync(cmd, args, { input, maxBuffer: 1 << 30 });
@@ -131,126 +144,141 @@ console.log(
 console.log('|---|---|---|---|---|---|---|');
 
 // ---- bzip2 ----
-const bz9 = files.map((f) => new Uint8Array(cli('bzip2', ['-9', '-c'], f.data)));
-const bzBytes = bz9.reduce((n, b) => n + b.length, 0);
-{
-  const t = await timeIt(RUNS, bz9, (b) => decompress(b));
-  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
-  record(
-    'bz2 decode: @foxglove/wasm-bz2 via decompress() (guess 6×, grow 4×, EOS scan)',
-    t,
-    ok ? 'all identical' : 'MISMATCH',
-  );
+if (CODECS.includes('bz2')) {
+  const bz9 = files.map((f) => new Uint8Array(cli('bzip2', ['-9', '-c'], f.data)));
+  const bzBytes = bz9.reduce((n, b) => n + b.length, 0);
+  {
+    const t = await timeIt(RUNS, bz9, (b) => decompress(b));
+    const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+    record(
+      'bz2 decode: @foxglove/wasm-bz2 via decompress() (block by block, bounded)',
+      t,
+      ok ? 'all identical' : 'MISMATCH',
+    );
+  }
+  {
+    const t = await timeIt(RUNS, bz9, (b) => decodeBz2(b, decodeContext(b.length, {})));
+    const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+    record(
+      'bz2 decode: @foxglove/wasm-bz2 whole-stream (guess 6×, grow 4×; the fallback path)',
+      t,
+      ok ? 'all identical' : 'MISMATCH',
+    );
+  }
+  {
+    const require = createRequire(import.meta.url);
+    const Bzip2 = require('@foxglove/wasm-bz2') as {
+      init(): Promise<{ decompress(s: Uint8Array, n: number): Uint8Array }>;
+    };
+    const b = await Bzip2.init();
+    const t = await timeIt(RUNS, bz9, async (x, i) => b.decompress(x, files[i]!.data.length));
+    const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+    record('bz2 decode: @foxglove/wasm-bz2 alone, exact output size', t, ok ? 'all identical' : 'MISMATCH');
+  }
+  {
+    const t = await timeIt(RUNS, bz9, (b) =>
+      decodeBz2Streaming(b, decodeContext(b.length, { maxOutputSize: 1 << 30, maxRatio: Infinity })),
+    );
+    const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+    record('bz2 decode: unbzip2-stream 1.4.3 (streaming fallback)', t, ok ? 'all identical' : 'MISMATCH');
+  }
+  {
+    const t = await timeIt(
+      ENCODE_RUNS,
+      files.map((f) => f.data),
+      (d) => compress(d, { codec: 'bz2', level: 9 }),
+    );
+    const identical = t.outputs.filter((o, i) => same(o, bz9[i]!)).length;
+    const size = t.outputs.reduce((n, o) => n + o.length, 0);
+    record(
+      'bz2 encode -9: libbzip2-wasm 0.0.4',
+      t,
+      `${identical}/${files.length} byte-identical to bzip2 -9`,
+      size / total,
+    );
+  }
+  console.log(`# bzip2 -9 CLI ratio ${(bzBytes / total).toFixed(4)}`);
 }
-{
-  const require = createRequire(import.meta.url);
-  const Bzip2 = require('@foxglove/wasm-bz2') as {
-    init(): Promise<{ decompress(s: Uint8Array, n: number): Uint8Array }>;
-  };
-  const b = await Bzip2.init();
-  const t = await timeIt(RUNS, bz9, async (x, i) => b.decompress(x, files[i]!.data.length));
-  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
-  record('bz2 decode: @foxglove/wasm-bz2 alone, exact output size', t, ok ? 'all identical' : 'MISMATCH');
-}
-{
-  const t = await timeIt(RUNS, bz9, (b) => decodeBz2Streaming(b, 1 << 30));
-  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
-  record('bz2 decode: unbzip2-stream 1.4.3 (streaming fallback)', t, ok ? 'all identical' : 'MISMATCH');
-}
-{
-  const t = await timeIt(
-    ENCODE_RUNS,
-    files.map((f) => f.data),
-    (d) => compress(d, { codec: 'bz2', level: 9 }),
-  );
-  const identical = t.outputs.filter((o, i) => same(o, bz9[i]!)).length;
-  const size = t.outputs.reduce((n, o) => n + o.length, 0);
-  record(
-    'bz2 encode -9: libbzip2-wasm 0.0.4',
-    t,
-    `${identical}/${files.length} byte-identical to bzip2 -9`,
-    size / total,
-  );
-}
-console.log(`# bzip2 -9 CLI ratio ${(bzBytes / total).toFixed(4)}`);
 
 // ---- xz ----
-const xzRef = files.map(
-  (f) => new Uint8Array(cli('xz', ['--x86', '--lzma2', '--check=crc64', '-c'], f.data)),
-);
-const xzRefBytes = xzRef.reduce((n, b) => n + b.length, 0);
-console.log(
-  `# xz --x86 --lzma2 (preset 6) CLI ratio ${(xzRefBytes / total).toFixed(4)}; ${settingsKey(readSettings(xzRef[0]!))}`,
-);
-{
-  const t = await timeIt(RUNS, xzRef, (b) => decompress(b));
-  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
-  record(
-    'xz decode (+BCJ, 8 MiB): node-liblzma 4.0.2 via decompress()',
-    t,
-    ok ? 'all identical' : 'MISMATCH',
+if (CODECS.includes('xz')) {
+  const xzRef = files.map(
+    (f) => new Uint8Array(cli('xz', ['--x86', '--lzma2', '--check=crc64', '-c'], f.data)),
   );
-}
-{
-  const require = createRequire(import.meta.url);
-  const ln = require('lzma-native') as { decompress(b: Buffer): Promise<Buffer> };
-  const t = await timeIt(RUNS, xzRef, async (b) => new Uint8Array(await ln.decompress(Buffer.from(b))));
-  const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
-  record('xz decode (+BCJ, 8 MiB): lzma-native 8.0.6 decompress()', t, ok ? 'all identical' : 'MISMATCH');
-}
-
-const MiB = 1024 * 1024;
-const xzVariants: {
-  what: string;
-  dictSize: number;
-  x86: boolean;
-  extreme: boolean;
-  compareCli?: string[];
-}[] = [
-  {
-    what: 'preset 6 (= xz --x86 --lzma2)',
-    dictSize: 8 * MiB,
-    x86: true,
-    extreme: false,
-    compareCli: ['--x86', '--lzma2'],
-  },
-  {
-    what: 'preset 6e',
-    dictSize: 8 * MiB,
-    x86: true,
-    extreme: true,
-    compareCli: ['--x86', '--lzma2=preset=6e'],
-  },
-  { what: 'preset 6, no BCJ', dictSize: 8 * MiB, x86: false, extreme: false },
-  { what: 'preset 7e (Mozilla XZ_OPT=-7e, 16 MiB)', dictSize: 16 * MiB, x86: true, extreme: true },
-  {
-    what: 'lzma-native fallback, 12 MiB dict, preset-6 params',
-    dictSize: 12 * MiB,
-    x86: true,
-    extreme: false,
-  },
-];
-for (const v of xzVariants) {
-  const s = { codec: 'xz' as const, dictSize: v.dictSize, x86: v.x86, check: 'crc64' as const };
-  const t = await timeIt(
-    ENCODE_RUNS,
-    files.map((f) => f.data),
-    (d) => encodeXz(d, s, { extreme: v.extreme }),
+  const xzRefBytes = xzRef.reduce((n, b) => n + b.length, 0);
+  console.log(
+    `# xz --x86 --lzma2 (preset 6) CLI ratio ${(xzRefBytes / total).toFixed(4)}; ${settingsKey(readSettings(xzRef[0]!))}`,
   );
-  const size = t.outputs.reduce((n, o) => n + o.length, 0);
-  const roundTrip = t.outputs.every((o, i) => same(cli('xz', ['-dc'], o), files[i]!.data));
-  const keys = new Set(t.outputs.map((o) => settingsKey(readSettings(o))));
-  let identical = '';
-  if (v.compareCli) {
-    const n = t.outputs.filter((o, i) =>
-      same(o, cli('xz', [...v.compareCli!, '--check=crc64', '-c'], files[i]!.data)),
-    ).length;
-    identical = `, ${n}/${files.length} identical to xz ${v.compareCli.join(' ')}`;
+  {
+    const t = await timeIt(RUNS, xzRef, (b) => decompress(b));
+    const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+    record(
+      'xz decode (+BCJ, 8 MiB): node-liblzma 4.0.2 via decompress()',
+      t,
+      ok ? 'all identical' : 'MISMATCH',
+    );
   }
-  record(
-    `xz encode ${v.what}`,
-    t,
-    `xz -dc ${roundTrip ? 'ok' : 'FAILED'}; ${[...keys].join(' ')}${identical}`,
-    size / total,
-  );
+  {
+    const require = createRequire(import.meta.url);
+    const ln = require('lzma-native') as { decompress(b: Buffer): Promise<Buffer> };
+    const t = await timeIt(RUNS, xzRef, async (b) => new Uint8Array(await ln.decompress(Buffer.from(b))));
+    const ok = t.outputs.every((o, i) => same(o, files[i]!.data));
+    record('xz decode (+BCJ, 8 MiB): lzma-native 8.0.6 decompress()', t, ok ? 'all identical' : 'MISMATCH');
+  }
+
+  const MiB = 1024 * 1024;
+  const xzVariants: {
+    what: string;
+    dictSize: number;
+    x86: boolean;
+    extreme: boolean;
+    compareCli?: string[];
+  }[] = [
+    {
+      what: 'preset 6 (= xz --x86 --lzma2)',
+      dictSize: 8 * MiB,
+      x86: true,
+      extreme: false,
+      compareCli: ['--x86', '--lzma2'],
+    },
+    {
+      what: 'preset 6e',
+      dictSize: 8 * MiB,
+      x86: true,
+      extreme: true,
+      compareCli: ['--x86', '--lzma2=preset=6e'],
+    },
+    { what: 'preset 6, no BCJ', dictSize: 8 * MiB, x86: false, extreme: false },
+    { what: 'preset 7e (Mozilla XZ_OPT=-7e, 16 MiB)', dictSize: 16 * MiB, x86: true, extreme: true },
+    {
+      what: 'lzma-native fallback, 12 MiB dict, preset-6 params',
+      dictSize: 12 * MiB,
+      x86: true,
+      extreme: false,
+    },
+  ];
+  for (const v of xzVariants.slice(0, Number(process.env.BENCH_XZ_VARIANTS ?? xzVariants.length))) {
+    const s = { codec: 'xz' as const, dictSize: v.dictSize, x86: v.x86, check: 'crc64' as const };
+    const t = await timeIt(
+      ENCODE_RUNS,
+      files.map((f) => f.data),
+      (d) => encodeXz(d, s, { extreme: v.extreme }),
+    );
+    const size = t.outputs.reduce((n, o) => n + o.length, 0);
+    const roundTrip = t.outputs.every((o, i) => same(cli('xz', ['-dc'], o), files[i]!.data));
+    const keys = new Set(t.outputs.map((o) => settingsKey(readSettings(o))));
+    let identical = '';
+    if (v.compareCli) {
+      const n = t.outputs.filter((o, i) =>
+        same(o, cli('xz', [...v.compareCli!, '--check=crc64', '-c'], files[i]!.data)),
+      ).length;
+      identical = `, ${n}/${files.length} identical to xz ${v.compareCli.join(' ')}`;
+    }
+    record(
+      `xz encode ${v.what}`,
+      t,
+      `xz -dc ${roundTrip ? 'ok' : 'FAILED'}; ${[...keys].join(' ')}${identical}`,
+      size / total,
+    );
+  }
 }

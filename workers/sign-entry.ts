@@ -19,7 +19,7 @@ import v8 from 'node:v8';
 import type { MessagePort } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { Piscina } from 'piscina';
-import { decompressEntry, readSettings, recompressEntry, settingsKey } from '../src/codecs/index.js';
+import { decodeForSigning, readSettings, recompressEntry, settingsKey } from '../src/codecs/index.js';
 import { loadConfig, loadProfile } from '../src/config/index.js';
 import type { SigningProfile } from '../src/config/types.js';
 import { ConfigError, fromPlainError, PolicyError, toPlainError, VerificationError } from '../src/errors.js';
@@ -131,9 +131,12 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
     const key = settingsKey(task.codec);
 
     let t = performance.now();
-    const decoded = await decompressEntry(task.input, {
-      maxOutputSize: task.maxOutputSize,
+    // Bounded by the task's cap, the config's limits, and a PE check on the first block (codecs/index.ts).
+    const decoded = await decodeForSigning(task.input, {
+      name: task.name,
       settings: task.codec,
+      maxOutputSize: Math.min(task.maxOutputSize, profile.limits.maxEntrySize),
+      maxRatio: profile.limits.maxCompressionRatio,
     });
     const pe = decoded.data;
     const decompressMs = performance.now() - t;

@@ -26,12 +26,14 @@ import {
   EOS_MAGIC,
   findEosMarkers,
   findMagic48,
+  joinParts,
   loadDecoder,
   readBz2Level,
-  tooLarge,
   WASM_MAX_OUTPUT,
   wasmDecodeOnce,
+  yieldToLoop,
 } from './bz2.js';
+import type { DecodeContext } from './limits.js';
 
 const BLOCK_MAGIC = 0x314159265359n;
 const HEADER_BITS = 32;
@@ -218,27 +220,36 @@ function singleBlockStream(bytes: Uint8Array, level: number, b: Bz2Block): Uint8
  * Decodes a bzip2 entry block by block, recording which output range each block produced.
  * Undefined when the stream cannot be split with certainty or a block does not decode on its own:
  * the caller then decodes the whole stream (bz2.ts), which reports corruption with its typed error.
- * Over the cap: FormatError CODEC_OUTPUT_TOO_LARGE, as the whole-stream decoder.
+ * Decoding is streaming at block granularity: it stops as soon as the running total passes
+ * `ctx.limit` (ctx.exceeded: size or ratio cap), so a bomb costs at most the limit plus one block's
+ * buffer growth; the prefix check runs after the first block(s), before the rest is decoded; and the
+ * event loop runs between blocks (a signal handler is not held up by a long entry).
  */
-export async function decodeBz2Blocks(bytes: Uint8Array, cap: number): Promise<Bz2Decoded | undefined> {
+export async function decodeBz2Blocks(
+  bytes: Uint8Array,
+  ctx: DecodeContext,
+): Promise<Bz2Decoded | undefined> {
   const layout = scanBz2(bytes);
   if (!layout) return undefined;
   // Each block decodes as its own stream (~12 µs of set-up each): a stream of many tiny blocks (only a
   // crafted one has them) is left to the whole-stream decoder, which pays that set-up once.
   if (layout.blocks.length > Math.max(MAX_BLOCKS_ANY_SIZE, bytes.length / MIN_AVERAGE_BLOCK_BYTES))
     return undefined;
+  const cap = ctx.limit;
   const m = await loadDecoder();
   const parts: Uint8Array[] = [];
   const ends: number[] = [];
   let total = 0;
+  // A block holds at most level×100 kB after bzip2's first run-length stage; runs of 4-255 equal bytes
+  // expand (up to 51×), so start at 4× that and grow; later blocks start where the last one ended up.
+  let guess = layout.level * 400_000;
   try {
-    for (const b of layout.blocks) {
+    for (const [i, b] of layout.blocks.entries()) {
+      if (i > 0) await yieldToLoop();
       const stream = singleBlockStream(bytes, layout.level, b);
-      // A block holds at most level×100 kB after bzip2's first run-length stage; runs of 4-255 equal
-      // bytes expand, so start at 4× that and grow.
-      let size = Math.min(cap - total + 1, layout.level * 400_000);
+      let size = Math.min(cap - total + 1, guess);
       for (;;) {
-        const r = wasmDecodeOnce(m, stream, size);
+        const r = wasmDecodeOnce(m, stream, size, ctx.stats);
         if (r.code === 0 && r.out) {
           parts.push(r.out);
           total += r.out.length;
@@ -246,22 +257,21 @@ export async function decodeBz2Blocks(bytes: Uint8Array, cap: number): Promise<B
           break;
         }
         if (r.code !== BZ_OUTBUFF_FULL) return undefined;
-        if (size > cap - total) throw tooLarge(cap);
+        if (size > cap - total) throw ctx.exceeded('bz2');
         size = Math.min(cap - total + 1, size * 4);
+        guess = Math.max(guess, size);
         if (size > WASM_MAX_OUTPUT) return undefined;
       }
-      if (total > cap) throw tooLarge(cap);
+      if (total > cap) throw ctx.exceeded('bz2');
+      if (ctx.prefix.pending) {
+        const last = i === layout.blocks.length - 1;
+        ctx.prefix.offer(parts.length === 1 ? parts[0]! : joinParts(parts, total), last);
+      }
     }
   } finally {
     dropDecoderIfLarge(m);
   }
-  const data = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    data.set(p, o);
-    o += p.length;
-  }
-  return { source: bytes, layout, data, ends };
+  return { source: bytes, layout, data: parts.length === 1 ? parts[0]! : joinParts(parts, total), ends };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

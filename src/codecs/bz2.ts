@@ -1,15 +1,20 @@
 /**
  * bzip2 entries.
- * - decode: @foxglove/wasm-bz2 (WASM libbzip2, 3.9× unbzip2-stream). Its only call is
+ * - decode: block by block (bz2-blocks.ts) when the stream's layout is certain; else here, whole-stream:
+ *   @foxglove/wasm-bz2 (WASM libbzip2, 3.9× unbzip2-stream). Its only call is
  *   BZ2_bzBuffToBuffDecompress, which needs the output size (MAR does not store it): over-allocate,
- *   grow ×4 on BZ_OUTBUFF_FULL, never past the caller's cap. Outputs that may exceed what the WASM
- *   heap can hold (WASM_MAX_OUTPUT) go to unbzip2-stream, streaming, stopping as soon as the cap is passed.
+ *   grow ×4 on BZ_OUTBUFF_FULL, never past the context's limit (size and ratio caps). Outputs that may
+ *   exceed what the WASM heap can hold (WASM_MAX_OUTPUT) go to unbzip2-stream, streaming, stopping as
+ *   soon as the limit is passed.
  * - encode: libbzip2-wasm (libbzip2 1.0.x, byte-identical to `bzip2 -N`).
  * Both WASM modules are created lazily, once per thread, and their process-wide error handlers removed.
  */
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { FormatError } from '../errors.js';
+import type { DecodeContext } from './limits.js';
+import type { DecodeStats } from './types.js';
+import { PREFIX_CHECK_BYTES } from './types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -164,10 +169,17 @@ export function findMagic48(bytes: Uint8Array, magic: bigint): number[] {
 /** Byte length of a stream whose end-of-stream marker starts at bit `bit`. */
 const streamEndFor = (bit: number): number => Math.ceil((bit + 48 + 32) / 8);
 
+/**
+ * One BZ2_bzBuffToBuffDecompress call into a `dstSize` buffer. With `partial`, a full buffer
+ * (BZ_OUTBUFF_FULL) still returns the `dstSize` bytes decoded so far (libbzip2 fills it before it
+ * gives up). `stats.decodedBytes` counts what was written.
+ */
 export function wasmDecodeOnce(
   m: WasmBz2Module,
   bytes: Uint8Array,
   dstSize: number,
+  stats?: DecodeStats,
+  partial = false,
 ): { code: number; out?: Uint8Array } {
   const src = m._malloc(bytes.length);
   const dst = m._malloc(dstSize);
@@ -179,9 +191,14 @@ export function wasmDecodeOnce(
   try {
     m.HEAPU8.set(bytes, src);
     const r = m.decompress(dst, dstSize, src, bytes.length, 0);
+    if (r.code === BZ_OUTBUFF_FULL) {
+      if (stats) stats.decodedBytes += dstSize;
+      return partial ? { code: r.code, out: m.HEAPU8.slice(dst, dst + dstSize) } : { code: r.code };
+    }
     if (r.code !== 0 || !r.buffer) return { code: r.code };
     const out = new Uint8Array(r.buffer.length);
     out.set(r.buffer);
+    if (stats) stats.decodedBytes += out.length;
     return { code: 0, out };
   } finally {
     m._free(src);
@@ -189,12 +206,14 @@ export function wasmDecodeOnce(
   }
 }
 
-export function tooLarge(cap: number): FormatError {
-  return new FormatError('bz2', 'CODEC_OUTPUT_TOO_LARGE', `bzip2 entry decodes to more than ${cap} bytes`);
-}
+/** Lets the event loop run (signal handlers, other I/O) between synchronous WASM calls. */
+export const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** Decodes one bzip2 entry (single stream, no trailing bytes), capped at `maxOutputSize`. */
-export async function decodeBz2(bytes: Uint8Array, maxOutputSize: number): Promise<Uint8Array> {
+/**
+ * Decodes one bzip2 entry (single stream, no trailing bytes) as a whole, within `ctx.limit`. With a
+ * pending prefix check, a first call into a PREFIX_CHECK_BYTES buffer yields the prefix to check.
+ */
+export async function decodeBz2(bytes: Uint8Array, ctx: DecodeContext): Promise<Uint8Array> {
   readBz2Level(bytes);
   const markers = findEosMarkers(bytes);
   const atEnd = markers.filter((b) => streamEndFor(b) === bytes.length);
@@ -211,15 +230,23 @@ export async function decodeBz2(bytes: Uint8Array, maxOutputSize: number): Promi
       );
     }
   }
-  let out: Uint8Array;
+  const limit = ctx.limit;
+  let out: Uint8Array | undefined;
   const m = await loadDecoder();
-  let size = Math.min(maxOutputSize + 1, Math.max(MIN_FIRST_GUESS, bytes.length * FIRST_GUESS_RATIO));
-  for (;;) {
+  if (ctx.prefix.pending) {
+    const r = wasmDecodeOnce(m, bytes, Math.min(PREFIX_CHECK_BYTES, limit + 1), ctx.stats, true);
+    if (r.code === 0) out = r.out;
+    else if (r.code === BZ_OUTBUFF_FULL && r.out) ctx.prefix.offer(r.out, false);
+    // Any other code: the first call below reports it.
+    await yieldToLoop();
+  }
+  let size = Math.min(limit + 1, Math.max(MIN_FIRST_GUESS, bytes.length * FIRST_GUESS_RATIO));
+  while (!out) {
     if (size > WASM_MAX_OUTPUT) {
-      out = await decodeBz2Streaming(bytes, maxOutputSize);
+      out = await decodeBz2Streaming(bytes, ctx);
       break;
     }
-    const r = wasmDecodeOnce(m, bytes, size);
+    const r = wasmDecodeOnce(m, bytes, size, ctx.stats);
     if (r.code === 0 && r.out) {
       out = r.out;
       break;
@@ -228,14 +255,15 @@ export async function decodeBz2(bytes: Uint8Array, maxOutputSize: number): Promi
       dropDecoderIfLarge(m);
       throw new FormatError('bz2', 'CODEC_CORRUPT', `libbzip2: ${BZ_ERRORS[r.code] ?? r.code}`);
     }
-    if (size > maxOutputSize) {
+    if (size > limit) {
       dropDecoderIfLarge(m);
-      throw tooLarge(maxOutputSize);
+      throw ctx.exceeded('bz2');
     }
-    size = Math.min(maxOutputSize + 1, size * GROWTH);
+    size = Math.min(limit + 1, size * GROWTH);
+    await yieldToLoop();
   }
   dropDecoderIfLarge(m);
-  if (out.length > maxOutputSize) throw tooLarge(maxOutputSize);
+  if (out.length > limit) throw ctx.exceeded('bz2');
   // libbzip2 stops at the first end-of-stream marker and ignores what follows: refuse any bytes after it.
   for (const bit of markers) {
     const end = streamEndFor(bit);
@@ -261,6 +289,7 @@ export async function decodeBz2(bytes: Uint8Array, maxOutputSize: number): Promi
       bytes.length,
     );
   }
+  ctx.prefix.offer(out, true);
   return out;
 }
 
@@ -285,38 +314,51 @@ export function dropDecoderIfLarge(m: WasmBz2Module): void {
   if (m.HEAPU8.length > WASM_HEAP_KEEP) decoder = undefined;
 }
 
-/** Streaming fallback for very large outputs: unbzip2-stream, stopped as soon as the cap is passed. */
-export function decodeBz2Streaming(bytes: Uint8Array, maxOutputSize: number): Promise<Uint8Array> {
+/**
+ * Streaming fallback for very large outputs of streams the block decoder cannot split: unbzip2-stream,
+ * stopped as soon as the count passes `ctx.limit`; the prefix check runs on the first chunks.
+ */
+export function decodeBz2Streaming(bytes: Uint8Array, ctx: DecodeContext): Promise<Uint8Array> {
   const unbzip2 = require('unbzip2-stream') as () => NodeJS.ReadWriteStream & { destroy?: () => void };
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
     let done = false;
+    const joined = (): Uint8Array => joinParts(chunks, total);
+    const source = Readable.from(chunked(bytes), { objectMode: false });
     const finish = (err: Error | undefined): void => {
       if (done) return;
       done = true;
-      if (err) reject(err);
-      else {
-        const out = new Uint8Array(total);
-        let o = 0;
-        for (const c of chunks) {
-          out.set(c, o);
-          o += c.length;
-        }
+      if (err) {
+        source.destroy();
+        reject(err);
+        return;
+      }
+      try {
+        const out = joined();
+        ctx.prefix.offer(out, true);
         resolve(out);
+      } catch (e) {
+        reject(e as Error);
       }
     };
     const stream = unbzip2();
-    const source = Readable.from(chunked(bytes), { objectMode: false });
     stream.on('data', (c: Buffer) => {
       if (done) return;
       total += c.length;
-      if (total > maxOutputSize) {
-        source.destroy();
-        finish(tooLarge(maxOutputSize));
+      ctx.stats.decodedBytes += c.length;
+      if (total > ctx.limit) {
+        finish(ctx.exceeded('bz2'));
         return;
       }
       chunks.push(c);
+      if (ctx.prefix.pending && total >= PREFIX_CHECK_BYTES) {
+        try {
+          ctx.prefix.offer(joined(), false);
+        } catch (e) {
+          finish(e as Error);
+        }
+      }
     });
     stream.on('error', (e: Error) =>
       finish(
@@ -326,6 +368,17 @@ export function decodeBz2Streaming(bytes: Uint8Array, maxOutputSize: number): Pr
     stream.on('end', () => finish(undefined));
     source.pipe(stream as unknown as NodeJS.WritableStream);
   });
+}
+
+/** `parts` joined into one buffer that owns its ArrayBuffer (transferable; Buffer.concat may pool). */
+export function joinParts(parts: Uint8Array[], total: number): Uint8Array {
+  const data = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    data.set(p, o);
+    o += p.length;
+  }
+  return data;
 }
 
 function* chunked(bytes: Uint8Array): Generator<Buffer> {

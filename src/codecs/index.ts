@@ -2,15 +2,15 @@
  * In-process MAR entry codecs (docs/ARCHITECTURE.md "Codecs"): detect, read settings, decode with
  * hostile-input limits, re-encode with the original settings. Library modules load on first use.
  */
-import { FormatError } from '../errors.js';
+import { FormatError, PolicyError } from '../errors.js';
 import { readBz2Level } from './bz2.js';
+import { decodeContext } from './limits.js';
 import type { Bz2Decoded, Bz2ReuseStats } from './bz2-blocks.js';
 import type { CodecName, CodecSettings, DecodeOptions } from './types.js';
-import { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
 import { readXzSettings, XZ_MAGIC } from './xz-header.js';
 
-export type { CodecName, CodecSettings, DecodeOptions, XzCheck } from './types.js';
-export { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
+export type { CodecName, CodecSettings, DecodeOptions, DecodeStats, XzCheck } from './types.js';
+export { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO, PREFIX_CHECK_BYTES, RATIO_FREE_BYTES } from './types.js';
 
 /** By the first bytes only (docs/mar-format.md §9): `BZh` → bz2, xz magic → xz, else stored. */
 export function detectCodec(bytes: Uint8Array): CodecName {
@@ -43,37 +43,46 @@ export function settingsKey(settings: CodecSettings): string {
   }
 }
 
-function capOf(options: DecodeOptions | undefined): number {
-  const cap = options?.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
-  if (!Number.isSafeInteger(cap) || cap < 0)
-    throw new RangeError(`maxOutputSize must be a non-negative integer, got ${cap}`);
-  return cap;
-}
-
-/** Decodes an entry and reports the settings it was made with. */
+/** Decodes an entry and reports the settings it was made with (bounds: DecodeOptions). */
 export async function decompressWithSettings(
   bytes: Uint8Array,
   options?: DecodeOptions,
 ): Promise<{ data: Uint8Array; settings: CodecSettings }> {
-  const cap = capOf(options);
+  const { data, settings } = await decodeEntry(bytes, options);
+  return { data, settings };
+}
+
+/**
+ * The one decode path: xz after its index is checked against the limit; bzip2 block by block when
+ * the layout is certain (streaming, stops at the limit), else whole-stream; stored entries as they are.
+ */
+async function decodeEntry(bytes: Uint8Array, options: DecodeOptions | undefined): Promise<DecodedEntry> {
   const settings = options?.settings ?? readSettings(bytes);
+  const ctx = decodeContext(
+    bytes.length,
+    settings.codec === 'none' ? { ...options, maxRatio: Infinity } : options,
+  );
   switch (settings.codec) {
     case 'bz2': {
+      const { decodeBz2Blocks } = await import('./bz2-blocks.js');
+      const blocks = await decodeBz2Blocks(bytes, ctx);
+      if (blocks) return { data: blocks.data, settings, bz2Blocks: blocks };
       const { decodeBz2 } = await import('./bz2.js');
-      return { data: await decodeBz2(bytes, cap), settings };
+      return { data: await decodeBz2(bytes, ctx), settings };
     }
     case 'xz': {
       const { decodeXz } = await import('./xz.js');
-      return { data: await decodeXz(bytes, cap), settings };
+      return { data: await decodeXz(bytes, ctx), settings };
     }
     case 'none': {
-      if (bytes.length > cap) {
+      if (bytes.length > ctx.limit) {
         throw new FormatError(
           'none',
           'CODEC_OUTPUT_TOO_LARGE',
-          `stored entry of ${bytes.length} bytes is over the ${cap}-byte limit`,
+          `stored entry of ${bytes.length} bytes is over the ${ctx.limit}-byte limit`,
         );
       }
+      ctx.prefix.offer(bytes, true);
       return { data: copy(bytes), settings };
     }
   }
@@ -106,13 +115,42 @@ export function bz2BlockReuseEnabled(): boolean {
 
 /** Decodes an entry for re-signing: like `decompressWithSettings`, keeping what recompression can reuse. */
 export async function decompressEntry(bytes: Uint8Array, options?: DecodeOptions): Promise<DecodedEntry> {
-  const settings = options?.settings ?? readSettings(bytes);
-  if (settings.codec === 'bz2' && bz2BlockReuseEnabled()) {
-    const { decodeBz2Blocks } = await import('./bz2-blocks.js');
-    const blocks = await decodeBz2Blocks(bytes, capOf(options));
-    if (blocks) return { data: blocks.data, settings, bz2Blocks: blocks };
-  }
-  return decompressWithSettings(bytes, options);
+  const decoded = await decodeEntry(bytes, options);
+  if (!bz2BlockReuseEnabled()) delete decoded.bz2Blocks;
+  return decoded;
+}
+
+/**
+ * `decompressEntry` for an entry the policy wants signed (workers/sign-entry.ts): the first decoded
+ * bytes — one bzip2 block, one xz window of PREFIX_CHECK_BYTES — must start like a PE (`MZ`, and the
+ * `PE\0\0` signature at e_lfanew when that lies inside them), else `PolicyError POLICY_NOT_PE` naming
+ * the entry, before the rest is decoded. The caller still checks the whole file (`isPe`).
+ */
+export function decodeForSigning(
+  bytes: Uint8Array,
+  options: Omit<DecodeOptions, 'checkPrefix'> & { name: string },
+): Promise<DecodedEntry> {
+  const { name, ...rest } = options;
+  return decompressEntry(bytes, {
+    ...rest,
+    checkPrefix: (prefix) => {
+      if (!startsLikePe(prefix)) {
+        throw new PolicyError(
+          'POLICY_NOT_PE',
+          `${name} matches the signing policy but is not a PE file (starts ${Buffer.from(prefix.subarray(0, 4)).toString('hex') || '(empty)'})`,
+          { details: { entry: name } },
+        );
+      }
+    },
+  });
+}
+
+/** `MZ`, and `PE\0\0` at e_lfanew (0x3C) when the prefix reaches it (the whole-file check is `isPe`). */
+function startsLikePe(b: Uint8Array): boolean {
+  if (b.length < 0x40 || b[0] !== 0x4d || b[1] !== 0x5a) return false;
+  const lfanew = new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0x3c, true);
+  if (lfanew + 4 > b.length) return true;
+  return b[lfanew] === 0x50 && b[lfanew + 1] === 0x45 && b[lfanew + 2] === 0 && b[lfanew + 3] === 0;
 }
 
 /**

@@ -24,6 +24,29 @@ export interface DecodeOptions {
    * bytes themselves (a MAR entry is a self-describing stream).
    */
   settings?: CodecSettings;
+  /**
+   * Compression-ratio cap (decoded bytes per stored byte): an entry whose output would pass
+   * max(RATIO_FREE_BYTES, maxRatio × its stored size) is a FormatError `CODEC_RATIO_TOO_HIGH`.
+   * xz: checked against the index before decoding; bz2: decoding stops as soon as it is passed.
+   * Default DEFAULT_MAX_RATIO; `Infinity` turns it off.
+   */
+  maxRatio?: number;
+  /**
+   * Called once with the first decoded bytes — at least PREFIX_CHECK_BYTES of them, or the whole
+   * output when it is shorter — before the rest is decoded. Throwing stops decoding with that error
+   * (signing uses it to refuse a non-PE after one bzip2 block or one xz window).
+   */
+  checkPrefix?: (prefix: Uint8Array) => void;
+  /** Filled in while decoding (also when it fails): how much work was done before stopping. */
+  stats?: DecodeStats;
+}
+
+export interface DecodeStats {
+  /**
+   * Bytes the decoders wrote, summed over every attempt (a retried, larger buffer counts again);
+   * what a bomb cost before it was refused.
+   */
+  decodedBytes: number;
 }
 
 /** Default decompressed-size cap per entry: 1 GiB (a MAR is at most 500 MiB compressed). */
@@ -38,3 +61,16 @@ export interface DecodedFacts {
   size: number;
   crc32: number;
 }
+
+/**
+ * Default compression-ratio cap (decoded / stored bytes). Worst real ratios measured
+ * (docs/BENCHMARKS.md "Codec bombs"): 20.5 (bzip2 -9) and 21.1 (xz --x86 --lzma2) over the 99 PEs of
+ * the corpus, 384 for a small patch file of the peer Firefox partial MAR; 1000 is ~50× the worst PE.
+ */
+export const DEFAULT_MAX_RATIO = 1000;
+
+/** Outputs up to this size are never refused for their ratio (tiny, very regular files are legitimate). */
+export const RATIO_FREE_BYTES = 16 * 1024 * 1024;
+
+/** How many decoded bytes `checkPrefix` sees at least (a PE's MZ header + e_lfanew + PE signature). */
+export const PREFIX_CHECK_BYTES = 64 * 1024;

@@ -5,7 +5,9 @@
  */
 import { createRequire } from 'node:module';
 import { FormatError } from '../errors.js';
+import type { DecodeContext } from './limits.js';
 import type { XzCheck } from './types.js';
+import { PREFIX_CHECK_BYTES } from './types.js';
 import { inspectXz, lzma2DictSize, XZ_FILTER_X86, XZ_MAX_DICT_SIZE } from './xz-header.js';
 
 /**
@@ -66,11 +68,13 @@ const loadLiblzma = (): Promise<NodeLiblzma> => (liblzma ??= import('node-liblzm
 
 /**
  * Decodes one xz entry. The container is validated first (inspectXz): single stream, no trailing
- * bytes, supported filters, dictionary ≤ 64 MiB, declared size ≤ maxOutputSize. liblzma then decodes
- * into a buffer of exactly the declared size; any byte beyond it means the index lied, so decoding
- * stops there — a bomb never decodes more than min(declared, cap) + 1 bytes.
+ * bytes, supported filters, dictionary ≤ 64 MiB, and the index's declared size within the context's
+ * limit (size cap and ratio cap) — a bomb is refused before one byte is decoded. liblzma then decodes
+ * into a buffer of exactly the declared size + 1; any byte beyond it means the index lied, so decoding
+ * stops there: no xz entry decodes more than min(declared, limit) + 1 bytes. With a prefix check the
+ * first window is PREFIX_CHECK_BYTES, checked before the rest is decoded.
  */
-export async function decodeXz(bytes: Uint8Array, maxOutputSize: number): Promise<Uint8Array> {
+export async function decodeXz(bytes: Uint8Array, ctx: DecodeContext): Promise<Uint8Array> {
   if (bytes.length > XZ_MAX_INPUT) {
     throw new FormatError(
       'xz',
@@ -79,13 +83,7 @@ export async function decodeXz(bytes: Uint8Array, maxOutputSize: number): Promis
     );
   }
   const info = inspectXz(bytes);
-  if (info.uncompressedSize > maxOutputSize) {
-    throw new FormatError(
-      'xz',
-      'CODEC_OUTPUT_TOO_LARGE',
-      `xz entry declares ${info.uncompressedSize} uncompressed bytes, over the ${maxOutputSize}-byte limit`,
-    );
-  }
+  if (info.uncompressedSize > ctx.limit) throw ctx.exceeded('xz', info.uncompressedSize);
   const expected = info.uncompressedSize;
   const lib = await loadLiblzma();
   const out = new Uint8Array(expected + 1);
@@ -96,7 +94,8 @@ export async function decodeXz(bytes: Uint8Array, maxOutputSize: number): Promis
   let inOff = 0;
   try {
     for (;;) {
-      const window = Math.min(DECODE_WINDOW, out.length - produced);
+      const want = ctx.prefix.pending ? PREFIX_CHECK_BYTES : DECODE_WINDOW;
+      const window = Math.min(want, out.length - produced);
       const target = Buffer.from(out.buffer, out.byteOffset + produced, window);
       const [ret, availIn, availOut] = await new Promise<[number, number, number]>((resolve) => {
         coder.code(LZMA_FINISH, input, inOff, input.length - inOff, target, 0, (r, ai, ao) => {
@@ -105,9 +104,9 @@ export async function decodeXz(bytes: Uint8Array, maxOutputSize: number): Promis
         });
       });
       produced += window - availOut;
+      ctx.stats.decodedBytes += window - availOut;
       inOff = input.length - availIn;
-      if (ret === LZMA_STREAM_END) break;
-      if (ret !== LZMA_OK) {
+      if (ret !== LZMA_OK && ret !== LZMA_STREAM_END) {
         throw new FormatError('xz', 'CODEC_CORRUPT', `liblzma: ${LZMA_RET_NAMES[ret] ?? ret}`, inOff);
       }
       if (produced > expected) {
@@ -117,6 +116,9 @@ export async function decodeXz(bytes: Uint8Array, maxOutputSize: number): Promis
           `xz data decodes to more than the ${expected} bytes its index declares`,
         );
       }
+      // Complete only when the stream ended with the declared size (else the error below comes first).
+      ctx.prefix.offer(out.subarray(0, produced), ret === LZMA_STREAM_END && produced === expected);
+      if (ret === LZMA_STREAM_END) break;
       if (availOut !== 0 && availIn === 0) {
         throw new FormatError('xz', 'CODEC_CORRUPT', 'xz stream ended early', bytes.length);
       }

@@ -11,6 +11,7 @@ import { certificateSpki, loadPemKey, pemCertificates } from '../keys/pem.js';
 import type { SigningKey } from '../keys/types.js';
 import type { AuthenticodeOptions } from '../signing/types.js';
 import {
+  DEFAULT_LIMITS,
   DEFAULT_POLICY,
   type ConfigFile,
   type LoadedConfig,
@@ -20,7 +21,7 @@ import {
 import { validateConfig } from './validate.js';
 
 export type { ConfigFile, LoadedConfig, ProfileFile, SigningProfile, PolicyFile } from './types.js';
-export { DEFAULT_POLICY } from './types.js';
+export { DEFAULT_LIMITS, DEFAULT_POLICY } from './types.js';
 export { validateConfig, MAX_MAR_KEYS } from './validate.js';
 
 /** A config file bigger than this is not a marsign config. */
@@ -222,6 +223,10 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
   const profile: SigningProfile = {
     name,
     policy: { ...DEFAULT_POLICY, ...definedOnly(pf.policy) },
+    limits: {
+      maxEntrySize: config.file.limits?.maxEntrySize ?? DEFAULT_LIMITS.maxEntrySize,
+      maxCompressionRatio: config.file.limits?.maxCompressionRatio ?? DEFAULT_LIMITS.maxCompressionRatio,
+    },
     fingerprint: '',
   };
 

@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO } from '../codecs/types.js';
 import type { SigningKey } from '../keys/types.js';
 import type { AuthenticodeOptions, TimestampOptions } from '../signing/types.js';
 
@@ -29,8 +30,25 @@ export interface ConfigFile {
     /** Directories that enqueued inputs and outputs must stay inside. */
     roots?: string[];
   };
+  /** Decoding bounds for the entries this config signs (codec bombs; docs/OPERATIONS.md "Limits"). */
+  limits?: LimitsFile;
   profiles: Record<string, ProfileFile>;
 }
+
+export interface LimitsFile {
+  /** Largest decoded size of one entry, in bytes (default 1 GiB, DEFAULT_MAX_OUTPUT_SIZE). */
+  maxEntrySize?: number;
+  /**
+   * Largest compression ratio (decoded bytes per stored byte) of one entry (default 1000,
+   * DEFAULT_MAX_RATIO); decoded sizes up to 16 MiB are never refused for their ratio.
+   */
+  maxCompressionRatio?: number;
+}
+
+export const DEFAULT_LIMITS: Required<LimitsFile> = {
+  maxEntrySize: DEFAULT_MAX_OUTPUT_SIZE,
+  maxCompressionRatio: DEFAULT_MAX_RATIO,
+};
 
 export interface ProfileFile {
   authenticode?: {
@@ -89,6 +107,8 @@ export interface SigningProfile {
   authenticode?: AuthenticodeOptions;
   mar?: { keys: SigningKey[]; algorithm: 'sha384' | 'sha1' };
   policy: Required<PolicyFile>;
+  /** The config's `limits`, defaults filled in (not part of the fingerprint: they only refuse input). */
+  limits: Required<LimitsFile>;
   /**
    * Hex digest over everything that changes signed output: certificate chain, key ids, digest,
    * program name/URL, signingTime, timestamp settings. Part of every cache key.

@@ -1,6 +1,11 @@
 import { ConfigError } from '../errors.js';
 import type { ConfigFile, PolicyFile, ProfileFile } from './types.js';
 
+/** Bounds of `limits.*`: an entry cap up to 2 GiB (the WASM heap limit), a ratio of 10..10^6. */
+export const MAX_ENTRY_SIZE_LIMIT = 2 * 1024 * 1024 * 1024;
+export const MIN_ENTRY_SIZE_LIMIT = 1024 * 1024;
+export const RATIO_LIMIT_RANGE = [10, 1_000_000] as const;
+
 /**
  * Structural validation of the whole config file, up front (CONVENTIONS §10): every rule names the
  * field path. Values are quoted only when they cannot be secrets (enums, numbers); unknown keys are
@@ -124,7 +129,7 @@ export class Validator {
 
 export function validateConfig(raw: unknown, file: string): ConfigFile {
   const v = new Validator(file);
-  const top = v.object(raw, '', ['cache', 'redis', 'server', 'profiles']);
+  const top = v.object(raw, '', ['cache', 'redis', 'server', 'limits', 'profiles']);
   if (top.cache !== undefined) {
     const c = v.object(top.cache, 'cache', ['dir', 'hmacSecretEnv', 'hmacSecretFile', 'outputs']);
     v.string(c, 'dir', 'cache');
@@ -149,6 +154,11 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
     v.int(s, 'port', 'server', 0, 65535);
     v.secretRef(s, 'token', 'server');
     v.stringArray(s, 'roots', 'server');
+  }
+  if (top.limits !== undefined) {
+    const l = v.object(top.limits, 'limits', ['maxEntrySize', 'maxCompressionRatio']);
+    v.int(l, 'maxEntrySize', 'limits', MIN_ENTRY_SIZE_LIMIT, MAX_ENTRY_SIZE_LIMIT);
+    v.int(l, 'maxCompressionRatio', 'limits', ...RATIO_LIMIT_RANGE);
   }
   if (top.profiles === undefined) v.fail('profiles', 'is required (an object of named signing profiles)');
   const profiles = v.object(

@@ -1,21 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  mkdtemp,
-  open,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  rmdir,
-  stat,
-} from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, type CodecName, type CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
+import { removeOnSignal } from '../io/signal-cleanup.js';
 import {
   assertSafeName,
   entryCodecOf,
@@ -66,6 +56,8 @@ export interface ExtractOptions {
   decompress?: boolean;
   /** Per-entry decompressed-size cap (default: the codec module's DEFAULT_MAX_OUTPUT_SIZE, 1 GiB). */
   maxOutputSize?: number;
+  /** Per-entry compression-ratio cap (default: the codec module's DEFAULT_MAX_RATIO; see DecodeOptions). */
+  maxRatio?: number;
   /** Cap on all extracted bytes together (default MAR_MAX_EXTRACT_TOTAL). */
   maxTotalSize?: number;
 }
@@ -84,7 +76,7 @@ export interface ExtractResult {
 /**
  * Extract every entry under `destDir`, which must not exist or be an empty directory.
  * Entries go to a fresh temp directory beside it, renamed into place at the end, so a failure
- * leaves nothing behind. Each path is re-validated, resolved and checked to stay inside the temp
+ * leaves nothing behind — nor does SIGINT/SIGTERM/SIGHUP, which remove the temp directory first. Each path is re-validated, resolved and checked to stay inside the temp
  * directory; no component may be a symlink, and files are opened O_EXCL|O_NOFOLLOW (§11.6-8).
  * Modes are `flags & 0o777` (never setuid/setgid/sticky).
  */
@@ -99,7 +91,17 @@ export async function extractMar(
     throw new UsageError('DEST_NOT_EMPTY', `${dest} exists and is not an empty directory`);
 
   const m = await openMar(path);
-  const tmp = await mkdtemp(join(dirname(dest), `.${basename(dest)}.extract-`));
+  // The name is chosen (and the signal cleanup armed) before the directory exists, so a signal at any
+  // point leaves nothing behind; mkdir fails rather than reuse an existing directory.
+  const tmp = join(dirname(dest), `.${basename(dest)}.extract-${randomBytes(6).toString('hex')}`);
+  const stopSignalCleanup = removeOnSignal(tmp);
+  try {
+    await mkdir(tmp, { mode: 0o700 });
+  } catch (e) {
+    stopSignalCleanup();
+    await m.close();
+    throw e;
+  }
   try {
     const root = await realpath(tmp);
     const c = options.decompress ? await codecs() : undefined;
@@ -119,7 +121,10 @@ export async function extractMar(
       let data = await readEntryBytes(m.source, e);
       if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
         const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
-        data = await c.decompress(data, { maxOutputSize: Math.min(perEntry, maxTotal - total + 1) });
+        data = await c.decompress(data, {
+          maxOutputSize: Math.min(perEntry, maxTotal - total + 1),
+          ...(options.maxRatio === undefined ? {} : { maxRatio: options.maxRatio }),
+        });
       }
       total += data.length;
       if (total > maxTotal)
@@ -149,6 +154,7 @@ export async function extractMar(
     await rm(tmp, { recursive: true, force: true });
     throw e;
   } finally {
+    stopSignalCleanup();
     await m.close();
   }
 }

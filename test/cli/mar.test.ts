@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { PROJECT_ROOT, SHARED_SKIP, peerMar, runCli, tempDir } from '../helpers/env.js';
-
+import { MarWriter } from '../../src/mar/writer.js';
+import { bz2WithZeros } from '../codecs/helpers.js';
+import { PROJECT_ROOT, SHARED_SKIP, TSX_IMPORT, peerMar, runCli, tempDir } from '../helpers/env.js';
 import { marTestKeys, writeTestMar } from '../helpers/mar-keys.js';
 import { rawMar } from '../formats/mar/raw-mar.js';
 
@@ -190,3 +191,70 @@ test('marsign mar --help lists the subcommands; each has its own help', async ()
   for (const o of ['--compression', '--x86-filter', '--channel', '--product-version', '--json'])
     assert.ok(c.stdout.includes(o), o);
 });
+
+/** A MAR holding `entries` (name → stored bytes), written with our writer. */
+async function marWith(path: string, entries: [string, Uint8Array][]): Promise<string> {
+  const w = await MarWriter.create(path);
+  for (const [name, data] of entries) await w.addEntry(name, 0o644, data);
+  await w.finish();
+  await w.commit();
+  return path;
+}
+
+test('mar extract --decompress of a bz2 bomb (issue 10 item 4): CODEC_RATIO_TOO_HIGH at once, nothing left', async () => {
+  const dir = tempDir();
+  const mar = await marWith(join(dir, 'bomb.mar'), [['bomb.bin', bz2WithZeros(1.06 * 2 ** 30)]]);
+  assert.ok(statSync(mar).size < 2000);
+  const r = await runCli(['mar', 'extract', '--decompress', mar, join(dir, 'dest')]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^marsign: CODEC_RATIO_TOO_HIGH: /m);
+  assert.deepEqual(readdirSync(dir), ['bomb.mar'], 'no dest, no .dest.extract-* temp dir');
+  // The flags: a looser ratio cap meets the size cap; a bad value is a usage error.
+  const big = await runCli([
+    'mar',
+    'extract',
+    '--decompress',
+    '--max-ratio',
+    '100000000',
+    '--max-entry-size',
+    String(64 << 20),
+    mar,
+    join(dir, 'dest'),
+  ]);
+  assert.equal(big.code, 2, big.stderr);
+  assert.match(big.stderr, /^marsign: CODEC_OUTPUT_TOO_LARGE: /m);
+  const bad = await runCli(['mar', 'extract', '--decompress', '--max-ratio', '0', mar, join(dir, 'dest')]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^marsign: USAGE: --max-ratio/m);
+  assert.deepEqual(readdirSync(dir), ['bomb.mar']);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  test(`mar extract --decompress stopped by ${signal} removes its temp dir and dies of the signal`, async () => {
+    const dir = tempDir();
+    // ~1 GiB of zeros with the ratio cap off: seconds of block-by-block decoding to interrupt.
+    const mar = await marWith(join(dir, 'big.mar'), [['big.bin', bz2WithZeros(2 ** 30 - 2 ** 20)]]);
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        TSX_IMPORT,
+        join(PROJECT_ROOT, 'src/cli/main.ts'),
+        ...['mar', 'extract', '--decompress', '--max-ratio', '100000000', mar, join(dir, 'dest')],
+      ],
+      { stdio: 'ignore' },
+    );
+    const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
+      child.on('exit', (code, sig) => resolve(sig ?? code)),
+    );
+    // Wait for the temp dir (made right before decoding starts), then stop the process.
+    const deadline = Date.now() + 60_000;
+    while (!readdirSync(dir).some((n) => n.startsWith('.dest.extract-'))) {
+      assert.ok(Date.now() < deadline, 'the extraction never started');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    child.kill(signal);
+    assert.equal(await exited, signal);
+    assert.deepEqual(readdirSync(dir), ['big.mar'], 'no temp dir, no dest');
+  });
+}

@@ -17,12 +17,16 @@ import {
   scanBz2,
 } from '../../src/codecs/bz2-blocks.js';
 import { decompressEntry, recompressEntry } from '../../src/codecs/index.js';
+import { decodeContext, type DecodeContext } from '../../src/codecs/limits.js';
 import { loadConfig, loadProfile } from '../../src/config/index.js';
 import { FormatError } from '../../src/errors.js';
 import { signPe } from '../../src/signing/authenticode.js';
 import { peCorpus, tempDir } from '../helpers/env.js';
 import { CONFIG_PATH, osslsigncodeVerify } from '../pipeline/_support.js';
 import { run } from './helpers.js';
+
+/** A decode bounded by `bytes` only (no ratio cap). */
+const cap = (bytes: number): DecodeContext => decodeContext(0, { maxOutputSize: bytes, maxRatio: Infinity });
 
 /** Deterministic, compressible, not run-length-trivial bytes (words from a small vocabulary). */
 function textLike(size: number, seed = 1): Buffer {
@@ -106,13 +110,13 @@ test('scanBz2 refuses what it cannot split with certainty: two streams, trailing
 test('decodeBz2Blocks: same bytes as bzip2 -dc, and each block maps to its output range', async () => {
   const data = textLike(2_000_000, 7);
   const stream = bzip2(data, 5);
-  const d = await decodeBz2Blocks(stream, 1 << 30);
+  const d = await decodeBz2Blocks(stream, cap(1 << 30));
   assert.ok(d);
   assert.ok(Buffer.from(d.data).equals(data));
   assert.equal(d.ends.length, d.layout.blocks.length);
   assert.equal(d.ends.at(-1), data.length);
   for (let i = 1; i < d.ends.length; i++) assert.ok(d.ends[i]! > d.ends[i - 1]!);
-  await assert.rejects(decodeBz2Blocks(stream, 1_000_000), (e: unknown) => {
+  await assert.rejects(decodeBz2Blocks(stream, cap(1_000_000)), (e: unknown) => {
     assert.ok(e instanceof FormatError);
     assert.equal(e.code, 'CODEC_OUTPUT_TOO_LARGE');
     return true;
@@ -127,7 +131,7 @@ test('a block that does not decode on its own falls back to the whole-stream dec
   const mid = ((l.blocks[1]!.start + l.blocks[1]!.end) >>> 4) | 0;
   bad[mid]! ^= 0xff;
   assert.ok(scanBz2(bad), 'layout still scans');
-  assert.equal(await decodeBz2Blocks(bad, 1 << 30), undefined);
+  assert.equal(await decodeBz2Blocks(bad, cap(1 << 30)), undefined);
   await assert.rejects(decompressEntry(bad), (e: unknown) => {
     assert.ok(e instanceof FormatError);
     assert.equal(e.code, 'CODEC_CORRUPT');
@@ -151,7 +155,7 @@ test('a crafted stream of many tiny blocks is left to the whole-stream decoder (
   w.bits(crc, 32);
   const stream = w.finish();
   assert.equal(scanBz2(stream)?.blocks.length, n, 'a valid stream of 5000 blocks');
-  assert.equal(await decodeBz2Blocks(stream, 1 << 30), undefined);
+  assert.equal(await decodeBz2Blocks(stream, cap(1 << 30)), undefined);
   const decoded = await decompressEntry(stream);
   assert.equal(decoded.bz2Blocks, undefined);
   assert.equal(Buffer.from(decoded.data).toString(), '0123456789'.repeat(n));
@@ -161,7 +165,7 @@ test('a crafted stream of many tiny blocks is left to the whole-stream decoder (
 test('encodeBz2Reusing: edits at the start, middle and end, appends and truncation all decode with bzip2 -dc', async () => {
   const original = textLike(3_100_000, 11);
   const stream = bzip2(original, 9);
-  const d = (await decodeBz2Blocks(stream, 1 << 30))!;
+  const d = (await decodeBz2Blocks(stream, cap(1 << 30)))!;
   const blocks = d.layout.blocks.length;
   const cases: [string, (b: Buffer) => Buffer, (reused: number) => boolean][] = [
     ['unchanged', (b) => Buffer.from(b), (r) => r === blocks],
@@ -200,7 +204,7 @@ test('encodeBz2Reusing: edits at the start, middle and end, appends and truncati
     assert.equal(Buffer.from(r.output.subarray(0, 4)).toString(), 'BZh9', label);
     run('bzip2', ['-t'], r.output);
     assert.ok(bunzip2(r.output).equals(signed), `${label}: bzip2 -dc gives the edited bytes`);
-    const again = await decodeBz2Blocks(r.output, 1 << 30);
+    const again = await decodeBz2Blocks(r.output, cap(1 << 30));
     assert.ok(again && Buffer.from(again.data).equals(signed), `${label}: our block decoder agrees`);
   }
 });
@@ -253,7 +257,7 @@ test('MARSIGN_BZ2_BLOCK_REUSE=0 turns reuse off: the whole signed file is encode
 test('property: any set of splices (replace, insert, delete) re-encodes to exactly the edited bytes', async () => {
   const level = 2; // 200 kB blocks: many blocks, quick encodes
   const original = textLike(1_300_000, 23);
-  const d = (await decodeBz2Blocks(bzip2(original, level), 1 << 30))!;
+  const d = (await decodeBz2Blocks(bzip2(original, level), cap(1 << 30)))!;
   assert.ok(d.layout.blocks.length >= 6);
   const edit = fc.record({
     at: fc.nat({ max: original.length }),

@@ -3,19 +3,35 @@ import { readFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
 import {
   compress,
+  decodeForSigning,
   decompress,
   decompressWithSettings,
   detectCodec,
+  PREFIX_CHECK_BYTES,
+  RATIO_FREE_BYTES,
   readSettings,
   settingsKey,
   type CodecSettings,
 } from '../../src/codecs/index.js';
 import { decodeBz2Streaming } from '../../src/codecs/bz2.js';
-import { FormatError } from '../../src/errors.js';
+import { decodeContext, type DecodeContext } from '../../src/codecs/limits.js';
+import { FormatError, PolicyError } from '../../src/errors.js';
+import { buildPe } from '../../src/formats/pe/synth.js';
 import { peCorpus, peerMar, SHARED_SKIP } from '../helpers/env.js';
-import { concat, firstBlockHeaderCrcAt, marEntries, patchWithCrc, run, xzList } from './helpers.js';
+import {
+  bz2WithZeros,
+  concat,
+  firstBlockHeaderCrcAt,
+  marEntries,
+  patchWithCrc,
+  run,
+  xzList,
+  xzZeros,
+} from './helpers.js';
 
 const MiB = 1024 * 1024;
+/** A decode bounded by `bytes` only (no ratio cap). */
+const cap = (bytes: number): DecodeContext => decodeContext(0, { maxOutputSize: bytes, maxRatio: Infinity });
 // Taken once the test harness (which adds its own handlers) is running, before any codec is used.
 let processHandlersAtStart: number[] = [];
 before(() => {
@@ -282,11 +298,14 @@ describe('hostile and edge inputs', () => {
 
   test('unbzip2-stream fallback (outputs past the WASM limit): same bytes, stops at the cap', async () => {
     const text = run('bzip2', ['-9', '-c'], data);
-    assert.deepEqual(await decodeBz2Streaming(text, data.length), data);
+    assert.deepEqual(await decodeBz2Streaming(text, cap(data.length)), data);
     const bomb = run('bzip2', ['-9', '-c'], new Uint8Array(8 * MiB));
-    await assert.rejects(decodeBz2Streaming(bomb, MiB), assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'bz2'));
     await assert.rejects(
-      decodeBz2Streaming(text.subarray(0, 100), MiB),
+      decodeBz2Streaming(bomb, cap(MiB)),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'bz2'),
+    );
+    await assert.rejects(
+      decodeBz2Streaming(text.subarray(0, 100), cap(MiB)),
       assertCodecError('CODEC_CORRUPT', 'bz2'),
     );
   });
@@ -390,5 +409,106 @@ describe('hostile and edge inputs', () => {
       assert.equal(s.length, 0, 'detached after transfer');
       assert.deepEqual(new Uint8Array(moved), copy);
     }
+  });
+});
+
+describe('codec bombs (issue 10): bounded before and while decoding', () => {
+  const GiB = 2 ** 30;
+  /** The limit a bz2 bomb of a few hundred bytes gets by default: outputs ≤ RATIO_FREE_BYTES are exempt. */
+  const LIMIT = RATIO_FREE_BYTES;
+
+  test('bz2: 1.06 GiB of zeros in < 1 KB → CODEC_RATIO_TOO_HIGH, decoding stops near the limit', async () => {
+    const bomb = bz2WithZeros(1.06 * GiB);
+    assert.ok(bomb.length < 1500, `bomb of ${bomb.length} bytes`);
+    const stats = { decodedBytes: 0 };
+    await assert.rejects(decompress(bomb, { stats }), assertCodecError('CODEC_RATIO_TOO_HIGH', 'bz2'));
+    // Buffer growth ×4 up to limit + 1: at most 2.25 × the limit was decoded, never the 1.06 GiB.
+    assert.ok(stats.decodedBytes > LIMIT, `${stats.decodedBytes}`);
+    assert.ok(stats.decodedBytes <= 2.25 * (LIMIT + 1), `decoded ${stats.decodedBytes} bytes`);
+  });
+
+  test('xz: a bomb is refused from its index before one byte is decoded', async () => {
+    const bomb = xzZeros(64 * MiB);
+    const stats = { decodedBytes: 0 };
+    await assert.rejects(decompress(bomb, { stats }), assertCodecError('CODEC_RATIO_TOO_HIGH', 'xz'));
+    assert.equal(stats.decodedBytes, 0);
+  });
+
+  test('maxRatio is configurable (Infinity: off); outputs up to RATIO_FREE_BYTES are exempt; bad values throw', async () => {
+    const bz = bz2WithZeros(32 * MiB);
+    run('bzip2', ['-t'], bz);
+    await assert.rejects(decompress(bz), assertCodecError('CODEC_RATIO_TOO_HIGH', 'bz2'));
+    assert.deepEqual(await decompress(bz, { maxRatio: Infinity }), new Uint8Array(32 * MiB));
+    assert.equal((await decompress(bz, { maxRatio: 10 ** 6 })).length, 32 * MiB);
+    // The size cap still applies when the ratio cap is off, with its own code.
+    await assert.rejects(
+      decompress(bz, { maxRatio: Infinity, maxOutputSize: 20 * MiB }),
+      assertCodecError('CODEC_OUTPUT_TOO_LARGE', 'bz2'),
+    );
+    assert.equal((await decompress(bz2WithZeros(RATIO_FREE_BYTES))).length, RATIO_FREE_BYTES);
+    for (const maxRatio of [0, -1, NaN]) {
+      await assert.rejects(decompress(bz, { maxRatio }), RangeError, String(maxRatio));
+    }
+  });
+
+  test('decodeForSigning: a non-PE stops after the first bz2 block / xz window: POLICY_NOT_PE naming the entry', async () => {
+    const isNotPe = (e: unknown): boolean => {
+      assert.ok(e instanceof PolicyError, String(e));
+      assert.equal(e.code, 'POLICY_NOT_PE');
+      assert.deepEqual(e.details, { entry: 'setup.exe' });
+      assert.match(e.message, /setup\.exe/);
+      return true;
+    };
+    // The ratio cap off, so only the PE check can stop these.
+    const bz = bz2WithZeros(1.06 * GiB);
+    const bzStats = { decodedBytes: 0 };
+    await assert.rejects(
+      decodeForSigning(bz, { name: 'setup.exe', maxRatio: Infinity, stats: bzStats }),
+      isNotPe,
+    );
+    // One 45 MB block of zeros (with its buffer growth), not the 1.06 GiB behind it.
+    assert.ok(bzStats.decodedBytes <= 64 * MiB, `decoded ${bzStats.decodedBytes} bytes`);
+    const xz = xzZeros(64 * MiB);
+    const xzStats = { decodedBytes: 0 };
+    await assert.rejects(
+      decodeForSigning(xz, { name: 'setup.exe', maxRatio: Infinity, stats: xzStats }),
+      isNotPe,
+    );
+    assert.equal(xzStats.decodedBytes, PREFIX_CHECK_BYTES);
+    // Stored entries and short outputs are checked whole.
+    await assert.rejects(decodeForSigning(new Uint8Array(100), { name: 'setup.exe' }), isNotPe);
+    await assert.rejects(
+      decodeForSigning(await compress(new Uint8Array(10), { codec: 'bz2', level: 9 }), { name: 'setup.exe' }),
+      isNotPe,
+    );
+  });
+
+  test('decodeForSigning: real PEs (bz2 block reuse kept, xz) pass with their bytes intact', async () => {
+    const pe = buildPe({ arch: 'x64', kind: 'dll', name: 'bombs' });
+    for (const s of [
+      { codec: 'bz2', level: 9 },
+      { codec: 'xz', dictSize: 8 * MiB, x86: true, check: 'crc64' },
+      { codec: 'none' },
+    ] as CodecSettings[]) {
+      const d = await decodeForSigning(await compress(pe, s), { name: 'a.dll' });
+      assert.deepEqual(d.data, pe, s.codec);
+      assert.equal(d.bz2Blocks !== undefined, s.codec === 'bz2');
+    }
+  });
+
+  test('a PE followed by 1 GiB of zeros: CODEC_RATIO_TOO_HIGH (bz2 and xz), not signed', async () => {
+    const pe = buildPe({ arch: 'x64', kind: 'exe', name: 'bombs' });
+    const bz = bz2WithZeros(GiB, run('bzip2', ['-9', '-c'], pe));
+    assert.ok(bz.length < 10_000);
+    const stats = { decodedBytes: 0 };
+    await assert.rejects(
+      decodeForSigning(bz, { name: 'a.exe', stats }),
+      assertCodecError('CODEC_RATIO_TOO_HIGH', 'bz2'),
+    );
+    assert.ok(stats.decodedBytes <= 2.25 * (LIMIT + 1), `decoded ${stats.decodedBytes} bytes`);
+    await assert.rejects(
+      decodeForSigning(xzZeros(64 * MiB, pe), { name: 'a.exe' }),
+      assertCodecError('CODEC_RATIO_TOO_HIGH', 'xz'),
+    );
   });
 });

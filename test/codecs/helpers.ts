@@ -1,12 +1,14 @@
 /**
  * Test-only helpers for the codec tests: the xz/bzip2 CLIs as independent verifiers, a minimal MAR
- * entry lister for the peer fixtures, and byte patching that keeps xz CRCs valid.
+ * entry lister for the peer fixtures, byte patching that keeps xz CRCs valid, and codec bombs made at
+ * test time (small on disk).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { BitWriter, foldCrc, scanBz2, type Bz2Block } from '../../src/codecs/bz2-blocks.js';
 
 export function run(cmd: string, args: string[], input?: Uint8Array): Buffer {
   return execFileSync(cmd, args, { input: input ?? Buffer.alloc(0), maxBuffer: 1 << 30 });
@@ -73,4 +75,55 @@ export function firstBlockHeaderCrcAt(xz: Uint8Array): number {
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
   return new Uint8Array(Buffer.concat(parts));
+}
+
+/**
+ * Zero bytes that make exactly one bzip2 -9 block: bzip2's first run-length stage stores a run of 255
+ * zeros in 5 bytes, and a -9 block holds 899,981 such bytes, so ~45.9 MB of zeros fit; 45 MB leaves room.
+ */
+const ZEROS_PER_BLOCK = 45_000_000;
+const zeroBlockStream = new Map<number, Uint8Array>();
+
+/** One-block (or empty) `bzip2 -9` stream of `n` ≤ ZEROS_PER_BLOCK zeros, made once per size. */
+function zeroStream(n: number): Uint8Array {
+  let s = zeroBlockStream.get(n);
+  if (!s) {
+    s = new Uint8Array(run('bzip2', ['-9', '-c'], new Uint8Array(n)));
+    zeroBlockStream.set(n, s);
+  }
+  return s;
+}
+
+/**
+ * A valid single bzip2 -9 stream: the blocks of `head` (a `bzip2 -9` stream, e.g. of a PE) followed by
+ * `zeros` zero bytes, built by splicing copies of one block of 45 MB of zeros (bz2-blocks.ts), so a
+ * GiB-sized bomb costs one small `bzip2` run and ~35 bytes per 45 MB. `bzip2 -t` accepts it.
+ */
+export function bz2WithZeros(zeros: number, head?: Uint8Array): Uint8Array {
+  const pieces: { src: Uint8Array; block: Bz2Block }[] = [];
+  const add = (stream: Uint8Array): void => {
+    const l = scanBz2(stream);
+    if (!l) throw new Error('bz2WithZeros: cannot split a bzip2 -9 stream');
+    for (const block of l.blocks) pieces.push({ src: stream, block });
+  };
+  if (head) add(head);
+  for (let left = zeros; left > 0; left -= ZEROS_PER_BLOCK) add(zeroStream(Math.min(left, ZEROS_PER_BLOCK)));
+  const w = new BitWriter(64 + pieces.reduce((n, p) => n + ((p.block.end - p.block.start) >>> 3) + 1, 0));
+  w.bits(0x425a6839, 32); // 'BZh9'
+  let combined = 0;
+  for (const p of pieces) {
+    w.copy(p.src, p.block.start, p.block.end);
+    combined = foldCrc(combined, p.block.crc);
+  }
+  w.bits(0x177245, 24); // end-of-stream magic 0x177245385090, then the combined CRC
+  w.bits(0x385090, 24);
+  w.bits(combined, 32);
+  return w.finish();
+}
+
+/** An `xz --check=crc64` stream of `n` zero bytes (xz -0: fast, and the index declares `n`). */
+export function xzZeros(n: number, head?: Uint8Array): Uint8Array {
+  const data = new Uint8Array((head?.length ?? 0) + n);
+  if (head) data.set(head);
+  return new Uint8Array(run('xz', ['-0', '-c', '--check=crc64'], data));
 }

@@ -76,6 +76,22 @@ test('the dev config loads; profile has keys, chain, defaults, fingerprint; sha2
   assert.deepEqual(p.policy.include, ['**/*.exe', '**/*.dll', '*.exe', '*.dll']);
   assert.match(p.fingerprint, /^[0-9a-f]{64}$/);
   assert.equal((await loadProfile(c, 'dev')).fingerprint, p.fingerprint, 'stable across loads');
+  assert.deepEqual(p.limits, { maxEntrySize: 2 ** 30, maxCompressionRatio: 1000 });
+});
+
+test('limits: a config sets the per-entry decoded cap and the ratio cap; they do not change the fingerprint', async () => {
+  const raw = JSON.parse(readFileSync(dev.config, 'utf8')) as Record<string, unknown>;
+  const base = await loadProfile(await loadConfig(dev.config), 'dev');
+  const limits = { maxEntrySize: 64 * 2 ** 20, maxCompressionRatio: 50 };
+  const p = await loadProfile(await loadConfig(writeConfig('dev/limits.json', { ...raw, limits })), 'dev');
+  assert.deepEqual(p.limits, limits);
+  assert.equal(p.fingerprint, base.fingerprint);
+  const one = { maxCompressionRatio: 20_000 };
+  const q = await loadProfile(
+    await loadConfig(writeConfig('dev/limits1.json', { ...raw, limits: one })),
+    'dev',
+  );
+  assert.deepEqual(q.limits, { maxEntrySize: 2 ** 30, maxCompressionRatio: 20_000 });
 });
 
 test('fingerprint changes with what changes signed bytes, not with policy', async () => {
@@ -172,6 +188,12 @@ test('validation names the field, one rule at a time', () => {
     [{ profiles: {}, server: { port: 70000 } }, 'server.port'],
     [{ profiles: {}, redis: { url: 'redis://user:pw@host:6379' } }, 'redis.url'],
     [{ profiles: {}, cache: { hmacSecretEnv: 'A', hmacSecretFile: 'f' } }, 'cache.hmacSecretEnv'],
+    [{ profiles: {}, limits: [] }, 'limits'],
+    [{ profiles: {}, limits: { maxRatio: 10 } }, 'limits.maxRatio'],
+    [{ profiles: {}, limits: { maxEntrySize: 1000 } }, 'limits.maxEntrySize'],
+    [{ profiles: {}, limits: { maxEntrySize: 2 ** 31 + 1 } }, 'limits.maxEntrySize'],
+    [{ profiles: {}, limits: { maxCompressionRatio: 1.5 } }, 'limits.maxCompressionRatio'],
+    [{ profiles: {}, limits: { maxCompressionRatio: 5 } }, 'limits.maxCompressionRatio'],
   ];
   for (const [cfg, field] of cases) {
     assert.throws(

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { Piscina } from 'piscina';
@@ -11,7 +13,21 @@ import { SigningPool, SIGN_ENTRY_WORKER } from '../../src/pipeline/pool.js';
 import type { SignEntryResult, SignEntryTask } from '../../src/pipeline/protocol.js';
 import { verifyPe } from '../../src/signing/verify-pe.js';
 import signEntry from '../../workers/sign-entry.js';
-import { BZ2, CONFIG_PATH, XZ_BCJ } from '../pipeline/_support.js';
+import { bz2WithZeros, run, xzZeros } from '../codecs/helpers.js';
+import { tempDir } from '../helpers/env.js';
+import { BZ2, CONFIG_PATH, RELEASE, XZ_BCJ } from '../pipeline/_support.js';
+
+interface DevProfile {
+  authenticode: { certChain: string; key: string };
+  mar: { keys: string[] };
+}
+
+const codeIs =
+  (code: string) =>
+  (e: Error & { code?: string }): boolean => {
+    assert.equal(e.code, code, e.message);
+    return true;
+  };
 
 let config: LoadedConfig;
 let pool: SigningPool;
@@ -95,4 +111,39 @@ test('the task function returns piscina movable data (result + transfer list), n
   assert.ok(!bad.ok && bad.error.name === 'PolicyError' && bad.error.code === 'POLICY_NOT_PE');
   assert.equal(typeof (bad as { error: object }).error, 'object');
   assert.ok(!((bad as { error: object }).error instanceof Error), 'plain data, not an Error instance');
+});
+
+test('codec bombs in signing (issue 10 item 5): typed errors, nothing signed', async () => {
+  const zeros = owned(bz2WithZeros(1.06 * 2 ** 30));
+  await assert.rejects(pool.run(task(zeros, 'setup.exe')), codeIs('CODEC_RATIO_TOO_HIGH'));
+  const pe = buildPe({ arch: 'x64', kind: 'exe', name: 'bomb' });
+  const peThenZeros = owned(bz2WithZeros(2 ** 30, run('bzip2', ['-9', '-c'], pe)));
+  await assert.rejects(pool.run(task(peThenZeros, 'setup.exe')), codeIs('CODEC_RATIO_TOO_HIGH'));
+  await assert.rejects(pool.run(task(owned(xzZeros(64 << 20)), 'setup.exe')), codeIs('CODEC_RATIO_TOO_HIGH'));
+});
+
+test("the config's limits reach the worker: maxCompressionRatio and maxEntrySize", async () => {
+  const dir = tempDir('marsign-limits-');
+  const withLimits = async (limits: object): Promise<LoadedConfig> => {
+    const file = JSON.parse(await readFile(CONFIG_PATH, 'utf8')) as { profiles: { dev: DevProfile } };
+    const dev = file.profiles.dev;
+    dev.authenticode.certChain = join(RELEASE, dev.authenticode.certChain);
+    dev.authenticode.key = join(RELEASE, dev.authenticode.key);
+    dev.mar.keys = dev.mar.keys.map((k) => join(RELEASE, k));
+    const path = join(dir, `limits-${Object.values(limits).join('-')}.json`);
+    await writeFile(path, JSON.stringify({ ...file, limits }));
+    return loadConfig(path);
+  };
+  // A PE + 24 MiB of zeros: over the default 1000:1 ratio, signed with a ratio cap of 10^6.
+  const pe = buildPe({ arch: 'x64', kind: 'exe', name: 'limits' });
+  const input = (): Buffer => owned(bz2WithZeros(24 << 20, run('bzip2', ['-9', '-c'], pe)));
+  await assert.rejects(pool.run(task(input())), codeIs('CODEC_RATIO_TOO_HIGH'));
+  const loose = await withLimits({ maxCompressionRatio: 1_000_000 });
+  const r = await pool.run({ ...task(input()), configPath: loose.path, configSha256: loose.sha256 });
+  assert.equal(r.decodedSize, pe.length + (24 << 20));
+  const small = await withLimits({ maxCompressionRatio: 1_000_000, maxEntrySize: 1 << 20 });
+  await assert.rejects(
+    pool.run({ ...task(input()), configPath: small.path, configSha256: small.sha256 }),
+    codeIs('CODEC_OUTPUT_TOO_LARGE'),
+  );
 });

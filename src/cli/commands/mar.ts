@@ -150,7 +150,12 @@ const list: CommandModule<object, ListArgs> = {
   }),
 };
 
-type ExtractArgs = CommonArgs & { dest: string; decompress?: boolean };
+type ExtractArgs = CommonArgs & {
+  dest: string;
+  decompress?: boolean;
+  'max-entry-size'?: number;
+  'max-ratio'?: number;
+};
 
 const extract: CommandModule<object, ExtractArgs> = {
   command: 'extract <file> <dest>',
@@ -166,6 +171,16 @@ const extract: CommandModule<object, ExtractArgs> = {
         default: false,
         describe: 'Decompress bz2/xz entries (detected by magic); default writes the stored bytes',
       })
+      .option('max-entry-size', {
+        type: 'number',
+        describe:
+          'With --decompress: largest decoded size of one entry in bytes (default 1073741824 = 1 GiB)',
+      })
+      .option('max-ratio', {
+        type: 'number',
+        describe:
+          'With --decompress: largest compression ratio of one entry, decoded/stored bytes (default 1000; outputs up to 16 MiB are exempt)',
+      })
       .option('json', {
         type: 'boolean',
         default: false,
@@ -173,7 +188,19 @@ const extract: CommandModule<object, ExtractArgs> = {
       }) as Argv<ExtractArgs>,
   handler: handler<ExtractArgs>(async (argv) => {
     const { extractMar } = await marLib();
-    const r = await extractMar(argv.file, argv.dest, { decompress: argv.decompress ?? false });
+    const limit = (flag: 'max-entry-size' | 'max-ratio', min: number): number | undefined => {
+      const v = argv[flag];
+      if (v !== undefined && !(Number.isSafeInteger(v) && v >= min))
+        throw new UsageError('USAGE', `--${flag} must be an integer ≥ ${min}, found ${String(v)}`);
+      return v;
+    };
+    const maxOutputSize = limit('max-entry-size', 0);
+    const maxRatio = limit('max-ratio', 1);
+    const r = await extractMar(argv.file, argv.dest, {
+      decompress: argv.decompress ?? false,
+      ...(maxOutputSize === undefined ? {} : { maxOutputSize }),
+      ...(maxRatio === undefined ? {} : { maxRatio }),
+    });
     emit(argv, r, (v) =>
       [...v.files.map((f) => `${f.name}`), `extracted ${v.files.length} entries to ${v.destDir}`].join('\n'),
     );
