@@ -88,8 +88,14 @@ export function loadPemKey(pem: string | Uint8Array, passphrase?: string | Uint8
     );
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
-    if (encrypted && /BAD_DECRYPT|DECRYPT|INTERRUPTED/.test(code)) {
-      throw new ConfigError('KEY_PASSPHRASE_WRONG', 'the passphrase does not decrypt the key');
+    // A wrong passphrase usually fails the CBC padding check (BAD_DECRYPT), but about 1 in 256 wrong keys
+    // yields valid padding and garbage that then fails to parse (ERR_OSSL_UNSUPPORTED): for an encrypted
+    // key both mean the passphrase does not open it.
+    if (encrypted) {
+      throw new ConfigError(
+        'KEY_PASSPHRASE_WRONG',
+        `the passphrase does not decrypt the key (${code || 'unknown error'})`,
+      );
     }
     throw new ConfigError('KEY_INVALID', `the private key does not parse (${code || 'unknown error'})`);
   }
@@ -133,4 +139,22 @@ export function publicKeyFrom(input: string | Uint8Array): KeyObject {
 /** SPKI DER of a certificate's public key (to compare with SigningKey.publicKeyDer). */
 export function certificateSpki(der: Uint8Array): Uint8Array {
   return new Uint8Array(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' }));
+}
+
+/** Signer (the certificate of `spki`) first, then its issuer, and so on; unrelated certs dropped. */
+export function orderChain(certs: Uint8Array[], spki: Uint8Array, from = 'the PKCS#12 file'): Uint8Array[] {
+  const parsed = certs.map((d) => ({ der: d, x: new X509Certificate(d) }));
+  const spkiBuf = Buffer.from(spki);
+  const leaf = parsed.find((c) => c.x.publicKey.export({ type: 'spki', format: 'der' }).equals(spkiBuf));
+  if (!leaf) throw new ConfigError('KEY_CERT_MISMATCH', `no certificate in ${from} matches its private key`);
+  const out = [leaf];
+  let cur = leaf;
+  while (out.length < parsed.length) {
+    if (cur.x.issuer === cur.x.subject) break;
+    const next = parsed.find((c) => !out.includes(c) && cur.x.checkIssued(c.x));
+    if (!next) break;
+    out.push(next);
+    cur = next;
+  }
+  return out.map((c) => c.der);
 }

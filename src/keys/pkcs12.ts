@@ -1,8 +1,10 @@
 import forge from 'node-forge';
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { createPrivateKey } from 'node:crypto';
 import { ConfigError } from '../errors.js';
 import { NodeRsaKey } from './node-rsa.js';
-import { MAX_CHAIN_CERTS } from './pem.js';
+import { MAX_CHAIN_CERTS, orderChain } from './pem.js';
+
+export { orderChain };
 
 /** PKCS#12 files bigger than this are not a key and its chain. */
 export const MAX_PKCS12_BYTES = 1 << 20;
@@ -57,24 +59,5 @@ export function loadPkcs12(der: Uint8Array, passphrase: string): { key: NodeRsaK
       `${certs.length} certificates in the PKCS#12 file (limit ${MAX_CHAIN_CERTS})`,
     );
   }
-  return { key, chainDer: orderChain(certs, key.publicKeyDer) };
-}
-
-/** Signer (the certificate of `spki`) first, then its issuer, and so on; unrelated certs dropped. */
-export function orderChain(certs: Uint8Array[], spki: Uint8Array): Uint8Array[] {
-  const parsed = certs.map((d) => ({ der: d, x: new X509Certificate(d) }));
-  const spkiBuf = Buffer.from(spki);
-  const leaf = parsed.find((c) => c.x.publicKey.export({ type: 'spki', format: 'der' }).equals(spkiBuf));
-  if (!leaf)
-    throw new ConfigError('KEY_CERT_MISMATCH', 'no certificate in the PKCS#12 file matches its private key');
-  const out = [leaf];
-  let cur = leaf;
-  while (out.length < parsed.length) {
-    if (cur.x.issuer === cur.x.subject) break;
-    const next = parsed.find((c) => !out.includes(c) && cur.x.checkIssued(c.x));
-    if (!next) break;
-    out.push(next);
-    cur = next;
-  }
-  return out.map((c) => c.der);
+  return { key, chainDer: orderChain(certs, key.publicKeyDer, 'the PKCS#12 file') };
 }
