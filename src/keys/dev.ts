@@ -50,6 +50,8 @@ mar.cert.pem / mar.cert.der          self-signed certificate of the MAR key (ver
 mar.pub.pem                          the MAR public key (openssl dgst -verify)
 tsa.cert.pem / tsa.key.pem           timestamp-authority certificate (critical EKU timeStamping) issued by the CA
 marsign.config.json                  a config with a "dev" profile using the files above
+softhsm/                             with --pkcs11: a SoftHSM2 token holding the code-signing and MAR keys
+                                     and certificates; "dev" then signs with it, "dev-files" with the files
 `;
 
 /**

@@ -174,4 +174,35 @@ describe('CLI with PKCS#11 keys (SoftHSM)', { skip: SOFTHSM_SKIP }, () => {
       'no output written',
     );
   });
+
+  test('keys dev --pkcs11: a token with the TEST-ONLY keys and a config that signs with it end to end', async () => {
+    const out = join(dir, 'devkeys');
+    const r = await runCli(['keys', 'dev', '--out', out, '--pkcs11', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as {
+      config: string;
+      caCert: string;
+      pkcs11: { softhsmConf: string; pinFile: string; pinEnv: string; authenticodeKeyUri: string };
+    };
+    const pin = readFileSync(doc.pkcs11.pinFile, 'utf8').trim();
+    assert.ok(pin.length >= 8);
+    assert.ok(!(r.stdout + r.stderr).includes(pin), 'the PIN is not printed');
+    assert.match(
+      readFileSync(doc.config, 'utf8'),
+      /"key": "pkcs11:token=marsign-dev-[0-9a-f]+;object=codesign"/,
+    );
+    const pe = join(dir, 'dev-in.exe');
+    writeFileSync(pe, buildPe({ arch: 'x64', kind: 'exe', name: 'keys-dev-p11' }));
+    const envs = { SOFTHSM2_CONF: doc.pkcs11.softhsmConf, [doc.pkcs11.pinEnv]: pin };
+    for (const profile of ['dev', 'dev-files']) {
+      const s = await runCli(
+        ['sign-pe', pe, '-o', join(dir, `dev-${profile}.exe`), '--profile', profile, '--config', doc.config],
+        { env: envs },
+      );
+      assert.equal(s.code, 0, s.stderr);
+    }
+    assert.ok(readFileSync(join(dir, 'dev-dev.exe')).equals(readFileSync(join(dir, 'dev-dev-files.exe'))));
+    const v = await runCli(['verify', join(dir, 'dev-dev.exe'), '--ca', doc.caCert]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+  });
 });
