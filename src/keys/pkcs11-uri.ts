@@ -9,6 +9,9 @@ import { ConfigError } from '../errors.js';
 
 export type Pkcs11UriErrorCode = 'PKCS11_URI_INVALID' | 'PKCS11_URI_PIN_INLINE';
 
+/** Environment variable that overrides the config's `pkcs11.module` (the PKCS#11 library path). */
+export const PKCS11_MODULE_ENV = 'MARSIGN_PKCS11_MODULE';
+
 /** A URI longer than this is not a key reference (the grammar has no limit; configs should). */
 export const MAX_PKCS11_URI_LENGTH = 2048;
 

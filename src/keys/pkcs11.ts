@@ -4,7 +4,7 @@ import { isMainThread, threadId } from 'node:worker_threads';
 import { CodedError, ConfigError, TransientError } from '../errors.js';
 import { digestInfo } from './node-rsa.js';
 import { MAX_CHAIN_CERTS, orderChain } from './pem.js';
-import { parsePkcs11Uri, type Pkcs11Uri } from './pkcs11-uri.js';
+import { PKCS11_MODULE_ENV, parsePkcs11Uri, type Pkcs11Uri } from './pkcs11-uri.js';
 import type { HashName, SigningKey } from './types.js';
 
 /**
@@ -57,8 +57,6 @@ function p11Error(
 
 /** A token or key this many objects deep is a misconfigured URI (we search, we do not enumerate). */
 export const MAX_FIND_OBJECTS = 64;
-/** Environment variable that overrides the config's `pkcs11.module`. */
-export const MODULE_ENV = 'MARSIGN_PKCS11_MODULE';
 
 // PKCS#11 2.40 constants (pkcs11t.h) used here; the binding's own copies are not typed.
 const CKF_OS_LOCKING_OK = 0x2;
@@ -616,7 +614,7 @@ export function keyUri(ref: string): Pkcs11Uri {
   if (uri.moduleName !== undefined)
     throw new ConfigError(
       'PKCS11_URI_INVALID',
-      `PKCS#11 URI ${uri.text}: module-name is not supported; set pkcs11.module in the config, $${MODULE_ENV}, or module-path`,
+      `PKCS#11 URI ${uri.text}: module-name is not supported; set pkcs11.module in the config, $${PKCS11_MODULE_ENV}, or module-path`,
     );
   return uri;
 }

@@ -2,7 +2,7 @@ import { isAbsolute, resolve } from 'node:path';
 import type { ConfigFile } from '../config/types.js';
 import type { Validator } from '../config/validate.js';
 import { ConfigError } from '../errors.js';
-import { isPkcs11Uri, parsePkcs11Uri } from './pkcs11-uri.js';
+import { PKCS11_MODULE_ENV, isPkcs11Uri, parsePkcs11Uri } from './pkcs11-uri.js';
 import type { TokenProbe } from './pkcs11.js';
 import type { SigningKey } from './types.js';
 
@@ -119,7 +119,7 @@ const pkcs12: KeyBackend = {
   },
 };
 
-export const PKCS11_MODULE_ENV = 'MARSIGN_PKCS11_MODULE';
+export { PKCS11_MODULE_ENV };
 
 /** The Cryptoki library for a URI: its module-path, else $MARSIGN_PKCS11_MODULE, else config pkcs11.module. */
 function pkcs11Module(value: string, ctx: KeyFileContext, field: string): string {
