@@ -4,9 +4,13 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError } from '../errors.js';
+import { ConfigError, type CodedErrorOptions } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { DevKeys } from './dev.js';
+
+function devTokenError(code: DevTokenErrorCode, message: string, options?: CodedErrorOptions): ConfigError {
+  return new ConfigError(code, message, options);
+}
 
 const run = promisify(execFile);
 
@@ -52,7 +56,7 @@ export interface DevToken {
 export async function setupDevToken(keys: DevKeys, options: DevTokenOptions = {}): Promise<DevToken> {
   const module = options.module ?? SOFTHSM_MODULES.find((p) => existsSync(p));
   if (!module || !existsSync(module))
-    throw new ConfigError(
+    throw devTokenError(
       'SOFTHSM_MISSING',
       `SoftHSM2's PKCS#11 module ${module ?? 'libsofthsm2.so'} was not found: apt-get install softhsm2 opensc (or pass --pkcs11-module)`,
     );
@@ -75,13 +79,13 @@ export async function setupDevToken(keys: DevKeys, options: DevTokenOptions = {}
     } catch (e) {
       const err = e as NodeJS.ErrnoException & { stderr?: string };
       if (err.code === 'ENOENT')
-        throw new ConfigError('SOFTHSM_MISSING', `${cmd} is not installed: apt-get install softhsm2 opensc`);
+        throw devTokenError('SOFTHSM_MISSING', `${cmd} is not installed: apt-get install softhsm2 opensc`);
       // The PINs are on the command line: never echo it, only the tool's own message.
       const msg =
         String(err.stderr ?? '')
           .split('\n')
           .find((l) => l.trim()) ?? 'failed';
-      throw new ConfigError(
+      throw devTokenError(
         'SOFTHSM_FAILED',
         `${cmd} ${args[0]}: ${msg.replaceAll(pin, '***').replaceAll(soPin, '***')}`,
       );

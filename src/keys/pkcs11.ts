@@ -403,8 +403,11 @@ function login(m: Module, s: Session, t: TokenTarget): void {
   }
 }
 
-/** Map a binding error to a typed one; the message names the URI (never a PIN) and the CKR name. */
-function classify(e: unknown, uri: string, op: string): CodedError {
+/**
+ * Map a binding error to a typed one; the message names the URI (never a PIN) and the CKR name.
+ * Exported for tests of the mapping (which codes are retried).
+ */
+export function classify(e: unknown, uri: string, op: string): CodedError {
   if (e instanceof CodedError) return e;
   const rv = ckr(e);
   const what = `${uri}: ${op} failed with ${ckrName(e)}`;

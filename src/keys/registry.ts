@@ -1,10 +1,18 @@
 import { isAbsolute, resolve } from 'node:path';
 import type { ConfigFile } from '../config/types.js';
 import type { Validator } from '../config/validate.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, type CodedErrorOptions } from '../errors.js';
 import { PKCS11_MODULE_ENV, isPkcs11Uri, parsePkcs11Uri } from './pkcs11-uri.js';
-import type { TokenProbe } from './pkcs11.js';
+import type { Pkcs11ErrorCode, TokenProbe } from './pkcs11.js';
 import type { SigningKey } from './types.js';
+
+function registryError(
+  code: KeyRegistryErrorCode | Pkcs11ErrorCode,
+  message: string,
+  options?: CodedErrorOptions,
+): ConfigError {
+  return new ConfigError(code, message, options);
+}
 
 /**
  * Key backends, looked up in one registry that drives config validation, the files-must-exist check
@@ -127,7 +135,7 @@ function pkcs11Module(value: string, ctx: KeyFileContext, field: string): string
   const env = process.env[PKCS11_MODULE_ENV];
   const p = uri.modulePath ?? (env ? env : undefined) ?? ctx.config.pkcs11?.module;
   if (p === undefined)
-    throw new ConfigError(
+    throw registryError(
       'PKCS11_MODULE_MISSING',
       `${field}: ${uri.text} needs a PKCS#11 module: set "pkcs11": { "module": "/path/to/lib.so" } in the config or $${PKCS11_MODULE_ENV}`,
       { details: { field } },
@@ -203,10 +211,7 @@ export const KEY_BACKENDS: readonly KeyBackend[] = [pkcs11, pkcs12, pem];
 export function backendFor(ref: Pick<KeyRef, 'slot' | 'value'>): KeyBackend {
   const b = KEY_BACKENDS.find((x) => x.recognises(ref));
   if (!b)
-    throw new ConfigError(
-      'KEY_BACKEND_UNKNOWN',
-      `no key backend takes a ${ref.slot} reference like this one`,
-    );
+    throw registryError('KEY_BACKEND_UNKNOWN', `no key backend takes a ${ref.slot} reference like this one`);
   return b;
 }
 
