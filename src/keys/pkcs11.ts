@@ -221,6 +221,8 @@ interface Module {
   sessions: Map<string, Session>;
   /** Serialises signing in this thread (SignInit+Sign pairs must not interleave on a session). */
   tail: Promise<unknown>;
+  /** URI → slot key it matched (cleared with the slot's session). */
+  slotOf: Map<string, string>;
 }
 interface Session {
   handle: Handle;
@@ -250,7 +252,7 @@ function moduleFor(path: string, uri: string): Module {
     if (ckr(e) !== CKR.CRYPTOKI_ALREADY_INITIALIZED)
       throw p11Error('PKCS11_MODULE_LOAD_FAILED', `${uri}: C_Initialize failed with ${ckrName(e)}`, uri);
   }
-  m = { path, lib, sessions: new Map(), tail: Promise.resolve() };
+  m = { path, lib, sessions: new Map(), tail: Promise.resolve(), slotOf: new Map() };
   modules.set(path, m);
   return m;
 }
@@ -350,8 +352,15 @@ export interface TokenTarget {
  */
 function session(t: TokenTarget): { m: Module; s: Session } {
   const m = moduleFor(t.module, t.uri.text);
+  // The slot a URI resolved to is remembered until its session is dropped: no slot scan per signature.
+  const known = m.slotOf.get(t.uri.text);
+  if (known) {
+    const s = m.sessions.get(known);
+    if (s) return { m, s };
+  }
   const slot = findSlot(m, t.uri);
   const k = slotKey(slot);
+  m.slotOf.set(t.uri.text, k);
   let s = m.sessions.get(k);
   if (s) return { m, s };
   let handle: Handle;
@@ -423,7 +432,9 @@ export function classify(e: unknown, uri: string, op: string): CodedError {
 }
 
 function dropSession(m: Module, s: Session): void {
-  m.sessions.delete(slotKey(s.slot));
+  const k = slotKey(s.slot);
+  m.sessions.delete(k);
+  for (const [uri, slot] of m.slotOf) if (slot === k) m.slotOf.delete(uri);
   try {
     m.lib.C_CloseSession(s.handle);
   } catch {
