@@ -5,9 +5,17 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { defaultCacheDir, loadOrCreateSecret, readSecretFile } from '../../cache/defaults.js';
 import { MIN_SECRET_BYTES } from '../../cache/fs-store.js';
 import { CodedError, ConfigError } from '../errors.js';
-// pem.js directly, not the keys/ barrel: the barrel pulls in node-forge (PKCS#12, dev keys), which only
-// a pkcs12 profile needs and which is loaded on use below.
-import { certificateSpki, loadPemKey, pemCertificates } from '../keys/pem.js';
+// pem.js and registry.js directly, not the keys/ barrel: the barrel pulls in node-forge (PKCS#12, dev
+// keys), which only a pkcs12 profile needs; backends load their heavy parts on use.
+import { certificateSpki, pemCertificates } from '../keys/pem.js';
+import {
+  keyFiles,
+  keyRefs,
+  loadKeyRef,
+  probeKeySection,
+  type KeyLoadContext,
+  type KeyProbeResult,
+} from '../keys/registry.js';
 import type { SigningKey } from '../keys/types.js';
 import type { AuthenticodeOptions } from '../signing/types.js';
 import {
@@ -97,13 +105,22 @@ function checkReferencedFiles(file: ConfigFile, dir: string, cfgPath: string): v
       });
   };
   for (const [name, p] of Object.entries(file.profiles)) {
-    const a = p.authenticode;
-    if (a) {
-      need(`profiles.${name}.authenticode.certChain`, a.certChain);
-      need(`profiles.${name}.authenticode.key`, a.key);
-      need(`profiles.${name}.authenticode.pkcs12`, a.pkcs12);
+    const base = `profiles.${name}`;
+    if (p.authenticode) need(`${base}.authenticode.certChain`, p.authenticode.certChain);
+    // Key files (PEM, PKCS#12, a PKCS#11 module and pin-source): the registry says which.
+    for (const section of ['authenticode', 'mar'] as const) {
+      const raw = p[section] as Record<string, unknown> | undefined;
+      if (!raw) continue;
+      let files;
+      try {
+        files = keyFiles(section, raw, base, { config: file, configDir: dir });
+      } catch (e) {
+        if (e instanceof ConfigError)
+          throw new ConfigError(e.code, `${cfgPath}: ${e.message}`, { details: e.details });
+        throw e;
+      }
+      for (const f of files) need(f.field, f.path);
     }
-    p.mar?.keys.forEach((k, i) => need(`profiles.${name}.mar.keys[${i}]`, k));
   }
 }
 
@@ -198,7 +215,8 @@ async function inField<T>(where: string, fn: () => T | Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
-    if (e instanceof ConfigError && !e.message.startsWith(where)) {
+    // Already prefixed by a nested `at(...)` (a backend's secret): keep that, more precise, field.
+    if (e instanceof ConfigError && !e.message.startsWith(where) && !e.message.startsWith('profile "')) {
       throw new ConfigError(e.code, `${where}: ${e.message}`, { details: { ...e.details, field: where } });
     }
     throw e;
@@ -232,35 +250,29 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
 
   if (pf.authenticode) {
     const a = pf.authenticode;
-    const passphrase = await inField(at('authenticode.passphrase'), () =>
-      resolveSecret(
-        { env: a.passphraseEnv, file: a.passphraseFile },
-        at(a.passphraseEnv ? 'authenticode.passphraseEnv' : 'authenticode.passphraseFile'),
-        dir,
-      ),
+    const ref = keyRefs('authenticode', a as Record<string, unknown>)[0];
+    if (!ref) throw new ConfigError('CONFIG_INVALID', `${at('authenticode')}: no key or pkcs12`);
+    const loaded = await inField(at(ref.field), () =>
+      loadKeyRef(ref, keyContext(config, a as Record<string, unknown>, at, a.certChain === undefined)),
     );
-    let key: SigningKey;
+    const key = loaded.key;
     let chainDer: Uint8Array[];
-    if (a.pkcs12) {
-      const p = resolvePath(dir, a.pkcs12);
-      const der = await readLimited(p, at('authenticode.pkcs12'));
-      const { loadPkcs12 } = await import('../keys/pkcs12.js');
-      ({ key, chainDer } = await inField(at('authenticode.pkcs12'), () => loadPkcs12(der, passphrase ?? '')));
-    } else {
-      const kp = resolvePath(dir, a.key as string);
-      const pem = await readLimited(kp, at('authenticode.key'));
-      key = await inField(at('authenticode.key'), () => loadPemKey(pem, passphrase));
-      const cp = resolvePath(dir, a.certChain as string);
+    let chainFrom = 'authenticode.certChain';
+    if (a.certChain !== undefined) {
+      const cp = resolvePath(dir, a.certChain);
       const chainPem = await readLimited(cp, at('authenticode.certChain'));
       chainDer = await inField(at('authenticode.certChain'), () => pemCertificates(chainPem));
+    } else {
+      chainDer = loaded.chainDer ?? [];
+      chainFrom = loaded.chainFrom ?? ref.field;
     }
     const leaf = chainDer[0];
     if (!leaf) throw new ConfigError('CERT_INVALID', `${at('authenticode.certChain')}: no certificate`);
     if (!Buffer.from(certificateSpki(leaf)).equals(Buffer.from(key.publicKeyDer))) {
       throw new ConfigError(
         'KEY_CERT_MISMATCH',
-        `${at(a.pkcs12 ? 'authenticode.pkcs12' : 'authenticode.key')}: the private key does not match the first certificate of ${a.pkcs12 ? 'the PKCS#12 file' : 'authenticode.certChain'} (${new X509Certificate(leaf).subject.replace(/\n/g, ', ')})`,
-        { details: { field: a.pkcs12 ? 'authenticode.pkcs12' : 'authenticode.key' } },
+        `${at(ref.field)}: the private key does not match the first certificate of ${chainFrom} (${new X509Certificate(leaf).subject.replace(/\n/g, ', ')})`,
+        { details: { field: ref.field } },
       );
     }
     const eku = new X509Certificate(leaf).keyUsage;
@@ -280,18 +292,11 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
 
   if (pf.mar) {
     const m = pf.mar;
-    const passphrase = await inField(at('mar.passphrase'), () =>
-      resolveSecret(
-        { env: m.passphraseEnv, file: m.passphraseFile },
-        at(m.passphraseEnv ? 'mar.passphraseEnv' : 'mar.passphraseFile'),
-        dir,
-      ),
-    );
     const keys: SigningKey[] = [];
-    for (const [i, k] of m.keys.entries()) {
-      const field = `mar.keys[${i}]`;
-      const pem = await readLimited(resolvePath(dir, k), at(field));
-      const key = await inField(at(field), () => loadPemKey(pem, passphrase));
+    const ctx = keyContext(config, m as unknown as Record<string, unknown>, at, false);
+    for (const ref of keyRefs('mar', m as unknown as Record<string, unknown>)) {
+      const field = ref.field;
+      const { key } = await inField(at(field), () => loadKeyRef(ref, ctx));
       if (key.bits / 8 > MAX_MAR_SIGNATURE_BYTES) {
         throw new ConfigError(
           'KEY_UNSUPPORTED',
@@ -304,6 +309,39 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
   }
   profile.fingerprint = profileFingerprint(profile);
   return profile;
+}
+
+/** What a key backend needs from the config: secrets and files resolved against the config's directory. */
+function keyContext(
+  config: LoadedConfig,
+  section: Record<string, unknown>,
+  at: (field: string) => string,
+  wantChain: boolean,
+): KeyLoadContext {
+  return {
+    config: config.file,
+    configDir: config.dir,
+    section,
+    wantChain,
+    secret: (ref, field) => resolveSecretSync(ref, at(field), config.dir),
+    readFile: (path, field) => readLimited(path, at(field)),
+  };
+}
+
+/**
+ * Health of a profile's keys held in devices (PKCS#11 tokens): reachable, logged in, key present.
+ * File keys are not listed. Signs nothing; never throws (errors are in the results).
+ */
+export async function probeProfileKeys(config: LoadedConfig, name: string): Promise<KeyProbeResult[]> {
+  const pf = Object.hasOwn(config.file.profiles, name) ? config.file.profiles[name] : undefined;
+  if (!pf) return [];
+  const at = (field: string): string => `profile "${name}": ${field}`;
+  const out: KeyProbeResult[] = [];
+  for (const section of ['authenticode', 'mar'] as const) {
+    const raw = pf[section] as Record<string, unknown> | undefined;
+    if (raw) out.push(...(await probeKeySection(section, keyContext(config, raw, at, false))));
+  }
+  return out;
 }
 
 function definedOnly(p: PolicyFile | undefined): PolicyFile {

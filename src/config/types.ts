@@ -32,6 +32,8 @@ export interface ConfigFile {
   };
   /** Decoding bounds for the entries this config signs (codec bombs; docs/OPERATIONS.md "Limits"). */
   limits?: LimitsFile;
+  /** PKCS#11 (src/keys/pkcs11.ts): the Cryptoki library for `pkcs11:` key URIs ($MARSIGN_PKCS11_MODULE overrides). */
+  pkcs11?: { module?: string };
   profiles: Record<string, ProfileFile>;
 }
 
@@ -54,12 +56,18 @@ export interface ProfileFile {
   authenticode?: {
     /** PEM file: signer certificate first, then intermediates. */
     certChain?: string;
-    /** PEM private key (PKCS#1/PKCS#8, optionally encrypted). */
+    /**
+     * PEM private key (PKCS#1/PKCS#8, optionally encrypted), or an RFC 7512 `pkcs11:` URI of a key in a
+     * token (then certChain is optional: the token's certificate for the key is used).
+     */
     key?: string;
     /** PKCS#12 file holding key and chain (instead of certChain + key). */
     pkcs12?: string;
     passphraseEnv?: string;
     passphraseFile?: string;
+    /** User PIN of the token of a `pkcs11:` key (or the URI's pin-source). */
+    pinEnv?: string;
+    pinFile?: string;
     digest?: 'sha256' | 'sha1';
     programName?: string;
     programUrl?: string;
@@ -67,10 +75,12 @@ export interface ProfileFile {
     timestamp?: TimestampOptions;
   };
   mar?: {
-    /** One PEM private key per MAR signature, in signature order. */
+    /** One key per MAR signature, in signature order: a PEM file or a `pkcs11:` URI. */
     keys: string[];
     passphraseEnv?: string;
     passphraseFile?: string;
+    pinEnv?: string;
+    pinFile?: string;
     /** sha384 = algorithm id 2 (default), sha1 = id 1 (legacy). */
     algorithm?: 'sha384' | 'sha1';
   };

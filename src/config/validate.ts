@@ -1,4 +1,10 @@
 import { ConfigError } from '../errors.js';
+import {
+  backendSectionFields,
+  backendTopFields,
+  validateKeySection,
+  validateKeyTop,
+} from '../keys/registry.js';
 import type { ConfigFile, PolicyFile, ProfileFile } from './types.js';
 
 /** Bounds of `limits.*`: an entry cap up to 2 GiB (the WASM heap limit), a ratio of 10..10^6. */
@@ -25,6 +31,11 @@ export class Validator {
 
   fail(path: string, rule: string): never {
     throw new ConfigError('CONFIG_INVALID', `${this.file}: ${path} ${rule}`, { details: { field: path } });
+  }
+
+  /** Like fail, with a backend's own code (`PKCS11_URI_INVALID`). */
+  failWith(code: string, path: string, rule: string): never {
+    throw new ConfigError(code, `${this.file}: ${path}: ${rule}`, { details: { field: path } });
   }
 
   describe(v: unknown): string {
@@ -129,7 +140,8 @@ export class Validator {
 
 export function validateConfig(raw: unknown, file: string): ConfigFile {
   const v = new Validator(file);
-  const top = v.object(raw, '', ['cache', 'redis', 'server', 'limits', 'profiles']);
+  const top = v.object(raw, '', ['cache', 'redis', 'server', 'limits', 'profiles', ...backendTopFields()]);
+  validateKeyTop(v, top);
   if (top.cache !== undefined) {
     const c = v.object(top.cache, 'cache', ['dir', 'hmacSecretEnv', 'hmacSecretFile', 'outputs']);
     v.string(c, 'dir', 'cache');
@@ -184,8 +196,7 @@ function validateProfile(v: Validator, raw: unknown, path: string): ProfileFile 
       'certChain',
       'key',
       'pkcs12',
-      'passphraseEnv',
-      'passphraseFile',
+      ...backendSectionFields(),
       'digest',
       'programName',
       'programUrl',
@@ -195,14 +206,14 @@ function validateProfile(v: Validator, raw: unknown, path: string): ProfileFile 
     v.string(a, 'certChain', ap);
     v.string(a, 'key', ap);
     v.string(a, 'pkcs12', ap);
-    if (a.pkcs12 !== undefined) {
-      if (a.key !== undefined || a.certChain !== undefined)
-        v.fail(`${ap}.pkcs12`, 'excludes certChain and key: give either pkcs12 or certChain + key');
-    } else {
+    if (a.pkcs12 !== undefined && a.key !== undefined)
+      v.fail(`${ap}.pkcs12`, 'excludes certChain and key: give either pkcs12 or certChain + key');
+    if (a.pkcs12 === undefined && a.key === undefined) {
       if (a.certChain === undefined) v.fail(`${ap}.certChain`, 'is required (or give pkcs12)');
-      if (a.key === undefined) v.fail(`${ap}.key`, 'is required (or give pkcs12)');
+      v.fail(`${ap}.key`, 'is required (or give pkcs12)');
     }
-    v.secretRef(a, 'passphrase', ap);
+    // The key's backend (src/keys/registry.ts): its own rules, its secrets, whether it needs certChain.
+    validateKeySection(v, 'authenticode', a, ap);
     v.enumOf(a, 'digest', ap, ['sha256', 'sha1'] as const);
     v.string(a, 'programName', ap);
     const url = v.string(a, 'programUrl', ap);
@@ -224,9 +235,9 @@ function validateProfile(v: Validator, raw: unknown, path: string): ProfileFile 
   }
   if (p.mar !== undefined) {
     const mp = `${path}.mar`;
-    const m = v.object(p.mar, mp, ['keys', 'passphraseEnv', 'passphraseFile', 'algorithm']);
+    const m = v.object(p.mar, mp, ['keys', ...backendSectionFields(), 'algorithm']);
     v.stringArray(m, 'keys', mp, { required: true, min: 1, max: MAX_MAR_KEYS });
-    v.secretRef(m, 'passphrase', mp);
+    validateKeySection(v, 'mar', m, mp);
     v.enumOf(m, 'algorithm', mp, ['sha384', 'sha1'] as const);
   }
   if (p.policy !== undefined) validatePolicy(v, p.policy, `${path}.policy`);

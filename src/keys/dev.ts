@@ -9,6 +9,12 @@ import { writeFileAtomic } from '../io/atomic.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
+export type DevKeysErrorCode = 'BAD_KEY_SIZE' | 'DEV_KEYS_EXIST';
+
+function devError(code: DevKeysErrorCode, message: string): UsageError {
+  return new UsageError(code, message);
+}
+
 export interface DevKeysOptions {
   /** RSA size of the CA, code-signing and TSA keys (default 2048: fast for tests). */
   bits?: number;
@@ -50,6 +56,8 @@ mar.cert.pem / mar.cert.der          self-signed certificate of the MAR key (ver
 mar.pub.pem                          the MAR public key (openssl dgst -verify)
 tsa.cert.pem / tsa.key.pem           timestamp-authority certificate (critical EKU timeStamping) issued by the CA
 marsign.config.json                  a config with a "dev" profile using the files above
+softhsm/                             with --pkcs11: a SoftHSM2 token holding the code-signing and MAR keys
+                                     and certificates; "dev" then signs with it, "dev-files" with the files
 `;
 
 /**
@@ -66,7 +74,7 @@ export async function generateDevKeys(outDir: string, options: DevKeysOptions = 
     ['marKeyBits', marBits],
   ] as const) {
     if (!Number.isInteger(b) || b < 2048 || b > 16384 || b % 8 !== 0) {
-      throw new UsageError('BAD_KEY_SIZE', `${name} must be a multiple of 8 in [2048, 16384], got ${b}`);
+      throw devError('BAD_KEY_SIZE', `${name} must be a multiple of 8 in [2048, 16384], got ${b}`);
     }
   }
   const days = options.days ?? 3650;
@@ -89,7 +97,7 @@ export async function generateDevKeys(outDir: string, options: DevKeysOptions = 
     readme: f('README.TEST-ONLY.txt'),
   };
   if (!options.force && existsSync(out.config)) {
-    throw new UsageError('DEV_KEYS_EXIST', `${out.config} exists; pass --force to overwrite the test keys`);
+    throw devError('DEV_KEYS_EXIST', `${out.config} exists; pass --force to overwrite the test keys`);
   }
   await mkdir(dir, { recursive: true });
 

@@ -1,6 +1,13 @@
 import { constants, createHash, createPublicKey, privateEncrypt, type KeyObject } from 'node:crypto';
-import { ConfigError } from '../errors.js';
+import { ConfigError, type CodedErrorOptions } from '../errors.js';
 import type { HashName, SigningKey } from './types.js';
+
+export type NodeRsaErrorCode =
+  'KEY_INVALID' | 'KEY_NOT_PRIVATE' | 'KEY_UNSUPPORTED' | 'KEY_UNSUPPORTED_HASH' | 'KEY_BAD_DIGEST_LENGTH';
+
+function rsaError(code: NodeRsaErrorCode, message: string, options?: CodedErrorOptions): ConfigError {
+  return new ConfigError(code, message, options);
+}
 
 /**
  * DER DigestInfo prefixes (RFC 8017 §9.2 note 1): PKCS#1 v1.5 signs DigestInfo(hashAlg, digest),
@@ -16,12 +23,9 @@ const DIGEST_INFO: Record<HashName, { prefix: Buffer; length: number }> = {
 /** The DER DigestInfo for `digest` (what PKCS#1 v1.5 pads and signs). */
 export function digestInfo(hash: HashName, digest: Uint8Array): Buffer {
   const d = DIGEST_INFO[hash];
-  if (!d) throw new ConfigError('KEY_UNSUPPORTED_HASH', `unsupported hash ${String(hash)}`);
+  if (!d) throw rsaError('KEY_UNSUPPORTED_HASH', `unsupported hash ${String(hash)}`);
   if (digest.length !== d.length) {
-    throw new ConfigError(
-      'KEY_BAD_DIGEST_LENGTH',
-      `a ${hash} digest is ${d.length} bytes, got ${digest.length}`,
-    );
+    throw rsaError('KEY_BAD_DIGEST_LENGTH', `a ${hash} digest is ${d.length} bytes, got ${digest.length}`);
   }
   return Buffer.concat([d.prefix, digest]);
 }
@@ -39,17 +43,17 @@ export class NodeRsaKey implements SigningKey {
 
   constructor(privateKey: KeyObject) {
     if (privateKey.type !== 'private') {
-      throw new ConfigError('KEY_NOT_PRIVATE', `expected a private key, got a ${privateKey.type} key`);
+      throw rsaError('KEY_NOT_PRIVATE', `expected a private key, got a ${privateKey.type} key`);
     }
     if (privateKey.asymmetricKeyType !== 'rsa') {
-      throw new ConfigError(
+      throw rsaError(
         'KEY_UNSUPPORTED',
         `only RSA keys are supported, got ${String(privateKey.asymmetricKeyType)}`,
       );
     }
     this.#key = privateKey;
     const bits = privateKey.asymmetricKeyDetails?.modulusLength;
-    if (!bits) throw new ConfigError('KEY_INVALID', 'RSA key without a modulus length');
+    if (!bits) throw rsaError('KEY_INVALID', 'RSA key without a modulus length');
     this.bits = bits;
     const spki = createPublicKeyDer(privateKey);
     this.publicKeyDer = new Uint8Array(spki);

@@ -1,8 +1,16 @@
 import forge from 'node-forge';
-import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { ConfigError } from '../errors.js';
+import { createPrivateKey } from 'node:crypto';
+import { ConfigError, type CodedErrorOptions } from '../errors.js';
 import { NodeRsaKey } from './node-rsa.js';
-import { MAX_CHAIN_CERTS } from './pem.js';
+import { MAX_CHAIN_CERTS, orderChain } from './pem.js';
+
+export type Pkcs12ErrorCode = 'PKCS12_INVALID' | 'KEY_PASSPHRASE_WRONG';
+
+function pkcs12Error(code: Pkcs12ErrorCode, message: string, options?: CodedErrorOptions): ConfigError {
+  return new ConfigError(code, message, options);
+}
+
+export { orderChain };
 
 /** PKCS#12 files bigger than this are not a key and its chain. */
 export const MAX_PKCS12_BYTES = 1 << 20;
@@ -14,10 +22,7 @@ export const MAX_PKCS12_BYTES = 1 << 20;
  */
 export function loadPkcs12(der: Uint8Array, passphrase: string): { key: NodeRsaKey; chainDer: Uint8Array[] } {
   if (der.length > MAX_PKCS12_BYTES) {
-    throw new ConfigError(
-      'PKCS12_INVALID',
-      `PKCS#12 file is ${der.length} bytes (limit ${MAX_PKCS12_BYTES})`,
-    );
+    throw pkcs12Error('PKCS12_INVALID', `PKCS#12 file is ${der.length} bytes (limit ${MAX_PKCS12_BYTES})`);
   }
   let p12: forge.pkcs12.Pkcs12Pfx;
   try {
@@ -26,9 +31,9 @@ export function loadPkcs12(der: Uint8Array, passphrase: string): { key: NodeRsaK
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     if (/MAC could not be verified|Invalid password|decrypt/i.test(msg)) {
-      throw new ConfigError('KEY_PASSPHRASE_WRONG', 'the passphrase does not open the PKCS#12 file');
+      throw pkcs12Error('KEY_PASSPHRASE_WRONG', 'the passphrase does not open the PKCS#12 file');
     }
-    throw new ConfigError('PKCS12_INVALID', 'the PKCS#12 file does not parse (DER PFX expected)');
+    throw pkcs12Error('PKCS12_INVALID', 'the PKCS#12 file does not parse (DER PFX expected)');
   }
   const keyBags = [
     ...(p12.getBags({ bagType: forge.pki.oids.pkcs8ShroudedKeyBag! })[forge.pki.oids.pkcs8ShroudedKeyBag!] ??
@@ -37,10 +42,7 @@ export function loadPkcs12(der: Uint8Array, passphrase: string): { key: NodeRsaK
   ];
   const keys = keyBags.flatMap((b) => (b.key ? [b.key] : []));
   if (keys.length !== 1) {
-    throw new ConfigError(
-      'PKCS12_INVALID',
-      `expected 1 private key in the PKCS#12 file, found ${keys.length}`,
-    );
+    throw pkcs12Error('PKCS12_INVALID', `expected 1 private key in the PKCS#12 file, found ${keys.length}`);
   }
   const key = new NodeRsaKey(
     createPrivateKey({ key: forge.pki.privateKeyToPem(keys[0] as forge.pki.rsa.PrivateKey), format: 'pem' }),
@@ -52,29 +54,10 @@ export function loadPkcs12(der: Uint8Array, passphrase: string): { key: NodeRsaK
     certs.push(new Uint8Array(Buffer.from(d, 'binary')));
   }
   if (certs.length > MAX_CHAIN_CERTS) {
-    throw new ConfigError(
+    throw pkcs12Error(
       'PKCS12_INVALID',
       `${certs.length} certificates in the PKCS#12 file (limit ${MAX_CHAIN_CERTS})`,
     );
   }
-  return { key, chainDer: orderChain(certs, key.publicKeyDer) };
-}
-
-/** Signer (the certificate of `spki`) first, then its issuer, and so on; unrelated certs dropped. */
-export function orderChain(certs: Uint8Array[], spki: Uint8Array): Uint8Array[] {
-  const parsed = certs.map((d) => ({ der: d, x: new X509Certificate(d) }));
-  const spkiBuf = Buffer.from(spki);
-  const leaf = parsed.find((c) => c.x.publicKey.export({ type: 'spki', format: 'der' }).equals(spkiBuf));
-  if (!leaf)
-    throw new ConfigError('KEY_CERT_MISMATCH', 'no certificate in the PKCS#12 file matches its private key');
-  const out = [leaf];
-  let cur = leaf;
-  while (out.length < parsed.length) {
-    if (cur.x.issuer === cur.x.subject) break;
-    const next = parsed.find((c) => !out.includes(c) && cur.x.checkIssued(c.x));
-    if (!next) break;
-    out.push(next);
-    cur = next;
-  }
-  return out.map((c) => c.der);
+  return { key, chainDer: orderChain(certs, key.publicKeyDer, 'the PKCS#12 file') };
 }

@@ -16,6 +16,22 @@ export interface CanaryResult {
   ms: number;
   at: string;
   error?: PlainError;
+  /** The profile's keys held in devices (PKCS#11 tokens), probed without signing; absent for file keys. */
+  tokens?: TokenHealth[];
+}
+
+/** One device-held key as the worker's main thread sees it (src/keys/pkcs11.ts `probeToken`). */
+export interface TokenHealth {
+  /** Profile field: `authenticode.key`, `mar.keys[0]`. */
+  field: string;
+  /** The key's URI without secrets. */
+  uri: string;
+  reachable: boolean;
+  loggedIn: boolean;
+  keyPresent: boolean;
+  /** Sessions this process has open on the token, and the token's limit (0: none reported). */
+  sessions?: { open: number; max: number };
+  error?: { code: string; message: string };
 }
 
 export interface WorkerSnapshot {

@@ -106,6 +106,8 @@ export async function heartbeat(opts: {
       };
     }
     checks[`canary:${profile}`] = result;
+    const tokens = tokenCheck(results.map((x) => ({ worker: x.worker, tokens: x.r.tokens })));
+    if (tokens) checks[`token:${profile}`] = tokens;
   }
   const values = Object.values(checks);
   const status: CheckStatus = values.some((c) => c.status === 'failed' && c.fatal)
@@ -114,4 +116,25 @@ export async function heartbeat(opts: {
       ? 'warning'
       : 'ok';
   return { status, checks };
+}
+
+/**
+ * `token:<profile>` from the workers' canary snapshots, for profiles with keys in PKCS#11 tokens: ok when
+ * every worker reaches its tokens, is logged in and finds the keys; warning when some workers do not;
+ * failed (fatal) when none does. Undefined for profiles with file keys only.
+ */
+function tokenCheck(
+  reports: { worker: string; tokens: WorkerSnapshot['canary'][string]['tokens'] }[],
+): CheckResult | undefined {
+  const withTokens = reports.filter((r) => r.tokens && r.tokens.length > 0);
+  if (withTokens.length === 0) return undefined;
+  const healthy = (r: (typeof withTokens)[number]): boolean =>
+    r.tokens!.every((t) => t.reachable && t.loggedIn && t.keyPresent);
+  const good = withTokens.filter(healthy).length;
+  return {
+    status: good === withTokens.length ? 'ok' : good > 0 ? 'warning' : 'failed',
+    fatal: true,
+    ms: 0,
+    detail: withTokens.map((r) => ({ worker: r.worker, tokens: r.tokens })),
+  };
 }

@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
+import { probeProfileKeys } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
 import { UsageError, toPlainError, type PlainError } from '../errors.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
@@ -276,6 +277,13 @@ export class WorkerService {
         .catch((err: unknown) => ({ ok: false, ms: 0, error: toPlainError(err) }));
       const c: CanaryResult = { ok: r.ok, ms: Math.round(r.ms), at: new Date().toISOString() };
       if (r.error) c.error = r.error;
+      // Keys in tokens: reachable, logged in, key present (a probe; nothing is signed).
+      const tokens = await probeProfileKeys(this.options.config, profile).catch(() => []);
+      if (tokens.length > 0) {
+        c.tokens = tokens;
+        const bad = tokens.filter((t) => !t.reachable || !t.loggedIn || !t.keyPresent);
+        if (bad.length) this.log.error({ profile, tokens: bad }, 'token check failed');
+      }
       this.canary[profile] = c;
       if (!r.ok) this.log.error({ profile, error: r.error }, 'canary failed');
     }

@@ -6,6 +6,9 @@ interface DevArgs {
   bits: number;
   'mar-key-bits': number;
   force: boolean;
+  pkcs11: boolean;
+  'token-dir'?: string;
+  'pkcs11-module'?: string;
   json?: boolean;
 }
 
@@ -31,6 +34,20 @@ const dev: CommandModule<object, DevArgs> = {
         describe: 'RSA size of the MAR key (4096 like Mozilla)',
       })
       .option('force', { type: 'boolean', default: false, describe: 'Overwrite an existing set' })
+      .option('pkcs11', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Also import the keys into a fresh SoftHSM2 token and make profile "dev" use them (pkcs11: URIs)',
+      })
+      .option('token-dir', {
+        type: 'string',
+        describe: 'SoftHSM2 token directory for --pkcs11 (default OUT/softhsm)',
+      })
+      .option('pkcs11-module', {
+        type: 'string',
+        describe: 'PKCS#11 module for --pkcs11 (default: SoftHSM2 libsofthsm2.so)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' }),
   handler: handler<DevArgs>(async (argv) => {
     // node-forge (certificate building) is loaded here, never at start-up.
@@ -40,13 +57,34 @@ const dev: CommandModule<object, DevArgs> = {
       marKeyBits: argv['mar-key-bits'],
       force: argv.force,
     });
-    emit(argv, { ok: true, testOnly: true, ...r }, (v) =>
+    if (!argv.pkcs11) {
+      emit(argv, { ok: true, testOnly: true, ...r }, (v) =>
+        [
+          `TEST-ONLY keys written to ${v.dir} (never trust them for anything real)`,
+          `  config      ${v.config} (profile "dev")`,
+          `  CA          ${v.caCert}   (verify --ca)`,
+          `  MAR cert    ${v.marCert}   (verify --mar-cert)`,
+          `  TSA cert    ${v.tsaCert}`,
+          `try: marsign sign-pe IN.exe -o OUT.exe --profile dev --config ${v.config}`,
+        ].join('\n'),
+      );
+      return;
+    }
+    const { setupDevToken } = await import('../../keys/dev-token.js');
+    const t = await setupDevToken(r, {
+      ...(argv['token-dir'] ? { tokenDir: argv['token-dir'] } : {}),
+      ...(argv['pkcs11-module'] ? { module: argv['pkcs11-module'] } : {}),
+    });
+    emit(argv, { ok: true, testOnly: true, ...r, pkcs11: t }, (v) =>
       [
-        `TEST-ONLY keys written to ${v.dir} (never trust them for anything real)`,
-        `  config      ${v.config} (profile "dev")`,
+        `TEST-ONLY keys written to ${v.dir} and imported into SoftHSM2 token "${t.token}"`,
+        `  config      ${v.config} (profile "dev": token keys; "dev-files": the same keys as files)`,
+        `  token dir   ${t.tokenDir}`,
+        `  key URIs    ${t.authenticodeKeyUri}  ${t.marKeyUri}`,
         `  CA          ${v.caCert}   (verify --ca)`,
         `  MAR cert    ${v.marCert}   (verify --mar-cert)`,
-        `  TSA cert    ${v.tsaCert}`,
+        `export SOFTHSM2_CONF=${t.softhsmConf}`,
+        `export ${t.pinEnv}="$(cat ${t.pinFile})"`,
         `try: marsign sign-pe IN.exe -o OUT.exe --profile dev --config ${v.config}`,
       ].join('\n'),
     );
