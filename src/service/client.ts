@@ -1,5 +1,6 @@
 /** What `enqueue` and `status` share: config → Redis settings → the release queue, failing fast. */
 import { readFile, stat } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { LoadedConfig } from '../config/types.js';
 import { UsageError } from '../errors.js';
@@ -9,6 +10,21 @@ import { checkMarFile, configuredRoots, validateManifest } from '../queue/manife
 import type { ReleaseManifest, ReleaseStatus } from '../queue/types.js';
 
 export const MAX_MANIFEST_BYTES = 1024 * 1024;
+
+/**
+ * Who `marsign enqueue` records as the submitter: `cli:<user>` (the OS user). The CLI talks to Redis
+ * directly, and Redis access is admin access: no client scope applies to it.
+ */
+export function cliSubmitter(): string {
+  let user: string | undefined;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = process.env.USER ?? process.env.LOGNAME;
+  }
+  const clean = (user ?? '').replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64);
+  return `cli:${clean || `uid-${process.getuid?.() ?? 'unknown'}`}`;
+}
 
 export async function openQueue(config: LoadedConfig): Promise<BullReleaseQueue> {
   const settings = redisSettings(config);
