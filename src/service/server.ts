@@ -225,6 +225,9 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
       baseDir: roots[0]!,
       checkMar: checkMarFile,
     });
+    // Again on the validated manifest, whatever form the request took: never queue outside the scope.
+    const late = profileDenied(client, manifest);
+    if (late) return reply.code(403).send(late);
     const r = await withTimeout(queue.submit(manifest, { client: client.name }), 'submit');
     if (!r.created && r.client !== client.name && !client.has('read:all')) {
       // Another client's release: its id is taken (ids are global), nothing else about it is told.

@@ -324,7 +324,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     const waited = await runCli(['enqueue', manifest, '-c', cfg, '--wait']);
     assert.equal(waited.code, 2, waited.stderr);
     assert.match(waited.stderr, /already exists/);
-    assert.match(waited.stdout, /release corrupt-1 \(profile bad, by cli:[^)]+\): failed/);
+    assert.match(waited.stdout, /release corrupt-1 \(profile bad, by default\): failed/);
     const watched = await runCli(['status', 'corrupt-1', '-c', cfg, '--watch', '--interval', '100']);
     assert.equal(watched.code, 0, watched.stderr);
     assert.match(watched.stdout, /: failed/);
