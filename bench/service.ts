@@ -155,7 +155,7 @@ async function main(): Promise<void> {
         const cpuOf = () => procs.reduce((a, p) => a + procCpu(p.proc.pid!), 0);
         const c0 = cpuOf();
         const t = performance.now();
-        await queue.submit(manifest);
+        await queue.submit(manifest, { client: 'bench' });
         for (;;) {
           const s = await queue.get(id);
           if (s?.state === 'failed') throw new Error(`release ${id} failed: ${JSON.stringify(s.error)}`);

@@ -25,8 +25,20 @@ export interface ConfigFile {
   server?: {
     host?: string;
     port?: number;
+    /**
+     * The legacy single API token: one client named `default` with the `admin` scope. Exclusive with
+     * `clients`.
+     */
     tokenEnv?: string;
     tokenFile?: string;
+    /** Named API clients, each with its own token, profiles and scopes (docs/OPERATIONS.md "Clients"). */
+    clients?: Record<string, ClientFile>;
+    /**
+     * Key of the dashboard session cookies. Default: random per server process (sessions end when the
+     * server restarts); give one to several servers behind a load balancer.
+     */
+    sessionSecretEnv?: string;
+    sessionSecretFile?: string;
     /** Directories that enqueued inputs and outputs must stay inside. */
     roots?: string[];
   };
@@ -51,6 +63,24 @@ export const DEFAULT_LIMITS: Required<LimitsFile> = {
   maxEntrySize: DEFAULT_MAX_OUTPUT_SIZE,
   maxCompressionRatio: DEFAULT_MAX_RATIO,
 };
+
+/**
+ * What an API client may do. `admin` implies every other scope and every profile; `read:all` implies
+ * `read:own`.
+ */
+export const CLIENT_SCOPES = ['submit', 'read:own', 'read:all', 'admin'] as const;
+export type ClientScope = (typeof CLIENT_SCOPES)[number];
+
+/** One API client. Its token comes from exactly one of tokenEnv, tokenFile or tokenSha256. */
+export interface ClientFile {
+  tokenEnv?: string;
+  tokenFile?: string;
+  /** The token's sha256 (64 hex digits): the config then holds no usable secret. */
+  tokenSha256?: string;
+  /** Profiles the client may submit with (required with `submit`, not allowed with `admin`). */
+  profiles?: string[];
+  scopes: ClientScope[];
+}
 
 export interface ProfileFile {
   authenticode?: {

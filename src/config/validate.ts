@@ -5,7 +5,7 @@ import {
   validateKeySection,
   validateKeyTop,
 } from '../keys/registry.js';
-import type { ConfigFile, PolicyFile, ProfileFile } from './types.js';
+import { CLIENT_SCOPES, type ConfigFile, type PolicyFile, type ProfileFile } from './types.js';
 
 /** Bounds of `limits.*`: an entry cap up to 2 GiB (the WASM heap limit), a ratio of 10..10^6. */
 export const MAX_ENTRY_SIZE_LIMIT = 2 * 1024 * 1024 * 1024;
@@ -20,6 +20,10 @@ export const RATIO_LIMIT_RANGE = [10, 1_000_000] as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** No "." (session cookies use it as a separator) and no ":" (`cli:<user>` names CLI submitters). */
+export const CLIENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
+export const MAX_CLIENTS = 256;
 /** libmar MAX_SIGNATURES (mar-format.md §3). */
 export const MAX_MAR_KEYS = 8;
 export const MAX_TIMESTAMP_URLS = 8;
@@ -161,10 +165,20 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
     v.string(r, 'prefix', 'redis');
   }
   if (top.server !== undefined) {
-    const s = v.object(top.server, 'server', ['host', 'port', 'tokenEnv', 'tokenFile', 'roots']);
+    const s = v.object(top.server, 'server', [
+      'host',
+      'port',
+      'tokenEnv',
+      'tokenFile',
+      'clients',
+      'sessionSecretEnv',
+      'sessionSecretFile',
+      'roots',
+    ]);
     v.string(s, 'host', 'server');
     v.int(s, 'port', 'server', 0, 65535);
     v.secretRef(s, 'token', 'server');
+    v.secretRef(s, 'sessionSecret', 'server');
     v.stringArray(s, 'roots', 'server');
   }
   if (top.limits !== undefined) {
@@ -183,7 +197,70 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
       v.fail(`profiles.${name}`, 'must be named with letters, digits, ".", "_" or "-" (at most 64)');
     validateProfile(v, p, `profiles.${name}`);
   }
+  const server = top.server as Obj | undefined;
+  if (server?.clients !== undefined) validateClients(v, server, Object.keys(profiles));
   return raw as ConfigFile;
+}
+
+/**
+ * `server.clients`: names, one token source each, known scopes, profiles that exist. Two clients with
+ * the same env var or hash are refused here; equal tokens from different sources at load time
+ * (src/service/auth.ts).
+ */
+function validateClients(v: Validator, server: Obj, profileNames: string[]): void {
+  if (server.tokenEnv !== undefined || server.tokenFile !== undefined)
+    v.fail('server.clients', 'and server.tokenEnv/tokenFile are exclusive: give the token to a client');
+  const raw = server.clients;
+  const clients = v.object(
+    raw,
+    'server.clients',
+    typeof raw === 'object' && raw !== null ? Object.keys(raw) : [],
+  );
+  const names = Object.keys(clients).filter((k) => !k.startsWith('$') && !k.startsWith('//'));
+  if (names.length === 0) v.fail('server.clients', 'must name at least one client');
+  if (names.length > MAX_CLIENTS) v.fail('server.clients', `must name at most ${MAX_CLIENTS} clients`);
+  const sources = new Map<string, string>();
+  for (const name of names) {
+    const path = `server.clients.${name}`;
+    if (!CLIENT_NAME.test(name)) v.fail(path, 'must be named with letters, digits, "_" or "-" (at most 64)');
+    const c = v.object(clients[name], path, ['tokenEnv', 'tokenFile', 'tokenSha256', 'profiles', 'scopes']);
+    v.string(c, 'tokenEnv', path, { pattern: ENV_NAME, what: 'an environment variable name' });
+    v.string(c, 'tokenFile', path);
+    v.string(c, 'tokenSha256', path, { pattern: SHA256_HEX, what: "the token's sha256 as 64 hex digits" });
+    const given = (['tokenEnv', 'tokenFile', 'tokenSha256'] as const).filter((k) => c[k] !== undefined);
+    if (given.length === 0) v.fail(path, 'needs its token: give one of tokenEnv, tokenFile or tokenSha256');
+    if (given.length > 1) v.fail(`${path}.${given[0]!}`, `and ${path}.${given[1]!} are exclusive: give one`);
+    const source = `${given[0]!}=${String(c[given[0]!]).toLowerCase()}`;
+    const twin = sources.get(source);
+    if (twin !== undefined)
+      v.fail(
+        `${path}.${given[0]!}`,
+        `is the same as server.clients.${twin}.${given[0]!}: every client needs its own token`,
+      );
+    sources.set(source, name);
+    const scopes = v.stringArray(c, 'scopes', path, { required: true, min: 1 }) ?? [];
+    scopes.forEach((x, i) => {
+      if (!(CLIENT_SCOPES as readonly string[]).includes(x))
+        v.fail(
+          `${path}.scopes[${i}]`,
+          `must be one of ${CLIENT_SCOPES.map((s) => `"${s}"`).join(', ')}, got ${JSON.stringify(x.slice(0, 32))}`,
+        );
+    });
+    const profiles = v.stringArray(c, 'profiles', path, { min: 1 });
+    profiles?.forEach((p, i) => {
+      if (!profileNames.includes(p))
+        v.fail(`${path}.profiles[${i}]`, `names no profile (profiles: ${profileNames.join(', ')})`);
+    });
+    if (scopes.includes('admin')) {
+      if (profiles !== undefined)
+        v.fail(`${path}.profiles`, 'is not allowed with "admin" (admin may use every profile)');
+    } else if (scopes.includes('submit')) {
+      if (profiles === undefined)
+        v.fail(`${path}.profiles`, 'is required with "submit": list the profiles it may use');
+    } else if (profiles !== undefined) {
+      v.fail(`${path}.profiles`, 'is only meaningful with "submit"');
+    }
+  }
 }
 
 function validateProfile(v: Validator, raw: unknown, path: string): ProfileFile {

@@ -3,6 +3,7 @@
  * `locales`). Only this folder imports bullmq; the pipeline never sees it.
  */
 import { FlowProducer, Queue, type Job, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { PlainError } from '../errors.js';
 import { bullConnection, type RedisSettings } from './connection.js';
 import type {
@@ -11,12 +12,14 @@ import type {
   LocaleJobResult,
   LocaleState,
   LocaleStatus,
+  ListOptions,
   ReleaseJobData,
   ReleaseJobResult,
   ResolvedRelease,
   ReleaseQueue,
   ReleaseState,
   ReleaseStatus,
+  SubmitOptions,
   SubmitResult,
 } from './types.js';
 
@@ -31,6 +34,18 @@ export interface RetryPolicy {
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, backoffMs: 2_000 };
+
+/**
+ * Per-submitter index of release ids (a sorted set scored by submit time), so a client's own releases
+ * are listed without scanning everyone's. The job data's `client` stays the truth: the index may hold
+ * ids whose job was removed (pruned when listed) or lost a submit race (filtered out).
+ */
+export function clientIndexKey(prefix: string, client: string): string {
+  return `${prefix}:client-releases:${client}`;
+}
+
+/** How many index entries a filtered list reads per round trip. */
+const LIST_PAGE = 50;
 
 /** BullMQ rejects ':' in custom job ids, so `release@locale` stands for `release:locale`. */
 export function localeJobId(release: string, locale: string): string {
@@ -100,10 +115,19 @@ export class BullReleaseQueue implements ReleaseQueue {
     this.flows.on('error', onError);
   }
 
-  async submit(manifest: ResolvedRelease): Promise<SubmitResult> {
+  async submit(manifest: ResolvedRelease, options: SubmitOptions): Promise<SubmitResult> {
+    const { client } = options;
     const locales = manifest.locales.map((l) => l.locale);
+    const taken = (job: Job<ReleaseJobData, ReleaseJobResult>): SubmitResult => {
+      const r: SubmitResult = { release: manifest.release, created: false, locales: job.data.locales };
+      if (job.data.client !== undefined) r.client = job.data.client;
+      return r;
+    };
     const existing = await this.releases.getJob(manifest.release);
-    if (existing) return { release: manifest.release, created: false, locales: existing.data.locales };
+    if (existing) return taken(existing);
+    const submittedAt = new Date().toISOString();
+    const redis = await this.redis();
+    await redis.zadd(clientIndexKey(this.settings.prefix, client), Date.now(), manifest.release);
     await this.flows.add({
       name: 'release',
       queueName: RELEASES_QUEUE,
@@ -111,7 +135,8 @@ export class BullReleaseQueue implements ReleaseQueue {
         release: manifest.release,
         profile: manifest.profile,
         locales,
-        submittedAt: new Date().toISOString(),
+        submittedAt,
+        client,
       } satisfies ReleaseJobData,
       opts: { jobId: manifest.release, removeOnComplete: false, removeOnFail: false },
       children: manifest.locales.map((l) => ({
@@ -123,11 +148,21 @@ export class BullReleaseQueue implements ReleaseQueue {
           profile: manifest.profile,
           input: l.input,
           output: l.output,
+          client,
         } satisfies LocaleJobData,
         opts: localeJobOptions(manifest.release, l.locale, this.retry),
       })),
     });
-    return { release: manifest.release, created: true, locales };
+    // A concurrent submit of the same id may have won (BullMQ keeps the first job of an id).
+    const stored = await this.releases.getJob(manifest.release);
+    if (stored && (stored.data.client !== client || stored.data.submittedAt !== submittedAt))
+      return taken(stored);
+    return { release: manifest.release, created: true, locales, client };
+  }
+
+  /** The releases queue's own connection (BullMQ's Redis backend is an ioredis client). */
+  private async redis(): Promise<Redis> {
+    return (await this.releases.getBackend().client) as unknown as Redis;
   }
 
   async get(release: string): Promise<ReleaseStatus | undefined> {
@@ -136,8 +171,9 @@ export class BullReleaseQueue implements ReleaseQueue {
     return this.statusOf(parent);
   }
 
-  async list(options: { limit?: number } = {}): Promise<ReleaseStatus[]> {
+  async list(options: ListOptions = {}): Promise<ReleaseStatus[]> {
     const limit = options.limit ?? 20;
+    if (options.client !== undefined) return this.listOf(options.client, limit);
     const jobs = await this.releases.getJobs(
       ['waiting-children', 'waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'],
       0,
@@ -146,6 +182,28 @@ export class BullReleaseQueue implements ReleaseQueue {
     jobs.sort((a, b) => b.timestamp - a.timestamp);
     const out: ReleaseStatus[] = [];
     for (const j of jobs.slice(0, limit)) if (j) out.push(await this.statusOf(j));
+    return out;
+  }
+
+  /** A submitter's newest releases, from its index. */
+  private async listOf(client: string, limit: number): Promise<ReleaseStatus[]> {
+    const redis = await this.redis();
+    const key = clientIndexKey(this.settings.prefix, client);
+    const out: ReleaseStatus[] = [];
+    const gone: string[] = [];
+    for (let start = 0; out.length < limit; start += LIST_PAGE) {
+      const ids = await redis.zrevrange(key, start, start + LIST_PAGE - 1);
+      const jobs = await Promise.all(ids.map((id) => this.releases.getJob(id)));
+      jobs.forEach((j, i) => {
+        if (!j) gone.push(ids[i]!);
+      });
+      for (const j of jobs) {
+        if (out.length >= limit) break;
+        if (j && j.data.client === client) out.push(await this.statusOf(j));
+      }
+      if (ids.length < LIST_PAGE) break;
+    }
+    if (gone.length > 0) await redis.zrem(key, ...gone);
     return out;
   }
 
@@ -250,6 +308,7 @@ export class BullReleaseQueue implements ReleaseQueue {
     const status: ReleaseStatus = {
       release: data.release,
       profile: data.profile,
+      ...(data.client !== undefined ? { client: data.client } : {}),
       state,
       submittedAt: data.submittedAt,
       locales,

@@ -17,12 +17,19 @@ export interface ResolvedRelease {
   locales: ResolvedLocale[];
 }
 
+/**
+ * Who submitted a release: an API client's name (`server.clients`), or `cli:<user>` for
+ * `marsign enqueue` (Redis access is admin access). Releases queued before clients existed have none.
+ */
+export type Submitter = string;
+
 /** Data of the parent (release) job. */
 export interface ReleaseJobData {
   release: string;
   profile: string;
   locales: string[];
   submittedAt: string;
+  client?: Submitter;
 }
 
 /** Data of one child (locale) job. */
@@ -32,6 +39,7 @@ export interface LocaleJobData {
   profile: string;
   input: string;
   output: string;
+  client?: Submitter;
 }
 
 /** What a locale job's progress holds: pipeline progress, plus the typed error once it failed. */
@@ -95,6 +103,8 @@ export interface LocaleStatus {
 export interface ReleaseStatus {
   release: string;
   profile: string;
+  /** The submitter (absent for releases queued before clients existed). */
+  client?: Submitter;
   state: ReleaseState;
   submittedAt: string;
   finishedAt?: string;
@@ -125,13 +135,26 @@ export interface SubmitResult {
   /** False when a release with this id already existed (re-submission is a no-op). */
   created: boolean;
   locales: string[];
+  /** The submitter of the stored release (the caller's own name when created). */
+  client?: Submitter;
+}
+
+export interface SubmitOptions {
+  /** Recorded on the release and each locale job. */
+  client: Submitter;
+}
+
+export interface ListOptions {
+  limit?: number;
+  /** Only this submitter's releases (newest first). */
+  client?: Submitter;
 }
 
 /** The queue as the CLI and the HTTP server see it; BullMQ stays behind it. */
 export interface ReleaseQueue {
-  submit(release: ResolvedRelease): Promise<SubmitResult>;
+  submit(release: ResolvedRelease, options: SubmitOptions): Promise<SubmitResult>;
   get(release: string): Promise<ReleaseStatus | undefined>;
-  list(options?: { limit?: number }): Promise<ReleaseStatus[]>;
+  list(options?: ListOptions): Promise<ReleaseStatus[]>;
   /** Job counts per state, both queues (metrics). */
   counts(): Promise<Record<'releases' | 'locales', Record<string, number>>>;
   close(): Promise<void>;

@@ -1,4 +1,5 @@
 /** What `enqueue` and `status` share: config → Redis settings → the release queue, failing fast. */
+import { userInfo } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { LoadedConfig } from '../config/types.js';
 import { UsageError } from '../errors.js';
@@ -7,6 +8,21 @@ import { assertRedisReachable, redisSettings } from '../queue/connection.js';
 import { configuredRoots, validateRelease } from '../queue/manifest.js';
 import type { ReleaseStatus, ResolvedRelease } from '../queue/types.js';
 import { readReleaseRequest } from '../release/request.js';
+
+/**
+ * Who `marsign enqueue` records as the submitter: `cli:<user>` (the OS user). The CLI talks to Redis
+ * directly, and Redis access is admin access: no client scope applies to it.
+ */
+export function cliSubmitter(): string {
+  let user: string | undefined;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = process.env.USER ?? process.env.LOGNAME;
+  }
+  const clean = (user ?? '').replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64);
+  return `cli:${clean || `uid-${process.getuid?.() ?? 'unknown'}`}`;
+}
 
 export async function openQueue(config: LoadedConfig): Promise<BullReleaseQueue> {
   const settings = redisSettings(config);

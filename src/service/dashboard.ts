@@ -98,7 +98,8 @@ export const DASHBOARD_JS = `'use strict';
     var t = r.totals;
     h.appendChild(el('small', null, t.completed + '/' + t.locales + ' locales · ' + t.entriesDone + '/' + t.entriesTotal +
       ' entries · hit rate ' + pct(t.hitRate) + (t.failed ? ' · ' + t.failed + ' failed' : '') +
-      (r.etaMs !== null ? ' · ETA ' + secs(r.etaMs) : '') + (r.durationMs ? ' · took ' + secs(r.durationMs) : '')));
+      (r.etaMs !== null ? ' · ETA ' + secs(r.etaMs) : '') + (r.durationMs ? ' · took ' + secs(r.durationMs) : '') +
+      (r.client ? ' · by ' + r.client : '')));
     div.appendChild(h);
     if (r.error) div.appendChild(el('p', { 'class': 'error release-error' }, r.error.code + ': ' + r.error.message));
     var table = el('table');

@@ -50,7 +50,7 @@ export function renderReleaseList(list: ReleaseStatus[]): string {
 export function renderRelease(r: ReleaseStatus): string {
   const t = r.totals;
   const head = [
-    `release ${r.release} (profile ${r.profile}): ${r.state}`,
+    `release ${r.release} (profile ${r.profile}${r.client ? `, by ${r.client}` : ''}): ${r.state}`,
     `  ${t.completed}/${t.locales} locales done, ${t.failed} failed, ${t.active} active; ` +
       `entries ${t.entriesDone}/${t.entriesTotal}; cache hits ${t.hits}, misses ${t.misses} (hit rate ${pct(t.hitRate)})` +
       (r.durationMs ? `; took ${duration(r.durationMs)}` : '') +

@@ -2,9 +2,11 @@
  * `marsign serve`: the HTTP API (submit and inspect releases), the operator dashboard, the BullMQ
  * dashboard under /queues, Prometheus /metrics and Dockerflow health endpoints (fastify).
  *
- * Auth: every route except /metrics and the /__*__ health endpoints needs the API token, as
- * `Authorization: Bearer <token>` (or Basic with the token as password), or the HttpOnly session
- * cookie a browser gets by opening any page once with `?token=<token>`. No credentials → 401, wrong → 403.
+ * Auth (src/service/auth.ts): every route except /metrics and the /__*__ health endpoints needs a
+ * client's token, as `Authorization: Bearer <token>` (or Basic with the token as password), or the
+ * HttpOnly session cookie a browser gets by opening any page once with `?token=<token>`. No credentials
+ * → 401, a token of no client → 403, a client without the route's scope → 403. A client sees only its
+ * own releases unless it has `read:all`: another client's release id answers 404, as an unknown one.
  */
 import Fastify, {
   type FastifyError,
@@ -23,16 +25,30 @@ import { createRedis, redisSettings, type RedisSettings } from '../queue/connect
 import { configuredRoots, validateRelease } from '../queue/manifest.js';
 import { parseReleaseRequest } from '../release/request.js';
 import { VERSION } from '../version.js';
-import { SESSION_COOKIE, checkAuth, safeEqual, sessionValue } from './auth.js';
+import {
+  SESSION_COOKIE,
+  SESSION_MAX_AGE_S,
+  profileDenied,
+  requiredScope,
+  type ApiClient,
+  type ApiClients,
+} from './auth.js';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
 import { heartbeat } from './health.js';
 import { createLogger, type Logger } from './logger.js';
 import { ServiceMetrics } from './metrics.js';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated API client (null on public routes). */
+    apiClient: ApiClient | null;
+  }
+}
+
 export interface ServerOptions {
   config: LoadedConfig;
-  /** The API token (loadServerToken). */
-  token: string;
+  /** The API clients (loadClients). */
+  clients: ApiClients;
   redis?: RedisSettings;
   logger?: Logger;
   /** Default: `cache.dir` from the config, else the default cache dir. */
@@ -63,10 +79,6 @@ function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** Paths anyone may read: load balancers and Prometheus don't carry tokens. */
-const PUBLIC = new Set(['/__heartbeat__', '/__lbheartbeat__', '/__version__', '/metrics']);
-/** Session cookie lifetime. */
-const SESSION_MAX_AGE_S = 12 * 60 * 60;
 /** Body size limit for POST /releases (a manifest of MAX_LOCALES locales fits easily). */
 const BODY_LIMIT = 1024 * 1024;
 
@@ -92,7 +104,7 @@ export interface Service {
 }
 
 export async function buildServer(options: ServerOptions): Promise<Service> {
-  const { config, token } = options;
+  const { config, clients } = options;
   const log = options.logger ?? createLogger({ name: 'marsign-server' });
   const settings = options.redis ?? redisSettings(config);
   const queue = new BullReleaseQueue(settings, undefined, (err) =>
@@ -114,36 +126,62 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
     trustProxy: process.env.MARSIGN_TRUST_PROXY === '1',
   }) as unknown as FastifyInstance;
 
+  app.decorateRequest('apiClient', null);
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    const path = req.url.split('?')[0]!;
-    if (PUBLIC.has(path)) return;
+    // The matched route's pattern, not the raw URL: `/%71ueues` must not dodge the /queues rule.
+    const need = requiredScope(req.method, req.routeOptions.url);
+    if (need === 'public') return;
+    const wantsHtml = req.method === 'GET' && (req.headers.accept ?? '').includes('text/html');
+    const forbidden = (code: string, message: string) => {
+      const body = { error: { name: 'AuthError', code, message } };
+      return wantsHtml ? reply.code(403).type('text/html').send(LOGIN_HTML) : reply.code(403).send(body);
+    };
+    const allowed = (client: ApiClient): boolean => {
+      if (need === 'client' || client.has(need)) return true;
+      req.log.warn({ client: client.name, need, route: req.routeOptions.url }, 'scope denied');
+      return false;
+    };
     const q = req.query as Record<string, unknown> | undefined;
     const given = typeof q?.token === 'string' ? q.token : undefined;
     if (given !== undefined && req.method === 'GET') {
-      if (!safeEqual(given, token))
-        return reply.code(403).send({ error: { code: 'AUTH_FORBIDDEN', message: 'wrong token' } });
+      const client = clients.byToken(given);
+      if (!client) return forbidden('AUTH_FORBIDDEN', 'wrong token');
+      // No session for a page the client may not open (a submit-only token gets no dashboard cookie).
+      if (!allowed(client)) return forbidden('AUTH_SCOPE', `client ${client.name} lacks the ${need} scope`);
       const secure = req.protocol === 'https' ? '; Secure' : '';
       const clean = scrubQuery(req.url);
       return reply
         .header(
           'set-cookie',
-          `${SESSION_COOKIE}=${sessionValue(token)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_MAX_AGE_S}${secure}`,
+          `${SESSION_COOKIE}=${clients.sessionValue(client)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_MAX_AGE_S}${secure}`,
         )
         .header('cache-control', 'no-store')
         .redirect(clean, 303);
     }
-    const r = checkAuth(token, req.headers);
-    if (r === 'ok') return;
-    const wantsHtml = req.method === 'GET' && (req.headers.accept ?? '').includes('text/html');
-    if (r === 'missing') {
+    const r = clients.authenticate(req.headers);
+    if (r.result === 'ok') {
+      if (!allowed(r.client))
+        return forbidden('AUTH_SCOPE', `client ${r.client.name} lacks the ${need} scope`);
+      req.apiClient = r.client;
+      return;
+    }
+    if (r.result === 'missing') {
       reply.header('www-authenticate', 'Bearer realm="marsign"');
       if (wantsHtml) return reply.code(401).type('text/html').send(LOGIN_HTML);
       return reply
         .code(401)
-        .send({ error: { code: 'AUTH_REQUIRED', message: 'a bearer token is required' } });
+        .send({ error: { name: 'AuthError', code: 'AUTH_REQUIRED', message: 'a bearer token is required' } });
     }
-    return reply.code(403).send({ error: { code: 'AUTH_FORBIDDEN', message: 'wrong token' } });
+    return forbidden('AUTH_FORBIDDEN', 'wrong token');
   });
+  const callerOf = (req: FastifyRequest): ApiClient => {
+    if (!req.apiClient) throw new Error('no authenticated client on an authenticated route');
+    return req.apiClient;
+  };
+  const notFound = (reply: FastifyReply, id: string) =>
+    reply.code(404).send({
+      error: { name: 'UsageError', code: 'RELEASE_NOT_FOUND', message: `no release ${JSON.stringify(id)}` },
+    });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const status = statusOf(err);
@@ -165,7 +203,14 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   });
 
   app.post('/releases', async (req, reply) => {
+    const client = callerOf(req);
     const body = req.body;
+    // Scope before anything else: an out-of-scope profile is refused before any path is looked at.
+    const denied = profileDenied(client, body);
+    if (denied) {
+      req.log.warn({ client: client.name, code: denied.error.code }, 'scope denied');
+      return reply.code(403).send(denied);
+    }
     if (body === undefined || body === null) {
       return reply.code(400).send({
         error: {
@@ -180,28 +225,40 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
       roots,
       baseDir: roots[0]!,
     });
-    const r = await withTimeout(queue.submit(manifest), 'submit');
-    req.log.info({ release: r.release, created: r.created, locales: r.locales.length }, 'release submitted');
+    // Again on the validated manifest, whatever form the request took: never queue outside the scope.
+    const late = profileDenied(client, manifest);
+    if (late) return reply.code(403).send(late);
+    const r = await withTimeout(queue.submit(manifest, { client: client.name }), 'submit');
+    if (!r.created && r.client !== client.name && !client.has('read:all')) {
+      // Another client's release: its id is taken (ids are global), nothing else about it is told.
+      return reply.code(409).send({
+        error: {
+          name: 'UsageError',
+          code: 'RELEASE_ID_TAKEN',
+          message: `release id ${JSON.stringify(r.release)} cannot be used; choose another release id`,
+        },
+      });
+    }
+    req.log.info(
+      { release: r.release, created: r.created, locales: r.locales.length, client: client.name },
+      'release submitted',
+    );
     return reply
       .code(r.created ? 201 : 200)
       .header('location', `/releases/${encodeURIComponent(r.release)}`)
       .send(r);
   });
 
-  app.get('/releases', async () => ({
-    releases: await withTimeout(queue.list({ limit: listLimit }), 'list'),
-  }));
+  app.get('/releases', async (req) => {
+    const client = callerOf(req);
+    const own = client.has('read:all') ? undefined : client.name;
+    return { releases: await withTimeout(queue.list({ limit: listLimit, client: own }), 'list') };
+  });
 
   app.get<{ Params: { id: string } }>('/releases/:id', async (req, reply) => {
     const s = await withTimeout(queue.get(req.params.id), 'get');
-    if (!s)
-      return reply.code(404).send({
-        error: {
-          name: 'UsageError',
-          code: 'RELEASE_NOT_FOUND',
-          message: `no release ${JSON.stringify(req.params.id)}`,
-        },
-      });
+    // Another client's release answers exactly as an unknown id: ids do not leak.
+    if (!s || !callerOf(req).maySee(s.client)) return notFound(reply, req.params.id);
     return s;
   });
 
@@ -277,5 +334,6 @@ function scrubQuery(url: string): string {
 }
 
 const LOGIN_HTML = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>marsign — sign in</title></head>
-<body><h1>marsign</h1><p>This dashboard needs the API token. Open this page once as
-<code>?token=&lt;token&gt;</code>: the server then sets an HttpOnly session cookie and drops the token from the address.</p></body></html>`;
+<body><h1>marsign</h1><p>This dashboard needs the token of a client with the <code>read:all</code> scope. Open
+this page once as <code>?token=&lt;token&gt;</code>: the server then sets an HttpOnly session cookie and drops
+the token from the address.</p></body></html>`;

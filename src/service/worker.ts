@@ -208,6 +208,7 @@ export class WorkerService {
           {
             release: data.release,
             locale: data.locale,
+            client: data.client,
             ms: result.ms,
             hits: result.hits,
             misses: result.misses,
@@ -219,7 +220,7 @@ export class WorkerService {
       onFailed: (data, err, final) => {
         if (final) svc.counts.failed++;
         log.warn(
-          { release: data?.release, locale: data?.locale, reason: err.message, final },
+          { release: data?.release, locale: data?.locale, client: data?.client, reason: err.message, final },
           final ? 'locale failed' : 'locale failed, will retry',
         );
       },
@@ -250,7 +251,10 @@ export class WorkerService {
   ): Promise<LocaleJobResult> {
     const key = `${data.release}@${data.locale}`;
     this.active.add(key);
-    this.log.info({ release: data.release, locale: data.locale, attempt: ctx.attempt }, 'locale started');
+    this.log.info(
+      { release: data.release, locale: data.locale, client: data.client, attempt: ctx.attempt },
+      'locale started',
+    );
     const t = performance.now();
     try {
       await mkdir(dirname(data.output), { recursive: true });

@@ -204,6 +204,73 @@ test('validation names the field, one rule at a time', () => {
   }
 });
 
+test('server.clients: strict, every rule names the client, no token value is ever echoed', () => {
+  const HASH = 'ab'.repeat(32);
+  const prof = { p: { mar: { keys: ['k'] } }, q: { mar: { keys: ['k'] } } };
+  const cfg = (clients: unknown, server: Record<string, unknown> = {}) => ({
+    profiles: prof,
+    server: { ...server, clients },
+  });
+  const ok = { tokenEnv: 'A_TOKEN', scopes: ['submit', 'read:own'], profiles: ['p'] };
+  validateConfig(cfg({ auto: ok, ops: { tokenSha256: HASH, scopes: ['read:all'] } }), 'cfg.json');
+  const cases: [unknown, string, string][] = [
+    [cfg({}), 'server.clients', 'at least one client'],
+    [cfg([]), 'server.clients', 'must be an object'],
+    [cfg({ 'bad.name': ok }), 'server.clients.bad.name', 'must be named'],
+    [cfg({ 'cli:x': ok }), 'server.clients.cli:x', 'must be named'],
+    [cfg({ auto: { ...ok, token: PASS } }), 'server.clients.auto.token', 'not a known field'],
+    [cfg({ auto: { scopes: ['read:all'] } }), 'server.clients.auto', 'needs its token'],
+    [cfg({ auto: { ...ok, tokenFile: 'f' } }), 'server.clients.auto.tokenEnv', 'exclusive'],
+    [
+      cfg({ auto: { ...ok, tokenEnv: undefined, tokenSha256: PASS } }),
+      'server.clients.auto.tokenSha256',
+      '64 hex',
+    ],
+    [cfg({ auto: { ...ok, scopes: [] } }), 'server.clients.auto.scopes', 'at least 1'],
+    [cfg({ auto: { tokenEnv: 'A', profiles: ['p'] } }), 'server.clients.auto.scopes', 'is required'],
+    [cfg({ auto: { ...ok, scopes: ['submit', 'write'] } }), 'server.clients.auto.scopes[1]', '"write"'],
+    [cfg({ auto: { ...ok, profiles: [] } }), 'server.clients.auto.profiles', 'at least 1'],
+    [
+      cfg({ auto: { ...ok, profiles: ['p', 'nightly'] } }),
+      'server.clients.auto.profiles[1]',
+      'names no profile',
+    ],
+    [cfg({ auto: { ...ok, profiles: undefined } }), 'server.clients.auto.profiles', 'required with "submit"'],
+    [cfg({ auto: { ...ok, scopes: ['admin'] } }), 'server.clients.auto.profiles', 'not allowed with "admin"'],
+    [cfg({ auto: { ...ok, scopes: ['read:own'] } }), 'server.clients.auto.profiles', 'only meaningful'],
+    [
+      cfg({
+        a: { tokenSha256: HASH, scopes: ['admin'] },
+        b: { tokenSha256: HASH.toUpperCase(), scopes: ['read:all'] },
+      }),
+      'server.clients.b.tokenSha256',
+      'server.clients.a',
+    ],
+    [
+      cfg({ a: ok, b: { ...ok, scopes: ['submit'] } }),
+      'server.clients.b.tokenEnv',
+      'every client needs its own token',
+    ],
+    [cfg({ a: ok }, { tokenEnv: 'OLD' }), 'server.clients', 'exclusive'],
+    [
+      cfg({ a: ok }, { sessionSecretEnv: 'S', sessionSecretFile: 'f' }),
+      'server.sessionSecretEnv',
+      'exclusive',
+    ],
+  ];
+  for (const [c, field, rule] of cases) {
+    assert.throws(
+      () => validateConfig(c, 'cfg.json'),
+      (e: unknown) => {
+        isConfigError('CONFIG_INVALID', field, rule)(e);
+        assert.ok(!(e as Error).message.includes(HASH), 'message must not contain a token hash');
+        return true;
+      },
+      JSON.stringify(c),
+    );
+  }
+});
+
 test('an unknown field (e.g. an inline passphrase) is named, its value is not', () => {
   const cfg = { profiles: { p: { mar: { keys: ['k'], passphrase: PASS } } } };
   assert.throws(

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { BullReleaseQueue, errorFromFailedReason, localeJobId } from '../../src/queue/bullmq.js';
+import { Redis } from 'ioredis';
+import {
+  BullReleaseQueue,
+  clientIndexKey,
+  errorFromFailedReason,
+  localeJobId,
+} from '../../src/queue/bullmq.js';
 import { redisSettings } from '../../src/queue/connection.js';
 import type { ResolvedRelease } from '../../src/queue/types.js';
 import { failureMessage } from '../../src/queue/worker.js';
@@ -48,14 +54,15 @@ test('failure messages round-trip their code through failedReason', () => {
 });
 
 test(
-  'a submitted release is one parent and one child per locale, queued; re-submitting is a no-op',
+  'a submitted release is one parent and one child per locale, queued, with its submitter; re-submitting is a no-op',
   { skip: REDIS_SKIP },
   async () => {
-    const first = await queue.submit(manifest('rel-a', ['de', 'fr']));
-    assert.deepEqual(first, { release: 'rel-a', created: true, locales: ['de', 'fr'] });
+    const first = await queue.submit(manifest('rel-a', ['de', 'fr']), { client: 'alice' });
+    assert.deepEqual(first, { release: 'rel-a', created: true, locales: ['de', 'fr'], client: 'alice' });
     const s = await queue.get('rel-a');
     assert.ok(s);
     assert.equal(s.state, 'queued');
+    assert.equal(s.client, 'alice');
     assert.deepEqual(
       s.locales.map((l) => [l.locale, l.state, l.jobId, l.output]),
       [
@@ -64,17 +71,48 @@ test(
       ],
     );
     assert.equal(s.etaMs, null);
-    const again = await queue.submit(manifest('rel-a', ['de', 'fr', 'ja']));
-    assert.equal(again.created, false);
-    assert.deepEqual(again.locales, ['de', 'fr']);
+    const again = await queue.submit(manifest('rel-a', ['de', 'fr', 'ja']), { client: 'bob' });
+    assert.deepEqual(again, { release: 'rel-a', created: false, locales: ['de', 'fr'], client: 'alice' });
     const counts = await queue.counts();
     assert.equal(counts.locales.waiting, 2);
     assert.equal(counts.releases['waiting-children'], 1);
-    // Job data holds paths, ids and the profile name only.
+    // Job data holds paths, ids, the profile name and the submitter only.
     const job = await queue.locales.getJob('rel-a@de');
-    assert.deepEqual(Object.keys(job!.data).sort(), ['input', 'locale', 'output', 'profile', 'release']);
+    assert.deepEqual(Object.keys(job!.data).sort(), [
+      'client',
+      'input',
+      'locale',
+      'output',
+      'profile',
+      'release',
+    ]);
+    assert.equal(job!.data.client, 'alice');
+    assert.equal((await queue.releases.getJob('rel-a'))!.data.client, 'alice');
     assert.equal(await queue.get('nope'), undefined);
-    await queue.submit(manifest('rel-b', ['ja']));
-    assert.deepEqual((await queue.list()).map((r) => r.release).sort(), ['rel-a', 'rel-b']);
+    await queue.submit(manifest('rel-b', ['ja']), { client: 'bob' });
+    await queue.submit(manifest('rel-c', ['ja']), { client: 'alice' });
+    assert.deepEqual((await queue.list()).map((r) => r.release).sort(), ['rel-a', 'rel-b', 'rel-c']);
+    // A client's list comes from its index, newest first; ids whose job is gone are pruned from it.
+    const client = new Redis(redis.url);
+    try {
+      const index = clientIndexKey('qt', 'alice');
+      await client.zadd(index, Date.now() + 1000, 'ghost');
+      assert.deepEqual(
+        (await queue.list({ client: 'alice' })).map((r) => r.release),
+        ['rel-c', 'rel-a'],
+      );
+      assert.equal(await client.zscore(index, 'ghost'), null);
+      assert.deepEqual(
+        (await queue.list({ client: 'alice', limit: 1 })).map((r) => r.release),
+        ['rel-c'],
+      );
+      assert.deepEqual(
+        (await queue.list({ client: 'bob' })).map((r) => r.release),
+        ['rel-b'],
+      );
+      assert.deepEqual(await queue.list({ client: 'carol' }), []);
+    } finally {
+      client.disconnect();
+    }
   },
 );

@@ -17,7 +17,7 @@ import { createLogger } from '../../src/service/logger.js';
 import { WorkerService, type LocaleSigner } from '../../src/service/worker.js';
 import { BROWSER_SKIP, launchBrowser, type Browser } from '../helpers/browser.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
-import { copyRelease, startServer, waitFor, writeConfig, type RunningServer } from './harness.js';
+import { TOKEN_ENV, copyRelease, startServer, waitFor, writeConfig, type RunningServer } from './harness.js';
 import { Writable } from 'node:stream';
 
 describe('dashboard', { skip: REDIS_SKIP ?? BROWSER_SKIP, timeout: 150_000 }, () => {
@@ -34,7 +34,8 @@ describe('dashboard', { skip: REDIS_SKIP ?? BROWSER_SKIP, timeout: 150_000 }, ()
     redis = await TestRedis.start();
     dir = mkdtempSync(join(tmpdir(), 'marsign-dashboard-'));
     const cfgPath = writeConfig(dir, redis.url, ['dev']);
-    server = await startServer(cfgPath, token);
+    process.env[TOKEN_ENV] = token;
+    server = await startServer(cfgPath);
     const config = await loadConfig(cfgPath);
     const quiet = createLogger({ level: 'warn' }, new Writable({ write: (_c, _e, cb) => cb() }));
     worker = await WorkerService.start({

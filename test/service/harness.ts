@@ -15,6 +15,7 @@ import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
 import { FileSource } from '../../src/io/byte-source.js';
 import type { LocaleManifest } from '../../src/pipeline/types.js';
 import type { ReleaseStatus } from '../../src/queue/types.js';
+import { loadClients } from '../../src/service/auth.js';
 import { createLogger } from '../../src/service/logger.js';
 import { buildServer, type Service } from '../../src/service/server.js';
 import { PROJECT_ROOT } from '../helpers/env.js';
@@ -28,7 +29,13 @@ export const TOKEN_ENV = 'MARSIGN_TEST_API_TOKEN';
  * Profiles differ only in programName, so each has its own signer fingerprint and so its own cold
  * cache: each scenario really signs.
  */
-export function writeConfig(dir: string, redisUrl: string, profiles: string[]): string {
+export function writeConfig(
+  dir: string,
+  redisUrl: string,
+  profiles: string[],
+  /** Server settings besides `roots` (default: the legacy single token from TOKEN_ENV). */
+  server: Record<string, unknown> = { tokenEnv: TOKEN_ENV },
+): string {
   const prof = (name: string) => ({
     authenticode: {
       certChain: join(KEYS, 'codesign.chain.pem'),
@@ -41,7 +48,7 @@ export function writeConfig(dir: string, redisUrl: string, profiles: string[]): 
   const cfg = {
     cache: { dir: join(dir, 'cache') },
     redis: { url: redisUrl, prefix: `t${randomBytes(3).toString('hex')}` },
-    server: { tokenEnv: TOKEN_ENV, roots: [dir, FIXTURE] },
+    server: { ...server, roots: [dir, FIXTURE] },
     profiles: Object.fromEntries(profiles.map((p) => [p, prof(p)])),
   };
   mkdirSync(join(dir, 'cache'), { recursive: true });
@@ -128,8 +135,10 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(configPath: string, token: string): Promise<RunningServer> {
+/** The server of a config, its clients' tokens read from the environment/files the config names. */
+export async function startServer(configPath: string): Promise<RunningServer> {
   const config = await loadConfig(configPath);
+  const clients = await loadClients(config);
   let logs = '';
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -137,7 +146,7 @@ export async function startServer(configPath: string, token: string): Promise<Ru
       cb();
     },
   });
-  const svc = await buildServer({ config, token, logger: createLogger({ level: 'info' }, sink) });
+  const svc = await buildServer({ config, clients, logger: createLogger({ level: 'info' }, sink) });
   const address = await svc.app.listen({ host: '127.0.0.1', port: 0 });
   return { svc, url: address, config, logs: () => logs, close: () => svc.close() };
 }

@@ -95,7 +95,7 @@ describe('service with PKCS#11 token keys', { skip: REDIS_SKIP ?? SOFTHSM_SKIP, 
     process.env.SOFTHSM2_CONF = hsm.conf;
     process.env.MARSIGN_TEST_PIN = PIN;
     process.env[TOKEN_ENV] = api;
-    server = await startServer(cfg, api);
+    server = await startServer(cfg);
     workers.push(spawnWorker(cfg), spawnWorker(cfg));
     await Promise.all(workers.map((w) => w.ready()));
   });

@@ -93,7 +93,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     dir = mkdtempSync(join(tmpdir(), 'marsign-service-'));
     cfg = writeConfig(dir, redis.url, ['dev', 'kill', 'restart', 'bad', 'term']);
     process.env[TOKEN_ENV] = token;
-    server = await startServer(cfg, token);
+    server = await startServer(cfg);
     workers.push(spawnWorker(cfg), spawnWorker(cfg));
     await Promise.all(workers.map((w) => w.ready()));
   });
@@ -324,7 +324,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     const waited = await runCli(['enqueue', manifest, '-c', cfg, '--wait']);
     assert.equal(waited.code, 2, waited.stderr);
     assert.match(waited.stderr, /already exists/);
-    assert.match(waited.stdout, /release corrupt-1 \(profile bad\): failed/);
+    assert.match(waited.stdout, /release corrupt-1 \(profile bad, by default\): failed/);
     const watched = await runCli(['status', 'corrupt-1', '-c', cfg, '--watch', '--interval', '100']);
     assert.equal(watched.code, 0, watched.stderr);
     assert.match(watched.stdout, /: failed/);

@@ -36,14 +36,15 @@ export const enqueueCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
     const { loadConfig } = await import('../../config/index.js');
-    const { loadRequestFile, openQueue, waitForRelease } = await import('../../service/client.js');
+    const { cliSubmitter, loadRequestFile, openQueue, waitForRelease } =
+      await import('../../service/client.js');
     const { renderRelease } = await import('../../service/render.js');
     const config = await loadConfig(argv.config);
     // Everything is validated before the first Redis command: a bad manifest enqueues nothing.
     const manifest = await loadRequestFile(config, argv.manifest, argv.output);
     const queue = await openQueue(config);
     try {
-      const submitted = await queue.submit(manifest);
+      const submitted = await queue.submit(manifest, { client: cliSubmitter() });
       if (!argv.wait) {
         emit(argv, submitted, (r: SubmitResult) =>
           r.created

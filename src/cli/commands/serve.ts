@@ -30,10 +30,11 @@ export const serveCommand: CommandModule<object, Args> = {
   handler: handler<Args>(async (argv) => {
     const { loadConfig } = await import('../../config/index.js');
     const { buildServer } = await import('../../service/server.js');
-    const { loadServerToken } = await import('../../service/auth.js');
+    const { loadClients } = await import('../../service/auth.js');
     const config = await loadConfig(argv.config);
-    const token = await loadServerToken(config);
-    const svc = await buildServer({ config, token });
+    const clients = await loadClients(config);
+    const svc = await buildServer({ config, clients });
+    svc.app.log.info({ clients: clients.list, legacy: clients.legacy }, 'api clients');
     const host = argv.host ?? config.file.server?.host ?? '127.0.0.1';
     const port = argv.port ?? config.file.server?.port ?? 8080;
     await svc.app.listen({ host, port });
