@@ -29,6 +29,13 @@ import { worstStatus, type Check } from './check.js';
 import { readTimestampToken } from './timestamp.js';
 import type { PeSignatureResult, PeVerifyResult } from './types.js';
 
+/**
+ * SpcIndirectDataContent data types taken as "a PE image": SpcPeImageData (1.3.6.1.4.1.311.2.1.15), and
+ * 1.3.6.1.4.1.311.2.1.21, which Debian's Secure Boot signer writes (the corpus' efi-signed/fwupdx64.efi);
+ * osslsigncode and sbverify check such a signature's image digest all the same.
+ */
+const PE_IMAGE_DATA_TYPES = new Set([OID.spcPeImageData, '1.3.6.1.4.1.311.2.1.21']);
+
 /** Longest issuer chain followed from a signer to a trust anchor. */
 export const MAX_CHAIN_DEPTH = 8;
 const ECDSA_SIGNATURE_OIDS = new Set([
@@ -243,7 +250,7 @@ function verifySignedData(sd: SignedData, pos: Position, ctx: Context): PeSignat
   const alg = readOid(children(algId!)[0]!);
   const hash = digestNameFromOid(alg);
   let digest: Check;
-  if (spcData?.tag !== TAG.SEQUENCE || readOid(children(spcData)[0]!) !== OID.spcPeImageData)
+  if (spcData?.tag !== TAG.SEQUENCE || !PE_IMAGE_DATA_TYPES.has(readOid(children(spcData)[0]!)))
     digest = failed('SpcIndirectDataContent does not describe a PE image');
   else if (hash === 'sha1' || hash === 'sha256') {
     out.digestAlgorithm = hash;

@@ -304,7 +304,10 @@ test(
     try {
       const out = join(dir, 'out.mar');
       const m = await pipeline.signLocale({ profile: 'dev', input, output: out });
-      assert.equal(m.totals.misses, files.length - 1);
+      // Every PE was produced here; the corpus' signed EFI files share their image (and so their new
+      // signature) with their unsigned twins, so some are `shared`.
+      assert.equal(m.totals.signed + m.totals.shared, files.length - 1);
+      assert.equal(m.totals.cached, 0);
       const signed = files.slice(0, -1).map((f) => f.name);
       await checkSignedOutput(input, out, { signed, dir });
       const again = join(dir, 'again.mar');

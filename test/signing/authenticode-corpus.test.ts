@@ -196,10 +196,12 @@ describe('PE corpus', { skip: SKIP }, () => {
         assert.equal(v.signatureValid, true, `${x.name}: ${v.problems.join('; ')}`);
         digestsCompared++;
       } else {
-        // A table osslsigncode cannot take apart (Microsoft's two-entry shim table): ours refuses it too.
+        // A table osslsigncode cannot take apart (Microsoft's two-entry shim table): ours verifies each
+        // entry (as sbverify --list does); each one's image digest matches, none chains to our CA.
         assert.match(r.output, /Unable to extract existing signature/, x.name);
-        assert.equal(peVerifyOk(v), false, x.name);
-        assert.match(v.problems.join('\n'), /certificate table has \d+ entries/, x.name);
+        assert.ok(v.signatures.length >= 2, `${x.name}: ${v.signatures.length} signatures`);
+        assert.equal(v.digestMatches, true, `${x.name}: ${v.problems.join('; ')}`);
+        assert.equal(peVerifyOk(v), false, `${x.name}: not our CA`);
       }
     }
     assert.ok(digestsCompared >= 2, `${digestsCompared} signatures read by both`);

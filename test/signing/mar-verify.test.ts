@@ -53,7 +53,8 @@ test('wrong order, wrong key or wrong count is rejected (libmar rule)', async ()
   const ok = await verifyMar(multi, [k0.certPath, k1.certPath, k2.certPath]);
   assert.deepEqual(ok, {
     valid: true,
-    signatures: Array(3).fill({ algorithmId: 2, valid: true }),
+    status: 'ok',
+    signatures: [0, 1, 2].map((index) => ({ index, algorithmId: 2, valid: true, status: 'ok' })),
     problems: [],
   });
   assert.equal((await verifyMar(same, [k0.certPath, k0.pubPath, k2.certPath])).valid, true, 'control');
@@ -128,7 +129,15 @@ test('any flipped or appended byte breaks the signature; the signature bytes the
   assert.equal((await verifyMar(t, [k0.certPath])).valid, true, 'control');
   appendFileSync(t, Buffer.from([0]));
   const r = await verifyMar(t, [k0.certPath]);
-  assert.deepEqual(r.signatures, [{ algorithmId: 2, valid: false }]);
+  assert.deepEqual(r.signatures, [
+    {
+      index: 0,
+      algorithmId: 2,
+      valid: false,
+      status: 'invalid',
+      reason: 'signature 0 (algorithm id 2) does not verify with certificate 0',
+    },
+  ]);
   assert.match(
     r.problems.join('\n'),
     new RegExp(`file_size field says ${orig.length} bytes, the file has ${orig.length + 1}`),
