@@ -269,7 +269,12 @@ export async function rewriteZip(
     entry: ZipEntry,
     content: Uint8Array,
   ) => Promise<Uint8Array | undefined> | Uint8Array | undefined,
-  options: { level?: number; mode?: number } = {},
+  options: {
+    level?: number;
+    mode?: number;
+    /** Entries to decode and pass to `transform` (default every file); the others are copied undecoded. */
+    select?: (entry: ZipEntry) => boolean;
+  } = {},
 ): Promise<{ input: ZipInfo; output: ZipWriteResult; replaced: string[] }> {
   const zin = await openZip(inPath);
   const z = await deflate();
@@ -282,16 +287,21 @@ export async function rewriteZip(
     try {
       // Local order (what the input's bytes were in); the central directory keeps its own order.
       const physical = [...zin.info.entries].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+      let unchanged: ZipEntry[] = [];
       for (const e of physical) {
-        const next = e.isDirectory ? undefined : await transform(e, await readEntryContent(zin.source, e));
+        const wanted = !e.isDirectory && (options.select?.(e) ?? true);
+        const next = wanted ? await transform(e, await readEntryContent(zin.source, e)) : undefined;
         if (next === undefined) {
-          await w.copyEntry(e, zin.source);
+          unchanged.push(e);
           continue;
         }
+        await w.copyEntries(unchanged, zin.source);
+        unchanged = [];
         const raw = e.method === ZIP_METHOD_DEFLATE ? await z.deflateRaw(next, options.level) : next;
         await w.addEntry(e, raw, { crc32: z.crc32(next), uncompressedSize: next.length });
         replaced.push(e.name);
       }
+      await w.copyEntries(unchanged, zin.source);
       const output = await w.finish();
       await w.commit();
       return { input: zin.info, output, replaced };

@@ -30,6 +30,11 @@ type State = 'writing' | 'finished' | 'done';
 
 /** Chunk size for copying unchanged entries from a source (bounded memory for large entries). */
 const COPY_CHUNK = 1024 * 1024;
+/**
+ * Writes smaller than this are gathered into one buffer and written together: a zip of many small
+ * entries would otherwise cost a few positioned writes per entry (70000 entries: minutes on a busy disk).
+ */
+const WRITE_BUFFER = 1024 * 1024;
 
 /**
  * Streams a zip to a temp file beside `path` (src/io/atomic.ts): entries back to back in `addEntry` order,
@@ -42,6 +47,10 @@ export class ZipWriter {
   private readonly set = new OutputEntrySet();
   private pos = 0;
   private state: State = 'writing';
+  private readonly buffer = new Uint8Array(WRITE_BUFFER);
+  private buffered = 0;
+  /** File offset of buffer[0]; everything before it is on disk. */
+  private flushed = 0;
 
   private constructor(
     private readonly file: AtomicFile,
@@ -80,10 +89,10 @@ export class ZipWriter {
       );
     this.reserve(entry, p.length);
     if (p.localHeader) {
-      await this.file.write(p.localHeader, this.pos);
-      await this.file.write(raw, this.pos + p.localHeader.length);
-      if (p.descriptor) await this.file.write(p.descriptor, this.pos + p.localHeader.length + raw.length);
-    } else await this.file.write(raw, this.pos);
+      await this.write(p.localHeader);
+      await this.write(raw);
+      if (p.descriptor) await this.write(p.descriptor);
+    } else await this.write(raw);
     return this.commitPlaced(p);
   }
 
@@ -100,9 +109,38 @@ export class ZipWriter {
     this.reserve(entry, p.length);
     for (let done = 0; done < p.length; done += COPY_CHUNK) {
       const n = Math.min(COPY_CHUNK, p.length - done);
-      await this.file.write(await source.read(entry.localHeaderOffset + done, n), this.pos + done);
+      await this.write(await source.read(entry.localHeaderOffset + done, n));
     }
     return this.commitPlaced(p);
+  }
+
+  /**
+   * Add unchanged entries that lie back to back in `source` (each starts where the previous ends), with
+   * one read per 1 MiB rather than one per entry.
+   */
+  async copyEntries(entries: readonly ZipEntry[], source: ByteSource): Promise<ZipPlacedEntry[]> {
+    this.expect('writing');
+    const out: ZipPlacedEntry[] = [];
+    let i = 0;
+    while (i < entries.length) {
+      let j = i + 1;
+      while (j < entries.length && entries[j]!.localHeaderOffset === entries[j - 1]!.end) j++;
+      const run = entries.slice(i, j);
+      const start = run[0]!.localHeaderOffset;
+      const end = run[run.length - 1]!.end;
+      if (end > source.size)
+        throw zipError('ZIP_ENTRY_OUT_OF_BOUNDS', `entries up to ${end} end past the source`, end);
+      const placed = run.map((e) => {
+        const p = placeEntry({ entry: e }, this.pos);
+        this.reserve(e, p.length);
+        return this.commitPlaced(p);
+      });
+      for (let at = start; at < end; at += COPY_CHUNK)
+        await this.write(await source.read(at, Math.min(COPY_CHUNK, end - at)));
+      out.push(...placed);
+      i = j;
+    }
+    return out;
   }
 
   /** Write the central directory and end records. Returns where everything went. */
@@ -111,7 +149,8 @@ export class ZipWriter {
     const { centralDirectorySize, tail } = encodeTail(this.placed, this.end, this.pos);
     const fileSize = this.pos + tail.length;
     if (fileSize > ZIP_MAX_FILE_SIZE) throw zipError('ZIP_TOO_LARGE', `zip would be ${fileSize} bytes`);
-    await this.file.write(tail, this.pos);
+    await this.write(tail);
+    await this.flush();
     this.state = 'finished';
     return { entries: [...this.placed], centralDirectoryOffset: this.pos, centralDirectorySize, fileSize };
   }
@@ -132,6 +171,25 @@ export class ZipWriter {
   async abort(): Promise<void> {
     this.state = 'done';
     await this.file.abort();
+  }
+
+  /** Append at the end of what was written (entries are always appended in order). */
+  private async write(data: Uint8Array): Promise<void> {
+    if (this.buffered + data.length > WRITE_BUFFER) await this.flush();
+    if (data.length >= WRITE_BUFFER) {
+      await this.file.write(data, this.flushed);
+      this.flushed += data.length;
+      return;
+    }
+    this.buffer.set(data, this.buffered);
+    this.buffered += data.length;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.buffered === 0) return;
+    await this.file.write(this.buffer.subarray(0, this.buffered), this.flushed);
+    this.flushed += this.buffered;
+    this.buffered = 0;
   }
 
   private reserve(entry: ZipEntry, length: number): void {

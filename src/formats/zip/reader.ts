@@ -48,17 +48,66 @@ import {
 } from './types.js';
 
 /** Bytes at [offset, offset+length), or a typed error if that range is outside `limit` (the file by default). */
+function checkRange(offset: number, length: number, limit: number, code: ZipErrorCode, what: string): void {
+  if (offset < 0 || length < 0 || offset + length > limit)
+    throw zipError(code, `${what} [${offset}, +${length}) is outside [0, ${limit})`, offset);
+}
+
 async function readRange(
   source: ByteSource,
   offset: number,
   length: number,
   code: ZipErrorCode,
   what: string,
-  limit = source.size,
 ): Promise<Uint8Array> {
-  if (offset < 0 || length < 0 || offset + length > limit)
-    throw zipError(code, `${what} [${offset}, +${length}) is outside [0, ${limit})`, offset);
+  checkRange(offset, length, source.size, code, what);
   return source.read(offset, length);
+}
+
+/** How far one read of local headers may reach (bytes). */
+const WINDOW = 64 * 1024;
+/** Bytes read beyond a local header's name for its extra field, before the next header is needed. */
+const LOCAL_EXTRA_GUESS = 64;
+
+/**
+ * Small positioned reads (local headers, descriptors) served from one window of the file; a read outside
+ * the window loads a new one of `ahead` bytes (never past `limit`). Callers bounds-check first.
+ */
+class ReadWindow {
+  private base = 0;
+  private bytes: Uint8Array = new Uint8Array(0);
+  constructor(
+    private readonly source: ByteSource,
+    private readonly limit: number,
+  ) {}
+
+  async read(offset: number, length: number, ahead = 0): Promise<Uint8Array> {
+    if (offset >= this.base && offset + length <= this.base + this.bytes.length)
+      return this.bytes.subarray(offset - this.base, offset - this.base + length);
+    const n = Math.max(length, Math.min(ahead, this.limit - offset));
+    this.bytes = await this.source.read(offset, n);
+    this.base = offset;
+    return this.bytes.subarray(0, length);
+  }
+}
+
+/**
+ * For each entry in file order, the read size at its local header: up to the end of the last local header
+ * (name + a guess at its extra field) that ends within WINDOW bytes, so the headers of small entries come
+ * in one read. Two pointers: O(entries).
+ */
+function windowReaches(sorted: readonly ZipEntry[]): number[] {
+  const headerEnd = (e: ZipEntry): number =>
+    e.localHeaderOffset + ZIP_LOCAL_HEADER_SIZE + e.nameBytes.length + LOCAL_EXTRA_GUESS;
+  const out: number[] = [];
+  let j = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    const start = sorted[i]!.localHeaderOffset;
+    j = Math.max(j, i);
+    while (j + 1 < sorted.length && headerEnd(sorted[j + 1]!) - start <= WINDOW) j++;
+    out.push(headerEnd(sorted[j]!) - start);
+  }
+  return out;
 }
 
 const hex = (n: number, w = 8): string => `0x${n.toString(16).padStart(w, '0')}`;
@@ -113,8 +162,13 @@ export async function readZip(source: ByteSource, options: ReadZipOptions = {}):
 
   const cdBytes = await source.read(cd.offset, cd.size);
   const entries = parseCentralDirectory(cdBytes, cd.offset, cd.totalEntries, options);
-  for (const e of entries) await readLocalHeader(source, e, cd.offset);
-  await checkLayout(source, entries, cd.offset);
+  // Local headers in file order through one read window, so a zip of many small entries costs a read
+  // per 64 KiB rather than two per entry.
+  const sorted = [...entries].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset || a.index - b.index);
+  const window = new ReadWindow(source, cd.offset);
+  const reaches = windowReaches(sorted);
+  for (const [i, e] of sorted.entries()) await readLocalHeader(window, e, cd.offset, reaches[i]!);
+  await checkLayout(window, sorted, cd.offset);
 
   const info: ZipInfo = {
     fileSize: size,
@@ -465,17 +519,16 @@ function parseCentralDirectory(
 }
 
 /** §4.3.7, checked against the central record: same name, flags and method; CRC and sizes agree. */
-async function readLocalHeader(source: ByteSource, e: ZipEntry, cdOffset: number): Promise<void> {
+async function readLocalHeader(
+  window: ReadWindow,
+  e: ZipEntry,
+  cdOffset: number,
+  ahead: number,
+): Promise<void> {
   const at = e.localHeaderOffset;
   const what = `local header of ${JSON.stringify(e.name)}`;
-  const head = await readRange(
-    source,
-    at,
-    ZIP_LOCAL_HEADER_SIZE,
-    'ZIP_LOCAL_HEADER_OUT_OF_BOUNDS',
-    what,
-    cdOffset,
-  );
+  checkRange(at, ZIP_LOCAL_HEADER_SIZE, cdOffset, 'ZIP_LOCAL_HEADER_OUT_OF_BOUNDS', what);
+  const head = await window.read(at, ZIP_LOCAL_HEADER_SIZE, ahead);
   const c = new Cursor(head, ZIP_FORMAT, at, 'ZIP_LOCAL_HEADER_INVALID');
   const sig = c.u32le();
   if (sig !== ZIP_SIG_LOCAL)
@@ -494,13 +547,17 @@ async function readLocalHeader(source: ByteSource, e: ZipEntry, cdOffset: number
   const uncompressedSize = c.u32le(); // 0x16
   const nameLength = c.u16le(); // 0x1a
   const extraLength = c.u16le(); // 0x1c
-  const rest = await readRange(
-    source,
+  checkRange(
     at + ZIP_LOCAL_HEADER_SIZE,
     nameLength + extraLength,
+    cdOffset,
     'ZIP_LOCAL_HEADER_OUT_OF_BOUNDS',
     `name and extra field of the ${what}`,
-    cdOffset,
+  );
+  const rest = await window.read(
+    at + ZIP_LOCAL_HEADER_SIZE,
+    nameLength + extraLength,
+    ahead - ZIP_LOCAL_HEADER_SIZE,
   );
   const name = rest.subarray(0, nameLength);
   const extra = rest.subarray(nameLength);
@@ -595,8 +652,7 @@ const DESCRIPTOR_FORMS: Record<number, Omit<ZipDataDescriptor, 'length'>> = {
  * Bit-3 entries end with a descriptor that fills the space up to the next structure exactly and agrees
  * with the central record — so its form is never guessed from the data, which a stored entry could fake.
  */
-async function checkLayout(source: ByteSource, entries: ZipEntry[], cdOffset: number): Promise<void> {
-  const sorted = [...entries].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset || a.index - b.index);
+async function checkLayout(window: ReadWindow, sorted: readonly ZipEntry[], cdOffset: number): Promise<void> {
   const first = sorted[0]?.localHeaderOffset ?? cdOffset;
   if (first !== 0)
     throw zipError(
@@ -633,7 +689,7 @@ async function checkLayout(source: ByteSource, entries: ZipEntry[], cdOffset: nu
         `entry ${JSON.stringify(e.name)} has flag bit 3 but the ${gap} bytes after its data are not a data descriptor`,
         dataEnd,
       );
-    const c = new Cursor(await source.read(dataEnd, gap), ZIP_FORMAT, dataEnd, 'ZIP_DESCRIPTOR_INVALID');
+    const c = new Cursor(await window.read(dataEnd, gap), ZIP_FORMAT, dataEnd, 'ZIP_DESCRIPTOR_INVALID');
     if (form.signature && c.u32le() !== ZIP_SIG_DESCRIPTOR)
       throw zipError(
         'ZIP_DESCRIPTOR_INVALID',
