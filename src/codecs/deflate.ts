@@ -30,8 +30,16 @@ export interface InflateOptions {
   ratioMinSize?: number;
 }
 
-const fail = (code: string, message: string, cause?: unknown): FormatError =>
-  new FormatError('deflate', code, message, undefined, cause === undefined ? {} : { cause });
+const fail = (
+  code: string,
+  message: string,
+  cause?: unknown,
+  details?: Record<string, unknown>,
+): FormatError =>
+  new FormatError('deflate', code, message, undefined, {
+    ...(cause === undefined ? {} : { cause }),
+    ...(details ? { details } : {}),
+  });
 
 function nonNegative(name: string, v: number): number {
   if (!Number.isSafeInteger(v) || v < 0)
@@ -61,13 +69,21 @@ export function inflateRaw(input: Uint8Array, options: InflateOptions = {}): Pro
     };
     z.on('data', (chunk: Buffer) => {
       total += chunk.length;
+      // `produced`: the running count when the stream was stopped (at most one chunk past the limit).
       if (total > cap)
-        return stop(fail('CODEC_OUTPUT_TOO_LARGE', `deflate stream decodes to more than ${cap} bytes`));
+        return stop(
+          fail('CODEC_OUTPUT_TOO_LARGE', `deflate stream decodes to more than ${cap} bytes`, undefined, {
+            produced: total,
+            limit: cap,
+          }),
+        );
       if (total > ratioMinSize && total > maxRatio * input.length)
         return stop(
           fail(
             'CODEC_RATIO_TOO_HIGH',
             `deflate stream of ${input.length} bytes decodes to more than ${total} (over ${maxRatio}:1)`,
+            undefined,
+            { produced: total, limit: maxRatio },
           ),
         );
       chunks.push(chunk);
