@@ -11,10 +11,10 @@ import { FormatError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
 
 /**
- * zlib level for re-deflated entries: 9 measured within a few % of level 6's speed on PE files and
- * smaller (docs/BENCHMARKS.md "Deflate"), and Mozilla packages with `zip -9`-like settings.
+ * zlib level for re-deflated entries: 6 (zlib's default). On PE files level 9 costs ~3× the CPU for
+ * outputs ~0.4% smaller (docs/BENCHMARKS.md "Deflate"); level 1 is 2× faster again but ~9% larger.
  */
-export const DEFLATE_LEVEL = 9;
+export const DEFLATE_LEVEL = 6;
 /** Output : input ratio above which an inflate stops (deflate's own maximum is ~1032:1). */
 export const DEFLATE_MAX_RATIO = 200;
 /** Outputs up to this size are never stopped for their ratio. */
