@@ -304,7 +304,8 @@ export function encodeEnd(
       'ZIP_WRITER_STATE',
       `archive comment of ${t.comment.length} bytes exceeds ${ZIP_MAX_COMMENT_LENGTH}`,
     );
-  const countNeeds = cd.entries >= u16Max;
+  // Exactly 65535 entries fit the EOCD field as a literal (readers only look for zip64 with a locator).
+  const countNeeds = cd.entries > u16Max;
   const sizeNeeds = needs64(cd.size);
   const offsetNeeds = needs64(cd.offset);
   const write64 = countNeeds || sizeNeeds || offsetNeeds || t.zip64 !== undefined;

@@ -9,6 +9,7 @@ import { FormatError } from '../../../src/errors.js';
 import { BufferSource, type ByteSource } from '../../../src/io/byte-source.js';
 import {
   ZIP_METHOD_DEFLATE,
+  encodeEnd,
   endTemplateOf,
   newZipEntry,
   readEntryData,
@@ -465,4 +466,28 @@ test('a failing transform aborts the rewrite: no output, no temp file', async ()
     /boom/,
   );
   assert.deepEqual(readdirSync(d), ['in.zip']);
+});
+
+test('end records: zip64 only where a value needs it or the input had it', () => {
+  const none = { comment: new Uint8Array(0) };
+  assert.equal(
+    encodeEnd(none, { offset: 100, size: 50, entries: 0xffff }).length,
+    22,
+    '65535 entries fit as a literal',
+  );
+  assert.equal(encodeEnd(none, { offset: 100, size: 50, entries: 0x10000 }).length, 22 + 56 + 20);
+  assert.equal(encodeEnd(none, { offset: 0xffffffff, size: 50, entries: 1 }).length, 22 + 56 + 20);
+  const kept = encodeEnd(
+    {
+      comment: new Uint8Array(0),
+      zip64: {
+        versionMadeBy: 0x031e,
+        versionNeeded: 45,
+        extensible: new Uint8Array(3),
+        locatorTotalDisks: 1,
+      },
+    },
+    { offset: 100, size: 50, entries: 1 },
+  );
+  assert.equal(kept.length, 22 + 56 + 3 + 20, 'an input zip64 record is kept, with its extensible data');
 });
