@@ -1,21 +1,9 @@
-import { constants } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  mkdtemp,
-  open,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  rmdir,
-  stat,
-} from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, type CodecName, type CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
+import { extractInto } from '../io/extract.js';
 import {
   assertSafeName,
   entryCodecOf,
@@ -93,80 +81,40 @@ export async function extractMar(
   destDir: string,
   options: ExtractOptions = {},
 ): Promise<ExtractResult> {
-  const dest = resolve(destDir);
-  const existing = await lstat(dest).catch(() => undefined);
-  if (existing && !(existing.isDirectory() && (await readdir(dest)).length === 0))
-    throw new UsageError('DEST_NOT_EMPTY', `${dest} exists and is not an empty directory`);
-
-  const m = await openMar(path);
-  const tmp = await mkdtemp(join(dirname(dest), `.${basename(dest)}.extract-`));
-  try {
-    const root = await realpath(tmp);
-    const c = options.decompress ? await codecs() : undefined;
-    const files: ExtractResult['files'] = [];
-    const maxTotal = options.maxTotalSize ?? MAR_MAX_EXTRACT_TOTAL;
-    let total = 0;
-    for (const e of m.info.entries) {
-      assertSafeName(e.name);
-      const target = resolve(root, ...e.name.split('/'));
-      if (!target.startsWith(root + sep))
-        throw marError(
-          'MAR_UNSAFE_EXTRACT',
-          `${JSON.stringify(e.name)} resolves outside the destination`,
-          e.offset,
-        );
-      await makeParents(root, target, e.name);
-      let data = await readEntryBytes(m.source, e);
-      if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
-        const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
-        data = await c.decompress(data, { maxOutputSize: Math.min(perEntry, maxTotal - total + 1) });
+  const unsafe = (message: string, offset?: number): Error => marError('MAR_UNSAFE_EXTRACT', message, offset);
+  const { destDir: dest, result: files } = await extractInto(destDir, unsafe, async (x) => {
+    const m = await openMar(path);
+    try {
+      const c = options.decompress ? await codecs() : undefined;
+      const maxTotal = options.maxTotalSize ?? MAR_MAX_EXTRACT_TOTAL;
+      const files: ExtractResult['files'] = [];
+      let total = 0;
+      for (const e of m.info.entries) {
+        assertSafeName(e.name);
+        const target = x.target(e.name, e.offset);
+        await x.makeDirs(dirname(target), e.name);
+        let data = await readEntryBytes(m.source, e);
+        if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
+          const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
+          data = await c.decompress(data, { maxOutputSize: Math.min(perEntry, maxTotal - total + 1) });
+        }
+        total += data.length;
+        if (total > maxTotal)
+          throw marError(
+            'MAR_EXTRACT_TOO_LARGE',
+            `extracting ${JSON.stringify(e.name)} brings the total past ${maxTotal} bytes`,
+            e.offset,
+          );
+        const mode = e.flags & 0o777;
+        await x.writeFile(target, data, mode);
+        files.push({ name: e.name, size: data.length, mode });
       }
-      total += data.length;
-      if (total > maxTotal)
-        throw marError(
-          'MAR_EXTRACT_TOO_LARGE',
-          `extracting ${JSON.stringify(e.name)} brings the total past ${maxTotal} bytes`,
-          e.offset,
-        );
-      const mode = e.flags & 0o777;
-      const fh = await open(
-        target,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-        mode,
-      );
-      try {
-        await fh.writeFile(data);
-        await fh.chmod(mode);
-      } finally {
-        await fh.close();
-      }
-      files.push({ name: e.name, size: data.length, mode });
+      return files;
+    } finally {
+      await m.close();
     }
-    if (existing) await rmdir(dest);
-    await rename(tmp, dest);
-    return { destDir: dest, files };
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  } finally {
-    await m.close();
-  }
-}
-
-async function makeParents(root: string, target: string, name: string): Promise<void> {
-  let dir = root;
-  for (const seg of relative(root, dirname(target)).split(sep).filter(Boolean)) {
-    dir = join(dir, seg);
-    const st = await lstat(dir).catch(() => undefined);
-    if (!st) await mkdir(dir, { mode: 0o755 });
-    else if (st.isSymbolicLink())
-      throw marError('MAR_UNSAFE_EXTRACT', `a symlink is in the way of ${JSON.stringify(name)}`);
-    else if (!st.isDirectory())
-      throw marError(
-        'MAR_UNSAFE_EXTRACT',
-        `${JSON.stringify(name)} needs a directory where a file was extracted`,
-      );
-  }
+  });
+  return { destDir: dest, files };
 }
 
 export type Compression = 'none' | 'bz2' | 'xz';

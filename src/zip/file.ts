@@ -1,9 +1,8 @@
-import { constants } from 'node:fs';
-import { lstat, mkdir, mkdtemp, open, readdir, realpath, rename, rm, rmdir } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { CodedError, UsageError } from '../errors.js';
+import { dirname } from 'node:path';
+import { CodedError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
 import { BufferSource, FileSource, type ByteSource } from '../io/byte-source.js';
+import { extractInto } from '../io/extract.js';
 import {
   ZIP_METHOD_DEFLATE,
   assertSafeZipName,
@@ -137,89 +136,42 @@ export async function extractZip(
   destDir: string,
   options: ExtractZipOptions = {},
 ): Promise<ExtractZipResult> {
-  const dest = resolve(destDir);
-  const existing = await lstat(dest).catch(() => undefined);
-  if (existing && !(existing.isDirectory() && (await readdir(dest)).length === 0))
-    throw new UsageError('DEST_NOT_EMPTY', `${dest} exists and is not an empty directory`);
-
-  const z = await openZip(path);
-  try {
-    const maxTotal = options.maxTotalSize ?? ZIP_MAX_EXTRACT_TOTAL;
-    const declared = z.info.entries.reduce((n, e) => n + e.uncompressedSize, 0);
-    if (declared > maxTotal)
-      throw zipError(
-        'ZIP_EXTRACT_TOO_LARGE',
-        `entries declare ${declared} bytes together, more than ${maxTotal}`,
-      );
-    const tmp = await mkdtemp(join(dirname(dest), `.${basename(dest)}.extract-`));
+  const unsafe = (message: string, offset?: number): Error => zipError('ZIP_UNSAFE_EXTRACT', message, offset);
+  const { destDir: dest, result: files } = await extractInto(destDir, unsafe, async (x) => {
+    const z = await openZip(path);
     try {
-      const root = await realpath(tmp);
+      const maxTotal = options.maxTotalSize ?? ZIP_MAX_EXTRACT_TOTAL;
+      const declared = z.info.entries.reduce((n, e) => n + e.uncompressedSize, 0);
+      if (declared > maxTotal)
+        throw zipError(
+          'ZIP_EXTRACT_TOO_LARGE',
+          `entries declare ${declared} bytes together, more than ${maxTotal}`,
+        );
       const files: ExtractZipResult['files'] = [];
       for (const e of z.info.entries) {
         assertSafeZipName(e.name);
         if (isSymlinkEntry(e))
-          throw zipError(
-            'ZIP_UNSAFE_EXTRACT',
-            `${JSON.stringify(e.name)} is a symbolic link`,
-            e.localHeaderOffset,
-          );
-        const target = resolve(root, ...e.name.split('/').filter(Boolean));
-        if (!target.startsWith(root + sep))
-          throw zipError(
-            'ZIP_UNSAFE_EXTRACT',
-            `${JSON.stringify(e.name)} resolves outside the destination`,
-            e.localHeaderOffset,
-          );
+          throw unsafe(`${JSON.stringify(e.name)} is a symbolic link`, e.localHeaderOffset);
+        const target = x.target(e.name, e.localHeaderOffset);
         const mode = entryMode(e);
         if (e.isDirectory) {
-          await makeDirs(root, target, e.name);
+          await x.makeDirs(target, e.name);
           files.push({ name: e.name, size: 0, mode, directory: true });
           continue;
         }
-        await makeDirs(root, dirname(target), e.name);
+        await x.makeDirs(dirname(target), e.name);
         const data = await readEntryContent(z.source, e, {
           ...(options.maxOutputSize === undefined ? {} : { maxOutputSize: options.maxOutputSize }),
         });
-        const fh = await open(
-          target,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          mode,
-        );
-        try {
-          await fh.writeFile(data);
-          await fh.chmod(mode);
-        } finally {
-          await fh.close();
-        }
+        await x.writeFile(target, data, mode);
         files.push({ name: e.name, size: data.length, mode, directory: false });
       }
-      if (existing) await rmdir(dest);
-      await rename(tmp, dest);
-      return { destDir: dest, files };
-    } catch (e) {
-      await rm(tmp, { recursive: true, force: true });
-      throw e;
+      return files;
+    } finally {
+      await z.close();
     }
-  } finally {
-    await z.close();
-  }
-}
-
-/** Create each directory from `root` down to `dir`; a symlink or a file in the way is refused. */
-async function makeDirs(root: string, dir: string, name: string): Promise<void> {
-  let at = root;
-  for (const seg of relative(root, dir).split(sep).filter(Boolean)) {
-    at = join(at, seg);
-    const st = await lstat(at).catch(() => undefined);
-    if (!st) await mkdir(at, { mode: 0o755 });
-    else if (st.isSymbolicLink())
-      throw zipError('ZIP_UNSAFE_EXTRACT', `a symlink is in the way of ${JSON.stringify(name)}`);
-    else if (!st.isDirectory())
-      throw zipError(
-        'ZIP_UNSAFE_EXTRACT',
-        `${JSON.stringify(name)} needs a directory where a file was extracted`,
-      );
-  }
+  });
+  return { destDir: dest, files };
 }
 
 export interface CreateZipFile extends NewZipEntry {
