@@ -11,8 +11,8 @@ import { FormatError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
 
 /**
- * zlib level for re-deflated entries: 6 (zlib's default). On PE files level 9 costs ~3× the CPU for
- * outputs ~0.4% smaller (docs/BENCHMARKS.md "Deflate"); level 1 is 2× faster again but ~9% larger.
+ * zlib level for re-deflated entries: 6 (zlib's default). On PE files level 9 costs 3-4× the CPU for
+ * outputs 0.4% smaller (docs/BENCHMARKS.md "Deflate"); level 1 is 1.5-2.4× faster but 8.5% larger.
  */
 export const DEFLATE_LEVEL = 6;
 /** Output : input ratio above which an inflate stops (deflate's own maximum is ~1032:1). */
