@@ -193,6 +193,8 @@ async function main(): Promise<void> {
     await writeLocaleMar(join(RELEASE_DIR, rel), locale, codec);
     release.locales[locale] = rel;
   }
+  // The Windows build zip is part of the release: its PEs are the en-US MAR's, signed once for both.
+  release.locales['win64'] = 'target.zip';
   await writeFile(join(RELEASE_DIR, 'release.json'), JSON.stringify(release, null, 2) + '\n');
   await writeTargetZip(zipPath);
   process.stdout.write(`wrote ${LOCALES.length} locale MARs and target.zip to ${RELEASE_DIR}\n`);
