@@ -60,7 +60,11 @@ export class ZipArchive implements OpenedArchive {
     if (z.method === ZIP_METHOD_STORED) return { codec: 'none' };
     if (z.method === ZIP_METHOD_DEFLATE) return { codec: 'deflate', level: DEFLATE_LEVEL };
     // The reader refuses other methods; this guards a caller that built entries by hand.
-    throw zipError('ZIP_UNSUPPORTED_METHOD', `${JSON.stringify(z.name)} uses method ${z.method}`, z.centralOffset);
+    throw zipError(
+      'ZIP_UNSUPPORTED_METHOD',
+      `${JSON.stringify(z.name)} uses method ${z.method}`,
+      z.centralOffset,
+    );
   }
 
   async createWriter(path: string): Promise<ArchiveWriter> {
@@ -105,7 +109,10 @@ class ZipArchiveWriter implements ArchiveWriter {
       await this.writer.addEntry(z, await this.archive.span(z, data.bytes));
       return;
     }
-    await this.writer.addEntry(z, data.bytes, { crc32: data.decoded.crc32, uncompressedSize: data.decoded.size });
+    await this.writer.addEntry(z, data.bytes, {
+      crc32: data.decoded.crc32,
+      uncompressedSize: data.decoded.size,
+    });
   }
 
   async seal(): Promise<SealedArchive> {
