@@ -14,4 +14,14 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // The pipeline is a set of small stages (docs/ARCHITECTURE.md "Pipeline"): keep each function short.
+    files: ['src/pipeline/**/*.ts'],
+    rules: {
+      'max-lines-per-function': [
+        'error',
+        { max: 120, skipBlankLines: true, skipComments: true, IIFEs: true },
+      ],
+    },
+  },
 );

@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path';
 import type { ConfigFile } from '../config/types.js';
-import type { Validator } from '../config/validate.js';
+import type { Validator } from '../config/validator.js';
 import { ConfigError, type CodedErrorOptions } from '../errors.js';
 import { PKCS11_MODULE_ENV, isPkcs11Uri, parsePkcs11Uri } from './pkcs11-uri.js';
 import type { Pkcs11ErrorCode, TokenProbe } from './pkcs11.js';

@@ -7,9 +7,10 @@
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { detectContainer, openArchive } from '../archive/registry.js';
-import type { ArchiveWriter, OpenedArchive, PredictedLayout } from '../archive/types.js';
+import type { OutputCacheStore } from '../../cache/types.js';
+import type { OpenedArchive, PredictedLayout } from '../archive/types.js';
 import { toPlainError, UsageError } from '../errors.js';
-import { BufferSource, FileSource } from '../io/byte-source.js';
+import { BufferSource, FileSource, type ByteSource } from '../io/byte-source.js';
 import { assemble, type Assembly } from './assemble.js';
 import type { RunLedger, SigningContext } from './context.js';
 import { finish, IN_MEMORY_FINISH_MAX, type Finished } from './finish.js';
@@ -72,7 +73,6 @@ export async function signLocale(
   const tier =
     !opts.dryRun && (opts.outputCache ?? ctx.outputTier) ? (ctx.store?.outputs ?? undefined) : undefined;
   const source = await FileSource.open(opts.input);
-  let writer: ArchiveWriter | undefined;
   try {
     let planned = opts.plan?.inputs.get(opts.input);
     if (planned && !sameFile(planned.identity, await identityOf(opts.input))) planned = undefined;
@@ -87,32 +87,12 @@ export async function signLocale(
     if (tier) {
       const sha256 = planned?.sha256 ?? snapshot?.sha256 ?? (await hashFileSha256(opts.input));
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, sha256);
-    }
-    // A release plan that planned this input for signing has scheduled its work already, attributed to
-    // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
-    if (tier && outputKey && !planned?.keys) {
-      const served = await serveOutput({
-        store: tier,
-        key: outputKey,
-        input: opts.input,
-        output: opts.output,
-        container: await detectContainer(bytes, opts.input),
-        profile: ctx.profile.name,
-        inputSize: source.size,
-        started,
-        startedAt,
-        planMs: performance.now() - started,
-        writeManifest: opts.writeManifest !== false,
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      if (served) {
-        ctx.counters.outputHits++;
-        ctx.counters.hits += served.manifest.totals.hits;
-        ctx.counters.bytesServed += served.hit.size;
-        return served.manifest;
-      }
-      ctx.counters.outputMisses++;
+      // A release plan that planned this input for signing has scheduled its work already, attributed to
+      // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
+      const served = planned?.keys
+        ? undefined
+        : await serveWhole(ctx, opts, tier, outputKey, bytes, { started, startedAt });
+      if (served) return served;
     }
     const archive = await openArchive(bytes, opts.input);
     const l: LocaleInput = {
@@ -129,32 +109,7 @@ export async function signLocale(
     };
     const plans = await planLocale(l, planned, snapshot);
     const planMs = performance.now() - started;
-
-    const signStarted = performance.now();
-    let assembly: Assembly;
-    let layout: PredictedLayout | undefined;
-    let buffer: Buffer | undefined;
-    if (l.dryRun) assembly = await assemble(l, plans, {}, opts.onProgress);
-    else {
-      const signing = ctx.profile.mar ? { mar: ctx.profile.mar } : {};
-      writer = await archive.createWriter(opts.output, signing);
-      layout = await predict(l, plans, signing);
-      if (layout && layout.fileSize <= IN_MEMORY_FINISH_MAX) buffer = SideHasher.alloc(layout.fileSize);
-      assembly = await assemble(
-        l,
-        plans,
-        { writer, ...(layout ? { layout } : {}), ...(buffer ? { buffer } : {}) },
-        opts.onProgress,
-      );
-    }
-    const signMs = performance.now() - signStarted;
-
-    const writeStarted = performance.now();
-    let finished: Finished | undefined;
-    if (writer) {
-      finished = await finish(writer, opts.output, assembly, layout, buffer, ctx.side);
-      writer = undefined;
-    }
+    const { assembly, finished, signMs, writeMs } = await writeOutput(l, plans, opts);
     const stored =
       tier && outputKey && finished?.bytes
         ? storeOutput(tier, outputKey, finished, assembly, opts.output)
@@ -175,21 +130,77 @@ export async function signLocale(
       records: assembly.records,
       warnings: assembly.warnings,
       inputBytes: source.size,
-      timings: {
-        startedAt,
-        ms: performance.now() - started,
-        planMs,
-        signMs,
-        writeMs: performance.now() - writeStarted,
-      },
+      timings: { startedAt, ms: performance.now() - started, planMs, signMs, writeMs },
     });
     await report(manifest, !l.dryRun && opts.writeManifest !== false, stored);
     return manifest;
-  } catch (err) {
-    await writer?.abort().catch(() => undefined);
-    throw err;
   } finally {
     await source.close();
+  }
+}
+
+/** The whole output from the locale-output tier (counted), or undefined on a miss. */
+async function serveWhole(
+  ctx: SigningContext,
+  opts: SignLocaleOptions,
+  tier: OutputCacheStore,
+  key: string,
+  bytes: ByteSource,
+  t: { started: number; startedAt: string },
+): Promise<LocaleManifest | undefined> {
+  const served = await serveOutput({
+    store: tier,
+    key,
+    input: opts.input,
+    output: opts.output,
+    container: await detectContainer(bytes, opts.input),
+    profile: ctx.profile.name,
+    inputSize: bytes.size,
+    started: t.started,
+    startedAt: t.startedAt,
+    planMs: performance.now() - t.started,
+    writeManifest: opts.writeManifest !== false,
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  if (!served) {
+    ctx.counters.outputMisses++;
+    return undefined;
+  }
+  ctx.counters.outputHits++;
+  ctx.counters.hits += served.manifest.totals.hits;
+  ctx.counters.bytesServed += served.hit.size;
+  return served.manifest;
+}
+
+/**
+ * Stages 2–4: resolve and assemble every entry into the container writer (in memory too when the layout
+ * is predicted), then finish the output. A dry run only resolves. The writer is aborted on any failure.
+ */
+async function writeOutput(
+  l: LocaleInput,
+  plans: EntryPlan[],
+  opts: SignLocaleOptions,
+): Promise<{ assembly: Assembly; finished?: Finished; signMs: number; writeMs: number }> {
+  const t0 = performance.now();
+  if (l.dryRun) {
+    const assembly = await assemble(l, plans, {}, opts.onProgress);
+    return { assembly, signMs: performance.now() - t0, writeMs: 0 };
+  }
+  const signing = l.ctx.profile.mar ? { mar: l.ctx.profile.mar } : {};
+  const writer = await l.archive.createWriter(opts.output, signing);
+  try {
+    const layout = await predict(l, plans, signing);
+    const buffer =
+      layout && layout.fileSize <= IN_MEMORY_FINISH_MAX ? SideHasher.alloc(layout.fileSize) : undefined;
+    const target = { writer, ...(layout ? { layout } : {}), ...(buffer ? { buffer } : {}) };
+    const assembly = await assemble(l, plans, target, opts.onProgress);
+    const t1 = performance.now();
+    const finished = await finish(writer, opts.output, assembly, layout, buffer, l.ctx.side);
+    return { assembly, finished, signMs: t1 - t0, writeMs: performance.now() - t1 };
+  } catch (err) {
+    await writer.abort().catch(() => undefined);
+    throw err;
   }
 }
 
@@ -276,7 +287,7 @@ async function predict(
  * again. A failure is a warning, never a failed locale.
  */
 function storeOutput(
-  tier: NonNullable<SigningContext['store']>['outputs'] & object,
+  tier: OutputCacheStore,
   key: string,
   finished: Finished,
   assembly: Assembly,
