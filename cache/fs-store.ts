@@ -7,11 +7,32 @@ import {
   type Hash,
   type KeyObject,
 } from 'node:crypto';
-import type { Stats } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { readlinkSync, type Stats } from 'node:fs';
+import {
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  rename,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { CodedError, ConfigError } from '../src/errors.js';
 import { AtomicFile } from '../src/io/atomic.js';
+import {
+  errno,
+  hasProcFd,
+  openDir,
+  READ_FLAGS,
+  realiseError,
+  removeEntry,
+  typeOf,
+  type DirRef,
+  type PathType,
+} from './confined.js';
 import { assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
 import {
   CACHE_FORMAT_VERSION,
@@ -129,7 +150,16 @@ export type CacheEntryProblem =
   | 'payload-sha512'
   | 'meta-sha256'
   | 'payload-missing'
-  | 'misplaced';
+  | 'misplaced'
+  /** A symlink where an entry file belongs (never followed). */
+  | 'symlink'
+  /** The file opened is not in the cache: a directory on the way is a symlink (never followed for writes). */
+  | 'outside-root'
+  /** The entry file cannot be opened for reading (EACCES, EPERM). */
+  | 'unreadable';
+
+/** Times a prefix directory is re-made when something keeps replacing it, before a put gives up. */
+const DIR_ATTEMPTS = 3;
 
 export interface FsCacheStoreOptions {
   /** Cache root; entries live at `<root>/<key[0..2]>/<key>`. */
@@ -146,14 +176,24 @@ export interface FsCacheStoreOptions {
 interface EntryFile {
   key: string;
   kind: CacheEntryKind;
-  /** The entry file; for an output, its `<key>.out`. */
-  path: string;
+  /** The prefix directory it was found in (the key's own, except for misplaced files). */
+  dir: string;
+  /** The entry file's name; for an output, its `<key>.out`. */
+  name: string;
   /** An output's `<key>.mar` when present (absent: a bad entry, found so by verify). */
-  payloadPath?: string;
+  payloadName?: string;
   /** Bytes of the entry: for an output, both files. */
   size: number;
   /** The LRU clock: the entry file's (for an output, the `.out`'s; never the shared payload's). */
   mtimeMs: number;
+}
+
+/** Something in the cache that is neither a regular file nor a directory where one belongs. */
+interface UnsafeFile {
+  /** Its prefix directory, or undefined for a name in the root itself. */
+  dir: string | undefined;
+  name: string;
+  type: PathType;
 }
 
 interface Scan {
@@ -164,8 +204,24 @@ interface Scan {
    * `.*.tmp` and `.*.bad` files (in-flight writes, or leftovers of a crash), and payloads without
    * their `.out` (a put in flight, or one that died between its two renames).
    */
-  temps: { path: string; mtimeMs: number }[];
+  temps: { dir: string; name: string; mtimeMs: number }[];
+  /**
+   * Symlinks, FIFOs, sockets, devices anywhere in the root or its prefix directories, directories
+   * inside a prefix directory, and a file where a prefix directory belongs: never written through,
+   * reported by verify, removed by repair.
+   */
+  unsafe: UnsafeFile[];
 }
+
+/** An entry file opened for reading (never through a symlink, never blocking), or why not. */
+type Opened =
+  | { kind: 'file'; fh: FileHandle; st: Stats }
+  | { kind: 'absent' }
+  /**
+   * Bad: `fh`/`st` when it opened (a FIFO, a directory…); `removable` unless it lies behind a planted
+   * link (the next put replaces the link, nothing is removed through it).
+   */
+  | { kind: 'bad'; problem: CacheEntryProblem; fh?: FileHandle; st?: Stats; removable: boolean };
 
 type Check =
   | { ok: true; payload: Uint8Array | undefined; sha256: string; facts: DecodedFacts | undefined }
@@ -189,7 +245,9 @@ type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEnt
  * The content-addressed cache on a local (or shared) filesystem. Safe with many processes on one
  * directory: writers rename complete files into place, readers verify everything they read, and a
  * bad entry is moved aside by inode before it is deleted so a fresh entry written by another process
- * in the meantime survives.
+ * in the meantime survives. Safe with someone else able to write into the cache (confined.ts): no
+ * symlink below the root is followed, no open blocks, and nothing is written outside the root. A root
+ * that is itself a symlink is resolved once, when the store first uses it.
  */
 export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads {
   readonly root: string;
@@ -201,6 +259,8 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
   private readonly onBadEntry: FsCacheStoreOptions['onBadEntry'];
   private counters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
   private outputCounters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
+  /** The root's real path, once it exists (a configured root may be a symlink: followed here, once). */
+  private realRoot: string | undefined;
 
   constructor(options: FsCacheStoreOptions) {
     if (typeof options?.root !== 'string' || options.root === '')
@@ -275,38 +335,32 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
 
   /** The verified payload with the sha256 just checked (callers need not rehash) and its decoded facts. */
   async get(key: string): Promise<CachedEntry | undefined> {
-    return this.getAt(this.entryPath(key), key);
+    return this.getAt(key, '');
   }
 
   async getSignature(key: string): Promise<Uint8Array | undefined> {
-    return (await this.getAt(this.signaturePath(key), key))?.payload;
+    return (await this.getAt(key, SIGNATURE_SUFFIX))?.payload;
   }
 
   async putSignature(key: string, der: Uint8Array): Promise<void> {
-    return this.putAt(this.signaturePath(key), key, der, undefined);
+    return this.putAt(key, SIGNATURE_SUFFIX, der, undefined);
   }
 
-  private async getAt(path: string, key: string): Promise<CachedEntry | undefined> {
-    let fh: FileHandle;
-    try {
-      fh = await open(path, 'r');
-    } catch (e) {
-      if (isMissing(e)) {
-        this.counters.misses++;
-        return undefined;
-      }
-      throw e;
+  private async getAt(key: string, suffix: string): Promise<CachedEntry | undefined> {
+    assertCacheKey(key);
+    const o = await this.openRead(key, suffix);
+    if (o.kind === 'absent') {
+      this.counters.misses++;
+      return undefined;
     }
     try {
-      const st = await fh.stat();
-      const r = st.isFile() ? await checkEntry(fh, st.size, key, this.secret, { kind: 'alloc' }) : notAFile;
+      const r =
+        o.kind === 'file'
+          ? await checkEntry(o.fh, o.st.size, key, this.secret, { kind: 'alloc' })
+          : { ok: false as const, problem: o.problem };
       if (r.ok) {
         this.counters.hits++;
-        const now = Date.now();
-        if (now - st.mtimeMs > TOUCH_INTERVAL_MS) {
-          // The LRU clock for prune. Best effort: a read-only or foreign-owned cache still serves.
-          await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
-        }
+        await touch(o.kind === 'file' ? o : undefined);
         return r.payload && { payload: r.payload, sha256: r.sha256, ...(r.facts ? { facts: r.facts } : {}) };
       }
       this.counters.corrupt++;
@@ -314,10 +368,10 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       if (r.problem !== 'other-length') await this.onBadEntry?.(key, r.problem);
       // The handle stays open until the bad file is gone, so its inode cannot be reused meanwhile.
       // A failed removal (read-only cache) still leaves a miss: the bad bytes are never served.
-      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
+      await this.discard(key, suffix, o);
       return undefined;
     } finally {
-      await fh.close();
+      await o.fh?.close();
     }
   }
 
@@ -336,46 +390,40 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     digest?: PayloadDigester,
     onRead?: () => void,
   ): Promise<{ sha256: string; facts?: DecodedFacts } | undefined> {
-    const path = this.entryPath(key);
-    let fh: FileHandle;
+    assertCacheKey(key);
+    const o = await this.openRead(key, '');
+    if (o.kind === 'absent') return undefined;
     try {
-      fh = await open(path, 'r');
-    } catch (e) {
-      if (isMissing(e)) return undefined;
-      throw e;
-    }
-    try {
-      const st = await fh.stat();
-      const r = st.isFile()
-        ? await checkEntry(fh, st.size, key, this.secret, { kind: 'into', target, digest, onRead })
-        : notAFile;
+      const r =
+        o.kind === 'file'
+          ? await checkEntry(o.fh, o.st.size, key, this.secret, { kind: 'into', target, digest, onRead })
+          : { ok: false as const, problem: o.problem };
       if (r.ok) {
         this.counters.hits++;
-        const now = Date.now();
-        if (now - st.mtimeMs > TOUCH_INTERVAL_MS)
-          await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+        await touch(o.kind === 'file' ? o : undefined);
         return { sha256: r.sha256, ...(r.facts ? { facts: r.facts } : {}) };
       }
       if (r.problem === 'other-length') return undefined;
       this.counters.corrupt++;
       await this.onBadEntry?.(key, r.problem);
-      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
+      await this.discard(key, '', o);
       return undefined;
     } finally {
-      await fh.close();
+      await o.fh?.close();
     }
   }
 
   async put(key: string, payload: Uint8Array, facts?: DecodedFacts): Promise<void> {
-    return this.putAt(this.entryPath(key), key, payload, facts);
+    return this.putAt(key, '', payload, facts);
   }
 
   private async putAt(
-    path: string,
     key: string,
+    suffix: string,
     payload: Uint8Array,
     facts: DecodedFacts | undefined,
   ): Promise<void> {
+    assertCacheKey(key);
     if (!(payload instanceof Uint8Array))
       throw new CodedError('CACHE_BAD_PAYLOAD', `payload must be a Uint8Array, got ${typeof payload}`);
     if (payload.length > MAX_PAYLOAD_BYTES)
@@ -385,17 +433,18 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       );
     if (facts !== undefined && !validFacts(facts))
       throw new CodedError('CACHE_BAD_PAYLOAD', 'facts must hold a u64 size and a u32 crc32');
-    await mkdir(dirname(path), { recursive: true });
     const header = buildHeader(key, payload, this.secret, facts);
-    const f = await AtomicFile.create(path, 0o644);
-    try {
-      await f.write(header);
-      await f.write(payload);
-      await f.commit();
-    } catch (e) {
-      await f.abort();
-      throw e;
-    }
+    await this.inDir(key.slice(0, 2), true, async (dir) => {
+      const f = await AtomicFile.create(join(dir.path, key + suffix), 0o644);
+      try {
+        await f.write(header);
+        await f.write(payload);
+        await f.commit();
+      } catch (e) {
+        await f.abort();
+        throw e;
+      }
+    });
     this.counters.puts++;
   }
 
@@ -418,28 +467,29 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
    * be the user's output file (a hard link), whose times are not ours to change.
    */
   async getOutput(key: string, sink: OutputSink): Promise<OutputHit | undefined> {
-    const path = this.outputPath(key);
-    let fh: FileHandle;
-    try {
-      fh = await open(path, 'r');
-    } catch (e) {
-      if (isMissing(e)) {
-        this.outputCounters.misses++;
-        return undefined;
-      }
-      throw e;
+    assertCacheKey(key);
+    const o = await this.openRead(key, OUTPUT_SUFFIX);
+    if (o.kind === 'absent') {
+      this.outputCounters.misses++;
+      return undefined;
     }
     const opened: OpenedPayload = {};
     try {
-      const st = await fh.stat();
-      const r: OutputCheck = st.isFile()
-        ? await checkOutput(fh, st.size, key, this.secret, this.payloadPath(key), sink, opened)
-        : { ok: false, problem: 'not-a-file' };
+      const r: OutputCheck =
+        o.kind === 'file'
+          ? await checkOutput(
+              o.fh,
+              o.st.size,
+              key,
+              this.secret,
+              () => this.openRead(key, PAYLOAD_SUFFIX),
+              sink,
+              opened,
+            )
+          : { ok: false, problem: o.problem };
       if (r.ok) {
         this.outputCounters.hits++;
-        const now = Date.now();
-        if (now - st.mtimeMs > TOUCH_INTERVAL_MS)
-          await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+        await touch(o.kind === 'file' ? o : undefined);
         return r.hit;
       }
       this.outputCounters.corrupt++;
@@ -447,11 +497,11 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       this.counters.corrupt++;
       await this.onBadEntry?.(key, r.problem);
       // Both handles stay open until the bad files are gone (their inodes cannot be reused meanwhile).
-      await removeBadOutput(path, st, this.payloadPath(key), opened.st).catch(() => undefined);
+      await this.discardOutput(key, o, opened).catch(() => undefined);
       return undefined;
     } finally {
       await opened.fh?.close();
-      await fh.close();
+      await o.fh?.close();
     }
   }
 
@@ -471,8 +521,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     info: { sha256: string; sha512: string | Promise<string>; meta: Uint8Array },
     options: { linkFrom?: string } = {},
   ): Promise<{ linked: boolean }> {
-    const path = this.outputPath(key);
-    const payloadPath = this.payloadPath(key);
+    assertCacheKey(key);
     if (!(payload instanceof Uint8Array) || !(info?.meta instanceof Uint8Array))
       throw new CodedError('CACHE_BAD_PAYLOAD', 'payload and meta must be Uint8Arrays');
     if (payload.length > MAX_PAYLOAD_BYTES || info.meta.length > MAX_OUTPUT_META_BYTES)
@@ -482,53 +531,57 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       );
     if (!/^[0-9a-f]{64}$/.test(info.sha256))
       throw new CodedError('CACHE_BAD_PAYLOAD', 'sha256 must be 64 lowercase hex digits');
-    await mkdir(dirname(path), { recursive: true });
-    let placed =
-      typeof options.linkFrom === 'string'
-        ? await linkInto(options.linkFrom, payloadPath, payload.length)
-        : undefined;
-    const linked = placed !== undefined;
-    if (!placed) {
-      const p = await AtomicFile.create(payloadPath, 0o644);
+    const linked = await this.inDir(key.slice(0, 2), true, async (dir) => {
+      const outName = key + OUTPUT_SUFFIX;
+      const payloadName = key + PAYLOAD_SUFFIX;
+      let placed =
+        typeof options.linkFrom === 'string'
+          ? await linkInto(options.linkFrom, dir, payloadName, payload.length)
+          : undefined;
+      const linked = placed !== undefined;
+      if (!placed) {
+        const p = await AtomicFile.create(join(dir.path, payloadName), 0o644);
+        try {
+          await p.write(payload, 0);
+          placed = await p.handle.stat();
+          await p.commit();
+        } catch (e) {
+          await p.abort();
+          throw e;
+        }
+      }
+      const f = await AtomicFile.create(join(dir.path, outName), 0o644);
       try {
-        await p.write(payload, 0);
-        placed = await p.handle.stat();
-        await p.commit();
+        // Meta first: the header (with the sha512, which may still be being computed on another thread,
+        // and the HMAC over it) is written last, before the fsync and rename.
+        await f.write(info.meta, OUTPUT_HEADER_SIZE);
+        const sha512 = await info.sha512;
+        if (!/^[0-9a-f]{128}$/.test(sha512))
+          throw new CodedError('CACHE_BAD_PAYLOAD', 'sha512 must be 128 lowercase hex digits');
+        const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
+        OUT_MAGIC.copy(h, 0);
+        h.writeUInt32BE(OUTPUT_FORMAT_VERSION, OFF_VERSION);
+        h.writeUInt32BE(OUTPUT_HEADER_SIZE, OFF_HEADER_SIZE);
+        h.writeBigUInt64BE(BigInt(payload.length), OUT_LENGTH);
+        h.writeUInt32BE(info.meta.length, OUT_META_LENGTH);
+        h.write(key, OUT_KEY, 'hex');
+        h.write(info.sha256, OUT_SHA256, 'hex');
+        h.write(sha512, OUT_SHA512, 'hex');
+        createHash('sha256').update(info.meta).digest().copy(h, OUT_META_SHA);
+        outputMac(this.secret, h).copy(h, OUT_MAC);
+        await f.write(h, 0);
+        await f.commit();
       } catch (e) {
-        await p.abort();
+        await f.abort();
+        // The payload just placed is garbage without its `.out` (prune would remove it once stale); remove
+        // it now unless another writer's payload replaced it meanwhile.
+        await removeBad(dir, payloadName, placed).catch(() => undefined);
         throw e;
       }
-    }
-    const f = await AtomicFile.create(path, 0o644);
-    try {
-      // Meta first: the header (with the sha512, which may still be being computed on another thread,
-      // and the HMAC over it) is written last, before the fsync and rename.
-      await f.write(info.meta, OUTPUT_HEADER_SIZE);
-      const sha512 = await info.sha512;
-      if (!/^[0-9a-f]{128}$/.test(sha512))
-        throw new CodedError('CACHE_BAD_PAYLOAD', 'sha512 must be 128 lowercase hex digits');
-      const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
-      OUT_MAGIC.copy(h, 0);
-      h.writeUInt32BE(OUTPUT_FORMAT_VERSION, OFF_VERSION);
-      h.writeUInt32BE(OUTPUT_HEADER_SIZE, OFF_HEADER_SIZE);
-      h.writeBigUInt64BE(BigInt(payload.length), OUT_LENGTH);
-      h.writeUInt32BE(info.meta.length, OUT_META_LENGTH);
-      h.write(key, OUT_KEY, 'hex');
-      h.write(info.sha256, OUT_SHA256, 'hex');
-      h.write(sha512, OUT_SHA512, 'hex');
-      createHash('sha256').update(info.meta).digest().copy(h, OUT_META_SHA);
-      outputMac(this.secret, h).copy(h, OUT_MAC);
-      await f.write(h, 0);
-      await f.commit();
-    } catch (e) {
-      await f.abort();
-      // The payload just placed is garbage without its `.out` (prune would remove it once stale); remove
-      // it now unless another writer's payload replaced it meanwhile.
-      await removeBad(payloadPath, placed).catch(() => undefined);
-      throw e;
-    }
+      return linked;
+    });
     this.outputCounters.puts++;
-    return { linked };
+    return { linked: linked === true };
   }
 
   /** Corrupt entries this process met (stats().corrupt without scanning the cache directory). */
@@ -537,7 +590,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
   }
 
   async stats(): Promise<CacheStats> {
-    const scan = await scanRoot(this.root);
+    const scan = await scanRoot(await this.base(false));
     let bytes = 0;
     const byKind = {
       entry: { entries: 0, bytes: 0 },
@@ -561,24 +614,29 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
 
   async verify(options: { repair?: boolean } = {}): Promise<CacheVerifyReport> {
     const repair = options.repair === true;
-    const scan = await scanRoot(this.root);
-    const report: CacheVerifyReport = { checked: 0, ok: 0, bad: [] };
+    const base = await this.base(false);
+    const scan = await scanRoot(base);
+    const report: CacheVerifyReport = { checked: 0, ok: 0, bad: [], unsafe: [] };
     for (const e of scan.entries) {
-      let fh: FileHandle;
-      try {
-        fh = await open(e.path, 'r');
-      } catch (err) {
-        if (isMissing(err)) continue; // pruned or replaced-and-removed by another process meanwhile
-        throw err;
-      }
+      const suffix = e.name.slice(64);
+      const o = await this.openRead(e.key, suffix);
+      if (o.kind === 'absent') continue; // pruned or replaced-and-removed by another process meanwhile
       const opened: OpenedPayload = {};
       try {
-        const st = await fh.stat();
-        const r = !st.isFile()
-          ? notAFile
-          : e.kind === 'output'
-            ? await checkOutput(fh, st.size, e.key, this.secret, this.payloadPath(e.key), undefined, opened)
-            : await checkEntry(fh, st.size, e.key, this.secret, { kind: 'chunked' });
+        const r =
+          o.kind !== 'file'
+            ? { ok: false as const, problem: o.problem }
+            : e.kind === 'output'
+              ? await checkOutput(
+                  o.fh,
+                  o.st.size,
+                  e.key,
+                  this.secret,
+                  () => this.openRead(e.key, PAYLOAD_SUFFIX),
+                  undefined,
+                  opened,
+                )
+              : await checkEntry(o.fh, o.st.size, e.key, this.secret, { kind: 'chunked' });
         report.checked++;
         if (r.ok) report.ok++;
         else {
@@ -587,13 +645,12 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
             ...(e.kind !== 'entry' ? { kind: e.kind } : {}),
             reason: r.problem,
           });
-          if (repair && e.kind === 'output')
-            await removeBadOutput(e.path, st, this.payloadPath(e.key), opened.st);
-          else if (repair && st.isFile()) await removeBad(e.path, st);
+          if (repair && e.kind === 'output') await this.discardOutput(e.key, o, opened);
+          else if (repair) await this.discard(e.key, suffix, o, true);
         }
       } finally {
         await opened.fh?.close();
-        await fh.close();
+        await o.fh?.close();
       }
     }
     for (const e of scan.misplaced) {
@@ -603,20 +660,38 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
         ...(e.kind !== 'entry' ? { kind: e.kind } : {}),
         reason: 'misplaced',
       });
-      if (repair) {
-        await unlinkIfPresent(e.path);
-        if (e.payloadPath) await unlinkIfPresent(e.payloadPath);
-      }
+      if (repair)
+        await this.inDir(e.dir, false, async (dir) => {
+          await unlinkIfPresent(join(dir.path, e.name));
+          if (e.payloadName) await unlinkIfPresent(join(dir.path, e.payloadName));
+        });
     }
-    if (repair) report.staleTempRemoved = await removeStaleTemps(scan);
+    for (const u of scan.unsafe) {
+      const path = join(base!, ...(u.dir ? [u.dir] : []), u.name);
+      if (!repair) {
+        report.unsafe.push({ path, type: u.type });
+        continue;
+      }
+      // Removed as what it is (a link itself, never its target; a directory level by level).
+      const removed = await (
+        u.dir === undefined
+          ? this.inRoot((dir) => removeEntry(dir, u.name))
+          : this.inDir(u.dir, false, (dir) => removeEntry(dir, u.name))
+      ).then(
+        () => true,
+        () => false,
+      );
+      report.unsafe.push({ path, type: u.type, removed });
+    }
+    if (repair) report.staleTempRemoved = await this.removeStaleTemps(scan);
     return report;
   }
 
   async prune(maxBytes: number): Promise<CachePruneResult> {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0)
       throw new CodedError('CACHE_BAD_MAX_SIZE', `maxBytes must be a non-negative integer, got ${maxBytes}`);
-    const scan = await scanRoot(this.root);
-    const staleTempRemoved = await removeStaleTemps(scan);
+    const scan = await scanRoot(await this.base(false));
+    const staleTempRemoved = await this.removeStaleTemps(scan);
     let remaining = 0;
     for (const e of scan.entries) remaining += e.size;
     // Least recently used first: mtime is the write time, refreshed by hits (TOUCH_INTERVAL_MS).
@@ -627,18 +702,199 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       if (remaining <= maxBytes) break;
       // A concurrent writer may have just replaced this entry; losing it costs one miss, no more. An
       // output's `.out` goes first, so no reader finds a `.out` whose payload was just removed.
-      if (await unlinkIfPresent(e.path)) {
-        removed++;
-        freedBytes += e.size;
-      }
-      if (e.payloadPath) await unlinkIfPresent(e.payloadPath);
+      await this.inDir(e.dir, false, async (dir) => {
+        if (await unlinkIfPresent(join(dir.path, e.name))) {
+          removed++;
+          freedBytes += e.size;
+        }
+        if (e.payloadName) await unlinkIfPresent(join(dir.path, e.payloadName));
+      });
       remaining -= e.size;
     }
     return { removed, freedBytes, remainingBytes: remaining, staleTempRemoved };
   }
+
+  /**
+   * The root's real path: a configured root that is a symlink is followed here, once per store. Undefined
+   * while the root does not exist, unless `create` (then it is made).
+   */
+  private async base(create: boolean): Promise<string | undefined> {
+    if (this.realRoot !== undefined) return this.realRoot;
+    try {
+      this.realRoot = await realpath(this.root);
+    } catch (e) {
+      if (errno(e) !== 'ENOENT' || !create) {
+        if (errno(e) === 'ENOENT') return undefined;
+        throw e;
+      }
+      await mkdir(this.root, { recursive: true });
+      this.realRoot = await realpath(this.root);
+    }
+    return this.realRoot;
+  }
+
+  /**
+   * Open `<root>/<key[0..2]>/<key><suffix>` for reading: never through a symlink (the last component is
+   * opened O_NOFOLLOW, and where the file really is is checked, which catches a planted prefix-directory
+   * link), never blocking (O_NONBLOCK: a FIFO opens at once and is then refused by its fstat).
+   */
+  private async openRead(key: string, suffix: string): Promise<Opened> {
+    const base = this.realRoot ?? (await this.base(false));
+    if (base === undefined) return { kind: 'absent' };
+    const dir = `${base}/${key.slice(0, 2)}`;
+    const path = `${dir}/${key}${suffix}`;
+    let fh: FileHandle;
+    try {
+      fh = await open(path, READ_FLAGS);
+    } catch (e) {
+      switch (errno(e)) {
+        case 'ENOENT':
+        case 'ENOTDIR': // the prefix is not a directory: nothing stored there (a put replaces it)
+          return { kind: 'absent' };
+        case 'ELOOP':
+          return { kind: 'bad', problem: 'symlink', removable: true };
+        case 'ENXIO': // a socket
+          return { kind: 'bad', problem: 'not-a-file', removable: true };
+        case 'EACCES':
+        case 'EPERM':
+          return { kind: 'bad', problem: 'unreadable', removable: true };
+        default:
+          throw e;
+      }
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) return { kind: 'bad', problem: 'not-a-file', fh, st, removable: true };
+      if (hasProcFd()) {
+        // Synchronous on purpose: a /proc magic link is resolved in memory (no disk I/O), ~4 µs, where the
+        // libuv round trip of the async call costs ~25 µs of CPU on the warm path's every entry read.
+        const at = readlinkSync(`/proc/self/fd/${fh.fd}`);
+        if (at !== path) {
+          // Renamed aside or removed by another process since the open (`… (deleted)`): a plain miss.
+          if (at.startsWith(`${dir}/`)) {
+            await fh.close();
+            return { kind: 'absent' };
+          }
+          return { kind: 'bad', problem: 'outside-root', fh, st, removable: false };
+        }
+      } else {
+        const d = await lstat(dir);
+        if (!d.isDirectory()) return { kind: 'bad', problem: 'outside-root', fh, st, removable: false };
+      }
+      return { kind: 'file', fh, st };
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Run `fn` in the prefix directory `prefix`, opened and checked (confined.ts: never through a link).
+   * With `create` the directory is made, and anything else in its place (a planted symlink, a file, a
+   * FIFO) is unlinked first, the link itself, never what it points to; without, undefined when there is
+   * no such directory. Errors name real paths.
+   */
+  private async inDir<T>(
+    prefix: string,
+    create: boolean,
+    fn: (dir: DirRef) => Promise<T>,
+  ): Promise<T | undefined> {
+    const base = await this.base(create);
+    if (base === undefined) return undefined;
+    const path = join(base, prefix);
+    for (let attempt = 1; ; attempt++) {
+      const r = await openDir(path);
+      if (r.ok) {
+        try {
+          return await fn(r.dir);
+        } catch (e) {
+          throw realiseError(e, r.dir);
+        } finally {
+          await r.dir.fh.close();
+        }
+      }
+      if (!create) return undefined;
+      if (r.why === 'elsewhere' || attempt > DIR_ATTEMPTS)
+        throw new CodedError(
+          'CACHE_UNSAFE_PATH',
+          r.why === 'elsewhere'
+            ? `cache directory ${path} is really ${r.at}: a directory above it was replaced; nothing written`
+            : `cache directory ${path} keeps being replaced by something that is not a directory; nothing written`,
+        );
+      if (r.why === 'not-a-directory') await unlink(path).catch(() => undefined);
+      // The prefix directory alone (mkdir does not follow a link at its last component: EEXIST); the
+      // root again only if it was removed while this store was open.
+      await mkdir(path).catch(async (e: unknown) => {
+        if (errno(e) === 'ENOENT') await mkdir(base, { recursive: true });
+        else if (errno(e) !== 'EEXIST') throw e;
+      });
+    }
+  }
+
+  /** Run `fn` in the root directory itself, opened and checked. */
+  private async inRoot<T>(fn: (dir: DirRef) => Promise<T>): Promise<T | undefined> {
+    const base = await this.base(false);
+    if (base === undefined) return undefined;
+    const r = await openDir(base);
+    if (!r.ok) return undefined;
+    try {
+      return await fn(r.dir);
+    } catch (e) {
+      throw realiseError(e, r.dir);
+    } finally {
+      await r.dir.fh.close();
+    }
+  }
+
+  /**
+   * Remove what `openRead` found bad at `<key><suffix>` (by inode, whatever its type), unless it lies
+   * behind a planted link. Best effort on the serving path (a read-only cache still misses); `strict`
+   * (repair) lets errors through.
+   */
+  private async discard(key: string, suffix: string, o: Opened, strict = false): Promise<void> {
+    if (o.kind !== 'bad' && o.kind !== 'file') return;
+    if (o.kind === 'bad' && !o.removable) return;
+    const p = this.inDir(key.slice(0, 2), false, (dir) => removeBad(dir, key + suffix, o.st));
+    await (strict ? p : p.catch(() => undefined));
+  }
+
+  /**
+   * Remove both files of a bad output entry: the `.out` as opened (`o`), and the payload opened as
+   * `payload` (or, if none was opened because the `.out` was already bad, whatever is at the payload's
+   * name: at worst a concurrent put of the same key loses its payload, which costs that entry one miss).
+   */
+  private async discardOutput(key: string, o: Opened, payload: OpenedPayload): Promise<void> {
+    if (o.kind === 'bad' && !o.removable) return;
+    await this.inDir(key.slice(0, 2), false, async (dir) => {
+      if (o.kind !== 'absent') await removeBad(dir, key + OUTPUT_SUFFIX, o.st);
+      if (payload.outside) return;
+      await removeBad(dir, key + PAYLOAD_SUFFIX, payload.st);
+    });
+  }
+
+  /** Remove the leftovers (temps, quarantine files, orphan payloads) older than STALE_TEMP_MS. */
+  private async removeStaleTemps(scan: Scan): Promise<number> {
+    const cutoff = Date.now() - STALE_TEMP_MS;
+    const byDir = new Map<string, string[]>();
+    for (const t of scan.temps)
+      if (t.mtimeMs < cutoff) byDir.set(t.dir, [...(byDir.get(t.dir) ?? []), t.name]);
+    let n = 0;
+    for (const [prefix, names] of byDir)
+      await this.inDir(prefix, false, async (dir) => {
+        for (const name of names) if (await unlinkIfPresent(join(dir.path, name))) n++;
+      });
+    return n;
+  }
 }
 
-const notAFile: Check = { ok: false, problem: 'not-a-file' };
+/** Refresh a hit's mtime (the LRU clock for prune) at most every TOUCH_INTERVAL_MS. Best effort. */
+async function touch(o: { fh: FileHandle; st: Stats } | undefined): Promise<void> {
+  if (!o) return;
+  const now = Date.now();
+  // atime is unreliable (noatime); a read-only or foreign-owned cache still serves.
+  if (now - o.st.mtimeMs > TOUCH_INTERVAL_MS)
+    await o.fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+}
 
 function buildHeader(
   key: string,
@@ -697,23 +953,27 @@ function outputMac(secret: KeyObject, header: Buffer): Buffer {
 interface OpenedPayload {
   fh?: FileHandle;
   st?: Stats;
+  /** The payload found lies behind a planted link: not to be removed through it. */
+  outside?: boolean;
 }
 
 /**
  * Check an output entry completely: the open `.out`'s header, HMAC and meta digest, then the payload
- * file at `payloadPath` (opened into `opened`): its size, and its sha256 while each chunk is handed to
- * `sink` (none: `verify`, which also checks the stored sha512).
+ * file that `openPayload` opens (recorded in `opened`): its size, and its sha256 while each chunk is
+ * handed to `sink` (none: `verify`, which also checks the stored sha512).
  */
 async function checkOutput(
   fh: FileHandle,
   fileSize: number,
   key: string,
   secret: KeyObject,
-  payloadPath: string,
+  openPayload: () => Promise<Opened>,
   sink: OutputSink | undefined,
   opened: OpenedPayload,
 ): Promise<OutputCheck> {
   if (fileSize < OUTPUT_HEADER_SIZE) return { ok: false, problem: 'truncated' };
+  // Bounded before anything is read: a huge or sparse file is refused by its size alone.
+  if (fileSize > OUTPUT_HEADER_SIZE + MAX_OUTPUT_META_BYTES) return { ok: false, problem: 'too-large' };
   const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
   if ((await readFully(fh, h, 0)) < OUTPUT_HEADER_SIZE) return { ok: false, problem: 'truncated' };
   if (!h.subarray(0, OUT_MAGIC.length).equals(OUT_MAGIC)) return { ok: false, problem: 'bad-magic' };
@@ -738,18 +998,19 @@ async function checkOutput(
   )
     return { ok: false, problem: 'meta-sha256' };
 
-  try {
-    opened.fh = await open(payloadPath, 'r');
-  } catch (e) {
-    if (isMissing(e)) return { ok: false, problem: 'payload-missing' };
-    throw e;
+  const p = await openPayload();
+  if (p.kind === 'absent') return { ok: false, problem: 'payload-missing' };
+  opened.fh = p.fh;
+  opened.st = p.st;
+  if (p.kind === 'bad') {
+    opened.outside = !p.removable;
+    return { ok: false, problem: p.problem };
   }
-  const pst = (opened.st = await opened.fh.stat());
-  if (!pst.isFile()) return { ok: false, problem: 'not-a-file' };
+  const pst = p.st;
   if (pst.size < len) return { ok: false, problem: 'truncated' };
   if (pst.size > len) return { ok: false, problem: 'size-mismatch' };
   const sha512 = sink ? undefined : createHash('sha512');
-  const streamed = await streamPayload(opened.fh, 0, len, sink, sha512);
+  const streamed = await streamPayload(p.fh, 0, len, sink, sha512);
   if (!streamed) return { ok: false, problem: 'truncated' };
   if (!timingSafeEqual(streamed, h.subarray(OUT_SHA256, OUT_SHA256 + 32)))
     return { ok: false, problem: 'payload-sha256' };
@@ -830,6 +1091,8 @@ async function checkEntry(
   mode: PayloadMode,
 ): Promise<Check> {
   if (fileSize < HEADER_SIZE) return { ok: false, problem: 'truncated' };
+  // Bounded before anything is read: a huge or sparse file is refused by its size alone.
+  if (fileSize > HEADER_SIZE + MAX_PAYLOAD_BYTES) return { ok: false, problem: 'too-large' };
   const h = Buffer.alloc(HEADER_SIZE);
   if ((await readFully(fh, h, 0)) < HEADER_SIZE) return { ok: false, problem: 'truncated' };
   if (!h.subarray(0, MAGIC.length).equals(MAGIC)) return { ok: false, problem: 'bad-magic' };
@@ -890,41 +1153,49 @@ async function readFully(fh: FileHandle, buf: Uint8Array, position: number): Pro
 }
 
 /**
- * Remove the bad file whose stat is `bad` from `path`, never a good entry that another process
- * renamed in after we read: POSIX has no "unlink if still this inode", so the current file is first
- * renamed aside (atomic), then compared by device+inode. If it is not the bad one, it is linked back
- * (link fails with EEXIST if a yet newer entry is already in place, which is as good) and the aside
- * name removed. Readers may see a miss during the swap, never wrong bytes.
+ * Remove the bad thing whose stat is `bad` (lstat'ed here when not given: a symlink, an unreadable
+ * file) from `name` in `dir`, never a good entry that another process renamed in after we read: POSIX
+ * has no "unlink if still this inode", so the current file is first renamed aside (atomic), then
+ * compared by device+inode. If it is a regular file but not the bad one, it is linked back (link fails
+ * with EEXIST if a yet newer entry is already in place, which is as good) and the aside name removed.
+ * Anything that is not a regular file is removed as what it is (a link itself; a directory level by
+ * level, confined.ts). Readers may see a miss during the swap, never wrong bytes.
  */
-async function removeBad(path: string, bad: Stats): Promise<void> {
-  const aside = join(
-    dirname(path),
-    `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.bad`,
-  );
+async function removeBad(dir: DirRef, name: string, bad: Stats | undefined): Promise<void> {
+  const path = join(dir.path, name);
+  if (!bad) {
+    try {
+      bad = await lstat(path);
+    } catch (e) {
+      if (isMissing(e)) return;
+      throw e;
+    }
+  }
+  const aside = `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.bad`;
   try {
-    await rename(path, aside);
+    await rename(path, join(dir.path, aside));
   } catch (e) {
     if (isMissing(e)) return; // already removed by another reader
     throw e;
   }
   let moved: Stats;
   try {
-    moved = await lstat(aside);
+    moved = await lstat(join(dir.path, aside));
   } catch (e) {
     if (isMissing(e)) return;
     throw e;
   }
-  if (moved.ino !== bad.ino || moved.dev !== bad.dev) {
+  if (moved.isFile() && (moved.ino !== bad.ino || moved.dev !== bad.dev)) {
     try {
-      await link(aside, path);
+      await link(join(dir.path, aside), path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        await unlinkIfPresent(aside);
+        await unlinkIfPresent(join(dir.path, aside));
         throw e;
       }
     }
   }
-  await unlinkIfPresent(aside);
+  await removeEntry(dir, aside);
 }
 
 async function unlinkIfPresent(path: string): Promise<boolean> {
@@ -938,36 +1209,12 @@ async function unlinkIfPresent(path: string): Promise<boolean> {
 }
 
 /**
- * Remove both files of a bad output entry: the `.out` whose stat is `out`, and the payload opened as
- * `payload` (or, if none was opened because the `.out` was already bad, whichever payload is there: at
- * worst a concurrent put of the same key loses its payload, which costs that entry one miss).
+ * Hard-link `from` to `name` in `dir` through a temp name there (link, check, rename: atomic). Returns
+ * the stat of the linked file, or undefined (nothing left behind) when the link cannot be made (EXDEV,
+ * EPERM, ENOTSUP, EMLINK, a missing file, …) or `from` is not a regular file of `size` bytes.
  */
-async function removeBadOutput(
-  path: string,
-  out: Stats,
-  payloadPath: string,
-  payload: Stats | undefined,
-): Promise<void> {
-  if (out.isFile()) await removeBad(path, out);
-  let st = payload;
-  if (!st) {
-    try {
-      st = await lstat(payloadPath);
-    } catch (e) {
-      if (isMissing(e)) return;
-      throw e;
-    }
-  }
-  if (st.isFile()) await removeBad(payloadPath, st);
-}
-
-/**
- * Hard-link `from` to `dest` through a temp name in dest's directory (link, check, rename: atomic).
- * Returns the stat of the linked file, or undefined (nothing left behind) when the link cannot be made
- * (EXDEV, EPERM, ENOTSUP, EMLINK, a missing file, …) or `from` is not a regular file of `size` bytes.
- */
-async function linkInto(from: string, dest: string, size: number): Promise<Stats | undefined> {
-  const temp = join(dirname(dest), `.${basename(dest)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+async function linkInto(from: string, dir: DirRef, name: string, size: number): Promise<Stats | undefined> {
+  const temp = join(dir.path, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
     await link(from, temp);
   } catch {
@@ -979,19 +1226,12 @@ async function linkInto(from: string, dest: string, size: number): Promise<Stats
       await unlinkIfPresent(temp);
       return undefined;
     }
-    await rename(temp, dest);
+    await rename(temp, join(dir.path, name));
     return st;
   } catch (e) {
     await unlinkIfPresent(temp).catch(() => undefined);
     throw e;
   }
-}
-
-async function removeStaleTemps(scan: Scan): Promise<number> {
-  const cutoff = Date.now() - STALE_TEMP_MS;
-  let n = 0;
-  for (const t of scan.temps) if (t.mtimeMs < cutoff && (await unlinkIfPresent(t.path))) n++;
-  return n;
 }
 
 const PREFIX_DIR = /^[0-9a-f]{2}$/;
@@ -1001,12 +1241,17 @@ const PAYLOAD_FILE = /^[0-9a-f]{64}\.mar$/;
 const SIGNATURE_FILE = /^[0-9a-f]{64}\.sig$/;
 
 /**
- * Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. An output's
- * `.out` and `.mar` (same directory) become one entry; a `.mar` without its `.out` is listed with the
- * temps, aged by its mtime (a linked payload's is the output's, written just before the link).
+ * Walk `<root>/<2 hex>/<files>` (`root` real; undefined: no cache yet). Regular files that are not the
+ * cache's (the secret file, foreign files) and directories without a prefix name are ignored; anything
+ * that is neither a regular file nor a directory, a file in place of a prefix directory, and a directory
+ * inside one are `unsafe`. Prefix directories are opened without following a link and read through
+ * their descriptors. An output's `.out` and `.mar` (same directory) become one entry; a `.mar` without
+ * its `.out` is listed with the temps, aged by its mtime (a linked payload's is the output's, written
+ * just before the link).
  */
-async function scanRoot(root: string): Promise<Scan> {
-  const scan: Scan = { entries: [], misplaced: [], temps: [] };
+async function scanRoot(root: string | undefined): Promise<Scan> {
+  const scan: Scan = { entries: [], misplaced: [], temps: [], unsafe: [] };
+  if (root === undefined) return scan;
   let tops: string[];
   try {
     tops = await readdir(root);
@@ -1015,68 +1260,87 @@ async function scanRoot(root: string): Promise<Scan> {
     throw e;
   }
   for (const top of tops.sort()) {
-    if (!PREFIX_DIR.test(top)) continue;
-    const dir = join(root, top);
-    let names: string[];
+    let tst: Stats;
     try {
-      names = await readdir(dir);
+      tst = await lstat(join(root, top));
     } catch (e) {
-      if (isMissing(e) || (e as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      if (isMissing(e)) continue;
       throw e;
     }
-    const outputs: EntryFile[] = [];
-    const payloads = new Map<string, { path: string; st: Stats }>();
-    for (const name of names.sort()) {
-      const isOutput = OUTPUT_FILE.test(name);
-      const isSignature = SIGNATURE_FILE.test(name);
-      const isPayload = !isOutput && PAYLOAD_FILE.test(name);
-      const isKey = isOutput || isSignature || CACHE_KEY_PATTERN.test(name);
-      if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
-      const path = join(dir, name);
-      let st: Stats;
-      try {
-        st = await lstat(path);
-      } catch (e) {
-        if (isMissing(e)) continue; // renamed or removed by another process while we walked
-        throw e;
-      }
-      if (isPayload) {
-        if (st.isFile()) payloads.set(name.slice(0, -PAYLOAD_SUFFIX.length), { path, st });
-        continue;
-      }
-      if (!isKey) {
-        if (st.isFile()) scan.temps.push({ path, mtimeMs: st.mtimeMs });
-        continue;
-      }
-      const file: EntryFile = {
-        key: isOutput
-          ? name.slice(0, -OUTPUT_SUFFIX.length)
-          : isSignature
-            ? name.slice(0, -SIGNATURE_SUFFIX.length)
-            : name,
-        kind: isOutput ? 'output' : isSignature ? 'signature' : 'entry',
-        path,
-        size: st.size,
-        mtimeMs: st.mtimeMs,
-      };
-      if (isOutput) outputs.push(file);
-      else if (name.startsWith(top)) scan.entries.push(file);
-      else scan.misplaced.push(file);
+    const prefix = PREFIX_DIR.test(top);
+    if (!tst.isDirectory()) {
+      if (!tst.isFile() || prefix) scan.unsafe.push({ dir: undefined, name: top, type: typeOf(tst) });
+      continue;
     }
-    for (const file of outputs) {
-      const payload = payloads.get(file.key);
-      if (payload) {
-        payloads.delete(file.key);
-        file.payloadPath = payload.path;
-        file.size += payload.st.size;
-      }
-      if (file.key.startsWith(top)) scan.entries.push(file);
-      else scan.misplaced.push(file);
+    if (!prefix) continue;
+    const opened = await openDir(join(root, top));
+    if (!opened.ok) {
+      if (opened.why === 'not-a-directory' && opened.st)
+        scan.unsafe.push({ dir: undefined, name: top, type: typeOf(opened.st) });
+      continue;
     }
-    for (const { path, st } of payloads.values()) scan.temps.push({ path, mtimeMs: st.mtimeMs });
+    try {
+      await scanPrefix(scan, top, opened.dir);
+    } finally {
+      await opened.dir.fh.close();
+    }
   }
   scan.entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.kind < b.kind ? -1 : 1));
   return scan;
+}
+
+async function scanPrefix(scan: Scan, top: string, dir: DirRef): Promise<void> {
+  const names = await readdir(dir.path);
+  const outputs: EntryFile[] = [];
+  const payloads = new Map<string, { name: string; st: Stats }>();
+  for (const name of names.sort()) {
+    let st: Stats;
+    try {
+      st = await lstat(join(dir.path, name));
+    } catch (e) {
+      if (isMissing(e)) continue; // renamed or removed by another process while we walked
+      throw e;
+    }
+    if (!st.isFile()) {
+      scan.unsafe.push({ dir: top, name, type: typeOf(st) });
+      continue;
+    }
+    const isOutput = OUTPUT_FILE.test(name);
+    const isSignature = SIGNATURE_FILE.test(name);
+    const isPayload = !isOutput && PAYLOAD_FILE.test(name);
+    const isKey = isOutput || isSignature || CACHE_KEY_PATTERN.test(name);
+    if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
+    if (isPayload) {
+      payloads.set(name.slice(0, -PAYLOAD_SUFFIX.length), { name, st });
+      continue;
+    }
+    if (!isKey) {
+      scan.temps.push({ dir: top, name, mtimeMs: st.mtimeMs });
+      continue;
+    }
+    const file: EntryFile = {
+      key: name.slice(0, 64),
+      kind: isOutput ? 'output' : isSignature ? 'signature' : 'entry',
+      dir: top,
+      name,
+      size: st.size,
+      mtimeMs: st.mtimeMs,
+    };
+    if (isOutput) outputs.push(file);
+    else if (name.startsWith(top)) scan.entries.push(file);
+    else scan.misplaced.push(file);
+  }
+  for (const file of outputs) {
+    const payload = payloads.get(file.key);
+    if (payload) {
+      payloads.delete(file.key);
+      file.payloadName = payload.name;
+      file.size += payload.st.size;
+    }
+    if (file.key.startsWith(top)) scan.entries.push(file);
+    else scan.misplaced.push(file);
+  }
+  for (const { name, st } of payloads.values()) scan.temps.push({ dir: top, name, mtimeMs: st.mtimeMs });
 }
 
 function isMissing(e: unknown): boolean {

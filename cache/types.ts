@@ -85,6 +85,13 @@ export interface CacheVerifyReport {
   ok: number;
   /** Keys of bad entries (removed when `repair` was asked). */
   bad: { key: string; kind?: 'signature' | 'output'; reason: string }[];
+  /**
+   * Things in the cache that are neither a regular file nor a directory where one belongs (a symlink, a
+   * FIFO, a socket, a device; a directory in place of an entry file; a file in place of a prefix
+   * directory), by path and type. Never followed or read; with `repair` each is removed as what it is
+   * (a link itself, never its target), and `removed` says whether that worked.
+   */
+  unsafe: { path: string; type: string; removed?: boolean }[];
   /** Leftover temp/quarantine files of crashed writers removed (only with `repair`). */
   staleTempRemoved?: number;
 }

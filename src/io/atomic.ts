@@ -1,6 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+
+/**
+ * The temp file is created, never opened: O_EXCL (which already refuses a symlink at the name, POSIX
+ * open(2)) and O_NOFOLLOW, so a planted link can never make it write elsewhere.
+ */
+const TEMP_FLAGS =
+  constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC | constants.O_NOFOLLOW;
 
 /**
  * A file written under a temporary name in the destination's directory and renamed into place only
@@ -21,7 +29,7 @@ export class AtomicFile {
       dirname(path),
       `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
     );
-    const handle = await open(tempPath, 'wx', mode);
+    const handle = await open(tempPath, TEMP_FLAGS, mode);
     return new AtomicFile(path, tempPath, handle);
   }
 
@@ -80,5 +88,74 @@ async function syncDir(dir: string): Promise<void> {
     }
   } catch {
     // Some filesystems refuse fsync on a directory; the rename itself is still atomic.
+  }
+}
+
+/** The temp names AtomicFile makes: `.<basename>.<pid>.<12 hex>.tmp`. */
+const TEMP_NAME = /^\.(.+)\.(\d{1,10})\.[0-9a-f]{12}\.tmp$/;
+/**
+ * A temp file of a process that is still alive is removed only once it is older than this: then the pid
+ * is taken to have been reused (no writer leaves its temp untouched for a day).
+ */
+export const STALE_LIVE_TEMP_MS = 24 * 60 * 60 * 1000;
+/** Largest pid the kernel hands out (Linux PID_MAX_LIMIT, 2^22): a bigger one names no process. */
+const PID_MAX = 4_194_304;
+
+export interface RemoveStaleTempsOptions {
+  /** Only temps of these file names (e.g. an output and its manifest); default: every AtomicFile temp. */
+  names?: readonly string[];
+  /** The age after which even a live pid's temp is removed (default STALE_LIVE_TEMP_MS). */
+  maxAgeMs?: number;
+}
+
+/**
+ * Remove the AtomicFile temps in `dir` (`.<name>.<pid>.<hex>.tmp`) that a killed process left: those
+ * whose pid is not alive on this host (`kill(pid, 0)` → ESRCH), and any older than `maxAgeMs`. Never
+ * this process's own, nor a live process's younger one (another run writing into the same directory).
+ * A pid is only known on its own host (and pid namespace): a temp written by a live process elsewhere
+ * whose pid is free here is removed, which fails that process's rename (an error there, never a wrong
+ * file). Only regular files (and symlinks, unlinked themselves) are removed. Returns the names removed.
+ */
+export async function removeStaleTemps(
+  dir: string,
+  options: RemoveStaleTempsOptions = {},
+): Promise<string[]> {
+  const names = options.names && new Set(options.names);
+  const maxAgeMs = options.maxAgeMs ?? STALE_LIVE_TEMP_MS;
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const removed: string[] = [];
+  for (const name of entries) {
+    const m = TEMP_NAME.exec(name);
+    if (!m || (names && !names.has(m[1]!))) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid) continue;
+    const path = join(dir, name);
+    try {
+      const st = await lstat(path);
+      if (!st.isFile() && !st.isSymbolicLink()) continue;
+      if (pidAlive(pid) && Date.now() - st.mtimeMs < maxAgeMs) continue;
+      await unlink(path);
+      removed.push(name);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  return removed;
+}
+
+/** Whether `pid` names a live process on this host (EPERM: alive, another user's). */
+function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid > PID_MAX) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }

@@ -5,11 +5,11 @@
  * then the locales run `concurrency` at a time, sharing one run ledger, so each entry's action says what
  * happened to it in this run and the locales' `signed` totals add up to the signatures made.
  */
-import { mkdir } from 'node:fs/promises';
-import { join, relative, resolve, sep } from 'node:path';
+import { mkdir, unlink } from 'node:fs/promises';
+import { basename, join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { toPlainError, UsageError, type PlainError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { removeStaleTemps, writeFileAtomic } from '../io/atomic.js';
 import type { ResolvedLocale } from '../release/request.js';
 import { VERSION } from '../version.js';
 import { RunLedger } from './context.js';
@@ -21,6 +21,8 @@ import type { LocaleManifest, LocaleProgress, LocaleTotals } from './types.js';
 
 /** Locales signed at once: their entries share the pool; two overlap one's I/O with another's signing. */
 const DEFAULT_LOCALE_CONCURRENCY = 2;
+/** The release's own files in its output directory, written last (after every locale). */
+const RELEASE_FILES = ['release-manifest.json', 'SHA512SUMS'] as const;
 
 /** What signRelease needs from the pipeline (so this module does not depend on its class). */
 export interface LocaleSigner {
@@ -150,6 +152,16 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
           ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
         },
       );
+  if (!opts.dryRun) {
+    // A killed run must not leave sums (or a report) that list digests of outputs it has since replaced:
+    // they go before the first output is touched and are written again at the end. Temps of earlier
+    // runs that were killed go too (those of live processes stay).
+    await removeStaleTemps(outDir, { names: RELEASE_FILES });
+    for (const name of RELEASE_FILES)
+      await unlink(join(outDir, name)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+  }
   const results: ReleaseLocaleReport[] = new Array(opts.locales.length);
   let nextIndex = 0;
   const runOne = async (): Promise<void> => {
@@ -180,7 +192,11 @@ async function signOne(
 ): Promise<ReleaseLocaleReport> {
   const t = performance.now();
   try {
-    if (!opts.dryRun) await mkdir(l.outputDir, { recursive: true });
+    if (!opts.dryRun) {
+      await mkdir(l.outputDir, { recursive: true });
+      const name = basename(l.output);
+      await removeStaleTemps(l.outputDir, { names: [name, `${name}.manifest.json`] });
+    }
     const m = await opts.signer.signLocale({
       profile: opts.profile,
       input: l.input,

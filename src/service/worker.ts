@@ -4,14 +4,15 @@
  * canary results are published to Redis for `marsign serve`; SIGTERM/SIGINT shut down gracefully.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { probeProfileKeys } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
 import { UsageError, toPlainError, type PlainError } from '../errors.js';
+import { removeStaleTemps } from '../io/atomic.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
 import { VERSION } from '../version.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
@@ -113,21 +114,13 @@ export function summarise(
 }
 
 /**
- * Remove temp files (src/io/atomic.ts names them `.<name>.<pid>.<random>.tmp`) that a killed worker
- * left for this output and its manifest. Only one worker holds a locale's job at a time (BullMQ lock),
- * so any such file belongs to a previous, dead attempt.
+ * Remove the temp files (src/io/atomic.ts `.<name>.<pid>.<random>.tmp`) that a killed attempt left for
+ * this output and its manifest: those of processes no longer alive, or older than a day (the shared
+ * helper; a live process's temp is never taken).
  */
-export async function removeStaleTemps(output: string): Promise<number> {
-  const dir = dirname(output);
-  const base = basename(output).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const re = new RegExp(`^\\.${base}(\\.manifest\\.json)?\\.\\d+\\.[0-9a-f]+\\.tmp$`);
-  let removed = 0;
-  for (const name of await readdir(dir)) {
-    if (!re.test(name)) continue;
-    await unlink(join(dir, name)).catch(() => undefined);
-    removed++;
-  }
-  return removed;
+export async function removeStaleOutputTemps(output: string): Promise<number> {
+  const base = basename(output);
+  return (await removeStaleTemps(dirname(output), { names: [base, `${base}.manifest.json`] })).length;
 }
 
 export class WorkerService {
@@ -258,7 +251,7 @@ export class WorkerService {
     const t = performance.now();
     try {
       await mkdir(dirname(data.output), { recursive: true });
-      await removeStaleTemps(data.output);
+      await removeStaleOutputTemps(data.output);
       const m = await this.signer.signLocale({
         profile: data.profile,
         input: data.input,

@@ -142,7 +142,7 @@ test('a writer killed mid-put leaves no entry, only a temp file that is never se
   const store = new FsCacheStore({ root, hmacSecret: secret });
   assert.equal(await store.get(key), undefined);
   assert.equal((await store.stats()).entries, 0);
-  assert.deepEqual(await store.verify(), { checked: 0, ok: 0, bad: [] });
+  assert.deepEqual(await store.verify(), { checked: 0, ok: 0, bad: [], unsafe: [] });
   await store.put(key, payloadFor(key));
   assert.deepEqual((await store.get(key))?.payload, payloadFor(key));
 });

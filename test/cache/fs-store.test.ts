@@ -199,14 +199,19 @@ for (const [name, problem, tamper] of tampers) {
   });
 }
 
-test('a directory where an entry should be is a corrupt miss and is left alone', async () => {
+test('a directory where an entry should be is a corrupt miss, removed (with its contents), replaced by the next put', async () => {
   const root = tempDir();
   const { store, problems } = storeWithLog(root);
   const key = keyOf(4);
-  mkdirSync(store.entryPath(key), { recursive: true });
+  mkdirSync(join(store.entryPath(key), 'sub'), { recursive: true });
+  writeFileSync(join(store.entryPath(key), 'sub', 'f'), 'x');
   assert.equal(await store.get(key), undefined);
   assert.deepEqual(problems, ['not-a-file']);
   assert.equal((await store.stats()).corrupt, 1);
+  assert.equal(existsSync(store.entryPath(key)), false);
+  assert.deepEqual(leftovers(join(root, key.slice(0, 2))), []);
+  await store.put(key, payloadOf(4));
+  assert.deepEqual((await store.get(key))?.payload, payloadOf(4));
 });
 
 test('removing a bad entry never deletes a good one another process renamed in meanwhile', async () => {
@@ -243,7 +248,7 @@ test('removing a bad entry never deletes a good one another process renamed in m
   assert.ok(existsSync(store.entryPath(key)), 'the fresh entry survived');
   assert.deepEqual((await store.get(key))?.payload, payload);
   assert.deepEqual(leftovers(join(root, key.slice(0, 2))), []);
-  assert.deepEqual(await store.verify(), { checked: 1, ok: 1, bad: [] });
+  assert.deepEqual(await store.verify(), { checked: 1, ok: 1, bad: [], unsafe: [] });
 });
 
 test('verify reports bad entries by key and reason; repair removes them', async () => {
@@ -285,7 +290,7 @@ test('verify reports bad entries by key and reason; repair removes them', async 
   assert.equal(existsSync(store.entryPath(keyOf(10))), false);
   assert.equal(existsSync(join(root, stray.slice(0, 2), keyOf(12))), false);
   const r3 = await store.verify();
-  assert.deepEqual(r3, { checked: 2, ok: 2, bad: [] });
+  assert.deepEqual(r3, { checked: 2, ok: 2, bad: [], unsafe: [] });
   assert.equal((await store.stats()).corrupt, 0, 'verify does not count get-time corruption');
   assert.ok(existsSync(join(root, '.hmac-secret')));
 });
@@ -314,7 +319,7 @@ test('leftover temp files are never served, ignored by stats/verify, cleaned whe
   assert.equal(s.entries, before.entries);
   assert.equal(s.bytes, before.bytes);
   assert.equal(s.corrupt, 0);
-  assert.deepEqual(await store.verify(), { checked: 1, ok: 1, bad: [] });
+  assert.deepEqual(await store.verify(), { checked: 1, ok: 1, bad: [], unsafe: [] });
   assert.ok(existsSync(oldTemp));
 
   const r = await store.verify({ repair: true });
@@ -367,7 +372,13 @@ test('prune removes least recently used first; a hit refreshes recency', async (
 test('a missing root is an empty cache, not an error', async () => {
   const store = new FsCacheStore({ root: join(tempDir(), 'absent'), hmacSecret: SECRET });
   assert.equal((await store.stats()).entries, 0);
-  assert.deepEqual(await store.verify({ repair: true }), { checked: 0, ok: 0, bad: [], staleTempRemoved: 0 });
+  assert.deepEqual(await store.verify({ repair: true }), {
+    checked: 0,
+    ok: 0,
+    bad: [],
+    unsafe: [],
+    staleTempRemoved: 0,
+  });
   assert.equal((await store.prune(0)).removed, 0);
   assert.equal(await store.get(keyOf(1)), undefined);
 });

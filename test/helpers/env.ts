@@ -118,3 +118,15 @@ function loadPeCorpus(): string[] | string {
   if (!built) throw new Error(`scripts/pe-corpus.ts succeeded but ${dir} holds no corpus`);
   return built;
 }
+
+/** The pid of a process that has exited and been reaped: no process has it now (for stale-temp tests). */
+export function deadPid(): number {
+  for (;;) {
+    const pid = spawnSync('true').pid!;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') return pid;
+    }
+  }
+}

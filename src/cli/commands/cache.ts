@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
-import type { CacheStore } from '../../../cache/types.js';
+import type { CacheStore, CacheVerifyReport } from '../../../cache/types.js';
 import type { LoadedConfig } from '../../config/types.js';
 import { emit, EXIT, handler } from '../output.js';
 
@@ -93,23 +93,25 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
 
 const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
   command: 'verify',
-  describe: 'Check every entry (header, HMAC, payload sha256); exit 1 if bad entries remain',
+  describe:
+    'Check every entry (header, HMAC, payload sha256) and report anything that is not a regular file or directory; exit 1 if bad entries remain',
   builder: (y) =>
     withCommon(y).option('repair', {
       type: 'boolean',
       default: false,
-      describe: 'Remove bad entries and leftover temp files of crashed writers',
+      describe:
+        'Remove bad entries, symlinks/FIFOs/sockets/devices (the link itself, never its target), and leftover temp files of crashed writers',
     }),
   handler: handler<CacheArgs & { repair: boolean }>(async (argv) => {
     const L = await cacheLib();
     const config = await configOf(L, argv);
     const root = L.config.cacheDirOf(config, argv.cacheDir);
     // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
-    const report = existsSync(root)
+    const report: CacheVerifyReport = existsSync(root)
       ? await (
           await L.factory.openCacheStore(config, argv.cacheDir ? { dir: argv.cacheDir } : {})
         ).verify({ repair: argv.repair })
-      : { checked: 0, ok: 0, bad: [] };
+      : { checked: 0, ok: 0, bad: [], unsafe: [] };
     const out = { root, repaired: argv.repair, ...report };
     emit(argv, out, (v) => {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
@@ -117,10 +119,15 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
         lines.push(
           `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
         );
+      for (const u of v.unsafe)
+        lines.push(
+          `unsafe ${u.type} ${u.path}${u.removed === true ? ' (removed)' : u.removed === false ? ' (NOT removed)' : ''}`,
+        );
       if (v.staleTempRemoved) lines.push(`removed ${v.staleTempRemoved} leftover temp files`);
       return lines.join('\n');
     });
-    if (report.bad.length > 0 && !argv.repair) process.exitCode = EXIT.INVALID;
+    const unsafeLeft = report.unsafe.some((u) => u.removed !== true);
+    if ((report.bad.length > 0 && !argv.repair) || unsafeLeft) process.exitCode = EXIT.INVALID;
   }),
 };
 

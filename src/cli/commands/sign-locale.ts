@@ -1,3 +1,4 @@
+import { basename, dirname, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { LocaleManifest } from '../../pipeline/types.js';
 import { UsageError } from '../../errors.js';
@@ -56,6 +57,12 @@ export const signLocaleCommand: CommandModule<object, Args> = {
     const { loadConfig } = await import('../../config/index.js');
     const { Pipeline } = await import('../../pipeline/index.js');
     const config = await loadConfig(argv.config);
+    if (!argv['dry-run'] && argv.output) {
+      // Temps an earlier, killed run left for this output (and its manifest); a live process's stay.
+      const { removeStaleTemps } = await import('../../io/atomic.js');
+      const name = basename(argv.output);
+      await removeStaleTemps(dirname(resolve(argv.output)), { names: [name, `${name}.manifest.json`] });
+    }
     const pipeline = await Pipeline.create({
       config,
       ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
