@@ -4,17 +4,19 @@
  * canary results are published to Redis for `marsign serve`; SIGTERM/SIGINT shut down gracefully.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { probeProfileKeys } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
-import { UsageError, toPlainError, type PlainError } from '../errors.js';
+import { CodedError, UsageError, toPlainError, type PlainError } from '../errors.js';
+import { Confinement } from '../io/confine.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
 import { VERSION } from '../version.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
+import { configuredRoots } from '../queue/manifest.js';
 import { RedisCoordinator } from '../queue/redis-coordinator.js';
 import {
   LOCALE_SECONDS_BUCKETS,
@@ -36,6 +38,7 @@ export interface LocaleSigner {
     onProgress?: (p: LocaleProgress) => void;
     signal?: AbortSignal;
     writeManifest?: boolean;
+    confine?: Confinement;
   }): Promise<LocaleManifest>;
   stats(): {
     threads: number;
@@ -115,10 +118,10 @@ export function summarise(
 /**
  * Remove temp files (src/io/atomic.ts names them `.<name>.<pid>.<random>.tmp`) that a killed worker
  * left for this output and its manifest. Only one worker holds a locale's job at a time (BullMQ lock),
- * so any such file belongs to a previous, dead attempt.
+ * so any such file belongs to a previous, dead attempt. `dir`: where to look (default the output's
+ * directory; the worker passes its confined descriptor's path).
  */
-export async function removeStaleTemps(output: string): Promise<number> {
-  const dir = dirname(output);
+export async function removeStaleTemps(output: string, dir = dirname(output)): Promise<number> {
   const base = basename(output).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const re = new RegExp(`^\\.${base}(\\.manifest\\.json)?\\.\\d+\\.[0-9a-f]+\\.tmp$`);
   let removed = 0;
@@ -128,6 +131,18 @@ export async function removeStaleTemps(output: string): Promise<number> {
     removed++;
   }
   return removed;
+}
+
+/** Confinement refusals (src/io/confine.ts) name the locale they failed. */
+const CONFINEMENT_CODES = new Set(['PATH_ESCAPE', 'PATH_NOT_FILE', 'PATH_NOT_DIRECTORY']);
+
+function namingLocale(err: unknown, locale: string): unknown {
+  if (!(err instanceof CodedError) || !CONFINEMENT_CODES.has(err.code)) return err;
+  Object.assign(err, {
+    message: `locale ${locale}: ${err.message}`,
+    details: { ...err.details, locale },
+  });
+  return err;
 }
 
 export class WorkerService {
@@ -151,6 +166,8 @@ export class WorkerService {
     private readonly redis: Redis,
     private readonly coordinator: RedisCoordinator,
     private readonly signer: LocaleSigner,
+    /** Every locale's files are opened inside `server.roots` (src/io/confine.ts). */
+    private readonly confine: Confinement,
     private workers: QueueWorkers | undefined,
     readonly log: Logger,
     readonly concurrency: number,
@@ -162,6 +179,8 @@ export class WorkerService {
     positiveInt('concurrency', options.concurrency);
     positiveInt('threads', options.threads);
     const log = options.logger ?? createLogger({ name: 'marsign-worker' });
+    // Before anything connects: a platform that cannot confine paths runs no job (fails closed).
+    const confine = await Confinement.create(configuredRoots(options.config));
     const settings = options.redis ?? redisSettings(options.config);
     const redis = createRedis(settings);
     redis.on('error', (err: Error) => log.warn({ err: toPlainError(err) }, 'redis connection error'));
@@ -181,7 +200,17 @@ export class WorkerService {
       });
     }
     const concurrency = options.concurrency ?? WORKER_SERVICE_DEFAULTS.concurrency;
-    const svc = new WorkerService(options, settings, redis, coordinator, signer, undefined, log, concurrency);
+    const svc = new WorkerService(
+      options,
+      settings,
+      redis,
+      coordinator,
+      signer,
+      confine,
+      undefined,
+      log,
+      concurrency,
+    );
     log.info(
       {
         worker: svc.id,
@@ -190,6 +219,7 @@ export class WorkerService {
         configSha256: options.config.sha256,
         concurrency,
         threads: signer.stats().threads,
+        roots: confine.roots,
         version: VERSION,
       },
       'worker starting',
@@ -257,8 +287,16 @@ export class WorkerService {
     );
     const t = performance.now();
     try {
-      await mkdir(dirname(data.output), { recursive: true });
-      await removeStaleTemps(data.output);
+      // The roots are enforced again now, when the files are opened (the paths were checked at submit).
+      const out = await this.confine.openDir(dirname(data.output), {
+        create: true,
+        what: 'output directory',
+      });
+      try {
+        await removeStaleTemps(data.output, out.pinned);
+      } finally {
+        await out.close();
+      }
       const m = await this.signer.signLocale({
         profile: data.profile,
         input: data.input,
@@ -266,8 +304,11 @@ export class WorkerService {
         onProgress: (p) => ctx.progress(p),
         signal: ctx.signal,
         writeManifest: true,
+        confine: this.confine,
       });
       return summarise(m, data.locale, data.output, performance.now() - t, this.id);
+    } catch (err) {
+      throw namingLocale(err, data.locale);
     } finally {
       this.active.delete(key);
     }
