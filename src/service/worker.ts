@@ -17,6 +17,7 @@ import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/ty
 import { VERSION } from '../version.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
 import { configuredRoots } from '../queue/manifest.js';
+import { describePersistence, redisPersistence, redisRunId } from '../queue/redis-info.js';
 import { RedisCoordinator } from '../queue/redis-coordinator.js';
 import {
   LOCALE_SECONDS_BUCKETS,
@@ -157,6 +158,8 @@ export class WorkerService {
     count: 0,
   };
   private accepting = true;
+  /** The Redis server's run id when last seen (a new one after a reconnect: it restarted). */
+  private redisRunId: string | undefined;
   private timers: NodeJS.Timeout[] = [];
   private closing: Promise<void> | undefined;
 
@@ -224,6 +227,8 @@ export class WorkerService {
       },
       'worker starting',
     );
+    await svc.checkRedis();
+    redis.on('ready', () => void svc.checkRedis());
     await svc.runCanaries();
     svc.workers = new QueueWorkers(settings, (data, ctx) => svc.handle(data, ctx), {
       concurrency,
@@ -255,6 +260,7 @@ export class WorkerService {
         );
       },
       onError: (err) => log.warn({ err: toPlainError(err) }, 'queue worker error'),
+      onLockLost: (jobs) => log.warn({ jobs }, 'lost the lock on locale jobs; stopped working on them'),
     });
     await svc.workers.waitUntilReady();
     await svc.publish();
@@ -265,6 +271,40 @@ export class WorkerService {
     for (const t of svc.timers) t.unref();
     log.info({ worker: svc.id }, 'worker ready');
     return svc;
+  }
+
+  /**
+   * At start: warn when Redis persists nothing (a restart of it loses every queued release). After a
+   * reconnect: a new run id means Redis restarted; without persistence, the releases it held are gone.
+   */
+  private async checkRedis(): Promise<void> {
+    try {
+      const [runId, p] = await Promise.all([redisRunId(this.redis), redisPersistence(this.redis)]);
+      const previous = this.redisRunId;
+      this.redisRunId = runId;
+      const facts = { appendonly: p.appendonly, save: p.save, ...(p.reason ? { reason: p.reason } : {}) };
+      if (previous === undefined) {
+        if (p.state === 'off')
+          this.log.warn(
+            facts,
+            'Redis persistence is off: a restart of Redis loses every queued release (enable appendonly)',
+          );
+        else if (p.state === 'unknown')
+          this.log.warn(facts, `Redis persistence is ${describePersistence(p)}`);
+        return;
+      }
+      if (runId === undefined || runId === previous) return;
+      const restart = { previousRunId: previous, runId, ...facts, active: [...this.active] };
+      if (p.state === 'on') this.log.warn(restart, 'Redis restarted');
+      else
+        this.log.error(
+          restart,
+          `Redis restarted with persistence ${p.state}: the releases and jobs it held are lost; ` +
+            'submit them again (same release id)',
+        );
+    } catch (err) {
+      this.log.warn({ err: toPlainError(err) }, 'could not read the Redis server state');
+    }
   }
 
   private observe(seconds: number): void {
