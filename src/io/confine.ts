@@ -93,7 +93,10 @@ export class ConfinedDir {
 
 export class Confinement {
   private constructor(
-    /** Real paths of the roots, longest first (the innermost root that holds a path is its root). */
+    /**
+     * Real paths of the roots, shortest first: the outermost root that holds a path is where its walk
+     * starts, so a nested root swapped for a link by whoever writes the outer one is refused too.
+     */
     readonly roots: readonly string[],
   ) {}
 
@@ -113,7 +116,7 @@ export class Confinement {
       ),
     );
     await probe();
-    return new Confinement([...new Set(real)].sort((a, b) => b.length - a.length));
+    return new Confinement([...new Set(real)].sort((a, b) => a.length - b.length));
   }
 
   /** The root that holds `path` (lexically, after `resolve`), or PATH_ESCAPE. */
@@ -251,8 +254,9 @@ export class Confinement {
     if (st?.isSymbolicLink()) {
       const target = await readlink(at).catch(() => '?');
       const resolved = await realpath(component).catch(() => undefined);
+      const where = component === path ? `${what} ${path}` : `${what} ${path}: ${component}`;
       return escape(
-        `${what} ${path}: ${component} is a symbolic link to ${target}` +
+        `${where} is a symbolic link to ${target}` +
           (resolved ? ` (resolves to ${resolved})` : '') +
           '; links below the configured roots are not followed when a job runs',
         { path, component, target, ...(resolved ? { resolved } : {}) },

@@ -189,6 +189,19 @@ describe('Confinement', { skip: process.platform !== 'linux' && 'needs Linux /pr
     assert.deepEqual(readdirSync(join(root, 'out')), []);
   });
 
+  test('a nested root swapped for a link is refused (the walk starts at the outer root)', async () => {
+    const { root, outside } = layout();
+    const inner = join(root, 'inner');
+    mkdirSync(inner);
+    const c = await Confinement.create([inner, root]);
+    writeFileSync(join(inner, 'x.mar'), 'inner bytes');
+    assert.equal(await read(c, join(inner, 'x.mar')), 'inner bytes');
+    renameSync(inner, join(root, 'inner-old'));
+    symlinkSync(outside, inner);
+    const e = await refused(c.openInput(join(inner, 'bait.mar')), 'PATH_ESCAPE');
+    assert.equal(e.details?.component, inner);
+  });
+
   test('paths outside every root are refused before anything is opened', async () => {
     const { root, bait } = layout();
     const c = await Confinement.create([root]);
