@@ -1,7 +1,8 @@
 /**
  * Regenerates the sample release in fixtures/release/ deterministically:
- *   node --import tsx scripts/make-fixtures.ts            # MARs (and keys only if missing)
+ *   node --import tsx scripts/make-fixtures.ts            # MARs, target.zip (and keys only if missing)
  *   node --import tsx scripts/make-fixtures.ts --new-keys # also replace the TEST-ONLY keys
+ *   node --import tsx scripts/make-fixtures.ts --zip-only # only fixtures/release/target.zip
  *
  * Every PE is written by our own buildPe (no third-party binaries); entries are compressed with our
  * codecs (bzip2 -9; xz with the x86 BCJ filter, 8 MiB dictionary, CRC64 like Mozilla's packaging),
@@ -17,6 +18,7 @@ import type { CodecSettings } from '../src/codecs/types.js';
 import { buildPe } from '../src/formats/pe/synth.js';
 import { generateDevKeys } from '../src/keys/dev.js';
 import { MarWriter } from '../src/mar/writer.js';
+import { createZip, type CreateZipFile } from '../src/zip/file.js';
 import { PROJECT_ROOT } from '../src/version.js';
 
 export const RELEASE_DIR = join(PROJECT_ROOT, 'fixtures', 'release');
@@ -118,6 +120,42 @@ export async function writeLocaleMar(path: string, locale: string, codec: CodecS
   }
 }
 
+/** Fixed timestamp of every target.zip entry (the DOS time of 2025-01-01 12:00:00). */
+const ZIP_MTIME = new Date(Date.UTC(2025, 0, 1, 12, 0, 0));
+
+/**
+ * A Windows build zip like Mozilla's `target.zip`: a `firefox/` folder holding the en-US locale's files
+ * (the same PE bytes as inside fixtures/release/en-US/complete.mar), deflate and stored entries (one
+ * stored PE), two entries with data descriptors, directory entries, Unix modes.
+ */
+export function targetZipFiles(): CreateZipFile[] {
+  const f = new Map(localeFiles('en-US').map((x) => [x.name, x]));
+  const file = (name: string, extra: Partial<CreateZipFile> = {}): CreateZipFile => {
+    const x = f.get(name)!;
+    return { name: `firefox/${name}`, data: x.data, mode: x.flags, mtime: ZIP_MTIME, ...extra };
+  };
+  const dir = (name: string): CreateZipFile => ({ name: `firefox/${name}`, mtime: ZIP_MTIME });
+  return [
+    { name: 'firefox/', mtime: ZIP_MTIME },
+    file('firefox.exe'),
+    file('xul.dll'),
+    file('updater.exe', { descriptor: true }),
+    file('omni.ja', { method: 0 }),
+    file('update.manifest'),
+    file('locale.ini', { descriptor: true }),
+    dir('defaults/'),
+    dir('defaults/pref/'),
+    file('defaults/pref/channel-prefs.js'),
+    dir('uninstall/'),
+    file('uninstall/helper.exe', { method: 0 }),
+  ];
+}
+
+export async function writeTargetZip(path: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  await createZip(path, targetZipFiles());
+}
+
 const CONFIG = {
   profiles: {
     dev: {
@@ -134,6 +172,12 @@ const CONFIG = {
 };
 
 async function main(): Promise<void> {
+  const zipPath = join(RELEASE_DIR, 'target.zip');
+  if (process.argv.includes('--zip-only')) {
+    await writeTargetZip(zipPath);
+    process.stdout.write(`wrote ${zipPath}\n`);
+    return;
+  }
   const newKeys = process.argv.includes('--new-keys');
   const keysDir = join(RELEASE_DIR, 'keys');
   if (newKeys || !existsSync(join(keysDir, 'codesign.key.pem'))) {
@@ -149,8 +193,11 @@ async function main(): Promise<void> {
     await writeLocaleMar(join(RELEASE_DIR, rel), locale, codec);
     release.locales[locale] = rel;
   }
+  // The Windows build zip is part of the release: its PEs are the en-US MAR's, signed once for both.
+  release.locales['win64'] = 'target.zip';
   await writeFile(join(RELEASE_DIR, 'release.json'), JSON.stringify(release, null, 2) + '\n');
-  process.stdout.write(`wrote ${LOCALES.length} locale MARs to ${RELEASE_DIR}\n`);
+  await writeTargetZip(zipPath);
+  process.stdout.write(`wrote ${LOCALES.length} locale MARs and target.zip to ${RELEASE_DIR}\n`);
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) await main();

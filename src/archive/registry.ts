@@ -5,12 +5,13 @@
 import { FormatError } from '../errors.js';
 import type { ByteSource } from '../io/byte-source.js';
 import { marFormat } from './mar.js';
+import { zipFormat } from './zip.js';
 import { DETECT_BYTES, type ArchiveFormat, type ContainerName, type OpenedArchive } from './types.js';
 
 export type ArchiveErrorCode = 'ARCHIVE_UNKNOWN_FORMAT';
 
 /** In detection order. */
-export const FORMATS: readonly ArchiveFormat[] = [marFormat];
+export const FORMATS: readonly ArchiveFormat[] = [marFormat, zipFormat];
 
 /** The format whose magic `head` (the file's first DETECT_BYTES bytes) carries, if any. */
 export function detectFormat(head: Uint8Array, fileSize: number): ArchiveFormat | undefined {

@@ -4,6 +4,7 @@
  */
 import { FormatError, PolicyError } from '../errors.js';
 import { readBz2Level } from './bz2.js';
+import { deflateRaw, deflateSettingsKey, inflateRaw } from './deflate.js';
 import { decodeContext } from './limits.js';
 import type { Bz2Decoded, Bz2ReuseStats } from './bz2-blocks.js';
 import type { CodecName, CodecSettings, DecodeOptions } from './types.js';
@@ -12,8 +13,11 @@ import { readXzSettings, XZ_MAGIC } from './xz-header.js';
 export type { CodecName, CodecSettings, DecodeOptions, DecodeStats, XzCheck } from './types.js';
 export { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO, PREFIX_CHECK_BYTES, RATIO_FREE_BYTES } from './types.js';
 
+/** The codecs a stream's first bytes tell apart (raw deflate has no magic: a container names it). */
+export type SniffedCodec = Exclude<CodecName, 'deflate'>;
+
 /** By the first bytes only (docs/mar-format.md §9): `BZh` → bz2, xz magic → xz, else stored. */
-export function detectCodec(bytes: Uint8Array): CodecName {
+export function detectCodec(bytes: Uint8Array): SniffedCodec {
   if (bytes.length >= 3 && bytes[0] === 0x42 && bytes[1] === 0x5a && bytes[2] === 0x68) return 'bz2';
   if (bytes.length >= XZ_MAGIC.length && XZ_MAGIC.every((b, i) => bytes[i] === b)) return 'xz';
   return 'none';
@@ -31,9 +35,14 @@ export function readSettings(bytes: Uint8Array): CodecSettings {
   }
 }
 
-/** Stable text for cache keys, e.g. `xz:dict=8388608:x86:crc64`, `xz:dict=16777216:nox86:crc32`, `bz2:9`, `none`. */
+/**
+ * Stable text for cache keys, e.g. `xz:dict=8388608:x86:crc64`, `xz:dict=16777216:nox86:crc32`, `bz2:9`,
+ * `deflate:6:zlib=1.3.1`, `none`.
+ */
 export function settingsKey(settings: CodecSettings): string {
   switch (settings.codec) {
+    case 'deflate':
+      return deflateSettingsKey(settings.level);
     case 'none':
       return 'none';
     case 'bz2':
@@ -73,6 +82,11 @@ async function decodeEntry(bytes: Uint8Array, options: DecodeOptions | undefined
     case 'xz': {
       const { decodeXz } = await import('./xz.js');
       return { data: await decodeXz(bytes, ctx), settings };
+    }
+    case 'deflate': {
+      const data = await inflateBounded(bytes, ctx);
+      ctx.prefix.offer(data, true);
+      return { data, settings };
     }
     case 'none': {
       if (bytes.length > ctx.limit) {
@@ -180,9 +194,27 @@ export async function compress(data: Uint8Array, settings: CodecSettings): Promi
       const { encodeXz } = await import('./xz.js');
       return encodeXz(data, settings);
     }
+    case 'deflate':
+      return deflateRaw(data, settings.level);
     case 'none':
       return copy(data);
   }
+}
+
+/** Raw inflate within the decode's bound (size cap and ratio cap, whichever is lower), counted. */
+async function inflateBounded(bytes: Uint8Array, ctx: ReturnType<typeof decodeContext>): Promise<Uint8Array> {
+  let data: Uint8Array;
+  try {
+    data = await inflateRaw(bytes, { maxOutputSize: ctx.limit, maxRatio: Infinity });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'CODEC_OUTPUT_TOO_LARGE') {
+      ctx.stats.decodedBytes += ctx.limit;
+      throw ctx.exceeded('deflate');
+    }
+    throw err;
+  }
+  ctx.stats.decodedBytes += data.length;
+  return data;
 }
 
 /** A copy in its own ArrayBuffer (never a slice of Node's shared pool), so it can be transferred. */

@@ -1,8 +1,9 @@
 /**
  * Entry codecs (contract). A MAR entry is one complete bzip2 or xz stream, or raw bytes
- * (docs/mar-format.md §9). Recompression must reproduce the original settings.
+ * (docs/mar-format.md §9); a zip entry is raw deflate or stored, as its method says. Recompression
+ * reproduces the original settings (deflate: a documented level, the input's own is not recorded).
  */
-export type CodecName = 'none' | 'bz2' | 'xz';
+export type CodecName = 'none' | 'bz2' | 'xz' | 'deflate';
 
 export type XzCheck = 'none' | 'crc32' | 'crc64' | 'sha256';
 
@@ -14,7 +15,9 @@ export type CodecSettings =
    * xz: LZMA2 dictionary size in bytes (from the block header's LZMA2 filter properties), whether the
    * x86 BCJ filter precedes LZMA2, and the stream's integrity check.
    */
-  | { codec: 'xz'; dictSize: number; x86: boolean; check: XzCheck };
+  | { codec: 'xz'; dictSize: number; x86: boolean; check: XzCheck }
+  /** Raw deflate (zip method 8), never sniffed: the container names it. `level`: what re-encoding uses. */
+  | { codec: 'deflate'; level: number };
 
 export interface DecodeOptions {
   /** Decompressed-size cap: a larger output is a FormatError `CODEC_OUTPUT_TOO_LARGE` (bomb). */

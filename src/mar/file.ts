@@ -1,11 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, type CodecName, type CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
-import { removeOnSignal } from '../io/signal-cleanup.js';
+import { extractInto } from '../io/extract.js';
 import {
   assertSafeName,
   entryCodecOf,
@@ -85,94 +83,43 @@ export async function extractMar(
   destDir: string,
   options: ExtractOptions = {},
 ): Promise<ExtractResult> {
-  const dest = resolve(destDir);
-  const existing = await lstat(dest).catch(() => undefined);
-  if (existing && !(existing.isDirectory() && (await readdir(dest)).length === 0))
-    throw new UsageError('DEST_NOT_EMPTY', `${dest} exists and is not an empty directory`);
-
-  const m = await openMar(path);
-  // The name is chosen (and the signal cleanup armed) before the directory exists, so a signal at any
-  // point leaves nothing behind; mkdir fails rather than reuse an existing directory.
-  const tmp = join(dirname(dest), `.${basename(dest)}.extract-${randomBytes(6).toString('hex')}`);
-  const stopSignalCleanup = removeOnSignal(tmp);
-  try {
-    await mkdir(tmp, { mode: 0o700 });
-  } catch (e) {
-    stopSignalCleanup();
-    await m.close();
-    throw e;
-  }
-  try {
-    const root = await realpath(tmp);
-    const c = options.decompress ? await codecs() : undefined;
-    const files: ExtractResult['files'] = [];
-    const maxTotal = options.maxTotalSize ?? MAR_MAX_EXTRACT_TOTAL;
-    let total = 0;
-    for (const e of m.info.entries) {
-      assertSafeName(e.name);
-      const target = resolve(root, ...e.name.split('/'));
-      if (!target.startsWith(root + sep))
-        throw marError(
-          'MAR_UNSAFE_EXTRACT',
-          `${JSON.stringify(e.name)} resolves outside the destination`,
-          e.offset,
-        );
-      await makeParents(root, target, e.name);
-      let data = await readEntryBytes(m.source, e);
-      if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
-        const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
-        data = await c.decompress(data, {
-          maxOutputSize: Math.min(perEntry, maxTotal - total + 1),
-          ...(options.maxRatio === undefined ? {} : { maxRatio: options.maxRatio }),
-        });
+  const unsafe = (message: string, offset?: number): Error => marError('MAR_UNSAFE_EXTRACT', message, offset);
+  const { destDir: dest, result: files } = await extractInto(destDir, unsafe, async (x) => {
+    const m = await openMar(path);
+    try {
+      const c = options.decompress ? await codecs() : undefined;
+      const maxTotal = options.maxTotalSize ?? MAR_MAX_EXTRACT_TOTAL;
+      const files: ExtractResult['files'] = [];
+      let total = 0;
+      for (const e of m.info.entries) {
+        assertSafeName(e.name);
+        const target = x.target(e.name, e.offset);
+        await x.makeDirs(dirname(target), e.name);
+        let data = await readEntryBytes(m.source, e);
+        if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
+          const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
+          data = await c.decompress(data, {
+            maxOutputSize: Math.min(perEntry, maxTotal - total + 1),
+            ...(options.maxRatio === undefined ? {} : { maxRatio: options.maxRatio }),
+          });
+        }
+        total += data.length;
+        if (total > maxTotal)
+          throw marError(
+            'MAR_EXTRACT_TOO_LARGE',
+            `extracting ${JSON.stringify(e.name)} brings the total past ${maxTotal} bytes`,
+            e.offset,
+          );
+        const mode = e.flags & 0o777;
+        await x.writeFile(target, data, mode);
+        files.push({ name: e.name, size: data.length, mode });
       }
-      total += data.length;
-      if (total > maxTotal)
-        throw marError(
-          'MAR_EXTRACT_TOO_LARGE',
-          `extracting ${JSON.stringify(e.name)} brings the total past ${maxTotal} bytes`,
-          e.offset,
-        );
-      const mode = e.flags & 0o777;
-      const fh = await open(
-        target,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-        mode,
-      );
-      try {
-        await fh.writeFile(data);
-        await fh.chmod(mode);
-      } finally {
-        await fh.close();
-      }
-      files.push({ name: e.name, size: data.length, mode });
+      return files;
+    } finally {
+      await m.close();
     }
-    if (existing) await rmdir(dest);
-    await rename(tmp, dest);
-    return { destDir: dest, files };
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  } finally {
-    stopSignalCleanup();
-    await m.close();
-  }
-}
-
-async function makeParents(root: string, target: string, name: string): Promise<void> {
-  let dir = root;
-  for (const seg of relative(root, dirname(target)).split(sep).filter(Boolean)) {
-    dir = join(dir, seg);
-    const st = await lstat(dir).catch(() => undefined);
-    if (!st) await mkdir(dir, { mode: 0o755 });
-    else if (st.isSymbolicLink())
-      throw marError('MAR_UNSAFE_EXTRACT', `a symlink is in the way of ${JSON.stringify(name)}`);
-    else if (!st.isDirectory())
-      throw marError(
-        'MAR_UNSAFE_EXTRACT',
-        `${JSON.stringify(name)} needs a directory where a file was extracted`,
-      );
-  }
+  });
+  return { destDir: dest, files };
 }
 
 export type Compression = 'none' | 'bz2' | 'xz';

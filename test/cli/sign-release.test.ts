@@ -13,6 +13,9 @@ import {
   fixtureMar,
   LOCALES,
   RELEASE,
+  RELEASE_CONTAINERS,
+  releaseOutput,
+  ZIP_SIGNED,
 } from '../pipeline/_support.js';
 
 /** Distinct PEs in the sample release (3 shared by every locale, in 2 codecs, + one helper.exe per locale). */
@@ -24,38 +27,40 @@ test('sign-release DIR -o OUT with no other flags: every locale signed, summary,
   const env = { MARSIGN_CACHE_DIR: join(dir, 'cache') };
   const r = await runCli(['sign-release', RELEASE, '-o', out], { env });
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /locales: +4\n/);
+  // Four locale MARs and the Windows build zip (its PEs are the en-US MAR's: signed once for both).
+  assert.match(r.stdout, /locales: +5\n/);
   assert.match(
     r.stdout,
     new RegExp(
-      `entries: +32 — ${DISTINCT_SIGNABLE} signed, ${16 - DISTINCT_SIGNABLE} shared, 0 from the cache, 16 passthrough`,
+      `entries: +44 — ${DISTINCT_SIGNABLE} signed, ${20 - DISTINCT_SIGNABLE} shared, 0 from the cache, 24 passthrough`,
     ),
   );
   assert.match(r.stdout, /hit rate/);
   const sums = spawnSync('sha512sum', ['-c', 'SHA512SUMS'], { cwd: out, encoding: 'utf8' });
   assert.equal(sums.status, 0, sums.stdout + sums.stderr);
-  assert.equal(sums.stdout.trim().split('\n').length, 4);
+  assert.equal(sums.stdout.trim().split('\n').length, RELEASE_CONTAINERS.length);
   const rm = JSON.parse(readFileSync(join(out, 'release-manifest.json'), 'utf8')) as ReleaseManifest;
   assert.equal(rm.profile, 'dev');
   assert.equal(rm.release, 'sample-140.0', "named by the directory's release.json");
   assert.equal(rm.totals.signOperations, DISTINCT_SIGNABLE);
-  for (const l of LOCALES) {
-    const o = join(out, l, 'complete.mar');
-    await checkSignedOutput(fixtureMar(l), o, { signed: FIXTURE_SIGNED, dir });
-    const lm = JSON.parse(readFileSync(`${o}.manifest.json`, 'utf8')) as LocaleManifest;
+  for (const l of LOCALES)
+    await checkSignedOutput(fixtureMar(l), join(out, l, 'complete.mar'), { signed: FIXTURE_SIGNED, dir });
+  for (const l of RELEASE_CONTAINERS) {
+    const lm = JSON.parse(readFileSync(`${releaseOutput(out, l)}.manifest.json`, 'utf8')) as LocaleManifest;
     assert.equal(rm.locales.find((x) => x.locale === l)!.outputSha512, lm.output_sha512);
+    assert.equal(lm.container, l === 'win64' ? 'zip' : 'mar');
   }
 
-  const before = Object.fromEntries(LOCALES.map((l) => [l, readFileSync(join(out, l, 'complete.mar'))]));
+  const before = Object.fromEntries(RELEASE_CONTAINERS.map((l) => [l, readFileSync(releaseOutput(out, l))]));
   const r2 = await runCli(['sign-release', RELEASE, '-o', out, '--json'], { env });
   assert.equal(r2.code, 0, r2.stderr);
   const m2 = JSON.parse(r2.stdout) as ReleaseManifest;
   assert.equal(m2.totals.signOperations, 0);
-  assert.equal(m2.totals.hits, 16);
-  assert.equal(m2.totals.cached, 16);
+  assert.equal(m2.totals.hits, 20);
+  assert.equal(m2.totals.cached, 20);
   assert.equal(m2.totals.cacheHitRate, 1);
-  for (const l of LOCALES)
-    assert.ok(readFileSync(join(out, l, 'complete.mar')).equals(before[l]!), `${l} identical`);
+  for (const l of RELEASE_CONTAINERS)
+    assert.ok(readFileSync(releaseOutput(out, l)).equals(before[l]!), `${l} identical`);
 });
 
 test('sign-release release.json: paths relative to the JSON, profile from it, outputs <out>/<locale>/<file>', async () => {
@@ -134,9 +139,10 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
   }
   const v = await runCli(['cache', 'verify', '--json'], { env });
   assert.equal(v.code, 0, v.stdout);
-  // The signed entries (3 PEs × 2 codecs + the helpers), each PE's signature, one output per locale.
+  // The signed entries (3 PEs × 2 codecs + the helpers, and the zip's 4 in deflate/stored), each PE's
+  // signature, one output per container.
   assert.equal(
     (JSON.parse(v.stdout) as { checked: number }).checked,
-    3 * 2 + LOCALES.length + DISTINCT_SIGNABLE + LOCALES.length,
+    3 * 2 + LOCALES.length + ZIP_SIGNED.length + DISTINCT_SIGNABLE + RELEASE_CONTAINERS.length,
   );
 });

@@ -1,16 +1,23 @@
 /**
- * Long MAR fuzz run, outside the default suite: `npm run fuzz`
+ * Long MAR and zip fuzz run, outside the default suite: `npm run fuzz`
  * (`node --import tsx test/fuzz/mar.fuzz.ts`). Environment:
  *   MAR_FUZZ_SECONDS  wall-clock budget per property (default 60)
  *   MAR_FUZZ_SEED     fast-check seed (default: random, printed so a failure can be replayed)
- * Properties: mutated MARs give a consistent MarInfo or a FormatError with a MAR_ code (never another
+ *   FUZZ_FORMATS      `mar,zip` (default both)
+ * MAR properties: mutated MARs give a consistent MarInfo or a FormatError with a MAR_ code (never another
  * exception, never an out-of-range read, never more bytes read than the file has); mutated compressed
- * entries give only CodedErrors when decompressed under a 4 MiB cap. Exits non-zero on the first failure,
- * and if one case takes over 5 s (hang) or RSS exceeds 1 GiB (unbounded memory).
+ * entries give only CodedErrors when decompressed under a 4 MiB cap.
+ * Zip properties (test/formats/zip/mutate.ts): mutated zips and header-field edits give a FormatError with
+ * a ZIP_ code, or entries that tile the file, decode or fail with a CodedError, are reproduced byte for byte
+ * by the writer and rewrite readably with one entry replaced; mutated deflate streams give only CodedErrors
+ * under a 4 MiB cap. Exits non-zero on the first failure, and if one case takes over 5 s (hang) or RSS
+ * exceeds 1 GiB (unbounded memory).
  */
 import fc from 'fast-check';
 import { CodedError } from '../../src/errors.js';
 import { decompress } from '../../src/codecs/index.js';
+import { inflateRaw } from '../../src/codecs/deflate.js';
+import { readEntryData, readZip } from '../../src/formats/zip/index.js';
 import { BufferSource } from '../../src/io/byte-source.js';
 import { entryCodecOf, readEntryBytes, readMar } from '../../src/formats/mar/index.js';
 import {
@@ -21,9 +28,11 @@ import {
   readMarProperty,
   seedMars,
 } from '../formats/mar/mutate.js';
+import { applyFieldEdit, fieldEditArb, fieldsOf, readZipProperty, seedZips } from '../formats/zip/mutate.js';
 
 const SECONDS = Number(process.env.MAR_FUZZ_SECONDS ?? 60);
 const SEED = Number(process.env.MAR_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const FORMATS = new Set((process.env.FUZZ_FORMATS ?? 'mar,zip').split(','));
 const CASE_LIMIT_MS = 5000;
 const RSS_LIMIT = 1024 * 1024 * 1024;
 
@@ -60,66 +69,128 @@ async function run<T extends unknown[]>(name: string, prop: fc.IAsyncProperty<T>
   console.log(`ok   ${name}: ${out.numRuns} cases in ${secs}s`);
 }
 
-// Compressed entries of the seeds, for the decompression property.
-const compressed: Uint8Array[] = [];
-for (const s of seeds) {
-  const src = new BufferSource(s);
-  const info = await readMar(src);
-  for (const e of info.entries) {
-    const raw = await readEntryBytes(src, e);
-    if (e.size > 0 && entryCodecOf(raw) !== 'none') compressed.push(raw);
+if (FORMATS.has('mar')) {
+  // Compressed entries of the seeds, for the decompression property.
+  const compressed: Uint8Array[] = [];
+  for (const s of seeds) {
+    const src = new BufferSource(s);
+    const info = await readMar(src);
+    for (const e of info.entries) {
+      const raw = await readEntryBytes(src, e);
+      if (e.size > 0 && entryCodecOf(raw) !== 'none') compressed.push(raw);
+    }
   }
-}
 
-console.log(
-  `MAR fuzz: ${seeds.length} seeds, ${compressed.length} compressed entries, ${SECONDS}s per property, seed ${SEED}`,
-);
+  console.log(
+    `MAR fuzz: ${seeds.length} seeds, ${compressed.length} compressed entries, ${SECONDS}s per property, seed ${SEED}`,
+  );
 
-await run(
-  'mutations',
-  fc.asyncProperty(seedArb, fc.array(mutationArb, { minLength: 1, maxLength: 6 }), async (seed, muts) => {
-    let b = seed;
-    for (const { pos, m } of muts) b = applyMutation(b, pos, m);
-    count(await timed(() => readMarProperty(b)));
-  }),
-);
-
-await run(
-  'header edits',
-  fc.asyncProperty(
-    seedArb,
-    fc.array(headerEditArb, { minLength: 1, maxLength: 4 }),
-    fc.array(mutationArb, { maxLength: 2 }),
-    async (seed, edits, muts) => {
+  await run(
+    'mutations',
+    fc.asyncProperty(seedArb, fc.array(mutationArb, { minLength: 1, maxLength: 6 }), async (seed, muts) => {
       let b = seed;
-      for (const e of edits) b = applyHeaderEdit(b, e);
       for (const { pos, m } of muts) b = applyMutation(b, pos, m);
       count(await timed(() => readMarProperty(b)));
-    },
-  ),
-);
+    }),
+  );
 
-if (compressed.length > 0) {
   await run(
-    'mutated compressed entries',
+    'header edits',
     fc.asyncProperty(
-      fc.nat({ max: compressed.length - 1 }),
-      fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
-      async (i, muts) => {
-        let b = compressed[i]!;
-        for (const { pos, m } of muts) b = applyMutation(b, pos, m, 6);
-        await timed(async () => {
-          try {
-            await decompress(b, { maxOutputSize: 4 * 1024 * 1024 });
-            count('decoded');
-          } catch (e) {
-            if (!(e instanceof CodedError)) throw e;
-            count(e.code);
-          }
-        });
+      seedArb,
+      fc.array(headerEditArb, { minLength: 1, maxLength: 4 }),
+      fc.array(mutationArb, { maxLength: 2 }),
+      async (seed, edits, muts) => {
+        let b = seed;
+        for (const e of edits) b = applyHeaderEdit(b, e);
+        for (const { pos, m } of muts) b = applyMutation(b, pos, m);
+        count(await timed(() => readMarProperty(b)));
       },
     ),
   );
+
+  if (compressed.length > 0) {
+    await run(
+      'mutated compressed entries',
+      fc.asyncProperty(
+        fc.nat({ max: compressed.length - 1 }),
+        fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
+        async (i, muts) => {
+          let b = compressed[i]!;
+          for (const { pos, m } of muts) b = applyMutation(b, pos, m, 6);
+          await timed(async () => {
+            try {
+              await decompress(b, { maxOutputSize: 4 * 1024 * 1024 });
+              count('decoded');
+            } catch (e) {
+              if (!(e instanceof CodedError)) throw e;
+              count(e.code);
+            }
+          });
+        },
+      ),
+    );
+  }
+}
+
+if (FORMATS.has('zip')) {
+  const zseeds = seedZips();
+  const zfields = await Promise.all(zseeds.map((z) => fieldsOf(z)));
+  const zseedArb = fc.nat({ max: zseeds.length - 1 });
+  // Raw deflate streams of the seeds' method-8 entries, for the inflate property.
+  const deflated: Uint8Array[] = [];
+  for (const z of zseeds) {
+    const src = new BufferSource(z);
+    for (const e of (await readZip(src)).entries)
+      if (e.method === 8 && e.compressedSize > 0) deflated.push(await readEntryData(src, e));
+  }
+  console.log(
+    `zip fuzz: ${zseeds.length} seeds, ${deflated.length} deflate streams, ${SECONDS}s per property, seed ${SEED}`,
+  );
+  await run(
+    'zip mutations',
+    fc.asyncProperty(zseedArb, fc.array(mutationArb, { minLength: 1, maxLength: 6 }), async (i, muts) => {
+      let b = zseeds[i]!;
+      for (const { pos, m } of muts) b = applyMutation(b, pos, m);
+      count(await timed(() => readZipProperty(b)));
+    }),
+  );
+  await run(
+    'zip header field edits',
+    fc.asyncProperty(
+      zseedArb,
+      fc.array(fieldEditArb, { minLength: 1, maxLength: 4 }),
+      fc.array(mutationArb, { maxLength: 2 }),
+      async (i, edits, muts) => {
+        let b = zseeds[i]!;
+        for (const e of edits) b = applyFieldEdit(b, zfields[i]!, e);
+        for (const { pos, m } of muts) b = applyMutation(b, pos, m);
+        count(await timed(() => readZipProperty(b)));
+      },
+    ),
+  );
+  if (deflated.length > 0) {
+    await run(
+      'mutated deflate streams',
+      fc.asyncProperty(
+        fc.nat({ max: deflated.length - 1 }),
+        fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
+        async (i, muts) => {
+          let b = deflated[i]!;
+          for (const { pos, m } of muts) b = applyMutation(b, pos, m, 0);
+          await timed(async () => {
+            try {
+              await inflateRaw(b, { maxOutputSize: 4 * 1024 * 1024 });
+              count('inflated');
+            } catch (e) {
+              if (!(e instanceof CodedError)) throw e;
+              count(e.code);
+            }
+          });
+        },
+      ),
+    );
+  }
 }
 
 console.log(

@@ -17,10 +17,12 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { openArchive } from '../../src/archive/registry.js';
 import { PolicyError } from '../../src/errors.js';
 import { AtomicFile, writeFileAtomic } from '../../src/io/atomic.js';
+import { FileSource } from '../../src/io/byte-source.js';
 import { Confinement } from '../../src/io/confine.js';
-import { tempDir } from '../helpers/env.js';
+import { PROJECT_ROOT, tempDir } from '../helpers/env.js';
 
 /** A root with one input, and a directory outside it holding bait. */
 function layout(): { root: string; outside: string; input: string; bait: string } {
@@ -200,6 +202,35 @@ describe('Confinement', { skip: process.platform !== 'linux' && 'needs Linux /pr
     symlinkSync(outside, inner);
     const e = await refused(c.openInput(join(inner, 'bait.mar')), 'PATH_ESCAPE');
     assert.equal(e.details?.component, inner);
+  });
+
+  test('both containers write through the confinement: createWriter(path, signing, { confine })', async () => {
+    const { root, outside } = layout();
+    const c = await Confinement.create([root]);
+    mkdirSync(join(root, 'out'));
+    symlinkSync(outside, join(root, 'out-linked'));
+    for (const sample of ['en-US/complete.mar', 'target.zip']) {
+      const src = await FileSource.open(join(PROJECT_ROOT, 'fixtures', 'release', sample));
+      try {
+        const archive = await openArchive(src, sample);
+        const name = `x.${archive.format}`;
+        const w = await archive.createWriter(join(root, 'out', name), {}, { confine: c });
+        assert.match(
+          w.tempPath,
+          /^\/proc\/self\/fd\/\d+\//,
+          `${archive.format} temp through the directory's descriptor`,
+        );
+        await w.abort();
+        await refused(
+          archive.createWriter(join(root, 'out-linked', name), {}, { confine: c }),
+          'PATH_ESCAPE',
+        );
+      } finally {
+        await src.close();
+      }
+    }
+    assert.deepEqual(readdirSync(join(root, 'out')), []);
+    assert.deepEqual(readdirSync(outside), ['bait.mar']);
   });
 
   test('paths outside every root are refused before anything is opened', async () => {

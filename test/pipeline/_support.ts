@@ -21,6 +21,19 @@ export const CONFIG_PATH = join(RELEASE, 'marsign.config.json');
 export const KEYS = join(RELEASE, 'keys');
 export const LOCALES = ['en-US', 'de', 'fr', 'ja'] as const;
 export const fixtureMar = (locale: string): string => join(RELEASE, locale, 'complete.mar');
+/** The sample release's Windows build zip (`win64` in release.json): the en-US MAR's PEs, in deflate/stored entries. */
+export const TARGET_ZIP = join(RELEASE, 'target.zip');
+export const ZIP_SIGNED = [
+  'firefox/firefox.exe',
+  'firefox/xul.dll',
+  'firefox/updater.exe',
+  'firefox/uninstall/helper.exe',
+];
+/** Every container of the sample release (release.json): the four locale MARs and the zip. */
+export const RELEASE_CONTAINERS = [...LOCALES, 'win64'] as const;
+/** Where `sign-release` puts a container of the sample release under `out`. */
+export const releaseOutput = (out: string, name: string): string =>
+  name === 'win64' ? join(out, 'win64', 'target.zip') : join(out, name, 'complete.mar');
 
 export function newCache(root: string, secret: Uint8Array = randomBytes(32)): FsCacheStore {
   return new FsCacheStore({ root, hmacSecret: secret });

@@ -109,6 +109,7 @@ test('release requests: a directory is its release.json, else its containers nam
       ['de', '/o/de/complete.mar'],
       ['fr', '/o/fr/complete.mar'],
       ['ja', '/o/ja/complete.mar'],
+      ['win64', '/o/win64/target.zip'],
     ],
   );
   const dir = tempDir();

@@ -4,6 +4,18 @@ import type { MarInfo } from '../../formats/mar/index.js';
 import type { Compression } from '../../mar/file.js';
 import { emit, handler } from '../output.js';
 
+/** The zip library and inspection views, loaded only for a zip input. */
+async function zipLib() {
+  const [file, inspect] = await Promise.all([import('../../zip/file.js'), import('../../zip/inspect.js')]);
+  return { ...file, ...inspect };
+}
+
+/** `zip` when the file starts with a zip signature, else `mar` (a non-MAR then fails as MAR_BAD_MAGIC). */
+async function kindOf(path: string): Promise<'mar' | 'zip'> {
+  const { sniffContainer } = await import('../../zip/inspect.js');
+  return (await sniffContainer(path)) === 'zip' ? 'zip' : 'mar';
+}
+
 /** The MAR library, loaded when a mar command runs rather than when the CLI starts. */
 async function marLib() {
   const [file, types] = await Promise.all([
@@ -23,13 +35,17 @@ interface ReadArgs extends CommonArgs {
 
 function withRead<T>(y: Argv<T>): Argv<T & ReadArgs> {
   return y
-    .positional('file', { type: 'string', demandOption: true, describe: 'MAR file' })
+    .positional('file', {
+      type: 'string',
+      demandOption: true,
+      describe: 'MAR or zip file (told apart by content)',
+    })
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' })
     .option('lenient', {
       type: 'boolean',
       default: false,
       describe:
-        'Also read MARs with names unsafe to extract (absolute, "..") or a wrong file-size field / trailing bytes; extract stays strict',
+        'Also read MARs/zips with names unsafe to extract (absolute, ".."), and MARs with a wrong file-size field / trailing bytes; extract stays strict',
     }) as Argv<T & ReadArgs>;
 }
 
@@ -55,9 +71,11 @@ function summary(info: MarInfo, algorithms: Readonly<Record<number, string>>) {
 
 const info: CommandModule<object, ReadArgs> = {
   command: 'info <file>',
-  describe: "Show a MAR's layout: style, size, signatures, additional sections, product info, entry totals",
+  describe:
+    "Show a MAR's layout (style, size, signatures, additional sections, product info, entry totals) or a zip's (entries, sizes, central directory, zip64, comment)",
   builder: (y) => withRead(y),
   handler: handler<ReadArgs>(async (argv) => {
+    if ((await kindOf(argv.file)) === 'zip') return zipInfo(argv);
     const { openMar, algorithms } = await marLib();
     const m = await openMar(argv.file, lenientOpts(argv));
     try {
@@ -98,7 +116,7 @@ type ListArgs = ReadArgs & { verbose?: boolean };
 const list: CommandModule<object, ListArgs> = {
   command: 'list <file>',
   describe:
-    'List entries like mardor `mar -t`: size, mode (octal flags), name; --verbose adds offset and codec',
+    'List entries like mardor `mar -t` (size, mode, name) or, for a zip, like `zipinfo`; --verbose adds offsets and codecs (zip: CRC, descriptor, zip64, extra fields)',
   builder: (y) =>
     withRead(y).option('verbose', {
       alias: 'v',
@@ -107,6 +125,7 @@ const list: CommandModule<object, ListArgs> = {
       describe: 'Also print the signature/product-info header (like `mar -T`), offsets and codecs',
     }),
   handler: handler<ListArgs>(async (argv) => {
+    if ((await kindOf(argv.file)) === 'zip') return zipList(argv);
     const { openMar, entryCodecs, algorithms } = await marLib();
     const m = await openMar(argv.file, lenientOpts(argv));
     try {
@@ -163,13 +182,18 @@ const extract: CommandModule<object, ExtractArgs> = {
     'Extract every entry into DEST (must not exist or be empty); names are checked, nothing is written outside DEST, and a failure leaves no output',
   builder: (y) =>
     y
-      .positional('file', { type: 'string', demandOption: true, describe: 'MAR file' })
+      .positional('file', {
+        type: 'string',
+        demandOption: true,
+        describe: 'MAR or zip file (told apart by content)',
+      })
       .positional('dest', { type: 'string', demandOption: true, describe: 'destination directory' })
       .option('decompress', {
         alias: 'd',
         type: 'boolean',
         default: false,
-        describe: 'Decompress bz2/xz entries (detected by magic); default writes the stored bytes',
+        describe:
+          'MAR: decompress bz2/xz entries (detected by magic); default writes the stored bytes. Zip entries are always inflated and CRC-checked',
       })
       .option('max-entry-size', {
         type: 'number',
@@ -187,6 +211,14 @@ const extract: CommandModule<object, ExtractArgs> = {
         describe: 'Print one JSON document',
       }) as Argv<ExtractArgs>,
   handler: handler<ExtractArgs>(async (argv) => {
+    if ((await kindOf(argv.file)) === 'zip') {
+      const { extractZip } = await zipLib();
+      const r = await extractZip(argv.file, argv.dest);
+      emit(argv, r, (v) =>
+        [...v.files.map((f) => f.name), `extracted ${v.files.length} entries to ${v.destDir}`].join('\n'),
+      );
+      return;
+    }
     const { extractMar } = await marLib();
     const limit = (flag: 'max-entry-size' | 'max-ratio', min: number): number | undefined => {
       const v = argv[flag];
@@ -276,13 +308,48 @@ const create: CommandModule<object, CreateArgs> = {
   }),
 };
 
+async function zipInfo(argv: ReadArgs): Promise<void> {
+  const z = await zipLib();
+  const m = await z.openZip(argv.file, argv.lenient ? { allowUnsafeNames: true } : {});
+  try {
+    emit(argv, z.zipSummary(m.info), (v) =>
+      [
+        `format           zip`,
+        `file size        ${v.fileSize} bytes`,
+        `entries          ${v.entryCount} (${v.compressedBytes} bytes compressed, ${v.uncompressedBytes} uncompressed; ${v.descriptors} with data descriptors)`,
+        `central dir      ${v.centralDirectorySize} bytes at ${v.centralDirectoryOffset}`,
+        `zip64            ${v.zip64 ? `end record at ${v.zip64.offset}, locator at ${v.zip64.locatorOffset}` : 'no'}`,
+        `comment          ${v.comment ? JSON.stringify(v.comment) : 'none'}`,
+      ].join('\n'),
+    );
+  } finally {
+    await m.close();
+  }
+}
+
+async function zipList(argv: ListArgs): Promise<void> {
+  const z = await zipLib();
+  const m = await z.openZip(argv.file, argv.lenient ? { allowUnsafeNames: true } : {});
+  try {
+    const value = { ...z.zipSummary(m.info), entries: m.info.entries.map(z.zipEntryView) };
+    emit(argv, value, () =>
+      argv.verbose
+        ? `${z.zipinfoListing(argv.file, m.info)}\n\n${z.zipVerboseListing(m.info)}`
+        : z.zipinfoListing(argv.file, m.info),
+    );
+  } finally {
+    await m.close();
+  }
+}
+
 function lenientOpts(argv: ReadArgs) {
   return argv.lenient ? { allowUnsafeNames: true, allowSizeMismatch: true } : {};
 }
 
 export const marCommand: CommandModule<object, object> = {
   command: 'mar <command>',
-  describe: 'Read, list, extract and create MAR files (info, list, extract, create)',
+  describe:
+    'Read, list and extract MAR and zip files (info, list, extract; told apart by content); create MAR files',
   builder: (y) =>
     y
       .command(info as never)
