@@ -24,6 +24,7 @@ import type {
   ArchiveFormat,
   ArchiveWriter,
   ContainerSigning,
+  CreateWriterOptions,
   EntryData,
   OpenedArchive,
   PredictedLayout,
@@ -68,8 +69,13 @@ export class MarArchive implements OpenedArchive {
     };
   }
 
-  async createWriter(path: string, signing: ContainerSigning): Promise<ArchiveWriter> {
-    return new MarArchiveWriter(await MarWriter.create(path, this.writerOptions(signing)), signing);
+  async createWriter(
+    path: string,
+    signing: ContainerSigning,
+    options: CreateWriterOptions = {},
+  ): Promise<ArchiveWriter> {
+    const opts = { ...this.writerOptions(signing), ...(options.confine ? { confine: options.confine } : {}) };
+    return new MarArchiveWriter(await MarWriter.create(path, opts), signing);
   }
 
   predictLayout(sizes: readonly number[], signing: ContainerSigning): PredictedLayout {

@@ -8,6 +8,7 @@
  */
 import type { CodecSettings, DecodedFacts } from '../codecs/types.js';
 import type { ByteSource } from '../io/byte-source.js';
+import type { Confinement } from '../io/confine.js';
 import type { SigningKey } from '../keys/types.js';
 
 export type ContainerName = 'mar' | 'zip';
@@ -83,6 +84,15 @@ export interface ArchiveWriter {
   abort(): Promise<void>;
 }
 
+/** How an output is written (a plain options object; every field optional). */
+export interface CreateWriterOptions {
+  /**
+   * Create the temp file and rename it only inside these roots, following no link (the queue worker's
+   * open-time confinement, src/io/confine.ts). Absent: the path as given (a user's own files).
+   */
+  confine?: Confinement;
+}
+
 /** A container opened for signing: its entries and how to write an output like it. */
 export interface OpenedArchive {
   readonly format: ContainerName;
@@ -93,7 +103,11 @@ export interface OpenedArchive {
    * skips it under `onInvalid: skip`).
    */
   codecOf(entry: ArchiveEntry, stored: Uint8Array): CodecSettings;
-  createWriter(path: string, signing: ContainerSigning): Promise<ArchiveWriter>;
+  createWriter(
+    path: string,
+    signing: ContainerSigning,
+    options?: CreateWriterOptions,
+  ): Promise<ArchiveWriter>;
   /** The output's layout for these stored sizes (by entry index); undefined when it cannot be predicted. */
   predictLayout(sizes: readonly number[], signing: ContainerSigning): PredictedLayout | undefined;
 }

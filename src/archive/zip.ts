@@ -24,6 +24,8 @@ import type {
   ArchiveEntry,
   ArchiveFormat,
   ArchiveWriter,
+  ContainerSigning,
+  CreateWriterOptions,
   EntryData,
   OpenedArchive,
   PredictedLayout,
@@ -67,8 +69,13 @@ export class ZipArchive implements OpenedArchive {
     );
   }
 
-  async createWriter(path: string): Promise<ArchiveWriter> {
-    return new ZipArchiveWriter(await ZipWriter.create(path, { end: endTemplateOf(this.info) }), this);
+  async createWriter(
+    path: string,
+    _signing: ContainerSigning,
+    options: CreateWriterOptions = {},
+  ): Promise<ArchiveWriter> {
+    const opts = { end: endTemplateOf(this.info), ...(options.confine ? { confine: options.confine } : {}) };
+    return new ZipArchiveWriter(await ZipWriter.create(path, opts), this);
   }
 
   /** Not predicted: a signed entry's local header and central record carry its new CRC-32, known late. */

@@ -2,6 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import type { ConfinedDir, Confinement } from './confine.js';
+
+export interface AtomicFileOptions {
+  /**
+   * Create the temp file, rename it and sync the directory through a directory opened inside these roots
+   * without following links (src/io/confine.ts); `tempPath` is then that descriptor's path.
+   */
+  confine?: Confinement;
+}
 
 /**
  * The temp file is created, never opened: O_EXCL (which already refuses a symlink at the name, POSIX
@@ -22,13 +31,23 @@ export class AtomicFile {
     readonly path: string,
     readonly tempPath: string,
     readonly handle: FileHandle,
+    /** A confined file's directory, held open until commit or abort. */
+    private readonly dir?: ConfinedDir,
   ) {}
 
-  static async create(path: string, mode = 0o644): Promise<AtomicFile> {
-    const tempPath = join(
-      dirname(path),
-      `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
-    );
+  static async create(path: string, mode = 0o644, options: AtomicFileOptions = {}): Promise<AtomicFile> {
+    const name = `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    if (options.confine) {
+      const dir = await options.confine.openDir(dirname(path), { what: 'output directory' });
+      try {
+        const handle = await options.confine.createFile(dir, name, mode);
+        return new AtomicFile(path, dir.at(name), handle, dir);
+      } catch (e) {
+        await dir.close();
+        throw e;
+      }
+    }
+    const tempPath = join(dirname(path), name);
     const handle = await open(tempPath, TEMP_FLAGS, mode);
     return new AtomicFile(path, tempPath, handle);
   }
@@ -52,6 +71,19 @@ export class AtomicFile {
     await this.handle.sync();
     await this.handle.close();
     this.closed = true;
+    if (this.dir) {
+      // Renamed within the directory the temp file was made in, whatever its path names now.
+      try {
+        await rename(this.tempPath, this.dir.at(basename(this.path)));
+      } catch (e) {
+        await unlink(this.tempPath).catch(() => undefined);
+        await this.dir.close();
+        throw e;
+      }
+      await this.dir.handle.sync().catch(() => undefined);
+      await this.dir.close();
+      return;
+    }
     await rename(this.tempPath, this.path);
     await syncDir(dirname(this.path));
   }
@@ -63,12 +95,18 @@ export class AtomicFile {
       await this.handle.close().catch(() => undefined);
       await unlink(this.tempPath).catch(() => undefined);
     }
+    await this.dir?.close().catch(() => undefined);
   }
 }
 
 /** Write a whole file atomically. */
-export async function writeFileAtomic(path: string, data: Uint8Array | string, mode = 0o644): Promise<void> {
-  const f = await AtomicFile.create(path, mode);
+export async function writeFileAtomic(
+  path: string,
+  data: Uint8Array | string,
+  mode = 0o644,
+  options: AtomicFileOptions = {},
+): Promise<void> {
+  const f = await AtomicFile.create(path, mode, options);
   try {
     await f.write(typeof data === 'string' ? Buffer.from(data) : data);
     await f.commit();

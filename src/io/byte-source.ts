@@ -28,7 +28,17 @@ export class FileSource implements ByteSource {
     private readonly fh: FileHandle,
     readonly size: number,
     readonly path: string,
+    /**
+     * A path that opens this same file again (for readers that take a path): `path` itself, or, for a
+     * confined input (src/io/confine.ts), its descriptor's `/proc/self/fd/<n>`, valid until `close`.
+     */
+    readonly reopenPath: string = path,
   ) {}
+
+  /** A source over an already opened regular file of `size` bytes (it is closed with the source). */
+  static fromHandle(fh: FileHandle, size: number, path: string, reopenPath?: string): FileSource {
+    return new FileSource(fh, size, path, reopenPath);
+  }
 
   static async open(path: string): Promise<FileSource> {
     const fh = await open(path, 'r');

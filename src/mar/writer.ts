@@ -1,5 +1,6 @@
 import { AtomicFile } from '../io/atomic.js';
 import { FileSource } from '../io/byte-source.js';
+import type { Confinement } from '../io/confine.js';
 import {
   MAR_MAX_ENTRIES,
   MAR_MAX_FILE_SIZE,
@@ -24,6 +25,8 @@ export interface MarWriterOptions {
   mode?: number;
   /** Write the additional-section count field (default true); see MarLayoutOptions.additionalHeader. */
   additionalHeader?: boolean;
+  /** Write the temp file and rename it only inside these roots, following no link (src/io/confine.ts). */
+  confine?: Confinement;
 }
 
 type State = 'writing' | 'finished' | 'done';
@@ -50,7 +53,11 @@ export class MarWriter {
 
   static async create(path: string, options: MarWriterOptions = {}): Promise<MarWriter> {
     const layout = marHeaderLayout(options);
-    const file = await AtomicFile.create(path, options.mode ?? 0o644);
+    const file = await AtomicFile.create(
+      path,
+      options.mode ?? 0o644,
+      options.confine ? { confine: options.confine } : {},
+    );
     try {
       await file.write(layout.header, 0);
     } catch (e) {

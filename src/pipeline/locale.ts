@@ -11,6 +11,7 @@ import type { OutputCacheStore } from '../../cache/types.js';
 import type { OpenedArchive, PredictedLayout } from '../archive/types.js';
 import { toPlainError, UsageError } from '../errors.js';
 import { BufferSource, FileSource, type ByteSource } from '../io/byte-source.js';
+import type { Confinement } from '../io/confine.js';
 import { assemble, type Assembly } from './assemble.js';
 import type { RunLedger, SigningContext } from './context.js';
 import { finish, IN_MEMORY_FINISH_MAX, type Finished } from './finish.js';
@@ -59,6 +60,11 @@ export interface SignLocaleOptions {
    * plans this locale itself and schedules its misses largest first.
    */
   plan?: ReleasePlan;
+  /**
+   * Open the input and write the output, temp files and manifest only inside these roots, following no
+   * link (the queue worker's open-time confinement, src/io/confine.ts). Absent: paths as given.
+   */
+  confine?: Confinement;
 }
 
 export async function signLocale(
@@ -72,20 +78,21 @@ export async function signLocale(
     throw new UsageError('OUTPUT_IS_INPUT', `output ${opts.output} is the input file; write elsewhere`);
   const tier =
     !opts.dryRun && (opts.outputCache ?? ctx.outputTier) ? (ctx.store?.outputs ?? undefined) : undefined;
-  const source = await FileSource.open(opts.input);
+  const confine = opts.confine;
+  const source = confine ? await confine.openInput(opts.input) : await FileSource.open(opts.input);
   try {
     let planned = opts.plan?.inputs.get(opts.input);
     if (planned && !sameFile(planned.identity, await identityOf(opts.input))) planned = undefined;
     // A locale signed alone reads its input whole, once, into shared memory, hashing it as it comes in.
     const snapshot =
       !opts.dryRun && !opts.plan && source.size <= IN_MEMORY_INPUT_MAX
-        ? await snapshotOf(ctx, source, opts.input, tier !== undefined)
+        ? await snapshotOf(ctx, source, tier !== undefined)
         : undefined;
     const bytes = snapshot ? new BufferSource(snapshot.bytes) : source;
     const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
     let outputKey: string | undefined;
     if (tier) {
-      const sha256 = planned?.sha256 ?? snapshot?.sha256 ?? (await hashFileSha256(opts.input));
+      const sha256 = planned?.sha256 ?? snapshot?.sha256 ?? (await hashFileSha256(source.reopenPath));
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, sha256);
       // A release plan that planned this input for signing has scheduled its work already, attributed to
       // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
@@ -132,7 +139,7 @@ export async function signLocale(
       inputBytes: source.size,
       timings: { startedAt, ms: performance.now() - started, planMs, signMs, writeMs },
     });
-    await report(manifest, !l.dryRun && opts.writeManifest !== false, stored);
+    await report(manifest, !l.dryRun && opts.writeManifest !== false, stored, confine);
     return manifest;
   } finally {
     await source.close();
@@ -162,6 +169,7 @@ async function serveWhole(
     writeManifest: opts.writeManifest !== false,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.confine ? { confine: opts.confine } : {}),
   });
   if (!served) {
     ctx.counters.outputMisses++;
@@ -188,7 +196,11 @@ async function writeOutput(
     return { assembly, signMs: performance.now() - t0, writeMs: 0 };
   }
   const signing = l.ctx.profile.mar ? { mar: l.ctx.profile.mar } : {};
-  const writer = await l.archive.createWriter(opts.output, signing);
+  const writer = await l.archive.createWriter(
+    opts.output,
+    signing,
+    opts.confine ? { confine: opts.confine } : {},
+  );
   try {
     const layout = await predict(l, plans, signing);
     const buffer =
@@ -209,16 +221,15 @@ async function writeOutput(
  * key (its entries are hashed only after a miss: hashing them on the side thread meanwhile slowed the
  * reads, and so a hit, on 2 cores); without, its signable entries hashed as they come in.
  */
-async function snapshotOf(
-  ctx: SigningContext,
-  source: FileSource,
-  input: string,
-  whole: boolean,
-): Promise<InputSnapshot> {
+async function snapshotOf(ctx: SigningContext, source: FileSource, whole: boolean): Promise<InputSnapshot> {
   const ranges = whole
     ? []
-    : signableEntries(ctx, await openArchive(source, input)).map((e) => ({ offset: e.offset, size: e.size }));
-  return readInput(input, SideHasher.alloc(source.size), { whole, ranges, side: ctx.side });
+    : signableEntries(ctx, await openArchive(source, source.path)).map((e) => ({
+        offset: e.offset,
+        size: e.size,
+      }));
+  // reopenPath: the file this source opened (a confined input's descriptor), not what its path names now.
+  return readInput(source.reopenPath, SideHasher.alloc(source.size), { whole, ranges, side: ctx.side });
 }
 
 /**
@@ -314,9 +325,10 @@ async function report(
   manifest: LocaleManifest,
   toDisk: boolean,
   stored: Promise<string | undefined> | undefined,
+  confine: Confinement | undefined,
 ): Promise<void> {
-  const [, warning] = await Promise.all([toDisk ? writeManifest(manifest) : undefined, stored]);
+  const [, warning] = await Promise.all([toDisk ? writeManifest(manifest, confine) : undefined, stored]);
   if (!warning) return;
   manifest.warnings = [...(manifest.warnings ?? []), warning];
-  if (toDisk) await writeManifest(manifest);
+  if (toDisk) await writeManifest(manifest, confine);
 }

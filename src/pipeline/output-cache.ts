@@ -16,6 +16,7 @@ import type { OutputCacheStore, OutputHit } from '../../cache/types.js';
 import type { ContainerName } from '../archive/types.js';
 import { CodedError } from '../errors.js';
 import { AtomicFile } from '../io/atomic.js';
+import type { Confinement } from '../io/confine.js';
 import { buildManifest, writeManifest } from './report.js';
 import type { EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
 
@@ -122,6 +123,8 @@ export interface ServeOptions {
   writeManifest: boolean;
   onProgress?: (p: LocaleProgress) => void;
   signal?: AbortSignal;
+  /** Write the output and manifest only inside these roots (src/io/confine.ts). */
+  confine?: Confinement;
 }
 
 /**
@@ -133,7 +136,7 @@ export async function serveOutput(
   o: ServeOptions,
 ): Promise<{ manifest: LocaleManifest; hit: OutputHit } | undefined> {
   const t0 = performance.now();
-  const file = await AtomicFile.create(o.output, 0o644);
+  const file = await AtomicFile.create(o.output, 0o644, o.confine ? { confine: o.confine } : {});
   let hit: OutputHit | undefined;
   let records: EntryRecord[] | undefined;
   try {
@@ -194,6 +197,6 @@ export async function serveOutput(
     misses: 0,
     passthrough: t.passthrough + t.skippedInvalid,
   });
-  if (o.writeManifest) await writeManifest(manifest);
+  if (o.writeManifest) await writeManifest(manifest, o.confine);
   return { manifest, hit };
 }

@@ -4,6 +4,7 @@
  */
 import type { ContainerName } from '../archive/types.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import type { Confinement } from '../io/confine.js';
 import { VERSION } from '../version.js';
 import type { EntryAction, EntryRecord, LocaleManifest, LocaleTotals } from './types.js';
 
@@ -68,6 +69,11 @@ export function buildManifest(p: ManifestParts): LocaleManifest {
   };
 }
 
-export function writeManifest(manifest: LocaleManifest): Promise<void> {
-  return writeFileAtomic(manifestPath(manifest.output), JSON.stringify(manifest, null, 2) + '\n');
+export function writeManifest(manifest: LocaleManifest, confine?: Confinement): Promise<void> {
+  return writeFileAtomic(
+    manifestPath(manifest.output),
+    JSON.stringify(manifest, null, 2) + '\n',
+    0o644,
+    confine ? { confine } : {},
+  );
 }

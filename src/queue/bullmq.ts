@@ -6,6 +6,7 @@ import { FlowProducer, Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { PlainError } from '../errors.js';
 import { bullConnection, type RedisSettings } from './connection.js';
+import { redisPersistence, redisRunId, type RedisPersistence } from './redis-info.js';
 import type {
   LocaleJobData,
   LocaleJobProgress,
@@ -163,6 +164,13 @@ export class BullReleaseQueue implements ReleaseQueue {
   /** The releases queue's own connection (BullMQ's Redis backend is an ioredis client). */
   private async redis(): Promise<Redis> {
     return (await this.releases.getBackend().client) as unknown as Redis;
+  }
+
+  /** The Redis server behind the queue: its run id (changes on restart) and whether it persists data. */
+  async server(): Promise<{ runId: string | undefined; persistence: RedisPersistence }> {
+    const redis = await this.redis();
+    const [runId, persistence] = await Promise.all([redisRunId(redis), redisPersistence(redis)]);
+    return { runId, persistence };
   }
 
   async get(release: string): Promise<ReleaseStatus | undefined> {

@@ -40,6 +40,8 @@ export interface QueueWorkerOptions {
   onCompleted?: (job: LocaleJobData, result: LocaleJobResult) => void;
   onFailed?: (job: LocaleJobData | undefined, err: Error, final: boolean) => void;
   onError?: (err: Error) => void;
+  /** Locale jobs whose lock could not be renewed (they are aborted: the job is no longer this worker's). */
+  onLockLost?: (jobIds: string[]) => void;
 }
 
 export const WORKER_DEFAULTS = {
@@ -59,6 +61,8 @@ export class QueueWorkers {
   readonly locales: Worker<LocaleJobData, LocaleJobResult>;
   readonly releases: Worker<ReleaseJobData, ReleaseJobResult>;
   private readonly abort = new AbortController();
+  /** One controller per locale job in progress, aborted when its lock is lost. */
+  private readonly running = new Map<string, AbortController>();
 
   constructor(settings: RedisSettings, handler: LocaleHandler, options: QueueWorkerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
@@ -86,7 +90,9 @@ export class QueueWorkers {
           writing = writing.then(() => job.updateProgress(p)).catch(() => undefined);
           return writing;
         };
-        const signals = [this.abort.signal, ...(signal ? [signal] : [])];
+        const own = new AbortController();
+        if (job.id !== undefined) this.running.set(job.id, own);
+        const signals = [this.abort.signal, own.signal, ...(signal ? [signal] : [])];
         const ctx: LocaleContext = {
           attempt: job.attemptsMade + 1,
           signal: AbortSignal.any(signals),
@@ -110,6 +116,8 @@ export class QueueWorkers {
           const message = failureMessage(err);
           if (isRetryable(err)) throw new Error(message, { cause: err });
           throw new UnrecoverableError(message);
+        } finally {
+          if (job.id !== undefined && this.running.get(job.id) === own) this.running.delete(job.id);
         }
       },
       { ...common, concurrency: options.concurrency },
@@ -148,6 +156,21 @@ export class QueueWorkers {
       options.onFailed?.(job?.data, err, final);
     });
     for (const w of [this.locales, this.releases]) w.on('error', (err) => options.onError?.(err));
+    // A job whose lock could not be renewed is no longer this worker's: its lock expired and the job was
+    // handed to another worker, or Redis lost it (a restart without persistence). Finishing it would
+    // only race the job that replaces it (same output), and its result could not be recorded.
+    this.locales.on('lockRenewalFailed', (ids) => {
+      for (const id of ids)
+        this.running
+          .get(id)
+          ?.abort(
+            new TransientError(
+              'JOB_LOCK_LOST',
+              `lost the lock on locale job ${id} (Redis restarted, or the job stalled and was handed back)`,
+            ),
+          );
+      options.onLockLost?.(ids);
+    });
   }
 
   async waitUntilReady(): Promise<void> {

@@ -6,6 +6,7 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
+import { redisPersistence } from '../queue/redis-info.js';
 import { readSnapshots, type WorkerSnapshot } from '../queue/telemetry.js';
 
 export const CHECK_TIMEOUT_MS = 2_000;
@@ -56,7 +57,7 @@ export async function heartbeat(opts: {
 }): Promise<Heartbeat> {
   const checks: Record<string, CheckResult> = {};
   let snapshots: WorkerSnapshot[] = [];
-  const [redisCheck, cacheCheck] = await Promise.all([
+  const [redisCheck, cacheCheck, persistenceCheck] = await Promise.all([
     timed(true, async () => {
       const pong = await opts.redis.ping();
       snapshots = await readSnapshots(opts.redis, opts.prefix);
@@ -68,9 +69,15 @@ export async function heartbeat(opts: {
       await access(opts.cacheDir, constants.R_OK | constants.W_OK);
       return { status: 'ok', detail: opts.cacheDir };
     }),
+    // Without AOF or RDB save points a Redis restart loses every queued release; CONFIG may be refused.
+    timed(false, async () => {
+      const p = await redisPersistence(opts.redis);
+      return { status: p.state === 'on' ? 'ok' : 'warning', detail: p };
+    }),
   ]);
   checks.redis = redisCheck;
   checks.cache_dir = cacheCheck;
+  checks.redis_persistence = persistenceCheck;
   checks.workers = {
     status: snapshots.length > 0 ? 'ok' : 'warning',
     fatal: false,

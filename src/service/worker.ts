@@ -4,18 +4,20 @@
  * canary results are published to Redis for `marsign serve`; SIGTERM/SIGINT shut down gracefully.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { probeProfileKeys } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
-import { UsageError, toPlainError, type PlainError } from '../errors.js';
+import { CodedError, UsageError, toPlainError, type PlainError } from '../errors.js';
 import { removeStaleTemps } from '../io/atomic.js';
+import { Confinement } from '../io/confine.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
 import { VERSION } from '../version.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
+import { configuredRoots } from '../queue/manifest.js';
+import { describePersistence, redisPersistence, redisRunId } from '../queue/redis-info.js';
 import { RedisCoordinator } from '../queue/redis-coordinator.js';
 import {
   LOCALE_SECONDS_BUCKETS,
@@ -37,6 +39,7 @@ export interface LocaleSigner {
     onProgress?: (p: LocaleProgress) => void;
     signal?: AbortSignal;
     writeManifest?: boolean;
+    confine?: Confinement;
   }): Promise<LocaleManifest>;
   stats(): {
     threads: number;
@@ -116,11 +119,24 @@ export function summarise(
 /**
  * Remove the temp files (src/io/atomic.ts `.<name>.<pid>.<random>.tmp`) that a killed attempt left for
  * this output and its manifest: those of processes no longer alive, or older than a day (the shared
- * helper; a live process's temp is never taken).
+ * helper; a live process's temp is never taken). `dir`: where to look (default the output's directory;
+ * the worker passes its confined descriptor's path).
  */
-export async function removeStaleOutputTemps(output: string): Promise<number> {
+export async function removeStaleOutputTemps(output: string, dir = dirname(output)): Promise<number> {
   const base = basename(output);
-  return (await removeStaleTemps(dirname(output), { names: [base, `${base}.manifest.json`] })).length;
+  return (await removeStaleTemps(dir, { names: [base, `${base}.manifest.json`] })).length;
+}
+
+/** Confinement refusals (src/io/confine.ts) name the locale they failed. */
+const CONFINEMENT_CODES = new Set(['PATH_ESCAPE', 'PATH_NOT_FILE', 'PATH_NOT_DIRECTORY']);
+
+function namingLocale(err: unknown, locale: string): unknown {
+  if (!(err instanceof CodedError) || !CONFINEMENT_CODES.has(err.code)) return err;
+  Object.assign(err, {
+    message: `locale ${locale}: ${err.message}`,
+    details: { ...err.details, locale },
+  });
+  return err;
 }
 
 export class WorkerService {
@@ -135,6 +151,8 @@ export class WorkerService {
     count: 0,
   };
   private accepting = true;
+  /** The Redis server's run id when last seen (a new one after a reconnect: it restarted). */
+  private redisRunId: string | undefined;
   private timers: NodeJS.Timeout[] = [];
   private closing: Promise<void> | undefined;
 
@@ -144,6 +162,8 @@ export class WorkerService {
     private readonly redis: Redis,
     private readonly coordinator: RedisCoordinator,
     private readonly signer: LocaleSigner,
+    /** Every locale's files are opened inside `server.roots` (src/io/confine.ts). */
+    private readonly confine: Confinement,
     private workers: QueueWorkers | undefined,
     readonly log: Logger,
     readonly concurrency: number,
@@ -155,6 +175,8 @@ export class WorkerService {
     positiveInt('concurrency', options.concurrency);
     positiveInt('threads', options.threads);
     const log = options.logger ?? createLogger({ name: 'marsign-worker' });
+    // Before anything connects: a platform that cannot confine paths runs no job (fails closed).
+    const confine = await Confinement.create(configuredRoots(options.config));
     const settings = options.redis ?? redisSettings(options.config);
     const redis = createRedis(settings);
     redis.on('error', (err: Error) => log.warn({ err: toPlainError(err) }, 'redis connection error'));
@@ -174,7 +196,17 @@ export class WorkerService {
       });
     }
     const concurrency = options.concurrency ?? WORKER_SERVICE_DEFAULTS.concurrency;
-    const svc = new WorkerService(options, settings, redis, coordinator, signer, undefined, log, concurrency);
+    const svc = new WorkerService(
+      options,
+      settings,
+      redis,
+      coordinator,
+      signer,
+      confine,
+      undefined,
+      log,
+      concurrency,
+    );
     log.info(
       {
         worker: svc.id,
@@ -183,10 +215,13 @@ export class WorkerService {
         configSha256: options.config.sha256,
         concurrency,
         threads: signer.stats().threads,
+        roots: confine.roots,
         version: VERSION,
       },
       'worker starting',
     );
+    await svc.checkRedis();
+    redis.on('ready', () => void svc.checkRedis());
     await svc.runCanaries();
     svc.workers = new QueueWorkers(settings, (data, ctx) => svc.handle(data, ctx), {
       concurrency,
@@ -218,6 +253,7 @@ export class WorkerService {
         );
       },
       onError: (err) => log.warn({ err: toPlainError(err) }, 'queue worker error'),
+      onLockLost: (jobs) => log.warn({ jobs }, 'lost the lock on locale jobs; stopped working on them'),
     });
     await svc.workers.waitUntilReady();
     await svc.publish();
@@ -228,6 +264,40 @@ export class WorkerService {
     for (const t of svc.timers) t.unref();
     log.info({ worker: svc.id }, 'worker ready');
     return svc;
+  }
+
+  /**
+   * At start: warn when Redis persists nothing (a restart of it loses every queued release). After a
+   * reconnect: a new run id means Redis restarted; without persistence, the releases it held are gone.
+   */
+  private async checkRedis(): Promise<void> {
+    try {
+      const [runId, p] = await Promise.all([redisRunId(this.redis), redisPersistence(this.redis)]);
+      const previous = this.redisRunId;
+      this.redisRunId = runId;
+      const facts = { appendonly: p.appendonly, save: p.save, ...(p.reason ? { reason: p.reason } : {}) };
+      if (previous === undefined) {
+        if (p.state === 'off')
+          this.log.warn(
+            facts,
+            'Redis persistence is off: a restart of Redis loses every queued release (enable appendonly)',
+          );
+        else if (p.state === 'unknown')
+          this.log.warn(facts, `Redis persistence is ${describePersistence(p)}`);
+        return;
+      }
+      if (runId === undefined || runId === previous) return;
+      const restart = { previousRunId: previous, runId, ...facts, active: [...this.active] };
+      if (p.state === 'on') this.log.warn(restart, 'Redis restarted');
+      else
+        this.log.error(
+          restart,
+          `Redis restarted with persistence ${p.state}: the releases and jobs it held are lost; ` +
+            'submit them again (same release id)',
+        );
+    } catch (err) {
+      this.log.warn({ err: toPlainError(err) }, 'could not read the Redis server state');
+    }
   }
 
   private observe(seconds: number): void {
@@ -250,8 +320,16 @@ export class WorkerService {
     );
     const t = performance.now();
     try {
-      await mkdir(dirname(data.output), { recursive: true });
-      await removeStaleOutputTemps(data.output);
+      // The roots are enforced again now, when the files are opened (the paths were checked at submit).
+      const out = await this.confine.openDir(dirname(data.output), {
+        create: true,
+        what: 'output directory',
+      });
+      try {
+        await removeStaleOutputTemps(data.output, out.pinned);
+      } finally {
+        await out.close();
+      }
       const m = await this.signer.signLocale({
         profile: data.profile,
         input: data.input,
@@ -259,8 +337,11 @@ export class WorkerService {
         onProgress: (p) => ctx.progress(p),
         signal: ctx.signal,
         writeManifest: true,
+        confine: this.confine,
       });
       return summarise(m, data.locale, data.output, performance.now() - t, this.id);
+    } catch (err) {
+      throw namingLocale(err, data.locale);
     } finally {
       this.active.delete(key);
     }

@@ -1,4 +1,5 @@
 import { AtomicFile } from '../io/atomic.js';
+import type { Confinement } from '../io/confine.js';
 import type { ByteSource } from '../io/byte-source.js';
 import {
   OutputEntrySet,
@@ -17,6 +18,8 @@ export interface ZipWriterOptions {
   end?: ZipEndTemplate;
   /** Permission bits of the output file (default 0o644). */
   mode?: number;
+  /** Write the temp file and rename it only inside these roots, following no link (src/io/confine.ts). */
+  confine?: Confinement;
 }
 
 export interface ZipWriteResult {
@@ -58,7 +61,11 @@ export class ZipWriter {
   ) {}
 
   static async create(path: string, options: ZipWriterOptions = {}): Promise<ZipWriter> {
-    const file = await AtomicFile.create(path, options.mode ?? 0o644);
+    const file = await AtomicFile.create(
+      path,
+      options.mode ?? 0o644,
+      options.confine ? { confine: options.confine } : {},
+    );
     return new ZipWriter(file, options.end ?? { comment: new Uint8Array(0) });
   }
 

@@ -106,18 +106,22 @@ export class TestRedis {
   /**
    * Restart on the same port, as a maintenance restart does: `SHUTDOWN SAVE` writes dump.rdb into the
    * temp dir even with no save points, so the queue survives; clients see their connections drop.
+   * With `save: false` (`SHUTDOWN NOSAVE`, any old dump removed) it restarts empty, as a Redis without
+   * persistence does after a crash or a restart: every key is lost.
    */
-  async restart(downMs = 0): Promise<void> {
+  async restart(downMs = 0, opts: { save?: boolean } = {}): Promise<void> {
+    const save = opts.save ?? true;
     const p = this.proc;
     if (p && p.exitCode === null) {
       const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
       const c = new Redis(this.port, '127.0.0.1', { maxRetriesPerRequest: 0, retryStrategy: () => null });
       c.on('error', () => undefined);
-      await c.call('SHUTDOWN', 'SAVE').catch(() => undefined);
+      await c.call('SHUTDOWN', save ? 'SAVE' : 'NOSAVE').catch(() => undefined);
       c.disconnect();
       await exited;
     }
     this.proc = undefined;
+    if (!save) rmSync(join(this.dir, 'dump.rdb'), { force: true });
     if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
     await this.startProcess();
   }

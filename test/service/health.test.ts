@@ -63,7 +63,10 @@ test(
   { skip: REDIS_SKIP },
   async () => {
     const cacheDir = tempDir();
+    // The test server starts without persistence; RDB save points (into its temp dir) make it persistent.
+    await client.config('SET', 'save', '3600 1');
     let hb = await heartbeat({ redis: client, prefix: 'h1', cacheDir, profiles: ['dev'] });
+    assert.equal(hb.checks.redis_persistence!.status, 'ok');
     assert.equal(hb.status, 'warning', 'no worker: degraded, not failed');
     assert.equal(hb.checks.workers!.status, 'warning');
     assert.equal(hb.checks['canary:dev']!.status, 'warning');
@@ -87,6 +90,20 @@ test(
     assert.equal(hb.status, 'failed');
   },
 );
+
+test('heartbeat: Redis without persistence is a warning, not a failure', { skip: REDIS_SKIP }, async () => {
+  await publishSnapshot(client, 'h3', snapshot('w4', true));
+  await client.config('SET', 'save', '');
+  await client.config('SET', 'appendonly', 'no');
+  const hb = await heartbeat({ redis: client, prefix: 'h3', cacheDir: tempDir(), profiles: ['dev'] });
+  assert.deepEqual(hb.checks.redis_persistence, {
+    status: 'warning',
+    fatal: false,
+    ms: hb.checks.redis_persistence!.ms,
+    detail: { state: 'off', appendonly: 'no', save: '' },
+  });
+  assert.equal(hb.status, 'warning');
+});
 
 test("the locale histogram sums the workers' buckets cumulatively", () => {
   const text = localeHistogramText([snapshot('a', true, [1, 0, 2]), snapshot('b', true, [0, 1])]);

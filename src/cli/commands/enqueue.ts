@@ -36,7 +36,7 @@ export const enqueueCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
     const { loadConfig } = await import('../../config/index.js');
-    const { cliSubmitter, loadRequestFile, openQueue, waitForRelease } =
+    const { cliSubmitter, loadRequestFile, openQueue, waitForRelease, warnIfNotPersistent } =
       await import('../../service/client.js');
     const { renderRelease } = await import('../../service/render.js');
     const config = await loadConfig(argv.config);
@@ -44,6 +44,7 @@ export const enqueueCommand: CommandModule<object, Args> = {
     const manifest = await loadRequestFile(config, argv.manifest, argv.output);
     const queue = await openQueue(config);
     try {
+      await warnIfNotPersistent(queue);
       const submitted = await queue.submit(manifest, { client: cliSubmitter() });
       if (!argv.wait) {
         emit(argv, submitted, (r: SubmitResult) =>

@@ -32,7 +32,7 @@ export const statusCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
     const { loadConfig } = await import('../../config/index.js');
-    const { openQueue } = await import('../../service/client.js');
+    const { openQueue, warnIfNotPersistent } = await import('../../service/client.js');
     const { renderRelease, renderReleaseList } = await import('../../service/render.js');
     if (argv.limit !== undefined && (!Number.isInteger(argv.limit) || argv.limit < 1)) {
       throw new UsageError('USAGE', `--limit must be a positive integer, found ${argv.limit}`);
@@ -40,6 +40,7 @@ export const statusCommand: CommandModule<object, Args> = {
     const config = await loadConfig(argv.config);
     const queue = await openQueue(config);
     try {
+      await warnIfNotPersistent(queue);
       const once = async (): Promise<ReleaseStatus | ReleaseStatus[]> => {
         if (argv.release) {
           const s = await queue.get(argv.release);
