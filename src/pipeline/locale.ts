@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { detectContainer, openArchive } from '../archive/registry.js';
 import type { ArchiveWriter, OpenedArchive, PredictedLayout } from '../archive/types.js';
+import type { LocaleAuditRun } from '../audit/types.js';
 import { toPlainError, UsageError } from '../errors.js';
 import { BufferSource, FileSource } from '../io/byte-source.js';
 import { assemble, type Assembly } from './assemble.js';
@@ -58,6 +59,10 @@ export interface SignLocaleOptions {
    * plans this locale itself and schedules its misses largest first.
    */
   plan?: ReleasePlan;
+  /** Who and what this locale is, for its audit records (release id, locale code, API client). */
+  release?: string;
+  locale?: string;
+  client?: string;
 }
 
 export async function signLocale(
@@ -71,6 +76,9 @@ export async function signLocale(
     throw new UsageError('OUTPUT_IS_INPUT', `output ${opts.output} is the input file; write elsewhere`);
   const tier =
     !opts.dryRun && (opts.outputCache ?? ctx.outputTier) ? (ctx.store?.outputs ?? undefined) : undefined;
+  // An audit sink that cannot take records refuses the locale before any work (the service's backlog).
+  const audit = opts.dryRun ? undefined : ctx.audit;
+  await audit?.ready?.();
   const source = await FileSource.open(opts.input);
   let writer: ArchiveWriter | undefined;
   try {
@@ -84,9 +92,16 @@ export async function signLocale(
     const bytes = snapshot ? new BufferSource(snapshot.bytes) : source;
     const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
     let outputKey: string | undefined;
+    // The whole input's sha256: the output tier's key, and the audit record's input digest (taken from
+    // the snapshot on the side thread meanwhile, or from the file at the end, when the tier is off).
+    let inputSha256: string | Promise<string> | undefined = planned?.sha256 ?? snapshot?.sha256;
     if (tier) {
-      const sha256 = planned?.sha256 ?? snapshot?.sha256 ?? (await hashFileSha256(opts.input));
+      const sha256 = (inputSha256 as string | undefined) ?? (await hashFileSha256(opts.input));
+      inputSha256 = sha256;
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, sha256);
+    } else if (audit && !inputSha256 && snapshot) {
+      inputSha256 = ctx.side.digest(snapshot.bytes, 'sha256');
+      inputSha256.catch(() => undefined);
     }
     // A release plan that planned this input for signing has scheduled its work already, attributed to
     // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
@@ -110,6 +125,7 @@ export async function signLocale(
         ctx.counters.outputHits++;
         ctx.counters.hits += served.manifest.totals.hits;
         ctx.counters.bytesServed += served.hit.size;
+        await audit?.locale(auditRun(ctx, opts, served.manifest, inputSha256 as string));
         return served.manifest;
       }
       ctx.counters.outputMisses++;
@@ -184,6 +200,8 @@ export async function signLocale(
       },
     });
     await report(manifest, !l.dryRun && opts.writeManifest !== false, stored);
+    if (audit)
+      await audit.locale(auditRun(ctx, opts, manifest, await (inputSha256 ?? hashFileSha256(opts.input))));
     return manifest;
   } catch (err) {
     await writer?.abort().catch(() => undefined);
@@ -191,6 +209,23 @@ export async function signLocale(
   } finally {
     await source.close();
   }
+}
+
+/** What the audit sink is told about a produced locale. */
+function auditRun(
+  ctx: SigningContext,
+  opts: SignLocaleOptions,
+  manifest: LocaleManifest,
+  inputSha256: string,
+): LocaleAuditRun {
+  return {
+    profile: ctx.profile,
+    manifest,
+    inputSha256,
+    ...(opts.release !== undefined ? { release: opts.release } : {}),
+    ...(opts.locale !== undefined ? { locale: opts.locale } : {}),
+    ...(opts.client !== undefined ? { client: opts.client } : {}),
+  };
 }
 
 /**

@@ -76,6 +76,7 @@ export async function produceEntry(
     bytes: result.output,
     sha256: result.outputSha256,
     facts: result.decoded,
+    ...(result.tsa ? { tsa: result.tsa } : {}),
     ...(warning ? { warning } : {}),
   };
   ledger.recordWork(item.key, item.owner, {
@@ -97,7 +98,9 @@ class SignatureClaim {
   private readonly channel = new MessageChannel();
   /** Where the signature this task applied came from, when it did not make one. */
   reusedFrom: 'run' | 'cache' | undefined;
-  private outcome: { resolve: (der: Uint8Array) => void; reject: (err: unknown) => void } | undefined;
+  private outcome:
+    | { resolve: (made: { der: Uint8Array; tsa?: string }) => void; reject: (err: unknown) => void }
+    | undefined;
 
   constructor(
     private readonly ctx: SigningContext,
@@ -116,7 +119,7 @@ class SignatureClaim {
 
   private onMessage(m: ClaimRequest | ClaimOutcome): void {
     if (m.type === 'claim') void this.onClaim(m);
-    else if (m.type === 'signed') this.outcome?.resolve(m.der);
+    else if (m.type === 'signed') this.outcome?.resolve(m);
     else if (m.type === 'failed') this.outcome?.reject(fromPlainError(m.error));
   }
 
@@ -141,10 +144,12 @@ class SignatureClaim {
         },
         async () => {
           mine = true;
-          const made = new Promise<Uint8Array>((resolve, reject) => (this.outcome = { resolve, reject }));
+          const made = new Promise<{ der: Uint8Array; tsa?: string }>(
+            (resolve, reject) => (this.outcome = { resolve, reject }),
+          );
           this.reply({ type: 'sign' });
-          const der = await made;
-          this.ledger.signatureMade(key);
+          const { der, tsa } = await made;
+          this.ledger.signatureMade(key, tsa);
           // Stored before the slot settles: a process waiting on the distributed lock then finds it.
           await ctx.store?.putSignature(key, der).catch(() => undefined);
           return der;
@@ -152,7 +157,8 @@ class SignatureClaim {
       );
       if (!mine) {
         this.reusedFrom = fromCache ? this.ledger.signatureSource(key) : 'run';
-        this.reply({ type: 'use', der });
+        const tsa = this.ledger.signatureTsa(key);
+        this.reply({ type: 'use', der, ...(tsa ? { tsa } : {}) });
       }
     } catch (err) {
       if (!mine) this.reply({ type: 'fail', error: toPlainError(err) });
