@@ -118,7 +118,19 @@ export class RunLedger {
     });
   }
 
-  /** Bytes this run produced for `key` that the cache could not take. */
+  /** The cache took the bytes of `key`: they are read from it from now on. */
+  stored(key: string): void {
+    const p = this.byKey.get(key);
+    if (p) delete p.held;
+  }
+
+  /** The cache could not take the bytes of `key`: they stay held, and the owner records why. */
+  storeFailed(key: string, warning: string): void {
+    const p = this.byKey.get(key);
+    if (p) p.warning = warning;
+  }
+
+  /** Bytes this run produced for `key` that the cache could not take (or has not taken yet). */
   held(key: string): Produced | undefined {
     return this.byKey.get(key)?.held;
   }

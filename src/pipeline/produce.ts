@@ -64,27 +64,31 @@ export async function produceEntry(
     onPoolDone?.();
   }
   if (result.madeSignature) ctx.counters.signOperations++;
-  let warning: string | undefined;
-  // A cache that cannot be written (full disk, read-only) must not fail a correctly signed entry:
-  // the locale completes uncached and the manifest says why.
-  if (ctx.store)
-    await ctx.store.put(item.key, result.output, result.decoded).catch((err: unknown) => {
-      const p = toPlainError(err);
-      warning = `cache put failed for ${item.name}: ${p.code}: ${p.message}`;
-    });
   const produced: Produced = {
     bytes: result.output,
     sha256: result.outputSha256,
     facts: result.decoded,
     ...(result.tsa ? { tsa: result.tsa } : {}),
-    ...(warning ? { warning } : {}),
   };
+  // Recorded (bytes held) before the cache put, so another locale that finds the entry in the cache
+  // while the put settles attributes it to this run ('shared'), not to an earlier one ('cached').
   ledger.recordWork(item.key, item.owner, {
     made: result.madeSignature,
     ...(claim.reusedFrom ? { signatureFrom: claim.reusedFrom } : {}),
     produced,
-    stored: ctx.store !== null && warning === undefined,
+    stored: false,
   });
+  // A cache that cannot be written (full disk, read-only) must not fail a correctly signed entry:
+  // the locale completes uncached and the manifest says why.
+  if (ctx.store)
+    await ctx.store.put(item.key, result.output, result.decoded).then(
+      () => ledger.stored(item.key),
+      (err: unknown) => {
+        const p = toPlainError(err);
+        produced.warning = `cache put failed for ${item.name}: ${p.code}: ${p.message}`;
+        ledger.storeFailed(item.key, produced.warning);
+      },
+    );
   return produced;
 }
 
