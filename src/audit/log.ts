@@ -64,6 +64,8 @@ export interface LogTail {
   record?: AnyAuditRecord;
   /** Bytes after the last newline (a torn write); seq/digest are then the last complete line's. */
   torn: number;
+  /** Set by the writer: why the end does not match the head (rotate records it). */
+  headProblem?: string;
 }
 
 function errno(e: unknown): string {
@@ -301,7 +303,13 @@ export class AuditLog implements AuditWriter {
     }
     if (tail.torn > 0 && !allowTorn)
       throw corrupt(this.path, `its last line is incomplete (${tail.torn} bytes after the last line break)`);
-    if (tail.seq !== undefined) return tail;
+    if (tail.seq !== undefined) {
+      // Appending to a log whose end no longer matches its head would chain the next record to a changed
+      // or shortened log, and so hide the change from verify: refused (rotate keeps it, says why).
+      const problem = await this.headProblem(tail);
+      if (problem && !allowTorn) throw corrupt(this.path, problem);
+      return problem ? { ...tail, headProblem: problem } : tail;
+    }
     if (tail.size > 0 && !allowTorn) throw corrupt(this.path, 'it holds no complete record');
     // A new chain — unless a head says records were written here before (a deleted or emptied log).
     const head = await readHead(this.path).catch(() => ({ seq: 'an unknown number of' }));
@@ -318,6 +326,22 @@ export class AuditLog implements AuditWriter {
     return { size: Buffer.byteLength(line) + 1, seq: 1, digest, torn: 0 };
   }
 
+  /** Why the log's end does not match its head, or undefined when it does (a head behind is fine). */
+  private async headProblem(tail: LogTail): Promise<string | undefined> {
+    let head: AuditHead | undefined;
+    try {
+      head = await readHead(this.path);
+    } catch {
+      return `${basename(headPath(this.path))} is not a head file`;
+    }
+    if (!head) return `${basename(headPath(this.path))} is missing, so the end of the log cannot be checked`;
+    if (head.seq > tail.seq!)
+      return `it ends at seq ${tail.seq} but its head records seq ${head.seq}: records were removed from the end`;
+    if (head.seq === tail.seq && head.digest !== tail.digest)
+      return `its last line (seq ${tail.seq}) does not match its head: it was changed`;
+    return undefined;
+  }
+
   /** Rename the current file aside and start the next one (lock held). */
   private async rotateLocked(
     reason: string,
@@ -328,6 +352,7 @@ export class AuditLog implements AuditWriter {
     let why = reason;
     if (tail.torn > 0)
       why = `damaged: ${tail.torn} bytes after the last line break (an incomplete record) were left in the old log`;
+    else if (tail.headProblem) why = `damaged: ${tail.headProblem}`;
     if (seq === undefined || digest === undefined)
       throw corrupt(this.path, 'it holds no complete record to continue the chain from');
     const name = rotatedName(this.path, seq);

@@ -8,6 +8,7 @@
  * their records; no PIN ever reaches a record.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -324,6 +325,79 @@ describe('audit trail through the CLI', () => {
       );
       assert.equal((await runCli(['audit', 'verify', tlog])).code, 0);
     });
+  });
+
+  test('a passphrase-protected key: the passphrase is in no record, output or error', async () => {
+    const PASS = 'audit-passphrase-7f3e91';
+    const enc = join(dir, 'codesign.enc.pem');
+    const o = spawnSync('openssl', [
+      'pkcs8',
+      '-topk8',
+      '-v2',
+      'aes-256-cbc',
+      '-in',
+      join(KEYS, 'codesign.key.pem'),
+      '-out',
+      enc,
+      '-passout',
+      `pass:${PASS}`,
+    ]);
+    assert.equal(o.status, 0, o.stderr.toString());
+    const cfg = JSON.parse(readFileSync(CONFIG_PATH, 'utf8')) as {
+      profiles: { dev: { authenticode: Record<string, unknown>; mar: { keys: string[] } } };
+    };
+    Object.assign(cfg.profiles.dev.authenticode, {
+      certChain: join(KEYS, 'codesign.chain.pem'),
+      key: enc,
+      passphraseEnv: 'MARSIGN_TEST_PASS',
+    });
+    cfg.profiles.dev.mar.keys = [join(KEYS, 'mar.key.pem')];
+    const config = join(dir, 'enc.config.json');
+    writeFileSync(config, JSON.stringify(cfg));
+    const elog = join(dir, 'enc', 'audit.jsonl');
+    const e = {
+      ...env,
+      MARSIGN_AUDIT_LOG: elog,
+      MARSIGN_TEST_PASS: PASS,
+      MARSIGN_CACHE_DIR: join(dir, 'cache-enc'),
+    };
+    const pe = join(dir, 'enc-in.exe');
+    writeFileSync(pe, buildPe({ arch: 'x86', kind: 'dll', name: 'audit-enc' }));
+    const runs = [
+      await runCli(['sign-pe', pe, '-o', join(dir, 'enc-out.exe'), '--profile', 'dev', '--config', config], {
+        env: e,
+      }),
+      await runCli(
+        [
+          'sign-locale',
+          join(RELEASE, 'ja', 'complete.mar'),
+          '-o',
+          join(dir, 'enc.mar'),
+          '-p',
+          'dev',
+          '-c',
+          config,
+          '--json',
+        ],
+        { env: e },
+      ),
+      // A wrong passphrase: an error, and still no passphrase in it.
+      await runCli(['sign-pe', pe, '-o', join(dir, 'enc-bad.exe'), '--profile', 'dev', '--config', config], {
+        env: { ...e, MARSIGN_TEST_PASS: `${PASS}-wrong` },
+      }),
+    ];
+    assert.deepEqual(
+      runs.map((r) => r.code),
+      [0, 0, 2],
+      runs.map((r) => r.stderr).join('\n'),
+    );
+    assert.equal(records(elog).length, 1 + 5);
+    const text = [
+      readFileSync(elog, 'utf8'),
+      readFileSync(`${elog}.head`, 'utf8'),
+      ...runs.flatMap((r) => [r.stdout, r.stderr]),
+    ];
+    for (const t of text) assert.ok(!t.includes(PASS), 'the passphrase leaked');
   });
 
   describe('keys in a PKCS#11 token', { skip: SOFTHSM_SKIP }, () => {

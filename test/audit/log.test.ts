@@ -13,6 +13,7 @@ import { AuditLog, auditLogPath, headPath } from '../../src/audit/log.js';
 import { auditKey, parseRecord, tsaDisplay } from '../../src/audit/record.js';
 import type { AuditRecord } from '../../src/audit/types.js';
 import { verifyLog } from '../../src/audit/verify.js';
+import { validateConfig } from '../../src/config/validate.js';
 import { CodedError } from '../../src/errors.js';
 import { PROJECT_ROOT, tempDir, TSX_IMPORT } from '../helpers/env.js';
 import { fakeEvent, sha } from './_events.js';
@@ -189,6 +190,30 @@ describe('audit log', () => {
     assert.equal(all.length, 60);
   });
 
+  test('an edited or removed last line is refused for appending (the next record would hide it); rotate says why', async () => {
+    for (const [what, mutate, why] of [
+      [
+        'edited',
+        (ls: string[]) => ls.map((l, i) => (i === ls.length - 1 ? l.replace('rel-1', 'rel-2') : l)),
+        /was changed/,
+      ],
+      ['removed', (ls: string[]) => ls.slice(0, -1), /removed from the end/],
+    ] as const) {
+      const path = await makeLog(4);
+      writeLines(path, mutate(lines(path)));
+      await assert.rejects(
+        AuditLog.open(path),
+        (e: CodedError) => e.code === 'AUDIT_LOG_CORRUPT' && why.test(e.message),
+        what,
+      );
+      const { rotatedTo } = await (await AuditLog.open(path, { probe: false })).rotate();
+      assert.equal((await verifyLog(rotatedTo)).ok, false, `${what}: the old log still shows it`);
+      const start = JSON.parse(lines(path)[0]!) as { reason: string };
+      assert.match(start.reason, /^damaged: .*/);
+      assert.match(start.reason, why);
+    }
+  });
+
   test('a removed log with its head left is refused, not silently restarted', async () => {
     const path = await makeLog(2);
     rmSync(path);
@@ -243,6 +268,29 @@ describe('audit log', () => {
     assert.equal((await findRecords([path], { release: 'rel-1' })).length, 10);
     assert.equal((await findRecords([path], { release: 'rel' })).length, 0);
     assert.equal((await findRecords([path], { sha256: sha('nothing') })).length, 0);
+  });
+});
+
+describe('audit config', () => {
+  const profiles = { p: { mar: { keys: ['k.pem'] } } };
+  const rules: [string, unknown, string][] = [
+    ['audit.log', { log: '' }, 'must be a non-empty string'],
+    ['audit.rotateBytes', { rotateBytes: 1024 }, 'must be an integer in'],
+    ['audit.maxBacklog', { maxBacklog: 0 }, 'must be an integer in'],
+    ['audit.drain', { drain: 'yes' }, 'must be true or false'],
+    ['audit.path', { path: 'x' }, 'is not a known field'],
+  ];
+  for (const [field, audit, rule] of rules)
+    test(`${field}: ${rule}`, () => {
+      assert.throws(
+        () => validateConfig({ audit, profiles }, 'c.json'),
+        (e: CodedError) =>
+          e.code === 'CONFIG_INVALID' && e.details?.field === field && e.message.includes(rule),
+      );
+    });
+  test('a full audit section is accepted', () => {
+    const audit = { log: 'a.jsonl', rotateBytes: 65536, maxBacklog: 10, drain: false };
+    assert.deepEqual(validateConfig({ audit, profiles }, 'c.json').audit, audit);
   });
 });
 

@@ -162,13 +162,13 @@ function renderFound(found: FoundRecord[]): string {
   return found
     .map(({ log, line, record: r, matched }) => {
       const what = r.entry
-        ? `${r.entry}`
-        : `${r.op === 'mar' ? 'MAR signature of' : 'whole output'} ${r.output ?? ''}`;
+        ? `entry ${r.entry} in a ${r.container}`
+        : `${r.op === 'mar' ? 'MAR signature of' : 'whole'} ${r.container} ${r.output ?? ''}`;
       const keys = r.keys.map((k) => (k.uri ? `${k.id.slice(0, 16)}… (${k.uri})` : `${k.id.slice(0, 16)}…`));
       return [
         `${basename(log)}:${line}  ${r.time}  ${r.op} ${r.action} (cache ${r.cache})${matched ? ` — the ${matched} digest` : ''}`,
         `  release ${r.release ?? '-'}  locale ${r.locale ?? '-'}  client ${r.client ?? '-'}  host ${r.host}`,
-        `  ${r.container}: ${what}`,
+        `  ${what}`,
         `  profile ${r.profile}  key ${keys.join(', ') || '-'}  tsa ${r.tsa ?? '-'}`,
       ].join('\n');
     })
