@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { AuditEvent } from '../../src/audit/types.js';
+import { readFileSync } from 'node:fs';
+import type { AuditEvent, AuditRecord } from '../../src/audit/types.js';
 
 export const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -26,4 +27,12 @@ export function fakeEvent(i: number | string, over: Partial<AuditEvent> = {}): A
     version: '0.0.0',
     ...over,
   };
+}
+
+/** The signing records of a log (every line but the log-start). */
+export function records(log: string): AuditRecord[] {
+  return readFileSync(log, 'utf8')
+    .split('\n')
+    .slice(1, -1)
+    .map((l) => JSON.parse(l) as AuditRecord);
 }

@@ -25,16 +25,10 @@ import { runCli, tempDir } from '../helpers/env.js';
 import { SOFTHSM_SKIP, SoftHsm } from '../helpers/softhsm.js';
 import { startTsa, type TestTsa } from '../helpers/tsa.js';
 import { CONFIG_PATH, KEYS, LOCALES, RELEASE } from '../pipeline/_support.js';
+import { records } from './_events.js';
 
 const RELEASE_ID = 'sample-140.0';
 const sha256File = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
-
-function records(log: string): AuditRecord[] {
-  return readFileSync(log, 'utf8')
-    .split('\n')
-    .slice(1, -1)
-    .map((l) => JSON.parse(l) as AuditRecord);
-}
 
 function manifest(out: string, locale: string): LocaleManifest {
   return JSON.parse(readFileSync(join(out, locale, 'complete.mar.manifest.json'), 'utf8')) as LocaleManifest;

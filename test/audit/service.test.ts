@@ -15,7 +15,6 @@ import { Redis } from 'ioredis';
 import { startAuditDrain } from '../../src/audit/index.js';
 import { AuditLog } from '../../src/audit/log.js';
 import { auditKeys, auditQueueStatus, RedisAuditQueue } from '../../src/audit/redis.js';
-import type { AuditRecord } from '../../src/audit/types.js';
 import { verifyLog } from '../../src/audit/verify.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
@@ -34,14 +33,7 @@ import {
   type RunningServer,
   type WorkerProcess,
 } from '../service/harness.js';
-import { fakeEvent } from './_events.js';
-
-function records(log: string): AuditRecord[] {
-  return readFileSync(log, 'utf8')
-    .split('\n')
-    .slice(1, -1)
-    .map((l) => JSON.parse(l) as AuditRecord);
-}
+import { fakeEvent, records } from './_events.js';
 
 /** Every value of every key in a Redis database, as text. */
 async function dumpRedis(redis: Redis): Promise<string> {
