@@ -61,6 +61,8 @@ if (withoutShared) {
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
 const tapDir = mkdtempSync(join(tmpdir(), 'marsign-run-tests-'));
 const tap = join(tapDir, 'run.tap');
+// Signing commands append to an audit log (default under ~/.local/state): the suite's go to its own.
+env.MARSIGN_AUDIT_LOG ??= join(tapDir, 'audit', 'audit.jsonl');
 const r = spawnSync(
   process.execPath,
   [

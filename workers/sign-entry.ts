@@ -35,7 +35,7 @@ import {
   applySignature,
   isPe,
   preparePe,
-  signatureFor,
+  signatureWithAuthority,
   type PreparedPe,
 } from '../src/signing/authenticode.js';
 import { verifyPe } from '../src/signing/verify-pe.js';
@@ -96,8 +96,11 @@ async function signed(
   pe: PreparedPe,
   options: AuthenticodeOptions,
   claims: MessagePort | undefined,
-): Promise<{ bytes: Uint8Array; made: boolean }> {
-  if (!claims) return { bytes: applySignature(pe, await signatureFor(pe, options)), made: true };
+): Promise<{ bytes: Uint8Array; made: boolean; tsa?: string }> {
+  if (!claims) {
+    const { der, tsa } = await signatureWithAuthority(pe, options);
+    return { bytes: applySignature(pe, der), made: true, ...(tsa ? { tsa } : {}) };
+  }
   const reply = new Promise<ClaimReply>((resolve) => claims.once('message', resolve));
   claims.postMessage({
     type: 'claim',
@@ -106,12 +109,13 @@ async function signed(
   } satisfies ClaimRequest);
   const r = await reply;
   if (r.type === 'fail') throw fromPlainError(r.error);
-  if (r.type === 'use') return { bytes: applySignature(pe, r.der), made: false };
+  if (r.type === 'use')
+    return { bytes: applySignature(pe, r.der), made: false, ...(r.tsa ? { tsa: r.tsa } : {}) };
   let outcome: ClaimOutcome;
   try {
-    const der = await signatureFor(pe, options);
-    outcome = { type: 'signed', der };
-    return { bytes: applySignature(pe, der), made: true };
+    const { der, tsa } = await signatureWithAuthority(pe, options);
+    outcome = { type: 'signed', der, ...(tsa ? { tsa } : {}) };
+    return { bytes: applySignature(pe, der), made: true, ...(tsa ? { tsa } : {}) };
   } catch (err) {
     outcome = { type: 'failed', error: toPlainError(err) };
     throw err;
@@ -149,7 +153,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
 
     t = performance.now();
     const prepared = preparePe(pe, profile.authenticode.digest);
-    const { bytes: signedPe, made } = await signed(prepared, profile.authenticode, task.claims);
+    const { bytes: signedPe, made, tsa } = await signed(prepared, profile.authenticode, task.claims);
     const signMs = performance.now() - t;
 
     t = performance.now();
@@ -183,6 +187,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
         decodedSize: pe.length,
         outputSha256: createHash('sha256').update(output).digest('hex'),
         madeSignature: made,
+        ...(tsa ? { tsa } : {}),
         timings: { decompressMs, signMs, verifyMs, compressMs },
       },
       [output.buffer as ArrayBuffer],

@@ -22,6 +22,8 @@ export interface ConfigFile {
     outputs?: boolean;
   };
   redis?: { url?: string; passwordEnv?: string; tls?: boolean; prefix?: string };
+  /** The audit trail (src/audit, docs/OPERATIONS.md "Audit"). */
+  audit?: AuditFile;
   server?: {
     host?: string;
     port?: number;
@@ -47,6 +49,24 @@ export interface ConfigFile {
   /** PKCS#11 (src/keys/pkcs11.ts): the Cryptoki library for `pkcs11:` key URIs ($MARSIGN_PKCS11_MODULE overrides). */
   pkcs11?: { module?: string };
   profiles: Record<string, ProfileFile>;
+}
+
+export interface AuditFile {
+  /**
+   * The local audit log (JSON lines, hash-chained), relative to the config file. Default
+   * $MARSIGN_AUDIT_LOG, else $XDG_STATE_HOME/marsign/audit.jsonl, else ~/.local/state/marsign/audit.jsonl.
+   * The signing commands append to it; in the service, the drainer does.
+   */
+  log?: string;
+  /** Start a new log file (the chain goes on) once the log is this big (default 256 MiB). */
+  rotateBytes?: number;
+  /**
+   * Service: records waiting in Redis for the drainer past which workers start no new locale (they
+   * retry) until it catches up (default 100000).
+   */
+  maxBacklog?: number;
+  /** Service: whether `marsign serve` drains the workers' records into the log (default true). */
+  drain?: boolean;
 }
 
 export interface LimitsFile {

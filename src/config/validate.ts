@@ -11,6 +11,8 @@ import { ENV_NAME, Validator, type Obj } from './validator.js';
 export const MAX_ENTRY_SIZE_LIMIT = 2 * 1024 * 1024 * 1024;
 export const MIN_ENTRY_SIZE_LIMIT = 1024 * 1024;
 export const RATIO_LIMIT_RANGE = [10, 1_000_000] as const;
+/** Smallest `audit.rotateBytes`: a log holds at least a few hundred records. */
+export const MIN_AUDIT_ROTATE_BYTES = 64 * 1024;
 
 /**
  * Structural validation of the whole config file, up front (CONVENTIONS §10): every rule names the
@@ -29,7 +31,15 @@ export const MAX_TIMESTAMP_URLS = 8;
 
 export function validateConfig(raw: unknown, file: string): ConfigFile {
   const v = new Validator(file);
-  const top = v.object(raw, '', ['cache', 'redis', 'server', 'limits', 'profiles', ...backendTopFields()]);
+  const top = v.object(raw, '', [
+    'cache',
+    'redis',
+    'server',
+    'limits',
+    'audit',
+    'profiles',
+    ...backendTopFields(),
+  ]);
   validateKeyTop(v, top);
   if (top.cache !== undefined) {
     const c = v.object(top.cache, 'cache', ['dir', 'hmacSecretEnv', 'hmacSecretFile', 'outputs']);
@@ -65,6 +75,13 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
     v.secretRef(s, 'token', 'server');
     v.secretRef(s, 'sessionSecret', 'server');
     v.stringArray(s, 'roots', 'server');
+  }
+  if (top.audit !== undefined) {
+    const a = v.object(top.audit, 'audit', ['log', 'rotateBytes', 'maxBacklog', 'drain']);
+    v.string(a, 'log', 'audit');
+    v.int(a, 'rotateBytes', 'audit', MIN_AUDIT_ROTATE_BYTES, Number.MAX_SAFE_INTEGER);
+    v.int(a, 'maxBacklog', 'audit', 1, 100_000_000);
+    v.bool(a, 'drain', 'audit');
   }
   if (top.limits !== undefined) {
     const l = v.object(top.limits, 'limits', ['maxEntrySize', 'maxCompressionRatio']);

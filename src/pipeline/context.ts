@@ -4,6 +4,7 @@
  * remembers what this run produced so each entry's manifest action says what happened to it here.
  */
 import type { CacheStore, DecodedFacts } from '../../cache/types.js';
+import type { AuditSink } from '../audit/types.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
@@ -39,6 +40,8 @@ export interface SigningContext {
   readonly counters: PipelineCounters;
   /** Default of the locale-output tier (config `cache.outputs`, default true). */
   readonly outputTier: boolean;
+  /** Where each signed locale's audit records go (src/audit); none: not audited (library use). */
+  readonly audit?: AuditSink;
 }
 
 /** The signed bytes of one entry key, as a single-flight slot resolves. */
@@ -50,6 +53,8 @@ export interface Produced {
   facts?: DecodedFacts;
   /** A non-fatal problem (the cache put failed), recorded by the locale the work is attributed to. */
   warning?: string;
+  /** The timestamp authority of the signature in `bytes`, when this process's work knows it (audit). */
+  tsa?: string;
 }
 
 /** What this run's work did for one entry key. */
@@ -65,6 +70,8 @@ interface Production {
   /** The bytes, kept only when they could not be stored in the cache (else they are read from it). */
   held?: Produced;
   warning?: string;
+  /** The timestamp authority of the signature the work applied, when known (audit). */
+  tsa?: string;
 }
 
 /**
@@ -74,14 +81,19 @@ interface Production {
  */
 export class RunLedger {
   private readonly byKey = new Map<string, Production>();
-  /** PE signature keys whose signature this run's work made. */
-  private readonly madeSignatures = new Set<string>();
+  /** PE signature keys whose signature this run's work made → the timestamp authority it used ('' none). */
+  private readonly madeSignatures = new Map<string, string>();
   /** Signatures made by this run's work (the manifest totals must add up to this). */
   signatures = 0;
 
   /** A PE signature this run made (stored under `key`): later users of it were served in this run. */
-  signatureMade(key: string): void {
-    this.madeSignatures.add(key);
+  signatureMade(key: string, tsa?: string): void {
+    this.madeSignatures.set(key, tsa ?? '');
+  }
+
+  /** The timestamp authority of a signature this run made, when it had one. */
+  signatureTsa(key: string): string | undefined {
+    return this.madeSignatures.get(key) || undefined;
   }
 
   /** Where a PE signature found under `key` comes from: this run, or an earlier one. */
@@ -102,10 +114,23 @@ export class RunLedger {
       recorded: false,
       ...(outcome.stored ? {} : { held: outcome.produced }),
       ...(outcome.produced.warning ? { warning: outcome.produced.warning } : {}),
+      ...(outcome.produced.tsa ? { tsa: outcome.produced.tsa } : {}),
     });
   }
 
-  /** Bytes this run produced for `key` that the cache could not take. */
+  /** The cache took the bytes of `key`: they are read from it from now on. */
+  stored(key: string): void {
+    const p = this.byKey.get(key);
+    if (p) delete p.held;
+  }
+
+  /** The cache could not take the bytes of `key`: they stay held, and the owner records why. */
+  storeFailed(key: string, warning: string): void {
+    const p = this.byKey.get(key);
+    if (p) p.warning = warning;
+  }
+
+  /** Bytes this run produced for `key` that the cache could not take (or has not taken yet). */
   held(key: string): Produced | undefined {
     return this.byKey.get(key)?.held;
   }
@@ -120,12 +145,13 @@ export class RunLedger {
    * the owner records a failed cache put). The owner's first use takes the work's own action; every
    * other use is `shared`; a key this run did not produce came from the cache.
    */
-  actionFor(key: string, input: string): { action: EntryAction; warning?: string } {
+  actionFor(key: string, input: string): { action: EntryAction; warning?: string; tsa?: string } {
     const p = this.byKey.get(key);
     if (!p) return { action: 'cached' };
-    if (p.owner !== input || p.recorded) return { action: 'shared' };
+    const tsa = p.tsa ? { tsa: p.tsa } : {};
+    if (p.owner !== input || p.recorded) return { action: 'shared', ...tsa };
     p.recorded = true;
     const action: EntryAction = p.made ? 'signed' : p.signatureFrom === 'cache' ? 'cached' : 'shared';
-    return { action, ...(p.warning ? { warning: p.warning } : {}) };
+    return { action, ...(p.warning ? { warning: p.warning } : {}), ...tsa };
   }
 }

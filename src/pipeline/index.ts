@@ -8,6 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { openCacheStore } from '../../cache/factory.js';
 import type { CacheStore } from '../../cache/types.js';
+import type { AuditSink } from '../audit/types.js';
 import { loadProfile } from '../config/index.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import { ConfigError, toPlainError, type PlainError } from '../errors.js';
@@ -52,6 +53,11 @@ export interface PipelineOptions {
    * default the config's `cache.outputs`, else true. Each signLocale/signRelease call may override it.
    */
   outputCache?: boolean;
+  /**
+   * Where each produced locale's audit records go (src/audit: the local log, or the service's Redis
+   * stream). None: not audited — every marsign command and the queue worker give one.
+   */
+  audit?: AuditSink;
 }
 
 export interface PipelineStats {
@@ -89,6 +95,7 @@ export class Pipeline implements LocaleSigner {
     readonly cache: CacheStore | null,
     readonly coordinator: Coordinator,
     readonly outputCache: boolean,
+    readonly audit: AuditSink | undefined,
   ) {}
 
   static async create(options: PipelineOptions): Promise<Pipeline> {
@@ -108,6 +115,7 @@ export class Pipeline implements LocaleSigner {
       cache,
       options.coordinator ?? new InProcessCoordinator(),
       outputCache,
+      options.audit,
     );
   }
 
@@ -142,6 +150,7 @@ export class Pipeline implements LocaleSigner {
       side: this.side,
       counters: this.counters,
       outputTier: this.outputCache,
+      ...(this.audit ? { audit: this.audit } : {}),
     };
   }
 

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { detectContainer, openArchive } from '../archive/registry.js';
 import type { OutputCacheStore } from '../../cache/types.js';
 import type { OpenedArchive, PredictedLayout } from '../archive/types.js';
+import type { LocaleAuditRun } from '../audit/types.js';
 import { toPlainError, UsageError } from '../errors.js';
 import { BufferSource, FileSource, type ByteSource } from '../io/byte-source.js';
 import type { Confinement } from '../io/confine.js';
@@ -65,6 +66,10 @@ export interface SignLocaleOptions {
    * link (the queue worker's open-time confinement, src/io/confine.ts). Absent: paths as given.
    */
   confine?: Confinement;
+  /** Who and what this locale is, for its audit records (release id, locale code, API client). */
+  release?: string;
+  locale?: string;
+  client?: string;
 }
 
 export async function signLocale(
@@ -78,6 +83,9 @@ export async function signLocale(
     throw new UsageError('OUTPUT_IS_INPUT', `output ${opts.output} is the input file; write elsewhere`);
   const tier =
     !opts.dryRun && (opts.outputCache ?? ctx.outputTier) ? (ctx.store?.outputs ?? undefined) : undefined;
+  // An audit sink that cannot take records refuses the locale before any work (the service's backlog).
+  const audit = opts.dryRun ? undefined : ctx.audit;
+  await audit?.ready?.();
   const confine = opts.confine;
   const source = confine ? await confine.openInput(opts.input) : await FileSource.open(opts.input);
   try {
@@ -91,15 +99,25 @@ export async function signLocale(
     const bytes = snapshot ? new BufferSource(snapshot.bytes) : source;
     const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
     let outputKey: string | undefined;
+    // The whole input's sha256: the output tier's key, and the audit record's input digest (taken from
+    // the snapshot on the side thread meanwhile, or from the file at the end, when the tier is off).
+    let inputSha256: string | Promise<string> | undefined = planned?.sha256 ?? snapshot?.sha256;
     if (tier) {
-      const sha256 = planned?.sha256 ?? snapshot?.sha256 ?? (await hashFileSha256(source.reopenPath));
+      const sha256 = (inputSha256 as string | undefined) ?? (await hashFileSha256(source.reopenPath));
+      inputSha256 = sha256;
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, sha256);
-      // A release plan that planned this input for signing has scheduled its work already, attributed to
-      // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
-      const served = planned?.keys
-        ? undefined
-        : await serveWhole(ctx, opts, tier, outputKey, bytes, { started, startedAt });
-      if (served) return served;
+    } else if (audit && !inputSha256 && snapshot) {
+      inputSha256 = ctx.side.digest(snapshot.bytes, 'sha256');
+      inputSha256.catch(() => undefined);
+    }
+    // A release plan that planned this input for signing has scheduled its work already, attributed to
+    // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
+    if (tier && outputKey && !planned?.keys) {
+      const served = await serveWhole(ctx, opts, tier, outputKey, bytes, { started, startedAt });
+      if (served) {
+        await audit?.locale(auditRun(ctx, opts, served, inputSha256 as string));
+        return served;
+      }
     }
     const archive = await openArchive(bytes, opts.input);
     const l: LocaleInput = {
@@ -140,6 +158,10 @@ export async function signLocale(
       timings: { startedAt, ms: performance.now() - started, planMs, signMs, writeMs },
     });
     await report(manifest, !l.dryRun && opts.writeManifest !== false, stored, confine);
+    if (audit)
+      await audit.locale(
+        auditRun(ctx, opts, manifest, await (inputSha256 ?? hashFileSha256(source.reopenPath))),
+      );
     return manifest;
   } finally {
     await source.close();
@@ -214,6 +236,23 @@ async function writeOutput(
     await writer.abort().catch(() => undefined);
     throw err;
   }
+}
+
+/** What the audit sink is told about a produced locale. */
+function auditRun(
+  ctx: SigningContext,
+  opts: SignLocaleOptions,
+  manifest: LocaleManifest,
+  inputSha256: string,
+): LocaleAuditRun {
+  return {
+    profile: ctx.profile,
+    manifest,
+    inputSha256,
+    ...(opts.release !== undefined ? { release: opts.release } : {}),
+    ...(opts.locale !== undefined ? { locale: opts.locale } : {}),
+    ...(opts.client !== undefined ? { client: opts.client } : {}),
+  };
 }
 
 /**

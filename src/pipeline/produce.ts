@@ -64,26 +64,31 @@ export async function produceEntry(
     onPoolDone?.();
   }
   if (result.madeSignature) ctx.counters.signOperations++;
-  let warning: string | undefined;
-  // A cache that cannot be written (full disk, read-only) must not fail a correctly signed entry:
-  // the locale completes uncached and the manifest says why.
-  if (ctx.store)
-    await ctx.store.put(item.key, result.output, result.decoded).catch((err: unknown) => {
-      const p = toPlainError(err);
-      warning = `cache put failed for ${item.name}: ${p.code}: ${p.message}`;
-    });
   const produced: Produced = {
     bytes: result.output,
     sha256: result.outputSha256,
     facts: result.decoded,
-    ...(warning ? { warning } : {}),
+    ...(result.tsa ? { tsa: result.tsa } : {}),
   };
+  // Recorded (bytes held) before the cache put, so another locale that finds the entry in the cache
+  // while the put settles attributes it to this run ('shared'), not to an earlier one ('cached').
   ledger.recordWork(item.key, item.owner, {
     made: result.madeSignature,
     ...(claim.reusedFrom ? { signatureFrom: claim.reusedFrom } : {}),
     produced,
-    stored: ctx.store !== null && warning === undefined,
+    stored: false,
   });
+  // A cache that cannot be written (full disk, read-only) must not fail a correctly signed entry:
+  // the locale completes uncached and the manifest says why.
+  if (ctx.store)
+    await ctx.store.put(item.key, result.output, result.decoded).then(
+      () => ledger.stored(item.key),
+      (err: unknown) => {
+        const p = toPlainError(err);
+        produced.warning = `cache put failed for ${item.name}: ${p.code}: ${p.message}`;
+        ledger.storeFailed(item.key, produced.warning);
+      },
+    );
   return produced;
 }
 
@@ -97,7 +102,9 @@ class SignatureClaim {
   private readonly channel = new MessageChannel();
   /** Where the signature this task applied came from, when it did not make one. */
   reusedFrom: 'run' | 'cache' | undefined;
-  private outcome: { resolve: (der: Uint8Array) => void; reject: (err: unknown) => void } | undefined;
+  private outcome:
+    | { resolve: (made: { der: Uint8Array; tsa?: string }) => void; reject: (err: unknown) => void }
+    | undefined;
 
   constructor(
     private readonly ctx: SigningContext,
@@ -116,7 +123,7 @@ class SignatureClaim {
 
   private onMessage(m: ClaimRequest | ClaimOutcome): void {
     if (m.type === 'claim') void this.onClaim(m);
-    else if (m.type === 'signed') this.outcome?.resolve(m.der);
+    else if (m.type === 'signed') this.outcome?.resolve(m);
     else if (m.type === 'failed') this.outcome?.reject(fromPlainError(m.error));
   }
 
@@ -141,10 +148,12 @@ class SignatureClaim {
         },
         async () => {
           mine = true;
-          const made = new Promise<Uint8Array>((resolve, reject) => (this.outcome = { resolve, reject }));
+          const made = new Promise<{ der: Uint8Array; tsa?: string }>(
+            (resolve, reject) => (this.outcome = { resolve, reject }),
+          );
           this.reply({ type: 'sign' });
-          const der = await made;
-          this.ledger.signatureMade(key);
+          const { der, tsa } = await made;
+          this.ledger.signatureMade(key, tsa);
           // Stored before the slot settles: a process waiting on the distributed lock then finds it.
           await ctx.store?.putSignature(key, der).catch(() => undefined);
           return der;
@@ -152,7 +161,8 @@ class SignatureClaim {
       );
       if (!mine) {
         this.reusedFrom = fromCache ? this.ledger.signatureSource(key) : 'run';
-        this.reply({ type: 'use', der });
+        const tsa = this.ledger.signatureTsa(key);
+        this.reply({ type: 'use', der, ...(tsa ? { tsa } : {}) });
       }
     } catch (err) {
       if (!mine) this.reply({ type: 'fail', error: toPlainError(err) });

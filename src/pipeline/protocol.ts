@@ -55,6 +55,11 @@ export type SignEntryResult =
       outputSha256: string;
       /** Whether this task made a new Authenticode signature (false: it applied an existing one). */
       madeSignature: boolean;
+      /**
+       * The timestamp authority (its configured URL) that answered for the signature this task made, or
+       * that the main thread named with a signature it handed over; absent when unknown or not timestamped.
+       */
+      tsa?: string;
       timings: SignEntryTimings;
     }
   | { ok: false; error: PlainError };
@@ -70,10 +75,11 @@ export interface ClaimRequest {
 
 /** Main → thread: sign it yourself, or use this signature (DER SignedData), or fail. */
 export type ClaimReply =
-  { type: 'sign' } | { type: 'use'; der: Uint8Array } | { type: 'fail'; error: PlainError };
+  { type: 'sign' } | { type: 'use'; der: Uint8Array; tsa?: string } | { type: 'fail'; error: PlainError };
 
 /** Thread → main after a `sign` reply: the signature made, or why none was. */
-export type ClaimOutcome = { type: 'signed'; der: Uint8Array } | { type: 'failed'; error: PlainError };
+export type ClaimOutcome =
+  { type: 'signed'; der: Uint8Array; tsa?: string } | { type: 'failed'; error: PlainError };
 
 /** Main → side-hash thread: one digest of a view of shared memory. */
 export interface DigestRequest {

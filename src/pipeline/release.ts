@@ -120,6 +120,8 @@ export interface SignReleaseOptions {
   onProgress?: (p: ReleaseProgress) => void;
   onLocaleDone?: (r: ReleaseLocaleReport) => void;
   signal?: AbortSignal;
+  /** Who asked (audit records): an API client, or `cli:<user>`. */
+  client?: string;
 }
 
 /**
@@ -207,6 +209,9 @@ async function signOne(
       ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(plan ? { plan } : {}),
+      release: opts.release,
+      locale: l.locale,
+      ...(opts.client !== undefined ? { client: opts.client } : {}),
       onProgress: (p) => progress.update(l.locale, p),
     });
     return {

@@ -140,13 +140,17 @@ async function signEntry(
 ): Promise<EntryOutcome> {
   const { ctx, ledger } = l;
   const { entry, key } = plan;
-  const record = (action: EntryAction, p: { length: number; sha256: string }): EntryRecord => ({
+  const record = (
+    action: EntryAction,
+    p: { length: number; sha256: string; tsa?: string | undefined },
+  ): EntryRecord => ({
     ...base(entry),
     action,
     inputSha256: plan.inputSha256,
     codec: plan.codecKey,
     outputSize: p.length,
     outputSha256: p.sha256,
+    ...(p.tsa ? { tsa: p.tsa } : {}),
     ms: performance.now() - t0,
   });
   let produced: Produced | undefined;
@@ -221,6 +225,7 @@ async function signEntry(
     record: record(action, {
       length: produced.bytes.length,
       sha256: produced.sha256 ?? sha256Hex(produced.bytes),
+      tsa: produced.tsa ?? attributed.tsa,
     }),
     data: { bytes: produced.bytes, ...(produced.facts ? { decoded: produced.facts } : {}) },
   };

@@ -36,6 +36,12 @@ export interface EntryRecord {
   outputSha256: string;
   /** Why an entry was skipped (skipped-invalid), with the typed error. */
   error?: PlainError;
+  /**
+   * The timestamp authority (configured URL) of the entry's signature, when this run knows it: made
+   * here, or made in this run for another entry. Absent for one from the cache (its audit record of the
+   * run that made it names it) or when the profile does not timestamp.
+   */
+  tsa?: string;
   ms?: number;
 }
 

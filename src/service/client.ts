@@ -1,6 +1,6 @@
 /** What `enqueue` and `status` share: config → Redis settings → the release queue, failing fast. */
-import { userInfo } from 'node:os';
 import { dirname, resolve } from 'node:path';
+import { cliClient } from '../audit/identity.js';
 import type { LoadedConfig } from '../config/types.js';
 import { TransientError } from '../errors.js';
 import { BullReleaseQueue } from '../queue/bullmq.js';
@@ -15,14 +15,7 @@ import { readReleaseRequest } from '../release/request.js';
  * directly, and Redis access is admin access: no client scope applies to it.
  */
 export function cliSubmitter(): string {
-  let user: string | undefined;
-  try {
-    user = userInfo().username;
-  } catch {
-    user = process.env.USER ?? process.env.LOGNAME;
-  }
-  const clean = (user ?? '').replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64);
-  return `cli:${clean || `uid-${process.getuid?.() ?? 'unknown'}`}`;
+  return cliClient();
 }
 
 export async function openQueue(config: LoadedConfig): Promise<BullReleaseQueue> {

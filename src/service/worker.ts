@@ -40,6 +40,9 @@ export interface LocaleSigner {
     signal?: AbortSignal;
     writeManifest?: boolean;
     confine?: Confinement;
+    release?: string;
+    locale?: string;
+    client?: string;
   }): Promise<LocaleManifest>;
   stats(): {
     threads: number;
@@ -188,10 +191,19 @@ export class WorkerService {
     let signer: LocaleSigner;
     if (options.createSigner) signer = await options.createSigner(coordinator);
     else {
-      const { Pipeline } = await import('../pipeline/index.js');
+      const [{ Pipeline }, { AuditRecorder }, { RedisAuditQueue }] = await Promise.all([
+        import('../pipeline/index.js'),
+        import('../audit/sink.js'),
+        import('../audit/redis.js'),
+      ]);
+      // Every locale's audit records go to the Redis stream that the drainer moves into the log.
+      const audit = new AuditRecorder(
+        new RedisAuditQueue(redis, settings.prefix, options.config.file.audit?.maxBacklog),
+      );
       signer = await Pipeline.create({
         config: options.config,
         coordinator,
+        audit,
         ...(options.threads ? { threads: options.threads } : {}),
       });
     }
@@ -338,6 +350,9 @@ export class WorkerService {
         signal: ctx.signal,
         writeManifest: true,
         confine: this.confine,
+        release: data.release,
+        locale: data.locale,
+        ...(data.client !== undefined ? { client: data.client } : {}),
       });
       return summarise(m, data.locale, data.output, performance.now() - t, this.id);
     } catch (err) {

@@ -27,7 +27,7 @@ import { DIGEST_OIDS, OID } from '../formats/asn1/oids.js';
 import { certificateParts } from '../formats/asn1/x509.js';
 import { authenticodeDigest, isPe as sniffPe, parsePe, writeCertificateTable } from '../formats/pe/index.js';
 import type { PeInfo } from '../formats/pe/index.js';
-import { embedTimestampToken, fetchTimestampToken } from './timestamp.js';
+import { embedTimestampToken, fetchTimestamp } from './timestamp.js';
 import type { AuthenticodeOptions } from './types.js';
 
 /** Longest programName / programUrl accepted (they are stored in every signature). */
@@ -198,6 +198,17 @@ export function preparePe(bytes: Uint8Array, hash: 'sha256' | 'sha1'): PreparedP
  * signed bytes (`applySignature`).
  */
 export async function signatureFor(pe: PreparedPe, options: AuthenticodeOptions): Promise<Uint8Array> {
+  return (await signatureWithAuthority(pe, options)).der;
+}
+
+/**
+ * As signatureFor, also naming the timestamp authority that answered (`tsa`: its URL from the profile;
+ * absent when the profile does not timestamp), for the audit trail.
+ */
+export async function signatureWithAuthority(
+  pe: PreparedPe,
+  options: AuthenticodeOptions,
+): Promise<{ der: Uint8Array; tsa?: string }> {
   validate(options);
   if (pe.hash !== options.digest)
     throw new ConfigError(
@@ -205,12 +216,12 @@ export async function signatureFor(pe: PreparedPe, options: AuthenticodeOptions)
       `the PE was prepared for ${pe.hash}, the profile signs with ${options.digest}`,
     );
   const built = await buildAuthenticodeSignature(pe.imageDigest, options);
-  if (!options.timestamp) return built.der;
-  const token = await fetchTimestampToken(built.signature, {
+  if (!options.timestamp) return { der: built.der };
+  const { token, url } = await fetchTimestamp(built.signature, {
     ...options.timestamp,
     digest: options.timestamp.digest ?? options.digest,
   });
-  return embedTimestampToken(built.der, token);
+  return { der: embedTimestampToken(built.der, token), tsa: url };
 }
 
 /**

@@ -263,6 +263,15 @@ export async function fetchTimestampToken(
   options: TimestampOptions,
   transport: TimestampTransport = httpTransport,
 ): Promise<Uint8Array> {
+  return (await fetchTimestamp(signatureBytes, options, transport)).token;
+}
+
+/** As fetchTimestampToken, also naming the authority that answered (`url`, from `options.urls`). */
+export async function fetchTimestamp(
+  signatureBytes: Uint8Array,
+  options: TimestampOptions,
+  transport: TimestampTransport = httpTransport,
+): Promise<{ token: Uint8Array; url: string }> {
   const o = validateOptions(options);
   const imprint = createHash(o.digest).update(signatureBytes).digest();
   const failures: Failure[] = [];
@@ -302,7 +311,7 @@ export async function fetchTimestampToken(
           throw new AuthorityError('TSA_BAD_REPLY', `HTTP ${reply.status}`, {
             details: { status: reply.status },
           });
-        return checkTimestampResponse(reply.body, imprint, o.digest, nonce);
+        return { token: checkTimestampResponse(reply.body, imprint, o.digest, nonce), url };
       } catch (e) {
         const err = e as CodedError;
         failures.push({ url, attempt, code: err.code, message: err.message });

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { auditCommand } from './audit.js';
 import { cacheCommand } from './cache.js';
 import { keysCommand } from './keys.js';
 import { marCommand } from './mar.js';
@@ -28,6 +29,7 @@ export const commands: CommandModule<any, any>[] = [
   keysCommand,
   marCommand,
   cacheCommand,
+  auditCommand,
   // The service (BullMQ on Redis)
   workerCommand,
   enqueueCommand,

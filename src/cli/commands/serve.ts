@@ -35,13 +35,20 @@ export const serveCommand: CommandModule<object, Args> = {
     const clients = await loadClients(config);
     const svc = await buildServer({ config, clients });
     svc.app.log.info({ clients: clients.list, legacy: clients.legacy }, 'api clients');
+    // The workers' audit records: moved from Redis into the audit log (one drainer at a time holds the
+    // lease; another serve stands by). Off with audit.drain: false (then run `marsign audit drain`).
+    const drain =
+      config.file.audit?.drain === false
+        ? undefined
+        : await (await import('../../audit/index.js')).startAuditDrain(config, svc.app.log as never);
+    if (drain) svc.app.log.info({ log: drain.log.path }, 'audit drain started');
     const host = argv.host ?? config.file.server?.host ?? '127.0.0.1';
     const port = argv.port ?? config.file.server?.port ?? 8080;
     await svc.app.listen({ host, port });
     await new Promise<void>((resolve) => {
       const stop = (sig: string): void => {
         svc.app.log.info({ signal: sig }, 'server shutting down');
-        svc.close().then(resolve, resolve);
+        Promise.all([svc.close(), drain?.stop()]).then(() => resolve(), resolve);
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

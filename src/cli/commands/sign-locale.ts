@@ -15,6 +15,8 @@ interface Args extends OutputOptions {
   'output-cache'?: boolean;
   threads?: number;
   progress?: boolean;
+  release?: string;
+  locale?: string;
 }
 
 export const signLocaleCommand: CommandModule<object, Args> = {
@@ -44,6 +46,8 @@ export const signLocaleCommand: CommandModule<object, Args> = {
           'serve/store the whole signed locale from/in the cache (default: config cache.outputs, else on; --no-output-cache)',
       })
       .option('threads', { alias: 't', type: 'number', describe: 'worker threads (default: cores)' })
+      .option('release', { type: 'string', describe: 'release id for the audit records' })
+      .option('locale', { type: 'string', describe: 'locale code for the audit records' })
       .option('progress', {
         type: 'boolean',
         default: true,
@@ -63,9 +67,14 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       const name = basename(argv.output);
       await removeStaleTemps(dirname(resolve(argv.output)), { names: [name, `${name}.manifest.json`] });
     }
+    // The audit log is opened (and checked) before anything is signed; a dry run signs nothing.
+    const audit = argv['dry-run']
+      ? undefined
+      : await (await import('../../audit/index.js')).commandRecorder(config);
     const pipeline = await Pipeline.create({
       config,
       ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+      ...(audit ? { audit } : {}),
     });
     const bar = localeProgress(wantProgress(argv), argv.input);
     let manifest: LocaleManifest;
@@ -77,6 +86,9 @@ export const signLocaleCommand: CommandModule<object, Args> = {
         dryRun: argv['dry-run'] === true,
         skipInvalid: argv['skip-invalid'] === true,
         ...(argv['output-cache'] !== undefined ? { outputCache: argv['output-cache'] } : {}),
+        ...(argv.release !== undefined ? { release: argv.release } : {}),
+        ...(argv.locale !== undefined ? { locale: argv.locale } : {}),
+        client: (await import('../../audit/identity.js')).cliClient(),
         onProgress: (p) => bar.update(p),
       });
     } finally {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../../errors.js';
 import { emit, handler } from '../output.js';
@@ -20,11 +21,34 @@ export const signMarCommand: CommandModule<object, SignMarArgs> = {
         describe: 'Signed MAR',
       }) as Argv<SignMarArgs>,
   handler: handler<SignMarArgs>(async (argv) => {
-    const { profile } = await profileFrom(argv);
+    const { config, profile } = await profileFrom(argv);
     if (!profile.mar)
       throw new ConfigError('PROFILE_NO_MAR', `profile "${profile.name}" has no "mar" section`);
-    const { signMarFile } = await import('../../signing/mar-signer.js');
+    const [{ signMarFile }, audit, { cliClient }] = await Promise.all([
+      import('../../signing/mar-signer.js'),
+      import('../../audit/index.js'),
+      import('../../audit/identity.js'),
+    ]);
+    // The audit log is opened (and checked) before anything is signed.
+    const recorder = await audit.commandRecorder(config);
+    const inputSha256 = await fileSha256(argv.input);
     const info = await signMarFile(argv.input, argv.output, profile.mar);
+    const sha256 = await fileSha256(argv.output);
+    await recorder.record(
+      [
+        audit.marEvent(
+          profile,
+          { client: cliClient() },
+          {
+            input: resolve(argv.input),
+            output: resolve(argv.output),
+            inputSha256,
+            outputSha256: sha256,
+          },
+        ),
+      ],
+      argv.output,
+    );
     const out = {
       ok: true,
       input: argv.input,
@@ -34,7 +58,7 @@ export const signMarCommand: CommandModule<object, SignMarArgs> = {
       signatures: info.signatures.map((s) => ({ algorithmId: s.algorithmId, length: s.length })),
       entries: info.entries.length,
       bytes: info.fileSize,
-      sha256: await fileSha256(argv.output),
+      sha256,
     };
     emit(
       argv,

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { LoadedConfig, SigningProfile } from '../../config/types.js';
 import { ConfigError } from '../../errors.js';
@@ -47,28 +48,52 @@ export const signPeCommand: CommandModule<object, SignPeArgs> = {
         describe: 'Signed output file',
       }) as Argv<SignPeArgs>,
   handler: handler<SignPeArgs>(async (argv) => {
-    const { profile } = await profileFrom(argv);
+    const { config, profile } = await profileFrom(argv);
     if (!profile.authenticode) {
       throw new ConfigError(
         'PROFILE_NO_AUTHENTICODE',
         `profile "${profile.name}" has no "authenticode" section`,
       );
     }
-    const [{ signPe }, { writeFileAtomic }] = await Promise.all([
+    const [A, { writeFileAtomic }, audit, { cliClient }] = await Promise.all([
       import('../../signing/authenticode.js'),
       import('../../io/atomic.js'),
+      import('../../audit/index.js'),
+      import('../../audit/identity.js'),
     ]);
+    // The audit log is opened (and checked) before anything is signed.
+    const recorder = await audit.commandRecorder(config);
     const bytes = await readFile(argv.input);
     const mode = (await stat(argv.input)).mode & 0o777;
-    const signed = await signPe(bytes, profile.authenticode);
+    // signPe's steps, so the timestamp authority that answered is known for the record.
+    const pe = A.preparePe(bytes, profile.authenticode.digest);
+    const { der, tsa } = await A.signatureWithAuthority(pe, profile.authenticode);
+    const signed = A.applySignature(pe, der);
     await writeFileAtomic(argv.output, signed, mode);
+    const sha256 = createHash('sha256').update(signed).digest('hex');
+    await recorder.record(
+      [
+        audit.peEvent(
+          profile,
+          { client: cliClient() },
+          {
+            input: resolve(argv.input),
+            output: resolve(argv.output),
+            inputSha256: createHash('sha256').update(bytes).digest('hex'),
+            outputSha256: sha256,
+            tsa,
+          },
+        ),
+      ],
+      argv.output,
+    );
     const out = {
       ok: true,
       input: argv.input,
       output: argv.output,
       profile: profile.name,
       bytes: signed.length,
-      sha256: createHash('sha256').update(signed).digest('hex'),
+      sha256,
     };
     emit(argv, out, (v) => `signed ${v.input} -> ${v.output} (${v.bytes} bytes, sha256 ${v.sha256})`);
   }),

@@ -73,9 +73,13 @@ export const signReleaseCommand: CommandModule<object, Args> = {
     const locales = resolveRequest(request, base, resolve(argv.output), '.');
     const config = await loadConfig(argv.config ?? (await releaseConfig(argv.release)));
     const profile = pickProfile(argv.profile, request.profile, config);
+    // The audit log is opened (and checked) before anything is signed; a dry run signs nothing.
+    const { commandRecorder } = await import('../../audit/index.js');
+    const audit = argv['dry-run'] ? undefined : await commandRecorder(config);
     const pipeline = await Pipeline.create({
       config,
       ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+      ...(audit ? { audit } : {}),
     });
     const display = releaseProgress(wantProgress(argv), locales.length);
     let manifest: ReleaseReport;
@@ -91,6 +95,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
         skipInvalid: argv['skip-invalid'] === true,
         ...(argv['output-cache'] !== undefined ? { outputCache: argv['output-cache'] } : {}),
         ...(argv.concurrency !== undefined ? { concurrency: argv.concurrency } : {}),
+        client: (await import('../../audit/identity.js')).cliClient(),
         onProgress: (p) => display.update(p),
       });
     } finally {
