@@ -8,9 +8,19 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import {
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  truncate,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CodedError, ConfigError } from '../src/errors.js';
+import { CodedError, ConfigError, TransientError, UsageError } from '../src/errors.js';
 import { AtomicFile } from '../src/io/atomic.js';
 import { assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
 import {
@@ -22,6 +32,9 @@ import {
   type CacheStore,
   type CacheVerifyReport,
   type CachedEntry,
+  type BlobReader,
+  type BlobReceipt,
+  type BlobStore,
   type DecodedFacts,
   type EntryPresence,
   type OutputCacheStore,
@@ -55,6 +68,22 @@ export const OUTPUT_SUFFIX = '.out';
 export const PAYLOAD_SUFFIX = '.mar';
 /** File name suffix of a PE signature (`<key>.sig`): the entry layout, under the signature key domain. */
 export const SIGNATURE_SUFFIX = '.sig';
+/** File name suffix of a blob (`<sha256>.blob`): the raw bytes, nothing else (their digest is the name). */
+export const BLOB_SUFFIX = '.blob';
+/** Largest blob stored or received (one container entry, a skeleton or a recipe). */
+export const MAX_BLOB_BYTES = MAX_PAYLOAD_BYTES;
+/** Chunk size of blob reads (streamed downloads, verify). */
+const BLOB_CHUNK = 1024 * 1024;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+export type BlobErrorCode =
+  | 'BLOB_BAD_DIGEST'
+  | 'BLOB_DIGEST_MISMATCH'
+  | 'BLOB_TOO_LARGE'
+  | 'BLOB_SIZE_MISMATCH'
+  | 'BLOB_UPLOAD_OFFSET'
+  | 'BLOB_UPLOAD_BUSY'
+  | 'BLOB_CORRUPT';
 
 /*
  * Entry file layout (all integers big-endian), HEADER_SIZE bytes then the payload:
@@ -191,16 +220,20 @@ type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEnt
  * bad entry is moved aside by inode before it is deleted so a fresh entry written by another process
  * in the meantime survives.
  */
-export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads {
+export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads, BlobStore {
   readonly root: string;
   /** Every capability of the CacheStore contract: this store is the reference implementation. */
   readonly presence: EntryPresence = this;
   readonly ranged: RangedReads = this;
   readonly outputs: OutputCacheStore = this;
+  readonly blobs: BlobStore = this;
+  /** Blob uploads in progress in this process, by digest (one writer per unfinished upload). */
+  private readonly receiving = new Set<string>();
   private readonly secret: KeyObject;
   private readonly onBadEntry: FsCacheStoreOptions['onBadEntry'];
   private counters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
   private outputCounters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
+  private blobCounters = { puts: 0 };
 
   constructor(options: FsCacheStoreOptions) {
     if (typeof options?.root !== 'string' || options.root === '')
@@ -531,6 +564,254 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     return { linked };
   }
 
+  /** A blob's file (`<root>/<sha[0..2]>/<sha>.blob`). */
+  blobPath(sha256: string): string {
+    assertBlobDigest(sha256);
+    return join(this.root, sha256.slice(0, 2), sha256 + BLOB_SUFFIX);
+  }
+
+  /** An unfinished upload of a blob: a temp name, so prune/verify remove it once stale. */
+  uploadPath(sha256: string): string {
+    assertBlobDigest(sha256);
+    return join(this.root, sha256.slice(0, 2), `.${sha256}${BLOB_SUFFIX}.upload.tmp`);
+  }
+
+  async blobSize(sha256: string): Promise<number | undefined> {
+    return (await regularFileSize(this.blobPath(sha256))) ?? undefined;
+  }
+
+  async uploadOffset(sha256: string): Promise<number> {
+    return (await regularFileSize(this.uploadPath(sha256))) ?? 0;
+  }
+
+  async getBlob(sha256: string): Promise<Uint8Array | undefined> {
+    const reader = await this.openBlob(sha256);
+    if (!reader) return undefined;
+    try {
+      const out = new Uint8Array(Buffer.allocUnsafeSlow(reader.size).buffer, 0, reader.size);
+      let at = 0;
+      for await (const chunk of reader.chunks()) {
+        out.set(chunk, at);
+        at += chunk.length;
+      }
+      return out;
+    } catch (e) {
+      if ((e as CodedError).code === 'BLOB_CORRUPT') return undefined;
+      throw e;
+    } finally {
+      await reader.close();
+    }
+  }
+
+  async openBlob(sha256: string): Promise<BlobReader | undefined> {
+    const path = this.blobPath(sha256);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      if (isMissing(e)) return undefined;
+      throw e;
+    }
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > MAX_BLOB_BYTES) {
+      this.counters.corrupt++;
+      await fh.close();
+      if (st.isFile()) await removeBad(path, st).catch(() => undefined);
+      return undefined;
+    }
+    const now = Date.now();
+    if (now - st.mtimeMs > TOUCH_INTERVAL_MS) await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+    const size = st.size;
+    const onBad = async (): Promise<void> => {
+      this.counters.corrupt++;
+      await this.onBadEntry?.(sha256, 'payload-sha256');
+      await removeBad(path, st).catch(() => undefined);
+    };
+    let closed = false;
+    return {
+      size,
+      async *chunks() {
+        const hash = createHash('sha256');
+        const buf = Buffer.allocUnsafe(Math.max(1, Math.min(BLOB_CHUNK, size)));
+        for (let at = 0; at < size;) {
+          const want = Math.min(buf.length, size - at);
+          const got = await readFully(fh, buf.subarray(0, want), at);
+          if (got < want) break;
+          hash.update(buf.subarray(0, want));
+          // A copy: the consumer may keep the chunk while the next one is read into `buf`.
+          yield Buffer.from(buf.subarray(0, want));
+          at += want;
+          if (at === size) {
+            if (hash.digest('hex') !== sha256) {
+              await onBad();
+              throw new CodedError(
+                'BLOB_CORRUPT' satisfies BlobErrorCode,
+                `blob ${sha256} does not hash to its name`,
+              );
+            }
+            return;
+          }
+        }
+        if (size === 0 && hash.digest('hex') === sha256) return;
+        await onBad();
+        throw new CodedError(
+          'BLOB_CORRUPT' satisfies BlobErrorCode,
+          `blob ${sha256} is truncated or does not hash to its name`,
+        );
+      },
+      async close() {
+        if (closed) return;
+        closed = true;
+        await fh.close();
+      },
+    };
+  }
+
+  async putBlob(sha256: string, bytes: Uint8Array): Promise<{ created: boolean }> {
+    const path = this.blobPath(sha256);
+    if (!(bytes instanceof Uint8Array))
+      throw new CodedError('CACHE_BAD_PAYLOAD', `blob bytes must be a Uint8Array, got ${typeof bytes}`);
+    if (bytes.length > MAX_BLOB_BYTES)
+      throw new UsageError(
+        'BLOB_TOO_LARGE' satisfies BlobErrorCode,
+        `blob ${sha256} is ${bytes.length} bytes, more than the ${MAX_BLOB_BYTES} a blob may hold`,
+      );
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== sha256)
+      throw new UsageError(
+        'BLOB_DIGEST_MISMATCH' satisfies BlobErrorCode,
+        `the bytes given as blob ${sha256} hash to ${actual}`,
+      );
+    if ((await regularFileSize(path)) === bytes.length) return { created: false };
+    await mkdir(dirname(path), { recursive: true });
+    const f = await AtomicFile.create(path, 0o644);
+    try {
+      await f.write(bytes);
+      await f.commit();
+    } catch (e) {
+      await f.abort();
+      throw e;
+    }
+    this.blobCounters.puts++;
+    return { created: true };
+  }
+
+  async receiveBlob(
+    sha256: string,
+    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> },
+  ): Promise<BlobReceipt> {
+    const path = this.blobPath(sha256);
+    const { size, offset } = upload;
+    if (
+      !Number.isSafeInteger(size) ||
+      size < 0 ||
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      offset > size
+    )
+      throw new UsageError(
+        'BLOB_SIZE_MISMATCH' satisfies BlobErrorCode,
+        `blob ${sha256}: offset ${offset} and size ${size} must be integers with 0 ≤ offset ≤ size`,
+      );
+    if (size > MAX_BLOB_BYTES)
+      throw new UsageError(
+        'BLOB_TOO_LARGE' satisfies BlobErrorCode,
+        `blob ${sha256} is ${size} bytes, more than the ${MAX_BLOB_BYTES} a blob may hold`,
+      );
+    const held = await regularFileSize(path);
+    if (held !== undefined) return { complete: true, offset: held, created: false };
+    if (this.receiving.has(sha256))
+      throw new TransientError(
+        'BLOB_UPLOAD_BUSY' satisfies BlobErrorCode,
+        `blob ${sha256} is being uploaded by another request; retry`,
+      );
+    this.receiving.add(sha256);
+    try {
+      return await this.receiveInto(sha256, path, size, offset, upload.body);
+    } finally {
+      this.receiving.delete(sha256);
+    }
+  }
+
+  private async receiveInto(
+    sha256: string,
+    path: string,
+    size: number,
+    offset: number,
+    body: AsyncIterable<Uint8Array>,
+  ): Promise<BlobReceipt> {
+    const partial = this.uploadPath(sha256);
+    const have = (await regularFileSize(partial)) ?? 0;
+    if (offset !== have && offset !== 0)
+      throw new UsageError(
+        'BLOB_UPLOAD_OFFSET' satisfies BlobErrorCode,
+        `blob ${sha256}: the upload stands at ${have} bytes, not ${offset}`,
+        { details: { offset: have } },
+      );
+    await mkdir(dirname(partial), { recursive: true });
+    if (offset === 0 && have > 0) await truncate(partial, 0);
+    const fh = await open(partial, offset === 0 ? 'w' : 'r+', 0o644);
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (!closed) {
+        closed = true;
+        await fh.close();
+      }
+    };
+    try {
+      const hash = createHash('sha256');
+      // A resumed upload: what arrived before is hashed again (the hash state cannot be kept).
+      if (offset > 0) {
+        const buf = Buffer.allocUnsafe(Math.min(BLOB_CHUNK, offset));
+        for (let at = 0; at < offset;) {
+          const want = Math.min(buf.length, offset - at);
+          if ((await readFully(fh, buf.subarray(0, want), at)) < want)
+            throw new UsageError(
+              'BLOB_UPLOAD_OFFSET' satisfies BlobErrorCode,
+              `blob ${sha256}: the upload shrank`,
+            );
+          hash.update(buf.subarray(0, want));
+          at += want;
+        }
+      }
+      let at = offset;
+      for await (const chunk of body) {
+        if (at + chunk.length > size) {
+          await close();
+          await unlinkIfPresent(partial);
+          throw new UsageError(
+            'BLOB_SIZE_MISMATCH' satisfies BlobErrorCode,
+            `blob ${sha256}: more than the declared ${size} bytes were sent`,
+          );
+        }
+        hash.update(chunk);
+        let done = 0;
+        while (done < chunk.length) {
+          const { bytesWritten } = await fh.write(chunk, done, chunk.length - done, at + done);
+          done += bytesWritten;
+        }
+        at += chunk.length;
+      }
+      if (at < size) return { complete: false, offset: at, created: false };
+      const actual = hash.digest('hex');
+      if (actual !== sha256) {
+        await close();
+        await unlinkIfPresent(partial);
+        throw new UsageError(
+          'BLOB_DIGEST_MISMATCH' satisfies BlobErrorCode,
+          `the ${size} bytes uploaded as blob ${sha256} hash to ${actual}; nothing was stored`,
+        );
+      }
+      await fh.sync();
+      await close();
+      await rename(partial, path);
+      this.blobCounters.puts++;
+      return { complete: true, offset: size, created: true };
+    } finally {
+      await close();
+    }
+  }
+
   /** Corrupt entries this process met (stats().corrupt without scanning the cache directory). */
   get corruptSeen(): number {
     return this.counters.corrupt;
@@ -543,6 +824,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       entry: { entries: 0, bytes: 0 },
       signature: { entries: 0, bytes: 0 },
       output: { entries: 0, bytes: 0 },
+      blob: { entries: 0, bytes: 0 },
     };
     for (const e of scan.entries) {
       bytes += e.size;
@@ -578,7 +860,9 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
           ? notAFile
           : e.kind === 'output'
             ? await checkOutput(fh, st.size, e.key, this.secret, this.payloadPath(e.key), undefined, opened)
-            : await checkEntry(fh, st.size, e.key, this.secret, { kind: 'chunked' });
+            : e.kind === 'blob'
+              ? await checkBlob(fh, st.size, e.key)
+              : await checkEntry(fh, st.size, e.key, this.secret, { kind: 'chunked' });
         report.checked++;
         if (r.ok) report.ok++;
         else {
@@ -999,6 +1283,7 @@ const TEMP_FILE = /^\..*\.(?:tmp|bad)$/;
 const OUTPUT_FILE = /^[0-9a-f]{64}\.out$/;
 const PAYLOAD_FILE = /^[0-9a-f]{64}\.mar$/;
 const SIGNATURE_FILE = /^[0-9a-f]{64}\.sig$/;
+const BLOB_FILE = /^[0-9a-f]{64}\.blob$/;
 
 /**
  * Walk `<root>/<2 hex>/<files>`; anything else (the secret file, foreign files) is ignored. An output's
@@ -1029,8 +1314,9 @@ async function scanRoot(root: string): Promise<Scan> {
     for (const name of names.sort()) {
       const isOutput = OUTPUT_FILE.test(name);
       const isSignature = SIGNATURE_FILE.test(name);
+      const isBlob = BLOB_FILE.test(name);
       const isPayload = !isOutput && PAYLOAD_FILE.test(name);
-      const isKey = isOutput || isSignature || CACHE_KEY_PATTERN.test(name);
+      const isKey = isOutput || isSignature || isBlob || CACHE_KEY_PATTERN.test(name);
       if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
       const path = join(dir, name);
       let st: Stats;
@@ -1053,8 +1339,10 @@ async function scanRoot(root: string): Promise<Scan> {
           ? name.slice(0, -OUTPUT_SUFFIX.length)
           : isSignature
             ? name.slice(0, -SIGNATURE_SUFFIX.length)
-            : name,
-        kind: isOutput ? 'output' : isSignature ? 'signature' : 'entry',
+            : isBlob
+              ? name.slice(0, -BLOB_SUFFIX.length)
+              : name,
+        kind: isOutput ? 'output' : isSignature ? 'signature' : isBlob ? 'blob' : 'entry',
         path,
         size: st.size,
         mtimeMs: st.mtimeMs,
@@ -1082,4 +1370,40 @@ async function scanRoot(root: string): Promise<Scan> {
 function isMissing(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function assertBlobDigest(sha256: string): void {
+  if (typeof sha256 !== 'string' || !SHA256_HEX.test(sha256))
+    throw new UsageError(
+      'BLOB_BAD_DIGEST' satisfies BlobErrorCode,
+      `a blob is named by 64 lowercase hex digits, got ${JSON.stringify(String(sha256).slice(0, 80))}`,
+    );
+}
+
+/** The size of a regular file (lstat: a symlink is not one), or undefined when absent or not a file. */
+async function regularFileSize(path: string): Promise<number | undefined> {
+  try {
+    const st = await lstat(path);
+    return st.isFile() ? st.size : undefined;
+  } catch (e) {
+    if (isMissing(e)) return undefined;
+    throw e;
+  }
+}
+
+/** Check a blob file: its bytes hash to its name (hashed in chunks). */
+async function checkBlob(fh: FileHandle, fileSize: number, sha256: string): Promise<Check> {
+  if (fileSize > MAX_BLOB_BYTES) return { ok: false, problem: 'too-large' };
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(BLOB_CHUNK, fileSize)));
+  for (let at = 0; at < fileSize;) {
+    const want = Math.min(buf.length, fileSize - at);
+    if ((await readFully(fh, buf.subarray(0, want), at)) < want) return { ok: false, problem: 'truncated' };
+    hash.update(buf.subarray(0, want));
+    at += want;
+  }
+  const digest = hash.digest('hex');
+  return digest === sha256
+    ? { ok: true, payload: undefined, sha256: digest, facts: undefined }
+    : { ok: false, problem: 'payload-sha256' };
 }
