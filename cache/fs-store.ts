@@ -698,7 +698,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
 
   async receiveBlob(
     sha256: string,
-    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> },
+    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
   ): Promise<BlobReceipt> {
     const path = this.blobPath(sha256);
     const { size, offset } = upload;
@@ -738,7 +738,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     path: string,
     size: number,
     offset: number,
-    body: AsyncIterable<Uint8Array>,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   ): Promise<BlobReceipt> {
     const partial = this.uploadPath(sha256);
     const have = (await regularFileSize(partial)) ?? 0;

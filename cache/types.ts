@@ -227,7 +227,7 @@ export interface BlobStore {
    */
   receiveBlob(
     sha256: string,
-    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> },
+    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
   ): Promise<BlobReceipt>;
 }
 

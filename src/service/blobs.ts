@@ -124,6 +124,9 @@ export function registerBlobRoutes(app: FastifyInstance, o: BlobRoutesOptions): 
       if (!body || typeof (body as Readable).pipe !== 'function')
         return fail(reply, 415, 'BLOB_CONTENT_TYPE', 'a blob is sent as application/octet-stream');
       const offset = req.query.offset === undefined ? 0 : Number(req.query.offset);
+      // A cut connection ends the body: HTTP/2 ends it after the bytes already received (kept for a
+      // resume at that offset); HTTP/1.1 errors it. Either way the receive loop returns or throws.
+      body.on('error', () => undefined);
       try {
         const r = await o.blobs.receiveBlob(sha256, { size: declared, offset, body });
         if (!r.created && r.complete) drain();

@@ -68,8 +68,12 @@ export function dualProtocolServer(
         return;
       }
       socket.unshift(seen);
-      if (maybeH2) h2.emit('connection', socket);
-      else for (const l of http1Listeners) l.call(h1, socket);
+      if (maybeH2) {
+        // The session reads the socket's handle itself, yet the peer's FIN still arrives here (this
+        // stream read first): without this, a cut client leaves its session and streams open for ever.
+        socket.once('end', () => socket.destroy());
+        h2.emit('connection', socket);
+      } else for (const l of http1Listeners) l.call(h1, socket);
     };
     socket.on('error', () => undefined);
     socket.once('readable', decide);
