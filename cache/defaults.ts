@@ -27,6 +27,16 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /**
+ * The remote client's blob cache (`sign-release --remote`): $MARSIGN_CLIENT_CACHE, else `blobs/` in the
+ * default cache root (its own store: the signing cache never scans a directory not named by two hex digits).
+ */
+export function clientCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.MARSIGN_CLIENT_CACHE;
+  if (explicit) return resolve(explicit);
+  return join(defaultCacheDir(env), 'blobs');
+}
+
+/**
  * Read a secret file: the secret as hex on one line (whitespace around it ignored), at least
  * MIN_SECRET_BYTES bytes. Refuses a file readable by group or others, as ssh does for keys, and never
  * blocks (a FIFO is refused by its fstat, not read). `inCache`: the generated secret inside the cache

@@ -7,7 +7,7 @@ import {
   type Hash,
   type KeyObject,
 } from 'node:crypto';
-import { readlinkSync, type Stats } from 'node:fs';
+import { constants, readlinkSync, type Stats } from 'node:fs';
 import {
   link,
   lstat,
@@ -20,7 +20,7 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { CodedError, ConfigError } from '../src/errors.js';
+import { CodedError, ConfigError, TransientError, UsageError } from '../src/errors.js';
 import { AtomicFile } from '../src/io/atomic.js';
 import {
   errno,
@@ -43,6 +43,9 @@ import {
   type CacheStore,
   type CacheVerifyReport,
   type CachedEntry,
+  type BlobReader,
+  type BlobReceipt,
+  type BlobStore,
   type DecodedFacts,
   type EntryPresence,
   type OutputCacheStore,
@@ -76,6 +79,22 @@ export const OUTPUT_SUFFIX = '.out';
 export const PAYLOAD_SUFFIX = '.mar';
 /** File name suffix of a PE signature (`<key>.sig`): the entry layout, under the signature key domain. */
 export const SIGNATURE_SUFFIX = '.sig';
+/** File name suffix of a blob (`<sha256>.blob`): the raw bytes, nothing else (their digest is the name). */
+export const BLOB_SUFFIX = '.blob';
+/** Largest blob stored or received (one container entry, a skeleton or a recipe). */
+export const MAX_BLOB_BYTES = MAX_PAYLOAD_BYTES;
+/** Chunk size of blob reads (streamed downloads, verify). */
+const BLOB_CHUNK = 1024 * 1024;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+export type BlobErrorCode =
+  | 'BLOB_BAD_DIGEST'
+  | 'BLOB_DIGEST_MISMATCH'
+  | 'BLOB_TOO_LARGE'
+  | 'BLOB_SIZE_MISMATCH'
+  | 'BLOB_UPLOAD_OFFSET'
+  | 'BLOB_UPLOAD_BUSY'
+  | 'BLOB_CORRUPT';
 
 /*
  * Entry file layout (all integers big-endian), HEADER_SIZE bytes then the payload:
@@ -249,18 +268,22 @@ type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEnt
  * symlink below the root is followed, no open blocks, and nothing is written outside the root. A root
  * that is itself a symlink is resolved once, when the store first uses it.
  */
-export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads {
+export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads, BlobStore {
   readonly root: string;
   /** Every capability of the CacheStore contract: this store is the reference implementation. */
   readonly presence: EntryPresence = this;
   readonly ranged: RangedReads = this;
   readonly outputs: OutputCacheStore = this;
+  readonly blobs: BlobStore = this;
+  /** Blob uploads in progress in this process, by digest (one writer per unfinished upload). */
+  private readonly receiving = new Set<string>();
   private readonly secret: KeyObject;
   private readonly onBadEntry: FsCacheStoreOptions['onBadEntry'];
   private counters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
   private outputCounters = { hits: 0, misses: 0, corrupt: 0, puts: 0 };
   /** The root's real path, once it exists (a configured root may be a symlink: followed here, once). */
   private realRoot: string | undefined;
+  private blobCounters = { puts: 0 };
 
   constructor(options: FsCacheStoreOptions) {
     if (typeof options?.root !== 'string' || options.root === '')
@@ -584,6 +607,182 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     return { linked: linked === true };
   }
 
+  /** A blob's file (`<root>/<sha[0..2]>/<sha>.blob`). */
+  blobPath(sha256: string): string {
+    assertBlobDigest(sha256);
+    return join(this.root, sha256.slice(0, 2), sha256 + BLOB_SUFFIX);
+  }
+
+  /** An unfinished upload of a blob: a temp name, so prune/verify remove it once stale. */
+  uploadPath(sha256: string): string {
+    assertBlobDigest(sha256);
+    return join(this.root, sha256.slice(0, 2), uploadName(sha256));
+  }
+
+  async blobSize(sha256: string): Promise<number | undefined> {
+    assertBlobDigest(sha256);
+    const o = await this.openRead(sha256, BLOB_SUFFIX);
+    if (o.kind !== 'absent') await o.fh?.close();
+    return o.kind === 'file' ? o.st.size : undefined;
+  }
+
+  async uploadOffset(sha256: string): Promise<number> {
+    assertBlobDigest(sha256);
+    const o = await this.openReadAt(sha256.slice(0, 2), uploadName(sha256));
+    if (o.kind !== 'absent') await o.fh?.close();
+    return o.kind === 'file' ? o.st.size : 0;
+  }
+
+  async getBlob(sha256: string): Promise<Uint8Array | undefined> {
+    const reader = await this.openBlob(sha256);
+    if (!reader) return undefined;
+    try {
+      const out = new Uint8Array(Buffer.allocUnsafeSlow(reader.size).buffer, 0, reader.size);
+      let at = 0;
+      for await (const chunk of reader.chunks()) {
+        out.set(chunk, at);
+        at += chunk.length;
+      }
+      return out;
+    } catch (e) {
+      if ((e as CodedError).code === 'BLOB_CORRUPT') return undefined;
+      throw e;
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /** A blob opened like every cache read (no link followed, no FIFO blocked on), verified as it streams. */
+  async openBlob(sha256: string): Promise<BlobReader | undefined> {
+    assertBlobDigest(sha256);
+    const o = await this.openRead(sha256, BLOB_SUFFIX);
+    if (o.kind === 'absent') return undefined;
+    if (o.kind !== 'file' || o.st.size > MAX_BLOB_BYTES) {
+      this.counters.corrupt++;
+      await this.discard(sha256, BLOB_SUFFIX, o);
+      if (o.kind === 'bad') await o.fh?.close();
+      else await o.fh.close();
+      return undefined;
+    }
+    await touch(o);
+    const { fh, st } = o;
+    const size = st.size;
+    const onBad = async (): Promise<void> => {
+      this.counters.corrupt++;
+      await this.onBadEntry?.(sha256, 'payload-sha256');
+      await this.discard(sha256, BLOB_SUFFIX, o);
+    };
+    let closed = false;
+    return {
+      size,
+      async *chunks() {
+        const hash = createHash('sha256');
+        const buf = Buffer.allocUnsafe(Math.max(1, Math.min(BLOB_CHUNK, size)));
+        for (let at = 0; at < size;) {
+          const want = Math.min(buf.length, size - at);
+          const got = await readFully(fh, buf.subarray(0, want), at);
+          if (got < want) break;
+          hash.update(buf.subarray(0, want));
+          // A copy: the consumer may keep the chunk while the next one is read into `buf`.
+          yield Buffer.from(buf.subarray(0, want));
+          at += want;
+          if (at === size) {
+            if (hash.digest('hex') !== sha256) {
+              await onBad();
+              throw new CodedError(
+                'BLOB_CORRUPT' satisfies BlobErrorCode,
+                `blob ${sha256} does not hash to its name`,
+              );
+            }
+            return;
+          }
+        }
+        if (size === 0 && hash.digest('hex') === sha256) return;
+        await onBad();
+        throw new CodedError(
+          'BLOB_CORRUPT' satisfies BlobErrorCode,
+          `blob ${sha256} is truncated or does not hash to its name`,
+        );
+      },
+      async close() {
+        if (closed) return;
+        closed = true;
+        await fh.close();
+      },
+    };
+  }
+
+  async putBlob(sha256: string, bytes: Uint8Array): Promise<{ created: boolean }> {
+    assertBlobDigest(sha256);
+    if (!(bytes instanceof Uint8Array))
+      throw new CodedError('CACHE_BAD_PAYLOAD', `blob bytes must be a Uint8Array, got ${typeof bytes}`);
+    if (bytes.length > MAX_BLOB_BYTES)
+      throw new UsageError(
+        'BLOB_TOO_LARGE' satisfies BlobErrorCode,
+        `blob ${sha256} is ${bytes.length} bytes, more than the ${MAX_BLOB_BYTES} a blob may hold`,
+      );
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== sha256)
+      throw new UsageError(
+        'BLOB_DIGEST_MISMATCH' satisfies BlobErrorCode,
+        `the bytes given as blob ${sha256} hash to ${actual}`,
+      );
+    if ((await this.blobSize(sha256)) === bytes.length) return { created: false };
+    await this.inDir(sha256.slice(0, 2), true, async (dir) => {
+      const f = await AtomicFile.create(join(dir.path, sha256 + BLOB_SUFFIX), 0o644);
+      try {
+        await f.write(bytes);
+        await f.commit();
+      } catch (e) {
+        await f.abort();
+        throw e;
+      }
+    });
+    this.blobCounters.puts++;
+    return { created: true };
+  }
+
+  async receiveBlob(
+    sha256: string,
+    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
+  ): Promise<BlobReceipt> {
+    assertBlobDigest(sha256);
+    const { size, offset } = upload;
+    if (
+      !Number.isSafeInteger(size) ||
+      size < 0 ||
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      offset > size
+    )
+      throw new UsageError(
+        'BLOB_SIZE_MISMATCH' satisfies BlobErrorCode,
+        `blob ${sha256}: offset ${offset} and size ${size} must be integers with 0 ≤ offset ≤ size`,
+      );
+    if (size > MAX_BLOB_BYTES)
+      throw new UsageError(
+        'BLOB_TOO_LARGE' satisfies BlobErrorCode,
+        `blob ${sha256} is ${size} bytes, more than the ${MAX_BLOB_BYTES} a blob may hold`,
+      );
+    const held = await this.blobSize(sha256);
+    if (held !== undefined) return { complete: true, offset: held, created: false };
+    if (this.receiving.has(sha256))
+      throw new TransientError(
+        'BLOB_UPLOAD_BUSY' satisfies BlobErrorCode,
+        `blob ${sha256} is being uploaded by another request; retry`,
+      );
+    this.receiving.add(sha256);
+    try {
+      const r = await this.inDir(sha256.slice(0, 2), true, (dir) =>
+        receiveInto(dir, sha256, size, offset, upload.body),
+      );
+      if (r!.created) this.blobCounters.puts++;
+      return r!;
+    } finally {
+      this.receiving.delete(sha256);
+    }
+  }
+
   /** Corrupt entries this process met (stats().corrupt without scanning the cache directory). */
   get corruptSeen(): number {
     return this.counters.corrupt;
@@ -596,6 +795,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       entry: { entries: 0, bytes: 0 },
       signature: { entries: 0, bytes: 0 },
       output: { entries: 0, bytes: 0 },
+      blob: { entries: 0, bytes: 0 },
     };
     for (const e of scan.entries) {
       bytes += e.size;
@@ -636,7 +836,9 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
                   undefined,
                   opened,
                 )
-              : await checkEntry(o.fh, o.st.size, e.key, this.secret, { kind: 'chunked' });
+              : e.kind === 'blob'
+                ? await checkBlob(o.fh, o.st.size, e.key)
+                : await checkEntry(o.fh, o.st.size, e.key, this.secret, { kind: 'chunked' });
         report.checked++;
         if (r.ok) report.ok++;
         else {
@@ -738,11 +940,16 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
    * opened O_NOFOLLOW, and where the file really is is checked, which catches a planted prefix-directory
    * link), never blocking (O_NONBLOCK: a FIFO opens at once and is then refused by its fstat).
    */
-  private async openRead(key: string, suffix: string): Promise<Opened> {
+  private openRead(key: string, suffix: string): Promise<Opened> {
+    return this.openReadAt(key.slice(0, 2), key + suffix);
+  }
+
+  /** `openRead` of any file name in a prefix directory (a blob upload's temp name). */
+  private async openReadAt(prefix: string, name: string): Promise<Opened> {
     const base = this.realRoot ?? (await this.base(false));
     if (base === undefined) return { kind: 'absent' };
-    const dir = `${base}/${key.slice(0, 2)}`;
-    const path = `${dir}/${key}${suffix}`;
+    const dir = `${base}/${prefix}`;
+    const path = `${dir}/${name}`;
     let fh: FileHandle;
     try {
       fh = await open(path, READ_FLAGS);
@@ -1239,6 +1446,7 @@ const TEMP_FILE = /^\..*\.(?:tmp|bad)$/;
 const OUTPUT_FILE = /^[0-9a-f]{64}\.out$/;
 const PAYLOAD_FILE = /^[0-9a-f]{64}\.mar$/;
 const SIGNATURE_FILE = /^[0-9a-f]{64}\.sig$/;
+const BLOB_FILE = /^[0-9a-f]{64}\.blob$/;
 
 /**
  * Walk `<root>/<2 hex>/<files>` (`root` real; undefined: no cache yet). Regular files that are not the
@@ -1307,8 +1515,9 @@ async function scanPrefix(scan: Scan, top: string, dir: DirRef): Promise<void> {
     }
     const isOutput = OUTPUT_FILE.test(name);
     const isSignature = SIGNATURE_FILE.test(name);
+    const isBlob = BLOB_FILE.test(name);
     const isPayload = !isOutput && PAYLOAD_FILE.test(name);
-    const isKey = isOutput || isSignature || CACHE_KEY_PATTERN.test(name);
+    const isKey = isOutput || isSignature || isBlob || CACHE_KEY_PATTERN.test(name);
     if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
     if (isPayload) {
       payloads.set(name.slice(0, -PAYLOAD_SUFFIX.length), { name, st });
@@ -1320,7 +1529,7 @@ async function scanPrefix(scan: Scan, top: string, dir: DirRef): Promise<void> {
     }
     const file: EntryFile = {
       key: name.slice(0, 64),
-      kind: isOutput ? 'output' : isSignature ? 'signature' : 'entry',
+      kind: isOutput ? 'output' : isSignature ? 'signature' : isBlob ? 'blob' : 'entry',
       dir: top,
       name,
       size: st.size,
@@ -1346,4 +1555,131 @@ async function scanPrefix(scan: Scan, top: string, dir: DirRef): Promise<void> {
 function isMissing(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function assertBlobDigest(sha256: string): void {
+  if (typeof sha256 !== 'string' || !SHA256_HEX.test(sha256))
+    throw new UsageError(
+      'BLOB_BAD_DIGEST' satisfies BlobErrorCode,
+      `a blob is named by 64 lowercase hex digits, got ${JSON.stringify(String(sha256).slice(0, 80))}`,
+    );
+}
+
+/** The size of a regular file (lstat: a symlink is not one), or undefined when absent or not a file. */
+/** The upload file: read-write, created if absent, never through a link, never blocking on a FIFO. */
+const UPLOAD_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/** An unfinished upload of a blob: a temp name (prune and verify remove it once stale). */
+function uploadName(sha256: string): string {
+  return `.${sha256}${BLOB_SUFFIX}.upload.tmp`;
+}
+
+/**
+ * Receive (the rest of) a blob's bytes into its upload file in the prefix directory `dir` (an open,
+ * checked directory: every name below is resolved through its descriptor, never through a link), and
+ * rename it into place once the whole blob is there and hashes to its name.
+ */
+async function receiveInto(
+  dir: DirRef,
+  sha256: string,
+  size: number,
+  offset: number,
+  body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): Promise<BlobReceipt> {
+  const partial = join(dir.path, uploadName(sha256));
+  const fh = await open(partial, UPLOAD_FLAGS, 0o644);
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (!closed) {
+      closed = true;
+      await fh.close();
+    }
+  };
+  const drop = async (): Promise<void> => {
+    await close();
+    await unlinkIfPresent(partial);
+  };
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await close();
+      await removeEntry(dir, uploadName(sha256));
+      throw new TransientError(
+        'BLOB_UPLOAD_BUSY' satisfies BlobErrorCode,
+        `blob ${sha256}: its upload file was not a regular file (removed); retry`,
+      );
+    }
+    const have = st.size;
+    if (offset !== have && offset !== 0)
+      throw new UsageError(
+        'BLOB_UPLOAD_OFFSET' satisfies BlobErrorCode,
+        `blob ${sha256}: the upload stands at ${have} bytes, not ${offset}`,
+        { details: { offset: have } },
+      );
+    if (offset === 0 && have > 0) await fh.truncate(0);
+    const hash = createHash('sha256');
+    // A resumed upload: what arrived before is hashed again (the hash state cannot be kept).
+    if (offset > 0) {
+      const buf = Buffer.allocUnsafe(Math.min(BLOB_CHUNK, offset));
+      for (let at = 0; at < offset;) {
+        const want = Math.min(buf.length, offset - at);
+        if ((await readFully(fh, buf.subarray(0, want), at)) < want)
+          throw new UsageError(
+            'BLOB_UPLOAD_OFFSET' satisfies BlobErrorCode,
+            `blob ${sha256}: the upload shrank`,
+          );
+        hash.update(buf.subarray(0, want));
+        at += want;
+      }
+    }
+    let at = offset;
+    for await (const chunk of body) {
+      if (at + chunk.length > size) {
+        await drop();
+        throw new UsageError(
+          'BLOB_SIZE_MISMATCH' satisfies BlobErrorCode,
+          `blob ${sha256}: more than the declared ${size} bytes were sent`,
+        );
+      }
+      hash.update(chunk);
+      let done = 0;
+      while (done < chunk.length) {
+        const { bytesWritten } = await fh.write(chunk, done, chunk.length - done, at + done);
+        done += bytesWritten;
+      }
+      at += chunk.length;
+    }
+    if (at < size) return { complete: false, offset: at, created: false };
+    const actual = hash.digest('hex');
+    if (actual !== sha256) {
+      await drop();
+      throw new UsageError(
+        'BLOB_DIGEST_MISMATCH' satisfies BlobErrorCode,
+        `the ${size} bytes uploaded as blob ${sha256} hash to ${actual}; nothing was stored`,
+      );
+    }
+    await fh.sync();
+    await close();
+    await rename(partial, join(dir.path, sha256 + BLOB_SUFFIX));
+    return { complete: true, offset: size, created: true };
+  } finally {
+    await close();
+  }
+}
+
+/** Check a blob file: its bytes hash to its name (hashed in chunks). */
+async function checkBlob(fh: FileHandle, fileSize: number, sha256: string): Promise<Check> {
+  if (fileSize > MAX_BLOB_BYTES) return { ok: false, problem: 'too-large' };
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(BLOB_CHUNK, fileSize)));
+  for (let at = 0; at < fileSize;) {
+    const want = Math.min(buf.length, fileSize - at);
+    if ((await readFully(fh, buf.subarray(0, want), at)) < want) return { ok: false, problem: 'truncated' };
+    hash.update(buf.subarray(0, want));
+    at += want;
+  }
+  const digest = hash.digest('hex');
+  return digest === sha256
+    ? { ok: true, payload: undefined, sha256: digest, facts: undefined }
+    : { ok: false, problem: 'payload-sha256' };
 }

@@ -11,10 +11,19 @@ export {
   OUTPUT_SUFFIX,
   PAYLOAD_SUFFIX,
   MIN_SECRET_BYTES,
+  MAX_BLOB_BYTES,
+  BLOB_SUFFIX,
+  type BlobErrorCode,
   STALE_TEMP_MS,
   TOUCH_INTERVAL_MS,
   type CacheEntryProblem,
   type FsCacheStoreOptions,
 } from './fs-store.js';
-export { defaultCacheDir, loadOrCreateSecret, readSecretFile, SECRET_FILE_NAME } from './defaults.js';
+export {
+  clientCacheDir,
+  defaultCacheDir,
+  loadOrCreateSecret,
+  readSecretFile,
+  SECRET_FILE_NAME,
+} from './defaults.js';
 export { parseSize, formatSize } from './size.js';

@@ -61,8 +61,12 @@ export interface OutputKeyParts {
   toolVersion: string;
 }
 
-/** Entry kinds in one store: signed entries, PE signatures, and whole signed locale outputs. */
-export type CacheEntryKind = 'entry' | 'signature' | 'output';
+/**
+ * Entry kinds in one store: signed entries, PE signatures, whole signed locale outputs, and blobs (raw
+ * bytes named by their sha256: the pieces of containers moved by the remote client, docs/ARCHITECTURE.md
+ * "Transfer").
+ */
+export type CacheEntryKind = 'entry' | 'signature' | 'output' | 'blob';
 
 export interface CacheStats {
   root: string;
@@ -84,7 +88,7 @@ export interface CacheVerifyReport {
   checked: number;
   ok: number;
   /** Keys of bad entries (removed when `repair` was asked). */
-  bad: { key: string; kind?: 'signature' | 'output'; reason: string }[];
+  bad: { key: string; kind?: 'signature' | 'output' | 'blob'; reason: string }[];
   /**
    * Things in the cache that are neither a regular file nor a directory where one belongs (a symlink, a
    * FIFO, a socket, a device; a directory in place of an entry file; a file in place of a prefix
@@ -181,6 +185,59 @@ export interface RangedReads {
   ): Promise<{ sha256: string; facts?: DecodedFacts } | undefined>;
 }
 
+/** A held blob opened for reading: its size and its bytes in order, verified against its name as they pass. */
+export interface BlobReader {
+  readonly size: number;
+  /**
+   * The blob's bytes in chunks. Throws a CodedError `BLOB_CORRUPT` after the last chunk when they do not
+   * hash to the blob's name (the bad file is then removed): a consumer must not use the bytes before the
+   * iteration completed.
+   */
+  chunks(): AsyncIterable<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/** How a blob upload ended: complete (stored under its digest) or not yet (`offset` bytes received). */
+export interface BlobReceipt {
+  complete: boolean;
+  /** Bytes of the blob held now (its size when complete). */
+  offset: number;
+  /** False when the blob was already held (nothing was written). */
+  created: boolean;
+}
+
+/**
+ * Capability: blobs, raw bytes stored under their own sha256 (no HMAC: the name is the check; every
+ * read hashes). Uploads are resumable: an unfinished one keeps what arrived (`uploadOffset`) until it
+ * is continued or goes stale (removed by prune/verify like a temp file).
+ */
+export interface BlobStore {
+  /** The size of a held blob (one stat, nothing verified), or undefined. */
+  blobSize(sha256: string): Promise<number | undefined>;
+  /** Bytes an unfinished upload of this blob holds (0 when there is none). */
+  uploadOffset(sha256: string): Promise<number>;
+  /** The whole blob, verified; undefined when absent or bad (a bad one is counted and removed). */
+  getBlob(sha256: string): Promise<Uint8Array | undefined>;
+  /** Open a held blob for streaming (verified as it is read); undefined when absent. */
+  openBlob(sha256: string): Promise<BlobReader | undefined>;
+  /**
+   * Store `bytes` under `sha256` atomically; a UsageError `BLOB_DIGEST_MISMATCH` when they hash
+   * otherwise (nothing stored). A blob already held is not written again.
+   */
+  putBlob(sha256: string, bytes: Uint8Array): Promise<{ created: boolean }>;
+  /**
+   * Receive (part of) a blob of `size` bytes from `offset`, which must be where its unfinished upload
+   * stands (0 restarts it). The bytes are hashed as they are written; when the upload reaches `size`
+   * the whole is checked against `sha256` and renamed into place (a mismatch removes it:
+   * `BLOB_DIGEST_MISMATCH`). A body that ends early (a cut connection) leaves the bytes received for a
+   * later call to continue; its error propagates.
+   */
+  receiveBlob(
+    sha256: string,
+    upload: { size: number; offset: number; body: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
+  ): Promise<BlobReceipt>;
+}
+
 export interface CacheStore {
   /** Where the store keeps its data (a directory, a URL): for messages and `cache stats`. */
   readonly location: string;
@@ -202,4 +259,6 @@ export interface CacheStore {
   readonly ranged: RangedReads | null;
   /** The locale-output tier. */
   readonly outputs: OutputCacheStore | null;
+  /** Blobs by sha256 (remote transfer). */
+  readonly blobs: BlobStore | null;
 }

@@ -150,6 +150,7 @@ export class BullReleaseQueue implements ReleaseQueue {
           input: l.input,
           output: l.output,
           client,
+          ...(l.recipe ? { recipe: l.recipe } : {}),
         } satisfies LocaleJobData,
         opts: localeJobOptions(manifest.release, l.locale, this.retry),
       })),

@@ -61,6 +61,12 @@ export interface WorkerSnapshot {
   localeSeconds: { buckets: number[]; sum: number; count: number };
   active: string[];
   canary: Record<string, CanaryResult>;
+  /**
+   * Per profile: its MAR signature algorithm and public keys (SPKI DER, base64), null when it does not
+   * MAR-sign. Public data, published so the server can hand a remote client what to check its outputs
+   * against without loading any key itself.
+   */
+  marKeys?: Record<string, { algorithm: 'sha384' | 'sha1'; publicKeys: string[] } | null>;
 }
 
 export function snapshotKey(prefix: string, id: string): string {

@@ -14,7 +14,8 @@ import type { LocaleProgress } from '../pipeline/types.js';
 export interface ResolvedRelease {
   release: string;
   profile: string;
-  locales: ResolvedLocale[];
+  /** `recipe`: a release submitted by recipe (src/transfer/request.ts): the input recipe's blob digest. */
+  locales: (ResolvedLocale & { recipe?: string })[];
 }
 
 /**
@@ -40,6 +41,11 @@ export interface LocaleJobData {
   input: string;
   output: string;
   client?: Submitter;
+  /**
+   * A recipe locale: the blob digest of its input's recipe. The worker rebuilds the input from blobs in
+   * the store and publishes the output as a recipe; `input`/`output` are then names, not paths.
+   */
+  recipe?: string;
 }
 
 /** What a locale job's progress holds: pipeline progress, plus the typed error once it failed. */
@@ -65,6 +71,10 @@ export interface LocaleJobResult {
   outputBytes: number;
   ms: number;
   worker: string;
+  /** A recipe locale's output: the blob digests of its recipe and of its manifest (JSON). */
+  outputRecipe?: string;
+  manifestBlob?: string;
+  outputSha512?: string;
 }
 
 /** The parent job's return value, built once every locale completed. */

@@ -279,6 +279,11 @@ export function requiredScope(method: string, route: string | undefined): RouteN
   const read = method === 'GET' || method === 'HEAD';
   if (route === '/releases' && method === 'POST') return 'submit';
   if (route === '/releases' || route === '/releases/:id') return read ? 'read:own' : 'client';
+  // Blobs (remote transfer): sending and asking what is missing is part of submitting; reading one
+  // (a signed output's pieces) needs any read scope. `/profiles/:name` also checks the profile itself.
+  if (route === '/blobs/missing' && method === 'POST') return 'submit';
+  if (route === '/blobs/:sha256') return method === 'PUT' ? 'submit' : read ? 'read:own' : 'client';
+  if (route === '/profiles/:name') return read ? 'submit' : 'client';
   if (DASHBOARD_ROUTES.has(route) || route === '/queues' || route.startsWith('/queues/'))
     return read ? 'read:all' : 'admin';
   return 'client';

@@ -16,6 +16,7 @@ import Fastify, {
 } from 'fastify';
 import type { Redis } from 'ioredis';
 import { defaultCacheDir } from '../../cache/defaults.js';
+import { openCacheStore } from '../../cache/factory.js';
 import { resolvePath } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
 import { CodedError, TransientError, toPlainError } from '../errors.js';
@@ -24,6 +25,7 @@ import { registerQueueBoard } from '../queue/board.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
 import { configuredRoots, validateRelease } from '../queue/manifest.js';
 import { parseReleaseRequest } from '../release/request.js';
+import { isRecipeRequest, parseRecipeRequest, validateRecipeRelease } from '../transfer/request.js';
 import { VERSION } from '../version.js';
 import {
   SESSION_COOKIE,
@@ -33,7 +35,9 @@ import {
   type ApiClient,
   type ApiClients,
 } from './auth.js';
+import { registerBlobRoutes } from './blobs.js';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
+import { dualProtocolServer } from './h2c.js';
 import { heartbeat } from './health.js';
 import { createLogger, type Logger } from './logger.js';
 import { ServiceMetrics } from './metrics.js';
@@ -55,6 +59,8 @@ export interface ServerOptions {
   cacheDir?: string;
   /** Releases listed by GET /releases and the dashboard. */
   listLimit?: number;
+  /** Largest blob the blob API accepts (default MAX_BLOB_BYTES). */
+  maxBlobBytes?: number;
 }
 
 /** A request waiting on Redis longer than this answers 503 instead of hanging (Redis down or restarting). */
@@ -120,10 +126,18 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   const profiles = Object.keys(config.file.profiles);
   const listLimit = options.listLimit ?? 20;
 
+  // Blobs live in the cache store the workers share (a blob kind beside the signed entries).
+  const store = await openCacheStore(config, options.cacheDir ? { dir: options.cacheDir } : {});
+  if (!store.blobs)
+    throw new TransientError('CACHE_NO_BLOBS', `the cache at ${store.location} holds no blobs`);
+  const blobs = store.blobs;
+
   const app = Fastify({
     loggerInstance: log,
     bodyLimit: BODY_LIMIT,
     trustProxy: process.env.MARSIGN_TRUST_PROXY === '1',
+    // HTTP/1.1 and cleartext HTTP/2 on the one port: the remote client's blobs go over one h2 connection.
+    serverFactory: (handler) => dualProtocolServer(handler as Parameters<typeof dualProtocolServer>[0]),
   }) as unknown as FastifyInstance;
 
   app.decorateRequest('apiClient', null);
@@ -220,11 +234,14 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
         },
       });
     }
-    const manifest = await validateRelease(parseReleaseRequest(body, 'the request body'), {
-      profiles,
-      roots,
-      baseDir: roots[0]!,
-    });
+    // A recipe release (its inputs are blobs this server holds) or a path release (shared filesystem).
+    const manifest = isRecipeRequest(body)
+      ? await validateRecipeRelease(parseRecipeRequest(body), { profiles, blobs })
+      : await validateRelease(parseReleaseRequest(body, 'the request body'), {
+          profiles,
+          roots,
+          baseDir: roots[0]!,
+        });
     // Again on the validated manifest, whatever form the request took: never queue outside the scope.
     const late = profileDenied(client, manifest);
     if (late) return reply.code(403).send(late);
@@ -309,6 +326,15 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   app.get('/__heartbeat__', async (_req, reply) => {
     const hb = await heartbeat({ redis, prefix: settings.prefix, cacheDir, profiles });
     return reply.code(hb.status === 'failed' ? 500 : 200).send(hb);
+  });
+
+  registerBlobRoutes(app, {
+    blobs,
+    profiles,
+    redis,
+    prefix: settings.prefix,
+    callerOf,
+    ...(options.maxBlobBytes !== undefined ? { maxBlobBytes: options.maxBlobBytes } : {}),
   });
 
   await registerQueueBoard(app, queue, '/queues');

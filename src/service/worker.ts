@@ -27,6 +27,7 @@ import {
   type WorkerSnapshot,
 } from '../queue/telemetry.js';
 import type { LocaleJobData, LocaleJobResult } from '../queue/types.js';
+import type { BlobStore } from '../../cache/types.js';
 import { QueueWorkers, WORKER_DEFAULTS } from '../queue/worker.js';
 import { createLogger, type Logger } from './logger.js';
 
@@ -52,6 +53,8 @@ export interface LocaleSigner {
     cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
   };
   canary(profile: string): Promise<{ ok: boolean; ms: number; error?: PlainError }>;
+  /** The profile's MAR algorithm and public keys (SPKI DER), null when it does not MAR-sign. */
+  marPublicKeys?(profile: string): Promise<{ algorithm: 'sha384' | 'sha1'; keys: Uint8Array[] } | null>;
   close(): Promise<void>;
 }
 
@@ -76,6 +79,8 @@ export interface WorkerServiceOptions {
   logger?: Logger;
   /** Build the signer (default: src/pipeline Pipeline with the Redis coordinator). */
   createSigner?: (coordinator: Coordinator) => Promise<LocaleSigner>;
+  /** Where recipe locales are rebuilt and signed (default: the OS temp dir); each gets its own subdirectory. */
+  scratchDir?: string;
 }
 
 export const WORKER_SERVICE_DEFAULTS = {
@@ -156,6 +161,9 @@ export class WorkerService {
   private accepting = true;
   /** The Redis server's run id when last seen (a new one after a reconnect: it restarted). */
   private redisRunId: string | undefined;
+  private readonly marKeys: NonNullable<WorkerSnapshot['marKeys']> = {};
+  /** The store's blobs (recipe locales), opened on the first recipe job. */
+  private blobs: Promise<BlobStore> | undefined;
   private timers: NodeJS.Timeout[] = [];
   private closing: Promise<void> | undefined;
 
@@ -200,11 +208,17 @@ export class WorkerService {
       const audit = new AuditRecorder(
         new RedisAuditQueue(redis, settings.prefix, options.config.file.audit?.maxBacklog),
       );
-      signer = await Pipeline.create({
+      const pipeline = await Pipeline.create({
         config: options.config,
         coordinator,
         audit,
         ...(options.threads ? { threads: options.threads } : {}),
+      });
+      signer = Object.assign(pipeline, {
+        marPublicKeys: async (name: string) => {
+          const mar = (await pipeline.profile(name)).profile.mar;
+          return mar ? { algorithm: mar.algorithm, keys: mar.keys.map((k) => k.publicKeyDer) } : null;
+        },
       });
     }
     const concurrency = options.concurrency ?? WORKER_SERVICE_DEFAULTS.concurrency;
@@ -332,6 +346,7 @@ export class WorkerService {
     );
     const t = performance.now();
     try {
+      if (data.recipe) return await this.handleRecipe(data, data.recipe, ctx, t);
       // The roots are enforced again now, when the files are opened (the paths were checked at submit).
       const out = await this.confine.openDir(dirname(data.output), {
         create: true,
@@ -362,6 +377,46 @@ export class WorkerService {
     }
   }
 
+  /** A recipe locale: rebuilt from blobs, signed, published as blobs (src/transfer/worker.ts). */
+  private async handleRecipe(
+    data: LocaleJobData,
+    recipe: string,
+    ctx: { progress(p: LocaleProgress): void; signal: AbortSignal },
+    started: number,
+  ): Promise<LocaleJobResult> {
+    this.blobs ??= (async () => {
+      const { openCacheStore } = await import('../../cache/factory.js');
+      const store = await openCacheStore(this.options.config);
+      if (!store.blobs)
+        throw new UsageError('CACHE_NO_BLOBS', `the cache at ${store.location} holds no blobs`);
+      return store.blobs;
+    })();
+    const { signRecipeLocale } = await import('../transfer/worker.js');
+    const r = await signRecipeLocale(
+      await this.blobs,
+      this.signer,
+      {
+        release: data.release,
+        locale: data.locale,
+        profile: data.profile,
+        recipe,
+        output: data.output,
+        ...(data.client !== undefined ? { client: data.client } : {}),
+      },
+      {
+        onProgress: (p) => ctx.progress(p),
+        signal: ctx.signal,
+        ...(this.options.scratchDir ? { scratch: this.options.scratchDir } : {}),
+      },
+    );
+    return {
+      ...summarise(r.manifest, data.locale, data.output, performance.now() - started, this.id),
+      outputRecipe: r.outputRecipe,
+      manifestBlob: r.manifestBlob,
+      ...(r.manifest.output_sha512 ? { outputSha512: r.manifest.output_sha512 } : {}),
+    };
+  }
+
   /** Sign a sample with every configured profile; results go to health via the snapshot. */
   async runCanaries(): Promise<Record<string, CanaryResult>> {
     for (const profile of Object.keys(this.options.config.file.profiles)) {
@@ -379,6 +434,12 @@ export class WorkerService {
       }
       this.canary[profile] = c;
       if (!r.ok) this.log.error({ profile, error: r.error }, 'canary failed');
+      const mar = await this.signer.marPublicKeys?.(profile).catch(() => undefined);
+      if (mar !== undefined)
+        this.marKeys[profile] = mar && {
+          algorithm: mar.algorithm,
+          publicKeys: mar.keys.map((k) => Buffer.from(k).toString('base64')),
+        };
     }
     return { ...this.canary };
   }
@@ -414,6 +475,7 @@ export class WorkerService {
       },
       active: [...this.active],
       canary: { ...this.canary },
+      marKeys: { ...this.marKeys },
     };
   }
 

@@ -411,3 +411,33 @@ test('verify reports every non-file by type and path without hanging; repair rem
     rmSync(join(root, 'e6'), { recursive: true, force: true });
   }
 });
+
+test('blobs (remote transfer) are read and received like every cache file: no link followed, no FIFO blocked on', async () => {
+  const root = join(tempDir(), 'cache');
+  const outside = tempDir('marsign-outside-');
+  const store = new FsCacheStore({ root, hmacSecret: randomBytes(32) });
+  const bytes = randomBytes(5000);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  const prefix = join(root, sha.slice(0, 2));
+  mkdirSync(prefix, { recursive: true });
+  // A blob name that is a link to a file outside holding exactly the right bytes: not served, not removed.
+  writeFileSync(join(outside, 'bait'), bytes);
+  symlinkSync(join(outside, 'bait'), join(prefix, `${sha}.blob`));
+  assert.equal(await store.getBlob(sha), undefined);
+  assert.equal(await store.blobSize(sha), undefined);
+  assert.ok(readFileSync(join(outside, 'bait')).equals(bytes), 'the link target is untouched');
+  assert.equal(existsSync(join(prefix, `${sha}.blob`)), false, 'the link itself was removed as a bad entry');
+  // A FIFO as the blob and as the upload file: a miss at once, and an upload that writes nothing through it.
+  spawnSync('mkfifo', [join(prefix, `${sha}.blob`)]);
+  assert.equal(await store.getBlob(sha), undefined);
+  rmSync(join(prefix, `${sha}.blob`), { force: true });
+  symlinkSync(join(outside, 'upload-target'), join(prefix, `.${sha}.blob.upload.tmp`));
+  await assert.rejects(store.receiveBlob(sha, { size: bytes.length, offset: 0, body: [bytes] }), (e: Error) =>
+    /ELOOP|symbolic link/.test(String((e as NodeJS.ErrnoException).code ?? e.message)),
+  );
+  assert.equal(existsSync(join(outside, 'upload-target')), false, 'nothing written through the link');
+  rmSync(join(prefix, `.${sha}.blob.upload.tmp`));
+  const r = await store.receiveBlob(sha, { size: bytes.length, offset: 0, body: [bytes] });
+  assert.deepEqual(r, { complete: true, offset: bytes.length, created: true });
+  assert.ok(Buffer.from((await store.getBlob(sha))!).equals(bytes));
+});

@@ -48,6 +48,7 @@ test('stats on a cache that does not exist reports zero and creates nothing', as
     signedEntries: { entries: 0, bytes: 0 },
     peSignatures: { entries: 0, bytes: 0 },
     localeOutputs: { entries: 0, bytes: 0 },
+    blobs: { entries: 0, bytes: 0 },
   });
   const v = await runCli(['cache', 'verify', '--cache-dir', dir]);
   assert.equal(v.code, 0, v.stderr);
@@ -70,6 +71,7 @@ test('stats counts entries and bytes by kind; $MARSIGN_CACHE_DIR is the default 
     signedEntries: { entries: 4, bytes },
     peSignatures: { entries: 1, bytes: HEADER_SIZE + 300 },
     localeOutputs: { entries: 0, bytes: 0 },
+    blobs: { entries: 0, bytes: 0 },
   });
   assert.equal(human.code, 0);
   assert.match(human.stdout, /entries\s+5\n/);
@@ -194,6 +196,7 @@ test('stats, verify and prune treat a locale output (.out + linked .mar) as one 
     signedEntries: { entries: 0, bytes: 0 },
     peSignatures: { entries: 0, bytes: 0 },
     localeOutputs: { entries: 2, bytes: 2 * pair },
+    blobs: { entries: 0, bytes: 0 },
   });
 
   // key(2)'s payload lost: verify names it; --repair removes its .out; the user's output is untouched.

@@ -19,6 +19,7 @@ interface CacheArgs {
   json?: boolean;
   cacheDir?: string;
   config?: string;
+  client?: boolean;
 }
 
 function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
@@ -33,7 +34,20 @@ function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
       describe:
         'Config file for cache.dir and the HMAC secret (default: $MARSIGN_CONFIG, else ./marsign.config.json if present)',
     })
+    .option('client', {
+      type: 'boolean',
+      describe:
+        "The remote client's blob cache instead (sign-release --remote: $MARSIGN_CLIENT_CACHE, else <cache root>/blobs)",
+    })
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' });
+}
+
+/** --cache-dir, else with --client the remote client's blob cache, else the config's. */
+async function dirOption(argv: CacheArgs): Promise<{ dir?: string }> {
+  if (argv.cacheDir) return { dir: argv.cacheDir };
+  if (!argv.client) return {};
+  const { clientCacheDir } = await import('../../../cache/defaults.js');
+  return { dir: clientCacheDir() };
 }
 
 /** The config is optional here: used when named (--config, $MARSIGN_CONFIG) or present in the cwd. */
@@ -49,10 +63,7 @@ async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | un
  */
 async function adminStore(L: CacheLib, argv: CacheArgs): Promise<CacheStore> {
   const config = await configOf(L, argv);
-  return L.factory.openCacheStore(config, {
-    noSecret: true,
-    ...(argv.cacheDir ? { dir: argv.cacheDir } : {}),
-  });
+  return L.factory.openCacheStore(config, { noSecret: true, ...(await dirOption(argv)) });
 }
 
 const stats: CommandModule<CacheArgs, CacheArgs> = {
@@ -68,6 +79,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
       entry: { entries: s.entries, bytes: s.bytes },
       signature: none,
       output: none,
+      blob: none,
     };
     // All kinds share one LRU (prune); the split is by file name, so it costs no extra reads.
     const out = {
@@ -77,6 +89,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
       signedEntries: kinds.entry,
       peSignatures: kinds.signature,
       localeOutputs: kinds.output,
+      blobs: kinds.blob,
     };
     emit(argv, out, (v) =>
       [
@@ -85,6 +98,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
         `  signed entries  ${v.signedEntries.entries} (${formatSize(v.signedEntries.bytes)})`,
         `  PE signatures   ${v.peSignatures.entries} (${formatSize(v.peSignatures.bytes)})`,
         `  locale outputs  ${v.localeOutputs.entries} (${formatSize(v.localeOutputs.bytes)})`,
+        `  blobs           ${v.blobs.entries} (${formatSize(v.blobs.bytes)})`,
         `size        ${formatSize(v.bytes)} (${v.bytes} bytes)`,
       ].join('\n'),
     );
@@ -105,19 +119,18 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
   handler: handler<CacheArgs & { repair: boolean }>(async (argv) => {
     const L = await cacheLib();
     const config = await configOf(L, argv);
-    const root = L.config.cacheDirOf(config, argv.cacheDir);
+    const dir = await dirOption(argv);
+    const root = L.config.cacheDirOf(config, dir.dir);
     // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
     const report: CacheVerifyReport = existsSync(root)
-      ? await (
-          await L.factory.openCacheStore(config, argv.cacheDir ? { dir: argv.cacheDir } : {})
-        ).verify({ repair: argv.repair })
+      ? await (await L.factory.openCacheStore(config, dir)).verify({ repair: argv.repair })
       : { checked: 0, ok: 0, bad: [], unsafe: [] };
     const out = { root, repaired: argv.repair, ...report };
     emit(argv, out, (v) => {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
       for (const b of v.bad)
         lines.push(
-          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
+          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : b.kind === 'blob' ? ' (blob)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
         );
       for (const u of v.unsafe)
         lines.push(

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { ReleaseStatus, SubmitResult } from '../../queue/types.js';
 import { emit, EXIT, handler, type OutputOptions } from '../output.js';
@@ -7,6 +8,10 @@ interface Args extends OutputOptions {
   config?: string;
   output?: string;
   wait?: boolean;
+  remote?: string;
+  'token-env'?: string;
+  transport?: string;
+  profile?: string;
 }
 
 export const enqueueCommand: CommandModule<object, Args> = {
@@ -33,8 +38,28 @@ export const enqueueCommand: CommandModule<object, Args> = {
         type: 'boolean',
         describe: 'show progress until the release is done; exit non-zero if it failed',
       })
+      .option('remote', {
+        type: 'string',
+        describe:
+          'submit to a marsign serve at this URL by recipe: upload only the blobs it lacks (no shared filesystem, no Redis access)',
+      })
+      .option('token-env', {
+        type: 'string',
+        describe: '--remote: the environment variable holding the API token (default MARSIGN_API_TOKEN)',
+      })
+      .option('transport', {
+        type: 'string',
+        choices: ['h2', 'h1', 'h1-close'],
+        describe: '--remote: one HTTP/2 connection (default) or an HTTP/1.1 keep-alive pool',
+      })
+      .option('profile', {
+        alias: 'p',
+        type: 'string',
+        describe: "--remote: signing profile (default: the request's)",
+      })
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
+    if (argv.remote) return enqueueRemote(argv);
     const { loadConfig } = await import('../../config/index.js');
     const { cliSubmitter, loadRequestFile, openQueue, waitForRelease, warnIfNotPersistent } =
       await import('../../service/client.js');
@@ -74,3 +99,51 @@ export const enqueueCommand: CommandModule<object, Args> = {
     }
   }),
 };
+
+/** `enqueue --remote`: upload what the server lacks and submit by recipe; `--wait` follows it to the end. */
+async function enqueueRemote(argv: Args): Promise<void> {
+  const { UsageError } = await import('../../errors.js');
+  const { loadReleaseRequest, resolveRequest } = await import('../../release/request.js');
+  const { progressLine, remoteClient } = await import('../../transfer/cli.js');
+  const { remoteRelease } = await import('../../transfer/remote-release.js');
+  const { renderRelease } = await import('../../service/render.js');
+  const { request, base, source } = await loadReleaseRequest(argv.manifest);
+  // Outputs are blobs on the server: no output path is written here (a name under the base for the report).
+  const locales = resolveRequest(request, base, join(base, '.marsign-remote'), '.');
+  const profile = argv.profile ?? request.profile;
+  if (!profile)
+    throw new UsageError('PROFILE_REQUIRED', 'name the signing profile with --profile (or in the request)');
+  const line = progressLine(process.stderr.isTTY && !argv.json);
+  const client = remoteClient({ ...argv, remote: argv.remote! });
+  try {
+    const r = await remoteRelease({
+      client,
+      release: request.release,
+      profile,
+      source,
+      locales,
+      outDir: base,
+      download: false,
+      wait: argv.wait === true,
+      cache: null,
+      onProgress: (p) => line.update(p),
+    });
+    line.stop();
+    if (r.status) {
+      emit(argv, { ...r.status, transfer: r.transfer }, (s) => renderRelease(s));
+      if (r.status.state !== 'completed') process.exitCode = EXIT.ERROR;
+      return;
+    }
+    emit(
+      argv,
+      { ...r.submitted, transfer: r.transfer },
+      (s) =>
+        `${s.created ? 'enqueued' : 'resumed'} release ${s.release}: ${s.locales.length} locales; ` +
+        `${s.transfer.bytesUp} bytes sent in ${s.transfer.blobsUploaded} of ${s.transfer.blobs} blobs ` +
+        `(${s.transfer.bytesSkipped} bytes already on the server)`,
+    );
+  } finally {
+    line.stop();
+    await client.close();
+  }
+}

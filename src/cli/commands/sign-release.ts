@@ -19,6 +19,12 @@ interface Args extends OutputOptions {
   threads?: number;
   concurrency?: number;
   progress?: boolean;
+  remote?: string;
+  'token-env'?: string;
+  transport?: string;
+  'client-cache'?: string | boolean;
+  'mar-cert'?: string[];
+  parallel?: number;
 }
 
 /** Name of a config file picked up from the release directory when --config is not given. */
@@ -62,8 +68,35 @@ export const signReleaseCommand: CommandModule<object, Args> = {
         default: true,
         describe: 'progress bars on a terminal (--no-progress)',
       })
+      .option('remote', {
+        type: 'string',
+        describe:
+          'sign on a marsign serve at this URL: send only the blobs it lacks, fetch only the output blobs the client cache lacks',
+      })
+      .option('token-env', {
+        type: 'string',
+        describe: '--remote: the environment variable holding the API token (default MARSIGN_API_TOKEN)',
+      })
+      .option('transport', {
+        type: 'string',
+        choices: ['h2', 'h1', 'h1-close'],
+        describe: '--remote: one HTTP/2 connection (default), or a pool of HTTP/1.1 keep-alive connections',
+      })
+      .option('client-cache', {
+        type: 'string',
+        describe:
+          '--remote: blob cache of signed outputs (default $MARSIGN_CLIENT_CACHE, else <cache root>/blobs; --no-client-cache)',
+      })
+      .option('mar-cert', {
+        type: 'string',
+        array: true,
+        describe:
+          "--remote: check outputs against these MAR certificates (default: the profile's keys the server reports)",
+      })
+      .option('parallel', { type: 'number', describe: '--remote: requests in flight at once (default 16)' })
       .option('json', { type: 'boolean', describe: 'print the release manifest as JSON' }) as never,
   handler: handler<Args>(async (argv) => {
+    if (argv.remote) return signRemote(argv);
     // Loaded on use: the command list stays cheap to import for every other command.
     const { loadConfig } = await import('../../config/index.js');
     const { Pipeline, signRelease } = await import('../../pipeline/index.js');
@@ -113,6 +146,59 @@ export const signReleaseCommand: CommandModule<object, Args> = {
     }
   }),
 };
+
+/** `sign-release --remote`: the release signed by a marsign serve (src/transfer/remote-release.ts). */
+async function signRemote(argv: Args): Promise<void> {
+  if (argv['dry-run']) throw new UsageError('USAGE', '--dry-run is not available with --remote');
+  const { loadReleaseRequest, resolveRequest } = await import('../../release/request.js');
+  const { clientCache, progressLine, remoteClient } = await import('../../transfer/cli.js');
+  const { remoteRelease } = await import('../../transfer/remote-release.js');
+  const { request, base, source } = await loadReleaseRequest(argv.release, { excludeDir: argv.output });
+  const locales = resolveRequest(request, base, resolve(argv.output), '.');
+  const profile = argv.profile ?? request.profile;
+  if (!profile)
+    throw new UsageError('PROFILE_REQUIRED', 'name the signing profile with --profile (or in release.json)');
+  const line = progressLine(wantProgress(argv));
+  const client = remoteClient({ ...argv, remote: argv.remote! });
+  try {
+    const r = await remoteRelease({
+      client,
+      release: request.release,
+      profile,
+      source,
+      locales,
+      outDir: argv.output,
+      download: true,
+      wait: true,
+      cache: clientCache(argv as never),
+      ...(argv['mar-cert']?.length ? { marCerts: argv['mar-cert'] } : {}),
+      ...(argv.parallel !== undefined ? { parallel: argv.parallel } : {}),
+      onProgress: (p) => line.update(p),
+    });
+    line.stop();
+    const report = r.report!;
+    emit(argv, { ...report, transfer: r.transfer }, (m) => {
+      const t = m.transfer;
+      return (
+        renderReleaseSummary(m) +
+        `\n  transfer: ${formatBytes(t.bytesUp)} up (${t.blobsUploaded}/${t.blobs} blobs; ${formatBytes(t.bytesSkipped)} already on the server), ` +
+        `${formatBytes(t.bytesDown)} down (${t.blobsDownloaded} blobs, ${t.blobsFromCache} from the client cache) over ${t.transport}` +
+        `\n  checked:  output sha256${t.marKeys === 'none' ? '' : `, MAR signatures (${t.marKeys === 'pinned' ? '--mar-cert' : "the profile's keys from the server"})`}`
+      );
+    });
+    if (report.totals.failed > 0) {
+      for (const l of report.locales)
+        if (!l.ok && l.error)
+          process.stderr.write(
+            `marsign: ${l.error.code}: locale ${l.locale}: ${l.error.message.split('\n')[0]}\n`,
+          );
+      process.exitCode = EXIT.ERROR;
+    }
+  } finally {
+    line.stop();
+    await client.close();
+  }
+}
 
 /** `<release dir>/marsign.config.json` (or beside a release.json) when present. */
 async function releaseConfig(release: string): Promise<string | undefined> {

@@ -1,0 +1,216 @@
+/**
+ * The remote client's API calls (src/service/blobs.ts, src/service/server.ts), over one Transport, with
+ * retries: a network error, a cut response or a 503 (the server restarting, Redis away) is tried again
+ * with backoff, so an interrupted run carries on where the server stands. The token is sent as a bearer
+ * header and never appears in an error or a log line.
+ */
+import { createHash } from 'node:crypto';
+import { CodedError, TransientError, UsageError, isRetryable } from '../errors.js';
+import type { ReleaseStatus, SubmitResult } from '../queue/types.js';
+import { createTransport, type Transport, type TransportKind, type TransportResponse } from './transport.js';
+
+export const BLOB_SIZE_HEADER = 'x-marsign-blob-size';
+
+export interface RemoteOptions {
+  url: string;
+  token: string;
+  transport?: TransportKind;
+  /** Tries of one request on a transient failure (default 8: about a minute of backoff). */
+  retries?: number;
+  /** First backoff delay (doubles, capped at 8 s). */
+  backoffMs?: number;
+  onRetry?: (what: string, err: unknown, attempt: number) => void;
+}
+
+/** A typed error from the server's `{ error: { name, code, message } }` body. */
+export class RemoteError extends CodedError {
+  override name: string;
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+    name = 'RemoteError',
+    readonly body?: Record<string, unknown>,
+  ) {
+    super(code, message);
+    this.name = name;
+    // The server restarting, or Redis away behind it: worth another try.
+    Object.defineProperty(this, 'retryable', { value: status === 502 || status === 503 || status === 504 });
+  }
+}
+
+export interface MissingBlob {
+  sha256: string;
+  size: number;
+  /** Bytes of an unfinished upload the server holds: continue from here. */
+  offset: number;
+}
+
+export interface ProfileInfo {
+  profile: string;
+  mar: { algorithm: 'sha384' | 'sha1'; publicKeys: string[] } | null;
+}
+
+/** Digests asked per `POST /blobs/missing`. */
+const MISSING_BATCH = 20_000;
+
+export class RemoteClient {
+  readonly transport: Transport;
+  private readonly auth: string;
+
+  constructor(private readonly o: RemoteOptions) {
+    if (!/^https?:\/\//.test(o.url))
+      throw new UsageError(
+        'REMOTE_URL',
+        `--remote must be an http:// or https:// URL, got ${JSON.stringify(o.url)}`,
+      );
+    this.transport = createTransport(o.transport ?? 'h2', o.url);
+    this.auth = `Bearer ${o.token}`;
+  }
+
+  private path(p: string): string {
+    const base = new URL(this.o.url).pathname.replace(/\/$/, '');
+    return base + p;
+  }
+
+  /** One request, retried on transient failures; non-2xx answers become RemoteError. */
+  private async call(
+    what: string,
+    method: 'GET' | 'POST' | 'PUT',
+    path: string,
+    init: {
+      json?: unknown;
+      body?: Uint8Array;
+      headers?: Record<string, string>;
+      ok?: number[];
+      once?: boolean;
+    } = {},
+  ): Promise<TransportResponse> {
+    const retries = init.once ? 1 : (this.o.retries ?? 8);
+    let delay = this.o.backoffMs ?? 250;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const headers: Record<string, string> = { authorization: this.auth, ...init.headers };
+        let body = init.body;
+        if (init.json !== undefined) {
+          headers['content-type'] = 'application/json';
+          body = Buffer.from(JSON.stringify(init.json));
+        }
+        const res = await this.transport.request({
+          method,
+          path: this.path(path),
+          headers,
+          ...(body ? { body } : {}),
+        });
+        if (res.status >= 200 && res.status < 300) return res;
+        if (init.ok?.includes(res.status)) return res;
+        throw errorOf(res, what);
+      } catch (err) {
+        if (!isRetryable(err) || attempt >= retries) throw err;
+        this.o.onRetry?.(what, err, attempt);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 8_000);
+      }
+    }
+  }
+
+  async profile(name: string): Promise<ProfileInfo> {
+    const res = await this.call(`profile ${name}`, 'GET', `/profiles/${encodeURIComponent(name)}`);
+    return JSON.parse(res.body.toString('utf8')) as ProfileInfo;
+  }
+
+  async missing(blobs: { sha256: string; size: number }[]): Promise<MissingBlob[]> {
+    const out: MissingBlob[] = [];
+    for (let i = 0; i < blobs.length; i += MISSING_BATCH) {
+      const res = await this.call('blob query', 'POST', '/blobs/missing', {
+        json: { blobs: blobs.slice(i, i + MISSING_BATCH) },
+      });
+      out.push(...(JSON.parse(res.body.toString('utf8')) as { missing: MissingBlob[] }).missing);
+    }
+    return out;
+  }
+
+  /**
+   * Upload one blob from `offset` (what the server already holds). A cut connection is retried from
+   * where the server then stands (409 tells it), never from the start.
+   */
+  async upload(sha256: string, bytes: Uint8Array, offset = 0): Promise<{ sent: number }> {
+    let at = offset;
+    let sent = 0;
+    const retries = this.o.retries ?? 8;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const body = bytes.subarray(at);
+        // Tried once here: a retry must ask where the server stands first (below), never resend from `at`.
+        const res = await this.call(`upload ${sha256}`, 'PUT', `/blobs/${sha256}?offset=${at}`, {
+          once: true,
+          body,
+          headers: { 'content-type': 'application/octet-stream', [BLOB_SIZE_HEADER]: String(bytes.length) },
+          ok: [409],
+        });
+        sent += body.length;
+        if (res.status === 409) {
+          at = Number(
+            (JSON.parse(res.body.toString('utf8')) as { error: { offset?: number } }).error.offset ?? 0,
+          );
+          continue;
+        }
+        return { sent };
+      } catch (err) {
+        if (!isRetryable(err) || attempt >= retries) throw err;
+        this.o.onRetry?.(`upload ${sha256}`, err, attempt);
+        await new Promise((r) =>
+          setTimeout(r, Math.min((this.o.backoffMs ?? 250) * 2 ** (attempt - 1), 8_000)),
+        );
+        // Where does the server stand now? Continue from there.
+        const [m] = await this.missing([{ sha256, size: bytes.length }]);
+        if (!m) return { sent };
+        at = m.offset;
+      }
+    }
+  }
+
+  async submit(body: unknown): Promise<SubmitResult> {
+    const res = await this.call('submit', 'POST', '/releases', { json: body });
+    return JSON.parse(res.body.toString('utf8')) as SubmitResult;
+  }
+
+  async status(release: string): Promise<ReleaseStatus> {
+    const res = await this.call(`status ${release}`, 'GET', `/releases/${encodeURIComponent(release)}`);
+    return JSON.parse(res.body.toString('utf8')) as ReleaseStatus;
+  }
+
+  /** A blob's bytes, checked against its digest here (a tampered or cut blob is retried, then refused). */
+  async blob(sha256: string): Promise<Uint8Array> {
+    const retries = this.o.retries ?? 8;
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.call(`download ${sha256}`, 'GET', `/blobs/${sha256}`);
+      const actual = createHash('sha256').update(res.body).digest('hex');
+      if (actual === sha256) return res.body;
+      const message = `blob ${sha256} arrived as ${res.body.length} bytes hashing to ${actual}`;
+      if (attempt >= Math.min(retries, 3)) throw new CodedError('BLOB_DIGEST_MISMATCH', message);
+      this.o.onRetry?.(`download ${sha256}`, new TransientError('BLOB_DIGEST_MISMATCH', message), attempt);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+}
+
+function errorOf(res: TransportResponse, what: string): RemoteError {
+  let body: { error?: { name?: string; code?: string; message?: string } } | undefined;
+  try {
+    body = JSON.parse(res.body.toString('utf8')) as typeof body;
+  } catch {
+    body = undefined;
+  }
+  const e = body?.error;
+  return new RemoteError(
+    res.status,
+    e?.code ?? `HTTP_${res.status}`,
+    `${what}: the server answered ${res.status}${e?.message ? `: ${e.message}` : ''}`,
+    e?.name ?? 'RemoteError',
+    e as Record<string, unknown> | undefined,
+  );
+}

@@ -1,0 +1,382 @@
+/**
+ * Remote signing over loopback with a real `marsign serve` (in-process), a real `marsign worker` and a
+ * private Redis: a release signed with `sign-release --remote` is byte-identical to the same release
+ * signed locally; the blob API refuses what it must (digest mismatch, oversize, a recipe naming blobs
+ * the server lacks, a profile out of scope before any upload); a connection cut mid-upload resumes
+ * from the server's offset; a blob tampered on the way down is caught before an output is written.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import http from 'node:http';
+import net from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { FsCacheStore } from '../../cache/fs-store.js';
+import { MarWriter } from '../../src/mar/writer.js';
+import { encodeRecipe, sha256Hex } from '../../src/transfer/recipe.js';
+import { runCli } from '../helpers/env.js';
+import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
+import {
+  KEYS,
+  copyRelease,
+  spawnWorker,
+  startServer,
+  writeConfig,
+  type RunningServer,
+  type WorkerProcess,
+} from '../service/harness.js';
+
+const ROBOT = randomBytes(24).toString('hex');
+const OTHER = randomBytes(24).toString('hex');
+const errorOf = async (res: Response) =>
+  ((await res.json()) as { error: { code: string; message: string } }).error;
+const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * A TCP proxy counting client→server bytes; `cutAfter` drops the first connection after that many,
+ * which it forwards at `rate` bytes/s (a link, not loopback: the server reads as the bytes arrive).
+ */
+async function tcpProxy(target: URL, cutAfter?: number, rate = 16 * 1024 * 1024) {
+  let up = 0;
+  let connections = 0;
+  const server = net.createServer((client) => {
+    const n = connections++;
+    let sent = 0;
+    const upstream = net.connect(Number(target.port), target.hostname);
+    client.on('data', (d: Buffer) => {
+      up += d.length;
+      sent += d.length;
+      upstream.write(d);
+      if (n === 0 && cutAfter !== undefined && sent >= cutAfter) {
+        client.destroy();
+        upstream.destroy();
+      } else if (n === 0 && cutAfter !== undefined) {
+        client.pause();
+        setTimeout(() => client.resume(), (d.length / rate) * 1000);
+      }
+    });
+    upstream.on('data', (d: Buffer) => client.write(d));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end);
+    upstream.on('error', end);
+    client.on('close', end);
+    upstream.on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stats: () => ({ up, connections }),
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** An HTTP/1.1 proxy that flips one byte of every blob it passes down (a man in the middle). */
+async function tamperProxy(target: string) {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const up = http.request(
+        target + req.url,
+        { method: req.method, headers: { ...req.headers, host: new URL(target).host } },
+        (r) => {
+          const body: Buffer[] = [];
+          r.on('data', (c: Buffer) => body.push(c));
+          r.on('end', () => {
+            const b = Buffer.concat(body);
+            if (req.method === 'GET' && req.url?.startsWith('/blobs/') && b.length > 0)
+              b[b.length >> 1]! ^= 0x40;
+            res.writeHead(r.statusCode ?? 502, r.headers);
+            res.end(b);
+          });
+        },
+      );
+      up.end(Buffer.concat(chunks));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_000 }, () => {
+  let redis: TestRedis;
+  let dir: string;
+  let cfg: string;
+  let server: RunningServer;
+  let worker: WorkerProcess;
+  let store: FsCacheStore;
+  const env = { MARSIGN_T_ROBOT: ROBOT, MARSIGN_T_OTHER: OTHER };
+  const remote = (args: string[], token = 'MARSIGN_T_ROBOT', url = server.url) =>
+    runCli([...args, '--remote', url, '--token-env', token, '--json'], { env, timeoutMs: 60_000 });
+  const api = (path: string, init: RequestInit & { token?: string } = {}) =>
+    fetch(server.url + path, {
+      ...init,
+      headers: {
+        authorization: `Bearer ${init.token ?? ROBOT}`,
+        ...(init.headers as Record<string, string>),
+      },
+    });
+
+  before(async () => {
+    redis = await TestRedis.start();
+    dir = mkdtempSync(join(tmpdir(), 'marsign-transfer-'));
+    Object.assign(process.env, env);
+    cfg = writeConfig(dir, redis.url, ['dev', 'extra'], {
+      clients: {
+        robot: { tokenEnv: 'MARSIGN_T_ROBOT', profiles: ['dev'], scopes: ['submit', 'read:own'] },
+        other: { tokenEnv: 'MARSIGN_T_OTHER', profiles: ['extra'], scopes: ['submit', 'read:own'] },
+      },
+    });
+    server = await startServer(cfg);
+    worker = spawnWorker(cfg);
+    await worker.ready();
+    const secret = readFileSync(join(dir, 'cache', '.hmac-secret'), 'latin1').trim();
+    store = new FsCacheStore({ root: join(dir, 'cache'), hmacSecret: Buffer.from(secret, 'hex') });
+  });
+
+  after(async () => {
+    if (worker?.alive) worker.proc.kill('SIGKILL');
+    await server?.close();
+    await redis?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a client without scope for the profile gets 403 before any upload', async () => {
+    const rel = join(dir, 'scope');
+    copyRelease(rel, ['de']);
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({ release: 'scope-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
+    );
+    const before = (await store.stats()).byKind!.blob.entries;
+    const r = await remote(['sign-release', rel, '-o', join(dir, 'scope-out')], 'MARSIGN_T_OTHER');
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /marsign: AUTH_PROFILE: /);
+    assert.equal((await store.stats()).byKind!.blob.entries, before, 'no blob was stored');
+    assert.ok(!r.stderr.includes(OTHER) && !r.stdout.includes(OTHER), 'the token is never printed');
+  });
+
+  test('sign-release --remote is byte-identical to a local sign-release; a re-run fetches nothing it has', async () => {
+    const rel = join(dir, 'rel');
+    copyRelease(rel, ['de', 'fr', 'ja', 'en-US']);
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({
+        release: 'remote-1',
+        profile: 'dev',
+        locales: Object.fromEntries(['de', 'fr', 'ja', 'en-US'].map((l) => [l, `${l}/complete.mar`])),
+      }),
+    );
+    const clientCache = join(dir, 'client-cache');
+    const out = join(dir, 'remote-out');
+    const r = await remote(['sign-release', rel, '-o', out, '--client-cache', clientCache]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const doc = JSON.parse(r.stdout);
+    assert.equal(doc.totals.failed, 0);
+    assert.equal(doc.transfer.marKeys, 'server');
+    assert.ok(doc.transfer.blobsUploaded > 0 && doc.transfer.bytesDown > 0);
+
+    // The same release and keys, signed locally with a cache of its own.
+    const localCfg = JSON.parse(readFileSync(cfg, 'utf8'));
+    localCfg.cache.dir = join(dir, 'local-cache');
+    writeFileSync(join(dir, 'local.config.json'), JSON.stringify(localCfg));
+    const local = join(dir, 'local-out');
+    const l = await runCli([
+      'sign-release',
+      rel,
+      '-o',
+      local,
+      '-c',
+      join(dir, 'local.config.json'),
+      '--json',
+    ]);
+    assert.equal(l.code, 0, l.stderr);
+    for (const loc of ['de', 'fr', 'ja', 'en-US']) {
+      const a = readFileSync(join(out, loc, 'complete.mar'));
+      const b = readFileSync(join(local, loc, 'complete.mar'));
+      assert.equal(sha(a), sha(b), `${loc}: remote and local outputs differ`);
+      const m = JSON.parse(readFileSync(join(out, loc, 'complete.mar.manifest.json'), 'utf8'));
+      assert.equal(m.output, join(out, loc, 'complete.mar'));
+      assert.equal(m.output_sha256, sha(a));
+    }
+    assert.equal(
+      readFileSync(join(out, 'SHA512SUMS'), 'utf8'),
+      readFileSync(join(local, 'SHA512SUMS'), 'utf8'),
+    );
+    // Independent check of one output's MAR signature.
+    const v = await runCli([
+      'verify',
+      join(out, 'de', 'complete.mar'),
+      '--mar-cert',
+      join(KEYS, 'mar.cert.pem'),
+      '--json',
+    ]);
+    assert.equal(v.code, 0, v.stdout);
+
+    // Again into a fresh directory: nothing goes up, every output blob comes from the client cache.
+    const again = await remote([
+      'sign-release',
+      rel,
+      '-o',
+      join(dir, 'remote-out2'),
+      '--client-cache',
+      clientCache,
+    ]);
+    assert.equal(again.code, 0, again.stderr);
+    const t = JSON.parse(again.stdout).transfer;
+    assert.equal(t.blobsUploaded, 0);
+    assert.equal(t.bytesUp, 0);
+    assert.equal(t.blobsDownloaded, 0);
+    assert.ok(t.blobsFromCache > 0);
+  });
+
+  test('a blob whose bytes do not match its digest is refused and not stored', async () => {
+    const bytes = randomBytes(1000);
+    const claimed = sha(randomBytes(8));
+    const res = await api(`/blobs/${claimed}`, {
+      method: 'PUT',
+      body: bytes,
+      headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': '1000' },
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await errorOf(res)).code, 'BLOB_DIGEST_MISMATCH');
+    assert.equal(await store.blobSize(claimed), undefined);
+    assert.equal(await store.uploadOffset(claimed), 0, 'no partial upload kept either');
+  });
+
+  test('an oversized blob is refused (declared, and sent beyond its declared size)', async () => {
+    const big = await api(`/blobs/${sha('x')}`, {
+      method: 'PUT',
+      body: Buffer.alloc(10),
+      headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': String(2 ** 31) },
+    });
+    assert.equal(big.status, 413);
+    assert.equal((await errorOf(big)).code, 'BLOB_TOO_LARGE');
+    const q = await api('/blobs/missing', {
+      method: 'POST',
+      body: JSON.stringify({ blobs: [{ sha256: sha('y'), size: 2 ** 31 }] }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(q.status, 413);
+    const over = await api(`/blobs/${sha('z')}`, {
+      method: 'PUT',
+      body: Buffer.alloc(100),
+      headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': '10' },
+    });
+    assert.equal(over.status, 400);
+    assert.equal((await errorOf(over)).code, 'BLOB_SIZE_MISMATCH');
+    assert.equal(await store.blobSize(sha('z')), undefined);
+  });
+
+  test('a recipe naming a blob the server does not hold is a clear error', async () => {
+    const skeleton = Buffer.from('skeleton');
+    const missingEntry = sha('never uploaded');
+    const recipe = encodeRecipe({
+      format: 'marsign-recipe',
+      version: 1,
+      container: 'mar',
+      size: skeleton.length + 4,
+      sha256: sha('whatever'),
+      skeleton: { size: skeleton.length, sha256: sha(skeleton) },
+      entries: [{ offset: skeleton.length, size: 4, sha256: missingEntry }],
+    });
+    for (const b of [skeleton, recipe]) {
+      const res = await api(`/blobs/${sha256Hex(b)}`, {
+        method: 'PUT',
+        body: b,
+        headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': String(b.length) },
+      });
+      assert.equal(res.status, 201);
+    }
+    const res = await api('/releases', {
+      method: 'POST',
+      body: JSON.stringify({
+        release: 'recipe-missing',
+        profile: 'dev',
+        locales: { de: { recipe: sha256Hex(recipe), name: 'complete.mar' } },
+      }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(res.status, 400);
+    const body = await errorOf(res);
+    assert.equal(body.code, 'RECIPE_BLOB_MISSING');
+    assert.match(body.message, new RegExp(missingEntry));
+    const unknown = await api('/releases', {
+      method: 'POST',
+      body: JSON.stringify({
+        release: 'recipe-unknown',
+        profile: 'dev',
+        locales: { de: { recipe: sha('no'), name: 'a.mar' } },
+      }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(unknown.status, 400);
+    assert.equal((await errorOf(unknown)).code, 'RECIPE_BLOB_MISSING');
+  });
+
+  test('a connection cut mid-upload resumes from the server offset, not from the start', async () => {
+    const rel = join(dir, 'big');
+    mkdirSync(join(rel, 'de'), { recursive: true });
+    const payload = randomBytes(6 * 1024 * 1024);
+    const w = await MarWriter.create(join(rel, 'de', 'complete.mar'), {
+      additionalHeader: true,
+      productInfo: { channel: 'test', version: '1.0' },
+    });
+    await w.addEntry('data/big.bin', 0o644, payload);
+    await w.finish();
+    await w.commit();
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({ release: 'big-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
+    );
+    const cut = 3 * 1024 * 1024;
+    const proxy = await tcpProxy(new URL(server.url), cut);
+    try {
+      const r = await remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
+      assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr} ${r.stdout}`);
+      const { up, connections } = proxy.stats();
+      assert.ok(connections >= 2, 'the first connection was cut and a new one made');
+      // Restarting from 0 would send cut + 6 MiB; resuming sends about 6 MiB in all.
+      assert.ok(up < payload.length + cut / 2, `sent ${up} bytes for a ${payload.length}-byte blob`);
+      assert.equal(await store.blobSize(sha(payload)), payload.length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a blob tampered on the way down is caught before the output is written', async () => {
+    const proxy = await tamperProxy(server.url);
+    try {
+      const out = join(dir, 'tampered-out');
+      const r = await remote(
+        [
+          'sign-release',
+          join(dir, 'rel'),
+          '-o',
+          out,
+          '--client-cache',
+          join(dir, 'cc-tamper'),
+          '--transport',
+          'h1',
+        ],
+        'MARSIGN_T_ROBOT',
+        proxy.url,
+      );
+      assert.equal(r.code, 2, r.stdout);
+      assert.match(r.stderr, /BLOB_DIGEST_MISMATCH/);
+      for (const l of ['de', 'fr', 'ja', 'en-US'])
+        assert.ok(!existsSync(join(out, l, 'complete.mar')), `${l} written`);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
