@@ -77,9 +77,17 @@ export interface LimitsFile {
    * DEFAULT_MAX_RATIO); decoded sizes up to 16 MiB are never refused for their ratio.
    */
   maxCompressionRatio?: number;
+  /**
+   * Bytes of whole inputs, outputs and in-flight entries one process's pipeline holds in memory at once
+   * (default 512 MiB, src/pipeline/budget.ts; at least 1 MiB). What does not fit is streamed from disk.
+   */
+  memoryBudget?: number;
 }
 
-export const DEFAULT_LIMITS: Required<LimitsFile> = {
+/** The per-entry decoding bounds of `limits` (the memory budget is the pipeline's, not a profile's). */
+export type DecodeLimits = Required<Omit<LimitsFile, 'memoryBudget'>>;
+
+export const DEFAULT_LIMITS: DecodeLimits = {
   maxEntrySize: DEFAULT_MAX_OUTPUT_SIZE,
   maxCompressionRatio: DEFAULT_MAX_RATIO,
 };
@@ -168,7 +176,7 @@ export interface SigningProfile {
   mar?: { keys: SigningKey[]; algorithm: 'sha384' | 'sha1' };
   policy: Required<PolicyFile>;
   /** The config's `limits`, defaults filled in (not part of the fingerprint: they only refuse input). */
-  limits: Required<LimitsFile>;
+  limits: DecodeLimits;
   /**
    * Hex digest over everything that changes signed output: certificate chain, key ids, digest,
    * program name/URL, signingTime, timestamp settings. Part of every cache key.

@@ -4,6 +4,7 @@ import {
   validateKeySection,
   validateKeyTop,
 } from '../keys/registry.js';
+import { MIN_MEMORY_BUDGET } from '../pipeline/budget.js';
 import { CLIENT_SCOPES, type ConfigFile, type PolicyFile, type ProfileFile } from './types.js';
 import { ENV_NAME, Validator, type Obj } from './validator.js';
 
@@ -11,6 +12,8 @@ import { ENV_NAME, Validator, type Obj } from './validator.js';
 export const MAX_ENTRY_SIZE_LIMIT = 2 * 1024 * 1024 * 1024;
 export const MIN_ENTRY_SIZE_LIMIT = 1024 * 1024;
 export const RATIO_LIMIT_RANGE = [10, 1_000_000] as const;
+/** `limits.memoryBudget`: 1 MiB (MIN_MEMORY_BUDGET) up to 1 TiB. */
+export const MAX_MEMORY_BUDGET = 2 ** 40;
 /** Smallest `audit.rotateBytes`: a log holds at least a few hundred records. */
 export const MIN_AUDIT_ROTATE_BYTES = 64 * 1024;
 
@@ -84,9 +87,10 @@ export function validateConfig(raw: unknown, file: string): ConfigFile {
     v.bool(a, 'drain', 'audit');
   }
   if (top.limits !== undefined) {
-    const l = v.object(top.limits, 'limits', ['maxEntrySize', 'maxCompressionRatio']);
+    const l = v.object(top.limits, 'limits', ['maxEntrySize', 'maxCompressionRatio', 'memoryBudget']);
     v.int(l, 'maxEntrySize', 'limits', MIN_ENTRY_SIZE_LIMIT, MAX_ENTRY_SIZE_LIMIT);
     v.int(l, 'maxCompressionRatio', 'limits', ...RATIO_LIMIT_RANGE);
+    v.int(l, 'memoryBudget', 'limits', MIN_MEMORY_BUDGET, MAX_MEMORY_BUDGET);
   }
   if (top.profiles === undefined) v.fail('profiles', 'is required (an object of named signing profiles)');
   const profiles = v.object(

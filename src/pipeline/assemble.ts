@@ -5,19 +5,19 @@
  * memory and the container signature's digest is streamed over the entries as they are written, so the
  * finished file is never read back; any surprise (a hit turned miss, another size) drops both.
  *
- * Memory stays bounded: at most `threads + WINDOW_EXTRA` entries and WINDOW_MAX_BYTES stored bytes are in
- * flight; decompressed data only exists inside a worker thread.
+ * Memory stays bounded: at most `threads + WINDOW_EXTRA` entries are in flight, their stored bytes leased
+ * from the pipeline's memory budget (budget.ts; the head of the window is always allowed, so a locale always
+ * progresses); decompressed data only exists inside a worker thread.
  */
 import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
 import { CodedError } from '../errors.js';
+import type { Lease } from './budget.js';
 import type { EntryPlan } from './plan.js';
 import { resolveEntry, type EntryOutcome, type LocaleInput } from './resolve.js';
 import type { EntryRecord, LocaleProgress } from './types.js';
 
 /** Entries in flight per locale beyond the pool's threads (reading ahead while workers sign). */
 const WINDOW_EXTRA = 4;
-/** Stored bytes held in the reorder window before the reader waits for the writer. */
-export const WINDOW_MAX_BYTES = 256 * 1024 * 1024;
 
 export interface AssemblyTarget {
   /** Absent in a dry run. */
@@ -63,14 +63,14 @@ export async function assemble(
   let ok = layout !== undefined;
   const pending: Promise<EntryOutcome>[] = [];
   const windowSize = l.ctx.pool.threads + WINDOW_EXTRA;
-  let windowBytes = 0;
+  /** The budget lease of each entry in `pending` (same order). */
+  const leases: Lease[] = [];
   let next = 0;
 
   const finishOne = async (): Promise<void> => {
     let out = await pending.shift()!;
     const i = records.length;
     const plan = plans[i]!;
-    windowBytes -= plan.entry.size;
     if (ok) {
       if (out.data.bytes.length !== layout!.slots[i]!.size) ok = false;
       // Hashed for the container signature even before a speculative hit's check is back (it runs at
@@ -97,6 +97,7 @@ export async function assemble(
     if (a === 'signed') progress.misses++;
     else if (a === 'shared' || a === 'cached') progress.hits++;
     else progress.passthrough++;
+    leases.shift()!.release();
     onProgress?.({ ...progress });
   };
 
@@ -104,13 +105,16 @@ export async function assemble(
     while (next < plans.length || pending.length > 0) {
       if (l.signal?.aborted) throw l.signal.reason ?? new CodedError('ABORTED', 'aborted');
       const plan = plans[next];
-      const canStart =
-        plan !== undefined &&
-        pending.length < windowSize &&
-        (pending.length === 0 || windowBytes + plan.entry.size <= WINDOW_MAX_BYTES);
-      if (canStart) {
-        windowBytes += plan.entry.size;
-        const p = resolveEntry(l, plan, l.dryRun ? undefined : slotOf(next));
+      // The window's head is always allowed (the locale progresses); more only while the budget has room.
+      const lease =
+        plan === undefined || pending.length >= windowSize
+          ? undefined
+          : pending.length === 0
+            ? l.ctx.budget.force(plan.entry.size)
+            : l.ctx.budget.tryTake(plan.entry.size);
+      if (lease) {
+        leases.push(lease);
+        const p = resolveEntry(l, plan!, l.dryRun ? undefined : slotOf(next));
         p.catch(() => undefined); // observed by finishOne; avoid unhandled rejections while queued
         pending.push(p);
         next++;
@@ -120,6 +124,8 @@ export async function assemble(
     // Let in-flight entries settle before the caller closes the source they read from.
     await Promise.allSettled(pending);
     throw err;
+  } finally {
+    for (const lease of leases) lease.release();
   }
   if (ok && layout?.digest) return { records, warnings, asPredicted: true, digest: layout.digest.final() };
   return { records, warnings, asPredicted: ok };

@@ -6,6 +6,7 @@
 import type { CacheStore, DecodedFacts } from '../../cache/types.js';
 import type { AuditSink } from '../audit/types.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
+import type { MemoryBudget } from './budget.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
 import type { SideHasher } from './side-hash.js';
@@ -40,6 +41,8 @@ export interface SigningContext {
   readonly counters: PipelineCounters;
   /** Default of the locale-output tier (config `cache.outputs`, default true). */
   readonly outputTier: boolean;
+  /** The big buffers of every locale this pipeline runs are leased from here (budget.ts). */
+  readonly budget: MemoryBudget;
   /** Where each signed locale's audit records go (src/audit); none: not audited (library use). */
   readonly audit?: AuditSink;
 }

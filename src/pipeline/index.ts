@@ -13,6 +13,7 @@ import { loadProfile } from '../config/index.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import { ConfigError, toPlainError, type PlainError } from '../errors.js';
 import { buildPe } from '../formats/pe/synth.js';
+import { DEFAULT_MEMORY_BUDGET, MemoryBudget } from './budget.js';
 import { newCounters, RunLedger, type PipelineCounters, type SigningContext } from './context.js';
 import { signLocale, type SignLocaleOptions } from './locale.js';
 import { planRelease, type PlannedMiss, type ReleasePlan } from './plan.js';
@@ -58,6 +59,11 @@ export interface PipelineOptions {
    * stream). None: not audited — every marsign command and the queue worker give one.
    */
   audit?: AuditSink;
+  /**
+   * Bytes of input, output and reorder-window buffers this pipeline may hold at once (budget.ts); default
+   * the config's `limits.memoryBudget`, else DEFAULT_MEMORY_BUDGET.
+   */
+  memoryBudget?: number;
 }
 
 export interface PipelineStats {
@@ -96,6 +102,7 @@ export class Pipeline implements LocaleSigner {
     readonly coordinator: Coordinator,
     readonly outputCache: boolean,
     readonly audit: AuditSink | undefined,
+    readonly budget: MemoryBudget,
   ) {}
 
   static async create(options: PipelineOptions): Promise<Pipeline> {
@@ -108,6 +115,9 @@ export class Pipeline implements LocaleSigner {
       );
     const cache = options.cache === undefined ? await openCacheStore(options.config) : options.cache;
     const outputCache = options.outputCache ?? options.config.file.cache?.outputs ?? true;
+    const budget = new MemoryBudget(
+      options.memoryBudget ?? options.config.file.limits?.memoryBudget ?? DEFAULT_MEMORY_BUDGET,
+    );
     const pool = new SigningPool(options.threads === undefined ? {} : { threads: options.threads });
     return new Pipeline(
       options.config,
@@ -116,6 +126,7 @@ export class Pipeline implements LocaleSigner {
       options.coordinator ?? new InProcessCoordinator(),
       outputCache,
       options.audit,
+      budget,
     );
   }
 
@@ -150,6 +161,7 @@ export class Pipeline implements LocaleSigner {
       side: this.side,
       counters: this.counters,
       outputTier: this.outputCache,
+      budget: this.budget,
       ...(this.audit ? { audit: this.audit } : {}),
     };
   }

@@ -1,0 +1,123 @@
+/**
+ * The pipeline's memory budget (docs/ARCHITECTURE.md "Memory"): the big buffers a run holds on the main
+ * thread — an input read whole, an output assembled or read back in memory, the stored bytes in every
+ * locale's reorder window — are leased from one budget per Pipeline, so memory is bounded by the budget
+ * (and the pool's threads), not by the size of the release or the number of releases a worker has seen.
+ *
+ * Two rules keep it simple and free of waiting (so it cannot deadlock): a lease that does not fit is
+ * refused and the caller takes the path that needs less memory (plan and finish from the file instead of
+ * from memory, write the window's head before reading further) — except a caller's first lease when it
+ * holds none (`force`), so every locale always makes progress, one entry at a time at worst.
+ *
+ * Shared buffers (SharedArrayBuffer: the side-hash thread reads them without a copy) are reused from a
+ * free list: V8 frees a released buffer only when it collects its small wrapper, which a busy process may
+ * put off for a long time — reuse keeps the resident size flat instead of growing with every locale.
+ */
+import { ConfigError } from '../errors.js';
+
+/** Default budget: fits a 2-core, 4 GB signing host beside the pool threads' own decode buffers. */
+export const DEFAULT_MEMORY_BUDGET = 512 * 1024 * 1024;
+/** The smallest budget accepted (tests use small ones; below this nothing useful fits). */
+export const MIN_MEMORY_BUDGET = 1024 * 1024;
+
+export type BudgetErrorCode = 'CONFIG_INVALID';
+
+/** Bytes held from the budget until released (once; releasing twice is harmless). */
+export interface Lease {
+  readonly bytes: number;
+  release(): void;
+}
+
+/** A shared buffer of exactly the bytes asked for, under a lease. */
+export interface SharedLease extends Lease {
+  readonly buffer: Buffer;
+}
+
+export class MemoryBudget {
+  private used = 0;
+  /** The most ever held at once (tests assert the pipeline kept within the budget by its own count). */
+  peak = 0;
+  /** Leases granted over the limit by `force` (a caller's first lease bigger than what was free). */
+  forced = 0;
+  private readonly free: SharedArrayBuffer[] = [];
+  private freeBytes = 0;
+
+  constructor(readonly limit: number = DEFAULT_MEMORY_BUDGET) {
+    if (!Number.isSafeInteger(limit) || limit < MIN_MEMORY_BUDGET)
+      throw new ConfigError(
+        'CONFIG_INVALID' satisfies BudgetErrorCode,
+        `the memory budget must be an integer of at least ${MIN_MEMORY_BUDGET} bytes, got ${limit}`,
+      );
+  }
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** `bytes` from the budget if they fit, else undefined (the caller uses less memory instead). */
+  tryTake(bytes: number): Lease | undefined {
+    if (this.used + bytes > this.limit) return undefined;
+    return this.grant(bytes);
+  }
+
+  /** `bytes` whether or not they fit: for a caller holding nothing else, so it can make progress. */
+  force(bytes: number): Lease {
+    if (this.used + bytes > this.limit) this.forced++;
+    return this.grant(bytes);
+  }
+
+  /**
+   * A shared buffer of `size` bytes if the budget has room (a released one reused when one is big enough),
+   * else undefined. The buffer's contents are unspecified.
+   */
+  trySharedBuffer(size: number): SharedLease | undefined {
+    if (this.used + size > this.limit) return undefined;
+    // A kept buffer big enough (not wastefully so) is taken off the free list before the lease is granted,
+    // which may drop other kept buffers to make room.
+    const i = this.free.findIndex((b) => b.byteLength >= size && b.byteLength <= size * 2);
+    let sab: SharedArrayBuffer | undefined;
+    if (i >= 0) {
+      sab = this.free.splice(i, 1)[0]!;
+      this.freeBytes -= sab.byteLength;
+    }
+    const lease = this.grant(size);
+    const shared = sab ?? new SharedArrayBuffer(size);
+    let done = false;
+    return {
+      bytes: size,
+      buffer: Buffer.from(shared, 0, size),
+      release: () => {
+        if (done) return;
+        done = true;
+        lease.release();
+        this.keep(shared);
+      },
+    };
+  }
+
+  private keep(sab: SharedArrayBuffer): void {
+    // Released buffers are kept while they fit beside what is in use; the oldest go first.
+    this.free.push(sab);
+    this.freeBytes += sab.byteLength;
+    while (this.free.length > 0 && this.freeBytes + this.used > this.limit) {
+      this.freeBytes -= this.free.shift()!.byteLength;
+    }
+  }
+
+  private grant(bytes: number): Lease {
+    this.used += bytes;
+    if (this.used > this.peak) this.peak = this.used;
+    // Room for the new lease: drop kept buffers that no longer fit beside what is in use.
+    while (this.free.length > 0 && this.freeBytes + this.used > this.limit)
+      this.freeBytes -= this.free.shift()!.byteLength;
+    let done = false;
+    return {
+      bytes,
+      release: () => {
+        if (done) return;
+        done = true;
+        this.used -= bytes;
+      },
+    };
+  }
+}
