@@ -17,7 +17,7 @@ import { ConfigError } from '../errors.js';
 
 /** Default budget: fits a 2-core, 4 GB signing host beside the pool threads' own decode buffers. */
 export const DEFAULT_MEMORY_BUDGET = 512 * 1024 * 1024;
-/** The smallest budget accepted (tests use small ones; below this nothing useful fits). */
+/** The smallest budget a config may set (below this nothing useful fits; tests construct smaller ones). */
 export const MIN_MEMORY_BUDGET = 1024 * 1024;
 
 export type BudgetErrorCode = 'CONFIG_INVALID';
@@ -43,10 +43,10 @@ export class MemoryBudget {
   private freeBytes = 0;
 
   constructor(readonly limit: number = DEFAULT_MEMORY_BUDGET) {
-    if (!Number.isSafeInteger(limit) || limit < MIN_MEMORY_BUDGET)
+    if (!Number.isSafeInteger(limit) || limit < 1)
       throw new ConfigError(
         'CONFIG_INVALID' satisfies BudgetErrorCode,
-        `the memory budget must be an integer of at least ${MIN_MEMORY_BUDGET} bytes, got ${limit}`,
+        `the memory budget must be a positive integer of bytes, got ${limit}`,
       );
   }
 

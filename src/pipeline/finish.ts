@@ -1,9 +1,9 @@
 /**
  * Stage 4, finish: seal the container (index / central directory), apply its signature, take the
- * output's digests, and commit it (fsync + rename). An output up to IN_MEMORY_FINISH_MAX is held in memory
- * once — assembled there (warm) or read back once — so the signature's stream, sha256 and sha512 are
+ * output's digests, and commit it (fsync + rename). An output the memory budget has room for is held in
+ * memory once — assembled there (warm) or read back once — so the signature's stream, sha256 and sha512 are
  * taken from that buffer: sha512 on the side thread while this thread takes sha256 and the kernel writes
- * the data (an early fsync through a second descriptor). Larger outputs stream.
+ * the data (an early fsync through a second descriptor). Otherwise the output streams from the file.
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
@@ -11,10 +11,8 @@ import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
 import { CodedError } from '../errors.js';
 import type { Assembly } from './assemble.js';
 import { hashFile } from './manifest.js';
-import { SideHasher } from './side-hash.js';
-
-/** A finished output up to this size is held in memory once to sign and hash it; larger ones stream. */
-export const IN_MEMORY_FINISH_MAX = 512 * 1024 * 1024;
+import type { SharedLease } from './budget.js';
+import type { SigningContext } from './context.js';
 
 /**
  * How many in-memory finishes used a signature digest streamed while writing vs. one read back, and how
@@ -29,6 +27,8 @@ export interface Finished {
   size: number;
   /** The committed output's bytes, when it was held in memory (the output tier stores them). */
   bytes?: Buffer;
+  /** The budget lease holding `bytes` (the caller releases it once nothing reads them). */
+  lease?: SharedLease;
 }
 
 export async function finish(
@@ -36,12 +36,16 @@ export async function finish(
   output: string,
   assembly: Assembly,
   layout: PredictedLayout | undefined,
-  buffer: Buffer | undefined,
-  side: SideHasher,
+  assembled: SharedLease | undefined,
+  ctx: Pick<SigningContext, 'side' | 'budget'>,
 ): Promise<Finished> {
   const sealed = await writer.seal();
   const asPredicted = assembly.asPredicted && sealed.fileSize === layout?.fileSize;
-  if (sealed.fileSize > IN_MEMORY_FINISH_MAX) {
+  const buffer = assembled?.buffer;
+  const useAssembled = asPredicted && buffer !== undefined && buffer.length === sealed.fileSize;
+  // Read back into a buffer of the budget's, or stream when it has no room.
+  const lease = useAssembled ? assembled : ctx.budget.trySharedBuffer(sealed.fileSize);
+  if (!lease) {
     await writer.sign();
     await writer.commit();
     const d = await hashFile(output);
@@ -53,12 +57,12 @@ export async function finish(
   early.catch(() => undefined);
   let buf: Buffer;
   try {
-    if (asPredicted && buffer && buffer.length === sealed.fileSize) {
+    if (useAssembled) {
       finishStats.assembled++;
       // The header (with its final offsets), index and directory bytes the writer wrote, encoded alike.
       for (const seg of layout!.segments) buffer.set(seg.bytes, seg.offset);
       buf = buffer;
-    } else buf = await readAll(fh, writer.tempPath, sealed.fileSize);
+    } else buf = await readAll(fh, writer.tempPath, lease.buffer);
     const digest = asPredicted ? assembly.digest : undefined;
     if (digest) finishStats.streamed++;
     else finishStats.readBack++;
@@ -66,21 +70,28 @@ export async function finish(
   } catch (err) {
     await early.catch(() => undefined);
     await fh.close();
+    if (lease !== assembled) lease.release();
     throw err;
   }
   // The final bytes' two digests now: sha512 (the slower pass) on the side thread, sha256 here, while
   // the data's fsync started above runs in the kernel; commit's own fsync then has little left.
-  const sha512 = side.digest(buf, 'sha512');
+  const sha512 = ctx.side.digest(buf, 'sha512');
   sha512.catch(() => undefined);
   const sha256 = createHash('sha256').update(buf).digest('hex');
   await early.catch(() => undefined);
   await fh.close();
-  await writer.commit();
-  return { sha256, sha512, size: buf.length, bytes: buf };
+  try {
+    await writer.commit();
+  } catch (err) {
+    // The side thread may still be reading the buffer: it goes back to the budget only after.
+    await sha512.catch(() => undefined);
+    if (lease !== assembled) lease.release();
+    throw err;
+  }
+  return { sha256, sha512, size: buf.length, bytes: buf, lease };
 }
 
-async function readAll(fh: Awaited<ReturnType<typeof open>>, path: string, size: number): Promise<Buffer> {
-  const buf = SideHasher.alloc(size);
+async function readAll(fh: Awaited<ReturnType<typeof open>>, path: string, buf: Buffer): Promise<Buffer> {
   let done = 0;
   while (done < buf.length) {
     const { bytesRead } = await fh.read(buf, done, buf.length - done, done);

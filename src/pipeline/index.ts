@@ -80,6 +80,8 @@ export interface PipelineStats {
     outputHits: number;
     outputMisses: number;
   };
+  /** The memory budget (budget.ts): its limit, the bytes leased now, and the most ever leased at once. */
+  memory: { budget: number; inUse: number; peak: number };
 }
 
 type LoadedProfile = { profile: SigningProfile; policy: CompiledPolicy };
@@ -218,6 +220,7 @@ export class Pipeline implements LocaleSigner {
         outputHits: this.counters.outputHits,
         outputMisses: this.counters.outputMisses,
       },
+      memory: { budget: this.budget.limit, inUse: this.budget.inUse, peak: this.budget.peak },
     };
   }
 

@@ -15,7 +15,8 @@ import { BufferSource, FileSource, type ByteSource } from '../io/byte-source.js'
 import type { Confinement } from '../io/confine.js';
 import { assemble, type Assembly } from './assemble.js';
 import type { RunLedger, SigningContext } from './context.js';
-import { finish, IN_MEMORY_FINISH_MAX, type Finished } from './finish.js';
+import type { Lease, SharedLease } from './budget.js';
+import { finish, type Finished } from './finish.js';
 import { readInput, type InputSnapshot } from './input.js';
 import { localeOutputKey } from './keys.js';
 import { encodeOutputMeta, hashFileSha256, serveOutput } from './output-cache.js';
@@ -34,11 +35,7 @@ import {
 import { buildManifest, writeManifest } from './report.js';
 import type { LocaleInput } from './resolve.js';
 import { startScheduler } from './schedule.js';
-import { SideHasher } from './side-hash.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from './types.js';
-
-/** An input up to this size is read whole into shared memory when a locale is signed alone. */
-export const IN_MEMORY_INPUT_MAX = 512 * 1024 * 1024;
 
 export interface SignLocaleOptions {
   profile: string;
@@ -88,14 +85,18 @@ export async function signLocale(
   await audit?.ready?.();
   const confine = opts.confine;
   const source = confine ? await confine.openInput(opts.input) : await FileSource.open(opts.input);
+  // Buffers leased from the pipeline's memory budget (the input snapshot, the output), released at the
+  // end once nothing (the side thread's hashing, the output tier's store) still reads them.
+  const held: Lease[] = [];
+  const settling: Promise<unknown>[] = [];
   try {
     let planned = opts.plan?.inputs.get(opts.input);
     if (planned && !sameFile(planned.identity, await identityOf(opts.input))) planned = undefined;
-    // A locale signed alone reads its input whole, once, into shared memory, hashing it as it comes in.
-    const snapshot =
-      !opts.dryRun && !opts.plan && source.size <= IN_MEMORY_INPUT_MAX
-        ? await snapshotOf(ctx, source, tier !== undefined)
-        : undefined;
+    // A locale signed alone reads its input whole, once, into shared memory, hashing it as it comes in —
+    // when the budget has room for it; else it is read from the file entry by entry.
+    const snapLease = !opts.dryRun && !opts.plan ? ctx.budget.trySharedBuffer(source.size) : undefined;
+    if (snapLease) held.push(snapLease);
+    const snapshot = snapLease ? await snapshotOf(ctx, source, tier !== undefined, snapLease) : undefined;
     const bytes = snapshot ? new BufferSource(snapshot.bytes) : source;
     const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
     let outputKey: string | undefined;
@@ -108,7 +109,7 @@ export async function signLocale(
       outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, sha256);
     } else if (audit && !inputSha256 && snapshot) {
       inputSha256 = ctx.side.digest(snapshot.bytes, 'sha256');
-      inputSha256.catch(() => undefined);
+      settling.push(inputSha256);
     }
     // A release plan that planned this input for signing has scheduled its work already, attributed to
     // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
@@ -134,11 +135,12 @@ export async function signLocale(
     };
     const plans = await planLocale(l, planned, snapshot);
     const planMs = performance.now() - started;
-    const { assembly, finished, signMs, writeMs } = await writeOutput(l, plans, opts);
+    const { assembly, finished, signMs, writeMs } = await writeOutput(l, plans, opts, held, settling);
     const stored =
       tier && outputKey && finished?.bytes
         ? storeOutput(tier, outputKey, finished, assembly, opts.output)
         : undefined;
+    if (stored) settling.push(stored);
     const digests = finished && {
       sha256: finished.sha256,
       sha512: await finished.sha512,
@@ -164,6 +166,8 @@ export async function signLocale(
       );
     return manifest;
   } finally {
+    await Promise.allSettled(settling);
+    for (const lease of held) lease.release();
     await source.close();
   }
 }
@@ -211,6 +215,8 @@ async function writeOutput(
   l: LocaleInput,
   plans: EntryPlan[],
   opts: SignLocaleOptions,
+  held: Lease[],
+  settling: Promise<unknown>[],
 ): Promise<{ assembly: Assembly; finished?: Finished; signMs: number; writeMs: number }> {
   const t0 = performance.now();
   if (l.dryRun) {
@@ -225,12 +231,15 @@ async function writeOutput(
   );
   try {
     const layout = await predict(l, plans, signing);
-    const buffer =
-      layout && layout.fileSize <= IN_MEMORY_FINISH_MAX ? SideHasher.alloc(layout.fileSize) : undefined;
-    const target = { writer, ...(layout ? { layout } : {}), ...(buffer ? { buffer } : {}) };
+    // A predicted output is assembled in memory too when the budget has room (no read-back to sign it).
+    const lease = layout ? l.ctx.budget.trySharedBuffer(layout.fileSize) : undefined;
+    if (lease) held.push(lease);
+    const target = { writer, ...(layout ? { layout } : {}), ...(lease ? { buffer: lease.buffer } : {}) };
     const assembly = await assemble(l, plans, target, opts.onProgress);
     const t1 = performance.now();
-    const finished = await finish(writer, opts.output, assembly, layout, buffer, l.ctx.side);
+    const finished = await finish(writer, opts.output, assembly, layout, lease, l.ctx);
+    if (finished.lease && finished.lease !== lease) held.push(finished.lease);
+    settling.push(finished.sha512);
     return { assembly, finished, signMs: t1 - t0, writeMs: performance.now() - t1 };
   } catch (err) {
     await writer.abort().catch(() => undefined);
@@ -260,7 +269,12 @@ function auditRun(
  * key (its entries are hashed only after a miss: hashing them on the side thread meanwhile slowed the
  * reads, and so a hit, on 2 cores); without, its signable entries hashed as they come in.
  */
-async function snapshotOf(ctx: SigningContext, source: FileSource, whole: boolean): Promise<InputSnapshot> {
+async function snapshotOf(
+  ctx: SigningContext,
+  source: FileSource,
+  whole: boolean,
+  into: SharedLease,
+): Promise<InputSnapshot> {
   const ranges = whole
     ? []
     : signableEntries(ctx, await openArchive(source, source.path)).map((e) => ({
@@ -268,7 +282,7 @@ async function snapshotOf(ctx: SigningContext, source: FileSource, whole: boolea
         size: e.size,
       }));
   // reopenPath: the file this source opened (a confined input's descriptor), not what its path names now.
-  return readInput(source.reopenPath, SideHasher.alloc(source.size), { whole, ranges, side: ctx.side });
+  return readInput(source.reopenPath, into.buffer, { whole, ranges, side: ctx.side });
 }
 
 /**

@@ -172,6 +172,8 @@ export async function planRelease(
   const misses: PlannedMiss[] = [];
   const planned = new Map<string, PlannedInput>();
   const tier = options.outputs ? ctx.store?.outputs : undefined;
+  // One buffer for the whole plan, as big as the largest signable entry: planning N locales allocates once.
+  const scratch = new ScratchReader();
   for (const [inputIndex, input] of inputs.entries()) {
     const identity = await identityOf(input);
     if (!identity) continue;
@@ -187,7 +189,7 @@ export async function planRelease(
       }
     }
     const before = misses.length;
-    const { keys, entries } = await keysFromFile(ctx, input);
+    const { keys, entries } = await keysFromFile(ctx, input, scratch);
     p.keys = keys;
     for (const [index, k] of keys) {
       const prior = seen.get(k.key);
@@ -214,6 +216,7 @@ export async function planRelease(
 async function keysFromFile(
   ctx: SigningContext,
   input: string,
+  scratch: ScratchReader,
 ): Promise<{ keys: Map<number, EntryKey>; entries: Map<number, ArchiveEntry> }> {
   const keys = new Map<number, EntryKey>();
   const entries = new Map<number, ArchiveEntry>();
@@ -225,9 +228,8 @@ async function keysFromFile(
   }
   try {
     const archive = await openArchive(source, input);
-    const scratch = new ScratchReader(source);
     for (const entry of signableEntries(ctx, archive)) {
-      const k = keyOf(ctx, archive, entry, await scratch.read(entry));
+      const k = keyOf(ctx, archive, entry, await scratch.read(source, entry));
       if ('error' in k) continue;
       keys.set(entry.index, k);
       entries.set(entry.index, entry);
@@ -243,10 +245,9 @@ async function keysFromFile(
 /** Reads entries into one growing scratch buffer (valid until the next read): no garbage per entry. */
 class ScratchReader {
   private scratch = Buffer.alloc(0);
-  constructor(private readonly source: FileSource) {}
-  read(entry: ArchiveEntry): Promise<Uint8Array> {
+  read(source: FileSource, entry: ArchiveEntry): Promise<Uint8Array> {
     if (this.scratch.length < entry.size) this.scratch = Buffer.allocUnsafeSlow(entry.size);
-    return this.source.readInto(this.scratch.subarray(0, entry.size), entry.offset);
+    return source.readInto(this.scratch.subarray(0, entry.size), entry.offset);
   }
 }
 

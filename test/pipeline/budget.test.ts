@@ -1,0 +1,133 @@
+/**
+ * The memory budget (src/pipeline/budget.ts): its accounting, and that the pipeline stays within it by
+ * that accounting — a release of many locales holds no more than its concurrency's worth of buffers, a
+ * tiny budget still signs (streaming instead of holding), byte-identically, and every lease is returned.
+ */
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadConfig } from '../../src/config/index.js';
+import { validateConfig } from '../../src/config/validate.js';
+import { MemoryBudget } from '../../src/pipeline/budget.js';
+import { Pipeline, signRelease } from '../../src/pipeline/index.js';
+import type { ResolvedLocale } from '../../src/release/request.js';
+import { tempDir } from '../helpers/env.js';
+import { CONFIG_PATH, fixtureMar, LOCALES, newCache } from './_support.js';
+
+test('MemoryBudget: refuses what does not fit, forces and counts, returns each lease once', () => {
+  const b = new MemoryBudget(100);
+  const a = b.tryTake(60)!;
+  assert.equal(b.tryTake(41), undefined, 'over the limit is refused');
+  const c = b.tryTake(40)!;
+  assert.equal(b.inUse, 100);
+  const f = b.force(10);
+  assert.equal(b.forced, 1);
+  assert.equal(b.peak, 110);
+  a.release();
+  a.release(); // twice is harmless
+  assert.equal(b.inUse, 50);
+  c.release();
+  f.release();
+  assert.equal(b.inUse, 0);
+  assert.throws(() => new MemoryBudget(0), { code: 'CONFIG_INVALID' });
+});
+
+test('MemoryBudget: shared buffers are reused after release and counted while held', () => {
+  const b = new MemoryBudget(1000);
+  const x = b.trySharedBuffer(400)!;
+  assert.ok(x.buffer.buffer instanceof SharedArrayBuffer);
+  assert.equal(b.inUse, 400);
+  assert.equal(b.trySharedBuffer(700), undefined, 'no room beside the held one');
+  const backing = x.buffer.buffer;
+  x.release();
+  assert.equal(b.inUse, 0);
+  const y = b.trySharedBuffer(300)!;
+  assert.equal(y.buffer.buffer, backing, 'a kept buffer big enough is reused');
+  assert.equal(y.buffer.length, 300);
+  y.release();
+  // Kept buffers never crowd out a lease: a big one drops them.
+  const z = b.trySharedBuffer(1000)!;
+  assert.equal(b.inUse, 1000);
+  z.release();
+});
+
+test('config limits.memoryBudget is validated (at least 1 MiB)', () => {
+  const base = { profiles: {} };
+  assert.throws(() => validateConfig({ ...base, limits: { memoryBudget: 1000 } }, 'c.json'), /memoryBudget/);
+  validateConfig({ ...base, limits: { memoryBudget: 64 * 1024 * 1024 } }, 'c.json');
+});
+
+/** `n` locales (copies of the sample MARs, so each is assembled: the output tier is off). */
+function release(dir: string, n: number): ResolvedLocale[] {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const src = fixtureMar(LOCALES[i % LOCALES.length]!);
+    const input = join(dir, 'in', `l${i}.mar`);
+    mkdirSync(join(dir, 'in'), { recursive: true });
+    copyFileSync(src, input);
+    const outputDir = join(dir, 'out', `l${i}`);
+    out.push({ locale: `l${i}`, input, outputDir, output: join(outputDir, 'complete.mar') });
+  }
+  return out;
+}
+
+async function signWith(dir: string, budget: number | undefined, n: number) {
+  const config = await loadConfig(CONFIG_PATH);
+  const p = await Pipeline.create({
+    config,
+    cache: newCache(join(dir, 'cache')),
+    outputCache: false,
+    ...(budget !== undefined ? { memoryBudget: budget } : {}),
+  });
+  try {
+    const locales = release(dir, n);
+    const rm = await signRelease({
+      signer: p,
+      release: 'budget',
+      source: dir,
+      locales,
+      outDir: join(dir, 'out'),
+      profile: 'dev',
+    });
+    assert.equal(rm.totals.failed, 0, JSON.stringify(rm.locales.find((l) => !l.ok)?.error));
+    return { locales, stats: p.stats().memory, forced: p.budget.forced };
+  } finally {
+    await p.close();
+  }
+}
+
+test('a release of many locales holds only its concurrency worth of buffers, and returns every lease', async () => {
+  const dir = tempDir('budget-');
+  const n = 12;
+  const { locales, stats } = await signWith(dir, undefined, n);
+  const largest = Math.max(...locales.map((l) => statSync(l.input).size));
+  assert.equal(stats.inUse, 0, 'every lease returned');
+  assert.ok(stats.peak > 0, 'the pipeline leased its buffers from the budget');
+  // Per running locale (2 at a time): its output buffer and its window's stored bytes (≤ its input),
+  // with a margin for the signed entries' growth. Twelve locales' worth would be ~6× this.
+  const bound = 2 * (2 * largest + 64 * 1024);
+  assert.ok(stats.peak <= bound, `peak ${stats.peak} bytes in flight > ${bound} (2 locales' worth)`);
+});
+
+test('a budget smaller than one locale still signs, within the budget but for each locale head entry, byte-identically', async () => {
+  const roomy = await signWith(tempDir('budget-roomy-'), undefined, 4);
+  const limit = 16 * 1024; // below every input and output: nothing is held whole, the window is one entry
+  const tight = await signWith(tempDir('budget-tight-'), limit, 4);
+  assert.equal(tight.stats.inUse, 0);
+  assert.equal(tight.stats.budget, limit);
+  // Only a locale's window head may exceed the budget (so a locale always progresses): at most one
+  // entry per running locale (2) over the limit.
+  const largestEntry = 16 * 1024;
+  assert.ok(
+    tight.stats.peak <= limit + 2 * largestEntry,
+    `peak ${tight.stats.peak} > budget ${limit} + 2 entries`,
+  );
+  assert.ok(tight.stats.peak < roomy.stats.peak, 'the tight budget held less than the roomy one');
+  for (let i = 0; i < roomy.locales.length; i++)
+    assert.deepEqual(
+      readFileSync(tight.locales[i]!.output),
+      readFileSync(roomy.locales[i]!.output),
+      `${roomy.locales[i]!.locale}: same bytes under either budget`,
+    );
+});
