@@ -52,9 +52,7 @@ async function dirOption(argv: CacheArgs): Promise<{ dir?: string }> {
 
 /** The config is optional here: used when named (--config, $MARSIGN_CONFIG) or present in the cwd. */
 async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | undefined> {
-  if (argv.config || process.env.MARSIGN_CONFIG || existsSync(L.config.CONFIG_FILENAME))
-    return L.config.loadConfig(argv.config);
-  return undefined;
+  return L.config.loadConfigIfPresent(argv.config);
 }
 
 /**

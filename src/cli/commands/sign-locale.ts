@@ -3,12 +3,13 @@ import type { CommandModule } from 'yargs';
 import type { LocaleManifest } from '../../pipeline/types.js';
 import { UsageError } from '../../errors.js';
 import { emit, handler, type OutputOptions } from '../output.js';
+import { chooseProfile } from '../profile.js';
 import { formatBytes, localeProgress, wantProgress } from '../progress.js';
 
 interface Args extends OutputOptions {
   input: string;
   output?: string;
-  profile: string;
+  profile?: string;
   config?: string;
   'dry-run'?: boolean;
   'skip-invalid'?: boolean;
@@ -26,7 +27,11 @@ export const signLocaleCommand: CommandModule<object, Args> = {
     y
       .positional('input', { type: 'string', demandOption: true, describe: 'input MAR' })
       .option('output', { alias: 'o', type: 'string', describe: 'output MAR (required unless --dry-run)' })
-      .option('profile', { alias: 'p', type: 'string', demandOption: true, describe: 'signing profile name' })
+      .option('profile', {
+        alias: 'p',
+        type: 'string',
+        describe: "signing profile (default: the config's only profile)",
+      })
       .option('config', {
         alias: 'c',
         type: 'string',
@@ -80,7 +85,7 @@ export const signLocaleCommand: CommandModule<object, Args> = {
     let manifest: LocaleManifest;
     try {
       manifest = await pipeline.signLocale({
-        profile: argv.profile,
+        profile: chooseProfile(argv.profile, undefined, config),
         input: argv.input,
         output: argv.output ?? `${argv.input}.dry-run`,
         dryRun: argv['dry-run'] === true,

@@ -4,7 +4,8 @@ import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../../errors.js';
 import { emit, handler } from '../output.js';
-import { profileFrom, withProfile, type ProfileArgs } from './sign-pe.js';
+import { withProfile, type ProfileArgs } from '../profile.js';
+import { profileFrom } from './sign-pe.js';
 
 type SignMarArgs = ProfileArgs & { input: string; output: string };
 
