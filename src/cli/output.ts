@@ -13,6 +13,18 @@ export interface OutputOptions {
   json?: boolean;
 }
 
+/**
+ * A dry run writes nothing, so its report names no `output` file: the path a real run would write is
+ * `plannedOutput` (absent when there is none, e.g. `sign-locale --dry-run` without -o).
+ */
+export function withoutOutput<T extends { output?: string }>(
+  v: T,
+  planned: string | undefined = v.output,
+): Omit<T, 'output'> & { plannedOutput?: string } {
+  const { output: _written, ...rest } = v;
+  return { ...rest, ...(planned !== undefined ? { plannedOutput: planned } : {}) };
+}
+
 /** Print a result either as JSON (one document on stdout) or with a human renderer. */
 export function emit<T>(opts: OutputOptions, value: T, human: (v: T) => string): void {
   if (opts.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');

@@ -58,6 +58,9 @@ export const signMarCommand: CommandModule<object, SignMarArgs> = {
       algorithm: profile.mar.algorithm,
       signatures: info.signatures.map((s) => ({ algorithmId: s.algorithmId, length: s.length })),
       entries: info.entries.length,
+      outputSize: info.fileSize,
+      outputSha256: sha256,
+      // The 0.1 names, kept for scripts (README "Conventions").
       bytes: info.fileSize,
       sha256,
     };

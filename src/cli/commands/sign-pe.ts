@@ -7,7 +7,6 @@ import { ConfigError } from '../../errors.js';
 import { emit, handler } from '../output.js';
 import { chooseProfile, withProfile, type ProfileArgs } from '../profile.js';
 
-
 /** Load config and profile; the config is identified on stderr by path and sha256 only (never contents). */
 export async function profileFrom(
   argv: ProfileArgs,
@@ -77,6 +76,9 @@ export const signPeCommand: CommandModule<object, SignPeArgs> = {
       input: argv.input,
       output: argv.output,
       profile: profile.name,
+      outputSize: signed.length,
+      outputSha256: sha256,
+      // The 0.1 names, kept for scripts (README "Conventions").
       bytes: signed.length,
       sha256,
     };

@@ -4,7 +4,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../../errors.js';
 import type { ReleaseReport } from '../../pipeline/index.js';
-import { emit, EXIT, handler, type OutputOptions } from '../output.js';
+import { emit, EXIT, handler, withoutOutput, type OutputOptions } from '../output.js';
 import { chooseProfile } from '../profile.js';
 import { formatBytes, releaseProgress, wantProgress } from '../progress.js';
 
@@ -135,7 +135,11 @@ export const signReleaseCommand: CommandModule<object, Args> = {
       display.stop();
       await pipeline.close();
     }
-    emit(argv, manifest, renderReleaseSummary);
+    emit(
+      argv,
+      manifest.dryRun ? { ...manifest, locales: manifest.locales.map((l) => withoutOutput(l)) } : manifest,
+      () => renderReleaseSummary(manifest),
+    );
     if (manifest.totals.failed > 0) {
       for (const l of manifest.locales)
         if (!l.ok && l.error)
