@@ -19,7 +19,7 @@ export interface OutputOptions {
  */
 export function withoutOutput<T extends { output?: string }>(
   v: T,
-  planned: string | undefined = v.output,
+  planned: string | undefined,
 ): Omit<T, 'output'> & { plannedOutput?: string } {
   const { output: _written, ...rest } = v;
   return { ...rest, ...(planned !== undefined ? { plannedOutput: planned } : {}) };

@@ -137,7 +137,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
     }
     emit(
       argv,
-      manifest.dryRun ? { ...manifest, locales: manifest.locales.map((l) => withoutOutput(l)) } : manifest,
+      manifest.dryRun ? { ...manifest, locales: manifest.locales.map((l) => withoutOutput(l, l.output)) } : manifest,
       () => renderReleaseSummary(manifest),
     );
     if (manifest.totals.failed > 0) {
