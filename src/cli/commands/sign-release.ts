@@ -4,7 +4,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../../errors.js';
 import type { ReleaseReport } from '../../pipeline/index.js';
-import { emit, EXIT, handler, withoutOutput, type OutputOptions } from '../output.js';
+import { emit, errorLine, EXIT, handler, withoutOutput, type OutputOptions } from '../output.js';
 import { chooseProfile } from '../profile.js';
 import { formatBytes, releaseProgress, wantProgress } from '../progress.js';
 
@@ -144,7 +144,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
       for (const l of manifest.locales)
         if (!l.ok && l.error)
           process.stderr.write(
-            `marsign: ${l.error.code}: locale ${l.locale}: ${l.error.message.split('\n')[0]}\n`,
+            `marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`,
           );
       process.exitCode = EXIT.ERROR;
     }
@@ -194,7 +194,7 @@ async function signRemote(argv: Args): Promise<void> {
       for (const l of report.locales)
         if (!l.ok && l.error)
           process.stderr.write(
-            `marsign: ${l.error.code}: locale ${l.locale}: ${l.error.message.split('\n')[0]}\n`,
+            `marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`,
           );
       process.exitCode = EXIT.ERROR;
     }
