@@ -180,15 +180,14 @@ export function fromPlainError(p: PlainError): CodedError {
  */
 export function namingEntry(err: unknown, name: string): unknown {
   const p = toPlainError(err);
+  if (p.code === 'ABORTED' || p.details?.entry === name) return err;
   const named =
-    p.details?.entry === name ||
     p.message.includes(JSON.stringify(name)) ||
     p.message.startsWith(`${name} `) ||
     p.message.startsWith(`${name}: `);
-  if (p.code === 'ABORTED' || named) return err;
   const e = fromPlainError({
     ...p,
-    message: `entry ${JSON.stringify(name)}: ${p.message}`,
+    message: named ? p.message : `entry ${JSON.stringify(name)}: ${p.message}`,
     details: { ...p.details, entry: name },
   });
   if (err instanceof Error && err.stack) e.stack = `${e.name}: ${e.message}\n${err.stack}`;

@@ -308,6 +308,9 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     assert.notEqual(fr.error.code, 'INTERNAL', JSON.stringify(fr.error));
     assert.match(fr.error.name, /FormatError|PolicyError/);
     assert.equal(s.error?.code, fr.error.code);
+    // The failing entry is named (issue 11 item 7): in the message and in details.entry.
+    assert.ok(fr.error.message.includes(victim.name), fr.error.message);
+    assert.equal(fr.error.details?.entry, victim.name);
     for (const l of s.locales.filter((x) => x.locale !== 'fr')) assert.equal(l.state, 'completed', l.locale);
     await verifyAll(s, ['en-US', 'de']);
 
@@ -318,6 +321,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     assert.equal(viaCli.locales.find((l) => l.locale === 'fr')!.error!.code, fr.error.code);
     const human = await runCli(['status', 'corrupt-1', '-c', cfg]);
     assert.match(human.stdout, new RegExp(`fr\\s+failed.*${fr.error.code}`));
+    assert.ok(human.stdout.includes(victim.name), human.stdout);
     // `enqueue --wait` on a release that failed exits non-zero (re-submission waits on the existing one).
     const manifest = join(rel, 'release.json');
     writeFileSync(manifest, JSON.stringify(doc));
