@@ -1,7 +1,8 @@
-import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import type { CacheStore, CacheVerifyReport } from '../../../cache/types.js';
 import type { LoadedConfig } from '../../config/types.js';
+import { UsageError } from '../../errors.js';
 import { emit, EXIT, handler } from '../output.js';
 
 /** The cache and config libraries, loaded when a cache command runs rather than when the CLI starts. */
@@ -55,12 +56,38 @@ async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | un
   return L.config.loadConfigIfPresent(argv.config);
 }
 
+/** Where the cache root came from, for CACHE_NOT_FOUND. */
+function rootSource(argv: CacheArgs, config: LoadedConfig | undefined): string {
+  if (argv.cacheDir) return '--cache-dir';
+  if (argv.client)
+    return process.env.MARSIGN_CLIENT_CACHE ? '$MARSIGN_CLIENT_CACHE' : '--client (the default)';
+  if (config?.file.cache?.dir) return `cache.dir in ${config.path}`;
+  return process.env.MARSIGN_CACHE_DIR ? '$MARSIGN_CACHE_DIR' : 'the default';
+}
+
+/**
+ * A cache that does not exist is an error, not an empty cache: `--cache-dir` with a typo would
+ * otherwise read "0 entries" (and verify "all ok") about a directory nobody looked at.
+ */
+async function requireRoot(L: CacheLib, argv: CacheArgs, config: LoadedConfig | undefined): Promise<string> {
+  const root = L.config.cacheDirOf(config, (await dirOption(argv)).dir);
+  const st = await stat(root).catch(() => undefined);
+  if (!st?.isDirectory())
+    throw new UsageError(
+      'CACHE_NOT_FOUND',
+      `no cache at ${root} (from ${rootSource(argv, config)}): ${st ? 'not a directory' : 'no such directory'}`,
+      { details: { root } },
+    );
+  return root;
+}
+
 /**
  * stats and prune never check an HMAC, so they open the store without the cache's secret (neither read
  * nor created).
  */
 async function adminStore(L: CacheLib, argv: CacheArgs): Promise<CacheStore> {
   const config = await configOf(L, argv);
+  await requireRoot(L, argv, config);
   return L.factory.openCacheStore(config, { noSecret: true, ...(await dirOption(argv)) });
 }
 
@@ -118,11 +145,11 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
     const L = await cacheLib();
     const config = await configOf(L, argv);
     const dir = await dirOption(argv);
-    const root = L.config.cacheDirOf(config, dir.dir);
-    // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
-    const report: CacheVerifyReport = existsSync(root)
-      ? await (await L.factory.openCacheStore(config, dir)).verify({ repair: argv.repair })
-      : { checked: 0, ok: 0, bad: [], unsafe: [] };
+    // A cache that does not exist is refused, not created (with a secret) to be verified empty.
+    const root = await requireRoot(L, argv, config);
+    const report: CacheVerifyReport = await (
+      await L.factory.openCacheStore(config, dir)
+    ).verify({ repair: argv.repair });
     const out = { root, repaired: argv.repair, ...report };
     emit(argv, out, (v) => {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
