@@ -137,15 +137,15 @@ export const signReleaseCommand: CommandModule<object, Args> = {
     }
     emit(
       argv,
-      manifest.dryRun ? { ...manifest, locales: manifest.locales.map((l) => withoutOutput(l, l.output)) } : manifest,
+      manifest.dryRun
+        ? { ...manifest, locales: manifest.locales.map((l) => withoutOutput(l, l.output)) }
+        : manifest,
       () => renderReleaseSummary(manifest),
     );
     if (manifest.totals.failed > 0) {
       for (const l of manifest.locales)
         if (!l.ok && l.error)
-          process.stderr.write(
-            `marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`,
-          );
+          process.stderr.write(`marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`);
       process.exitCode = EXIT.ERROR;
     }
   }),
@@ -193,9 +193,7 @@ async function signRemote(argv: Args): Promise<void> {
     if (report.totals.failed > 0) {
       for (const l of report.locales)
         if (!l.ok && l.error)
-          process.stderr.write(
-            `marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`,
-          );
+          process.stderr.write(`marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`);
       process.exitCode = EXIT.ERROR;
     }
   } finally {
