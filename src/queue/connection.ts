@@ -133,3 +133,15 @@ function authFailure(err: unknown): string | undefined {
     return 'authentication failed: a password was given but the server has none configured';
   return undefined;
 }
+
+/**
+ * For long-running processes (worker, serve), which wait through a Redis that is down: only a refused
+ * password fails them at start (REDIS_AUTH_FAILED), since waiting cannot fix it.
+ */
+export async function assertRedisAuth(settings: RedisSettings, timeoutMs = 2_000): Promise<void> {
+  try {
+    await assertRedisReachable(settings, timeoutMs);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'REDIS_AUTH_FAILED') throw err;
+  }
+}

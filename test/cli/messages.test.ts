@@ -198,6 +198,17 @@ function describeRedis(): void {
       assert.equal(bad.code, 2);
       assert.match(errorLine(bad.stderr), /^marsign: REDIS_AUTH_FAILED: .*authentication failed/);
       assert.ok(!bad.stderr.includes('nope-nope'));
+      // The long-running commands, which wait through a Redis that is down, fail at once on a bad password.
+      for (const cmd of ['worker', 'serve']) {
+        const r = await runCli([cmd, '-c', conf], {
+          env: { ...env, TEST_REDIS_PW: 'nope-nope' },
+          cwd,
+          timeoutMs: 60_000,
+        });
+        assert.equal(r.code, 2, `${cmd}: ${r.stderr}`);
+        assert.match(errorLine(r.stderr), /^marsign: REDIS_AUTH_FAILED: .*authentication failed/, cmd);
+        assert.ok(!r.stderr.includes('nope-nope'));
+      }
       const good = await runCli(['status', '-c', conf, '--json'], {
         env: { ...env, TEST_REDIS_PW: password },
         cwd,

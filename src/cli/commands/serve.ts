@@ -55,6 +55,8 @@ export const serveCommand: CommandModule<object, Args> = {
     const { buildServer } = await import('../../service/server.js');
     const { loadClients } = await import('../../service/auth.js');
     const config = await loadConfig(argv.config);
+    const { assertRedisAuth, redisSettings } = await import('../../queue/connection.js');
+    await assertRedisAuth(redisSettings(config));
     const clients = await loadClients(config);
     const svc = await buildServer({ config, clients });
     svc.app.log.info({ clients: clients.list, legacy: clients.legacy }, 'api clients');
