@@ -4,7 +4,7 @@
  * `output` in a dry run's report, serve's port as --port, `status` without a config.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { portOption } from '../../src/cli/commands/serve.js';
@@ -167,4 +167,22 @@ test('status needs no config: $MARSIGN_REDIS_URL is used', { skip: REDIS_SKIP },
   });
   assert.equal(w.code, 2);
   assert.match(w.stderr, /^marsign: RELEASE_NOT_FOUND: no release "nope" in the queue$/m);
+});
+
+test('-o and -c mean the same in keys dev and cache (keys dev --out still works)', async () => {
+  const keysDir = join(dir, 'devkeys');
+  const k = await runCli(['keys', 'dev', '-o', keysDir, '--json'], { env });
+  assert.equal(k.code, 0, k.stderr);
+  assert.ok(existsSync(join(keysDir, 'marsign.config.json')));
+  const old = await runCli(['keys', 'dev', '--out', join(dir, 'devkeys-old'), '--json'], { env });
+  assert.equal(old.code, 0, old.stderr);
+  assert.ok(existsSync(join(dir, 'devkeys-old', 'marsign.config.json')));
+
+  const cacheDir = join(dir, 'cache-c');
+  mkdirSync(cacheDir);
+  const cfg = join(dir, 'cache-c.json');
+  writeFileSync(cfg, JSON.stringify({ cache: { dir: cacheDir }, profiles: {} }));
+  const st = await runCli(['cache', 'stats', '-c', cfg, '--json'], { env });
+  assert.equal(st.code, 0, st.stderr);
+  assert.equal((JSON.parse(st.stdout) as { root: string }).root, cacheDir);
 });

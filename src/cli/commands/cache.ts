@@ -31,6 +31,7 @@ function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
         "Cache root (default: the config's cache.dir, else $MARSIGN_CACHE_DIR, else $XDG_CACHE_HOME/marsign or ~/.cache/marsign)",
     })
     .option('config', {
+      alias: 'c',
       type: 'string',
       describe:
         'Config file for cache.dir and the HMAC secret (default: $MARSIGN_CONFIG, else ./marsign.config.json if present)',
