@@ -13,6 +13,7 @@ import { compress } from '../../src/codecs/index.js';
 import { buildPe } from '../../src/formats/pe/synth.js';
 import { runCli, tempDir } from '../helpers/env.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
+import { rawZip } from '../formats/zip/raw-zip.js';
 import { startTsa, type TestTsa } from '../helpers/tsa.js';
 import { BZ2, buildMar, CONFIG_PATH, KEYS, fixtureMar } from '../pipeline/_support.js';
 
@@ -151,6 +152,28 @@ test('mar extract of `a/b` then `a` (and `a` then `a/b`): MAR_UNSAFE_EXTRACT nam
   );
   noTempNames(r2.stderr);
   assert.ok(!existsSync(join(dir, 'clash1')) && !existsSync(join(dir, 'clash2')));
+});
+
+test('zip extract of `a/b` then `a`: ZIP_UNSAFE_EXTRACT naming both entries, no temp name', async () => {
+  const zip = join(dir, 'clash.zip');
+  const content = new TextEncoder().encode('x');
+  writeFileSync(
+    zip,
+    rawZip({
+      entries: [
+        { name: 'a/b', content },
+        { name: 'a', content },
+      ],
+    }),
+  );
+  const r = await runCli(['mar', 'extract', zip, join(dir, 'zclash')]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(
+    errorLine(r.stderr),
+    /^marsign: ZIP_UNSAFE_EXTRACT: "a" is a file where "a\/b" \(extracted before\) needs the directory "a"/,
+  );
+  noTempNames(r.stderr);
+  assert.ok(!existsSync(join(dir, 'zclash')));
 });
 
 describeRedis();
