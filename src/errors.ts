@@ -174,6 +174,27 @@ export function fromPlainError(p: PlainError): CodedError {
 }
 
 /**
+ * The same error (class, code, details) with the archive entry named first in its message — `entry
+ * "x/y.dll": libbzip2: BZ_DATA_ERROR` — and in `details.entry`, unless it already names it. A codec or
+ * PE error knows only bytes; the pipeline and `mar extract` know which entry they were.
+ */
+export function namingEntry(err: unknown, name: string): unknown {
+  const p = toPlainError(err);
+  if (p.code === 'ABORTED' || p.details?.entry === name) return err;
+  const named =
+    p.message.includes(JSON.stringify(name)) ||
+    p.message.startsWith(`${name} `) ||
+    p.message.startsWith(`${name}: `);
+  const e = fromPlainError({
+    ...p,
+    message: named ? p.message : `entry ${JSON.stringify(name)}: ${p.message}`,
+    details: { ...p.details, entry: name },
+  });
+  if (err instanceof Error && err.stack) e.stack = `${e.name}: ${e.message}\n${err.stack}`;
+  return e;
+}
+
+/**
  * Whether a failure is worth retrying (BullMQ backoff) or final (UnrecoverableError).
  * Format, policy, config, authority and verification errors are final; I/O and network errors are retryable.
  */

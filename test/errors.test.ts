@@ -7,6 +7,7 @@ import {
   ConfigError,
   fromPlainError,
   isRetryable,
+  PolicyError,
   toPlainError,
 } from '../src/errors.js';
 import { Cursor } from '../src/formats/cursor.js';
@@ -44,4 +45,35 @@ test('cursor reads big- and little-endian values and refuses to run past the end
     () => c.u8(),
     (e: unknown) => e instanceof FormatError && e.code === 'MAR_TRUNCATED' && e.offset === 108,
   );
+});
+
+test('namingEntry: the entry first in the message and in details, class and code kept, never twice', async () => {
+  const { namingEntry } = await import('../src/errors.js');
+  const { outputDigests } = await import('../src/pipeline/report.js');
+  const codec = new FormatError('bz2', 'CODEC_CORRUPT', 'libbzip2: BZ_DATA_ERROR');
+  const named = namingEntry(codec, 'x/y.dll') as FormatError;
+  assert.ok(named instanceof FormatError);
+  assert.equal(named.code, 'CODEC_CORRUPT');
+  assert.equal(named.message, 'entry "x/y.dll": libbzip2: BZ_DATA_ERROR');
+  assert.equal(named.details?.entry, 'x/y.dll');
+  // Across a thread boundary (plain object) and named again: unchanged.
+  const plain = toPlainError(named);
+  assert.equal(namingEntry(plain, 'x/y.dll'), plain);
+  // A message that already starts with the name is not prefixed; the entry still goes in details.
+  const policy = namingEntry(new PolicyError('POLICY_NOT_PE', 'a.exe matches the signing policy'), 'a.exe');
+  assert.equal((policy as PolicyError).message, 'a.exe matches the signing policy');
+  assert.equal((policy as PolicyError).details?.entry, 'a.exe');
+  // A one-letter name inside other words is not mistaken for naming the entry.
+  assert.equal(
+    (namingEntry(new FormatError('xz', 'CODEC_CORRUPT', 'bad data'), 'a') as Error).message,
+    'entry "a": bad data',
+  );
+
+  // Manifests written before camelCase (a remote server, a file) are read under either name.
+  const base = { entries: [], totals: {} } as never as Parameters<typeof outputDigests>[0];
+  assert.deepEqual(outputDigests({ ...base, output_sha256: 'aa', output_sha512: 'bb' }), {
+    sha256: 'aa',
+    sha512: 'bb',
+  });
+  assert.deepEqual(outputDigests({ ...base, outputSha256: 'cc', output_sha256: 'aa' }), { sha256: 'cc' });
 });

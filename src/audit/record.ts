@@ -137,7 +137,7 @@ export function localeEvents(run: LocaleAuditRun, time = new Date().toISOString(
       action: served ? 'served' : signedContainer ? 'signed' : 'assembled',
       cache: served ? 'hit' : 'miss',
       inputSha256: run.inputSha256,
-      outputSha256: m.output_sha256 ?? '',
+      outputSha256: m.outputSha256 ?? '',
       keys: containerKeys,
       tsa: null,
       input: m.input,

@@ -89,6 +89,16 @@ export async function loadConfig(path?: string): Promise<LoadedConfig> {
   return { path: abs, sha256: createHash('sha256').update(bytes).digest('hex'), dir, file };
 }
 
+/**
+ * The config when one is named (`path`, $MARSIGN_CONFIG) or ./marsign.config.json exists, else
+ * undefined: for commands that work without one (status, cache) on the environment's defaults.
+ */
+export async function loadConfigIfPresent(path?: string): Promise<LoadedConfig | undefined> {
+  if ((path !== undefined && path !== '') || process.env.MARSIGN_CONFIG || existsSync(CONFIG_FILENAME))
+    return loadConfig(path);
+  return undefined;
+}
+
 function lineCol(bytes: Buffer, pos: number): string {
   const before = bytes.subarray(0, pos).toString('utf8').split('\n');
   return `line ${before.length} column ${(before[before.length - 1] ?? '').length + 1}`;

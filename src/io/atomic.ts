@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { CodedError } from '../errors.js';
 import type { ConfinedDir, Confinement } from './confine.js';
 
 export interface AtomicFileOptions {
@@ -48,8 +49,12 @@ export class AtomicFile {
       }
     }
     const tempPath = join(dirname(path), name);
-    const handle = await open(tempPath, TEMP_FLAGS, mode);
-    return new AtomicFile(path, tempPath, handle);
+    try {
+      const handle = await open(tempPath, TEMP_FLAGS, mode);
+      return new AtomicFile(path, tempPath, handle);
+    } catch (e) {
+      throw outputDirError(e, path);
+    }
   }
 
   /** Write all of `data` at `position` (or at the current end when omitted). */
@@ -97,6 +102,21 @@ export class AtomicFile {
     }
     await this.dir?.close().catch(() => undefined);
   }
+}
+
+/**
+ * The temp file's name means nothing to the user: a missing or non-directory parent is reported for the
+ * output path they gave. Other errors (EACCES, ENOSPC…) pass through with their errno code.
+ */
+function outputDirError(e: unknown, path: string): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code !== 'ENOENT' && code !== 'ENOTDIR') return e;
+  const dir = dirname(resolve(path));
+  return new CodedError(
+    'OUTPUT_DIR_NOT_FOUND',
+    `cannot write ${path}: its directory ${dir} ${code === 'ENOENT' ? 'does not exist' : 'is not a directory'}`,
+    { details: { path: resolve(path), directory: dir } },
+  );
 }
 
 /** Write a whole file atomically. */

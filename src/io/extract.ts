@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, realpath, rename, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { UsageError } from '../errors.js';
+import { CodedError, UsageError } from '../errors.js';
 import { removeOnSignal } from './signal-cleanup.js';
 
 /**
@@ -19,8 +19,8 @@ export interface ExtractRoot {
   target(name: string, offset?: number): string;
   /** Create every directory from the root down to `dir`. */
   makeDirs(dir: string, name: string): Promise<void>;
-  /** Write a new file (O_EXCL|O_NOFOLLOW) with `mode`. */
-  writeFile(target: string, data: Uint8Array, mode: number): Promise<void>;
+  /** Write entry `name`'s new file (O_EXCL|O_NOFOLLOW) with `mode`. */
+  writeFile(target: string, data: Uint8Array, mode: number, name: string): Promise<void>;
 }
 
 /** Run `fn` over a fresh extraction root, then move it to `destDir` (which must not exist or be empty). */
@@ -41,8 +41,38 @@ export async function extractInto<T>(
     await mkdir(tmp, { mode: 0o700 });
   } catch (e) {
     stopSignalCleanup();
+    // The temp directory's name means nothing to the user: name the destination they gave.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new CodedError(
+        'OUTPUT_DIR_NOT_FOUND',
+        `cannot extract into ${dest}: its directory ${dirname(dest)} ${code === 'ENOENT' ? 'does not exist' : 'is not a directory'}`,
+        { details: { path: dest, directory: dirname(dest) } },
+      );
     throw e;
   }
+  // Which entry made each path (relative to the root): a clash names both entries, never the temp path.
+  const madeBy = new Map<string, { name: string; kind: 'file' | 'directory' }>();
+  const clash = (name: string, rel: string, want: 'file' | 'directory', offset?: number): Error => {
+    const had = madeBy.get(rel);
+    const what = rel.split(sep).join('/');
+    if (!had)
+      return unsafe(`${JSON.stringify(name)}: ${JSON.stringify(what)} is already in the destination`, offset);
+    if (had.kind === 'file' && want === 'file')
+      return unsafe(
+        `${JSON.stringify(name)} is in the archive twice (as ${JSON.stringify(had.name)})`,
+        offset,
+      );
+    return want === 'file'
+      ? unsafe(
+          `${JSON.stringify(name)} is a file where ${JSON.stringify(had.name)} (extracted before) needs the directory ${JSON.stringify(what)}`,
+          offset,
+        )
+      : unsafe(
+          `${JSON.stringify(name)} needs the directory ${JSON.stringify(what)} where ${JSON.stringify(had.name)} (extracted before) is a file`,
+          offset,
+        );
+  };
   try {
     const root = await realpath(tmp);
     const result = await fn({
@@ -58,18 +88,30 @@ export async function extractInto<T>(
         for (const seg of relative(root, dir).split(sep).filter(Boolean)) {
           at = join(at, seg);
           const st = await lstat(at).catch(() => undefined);
-          if (!st) await mkdir(at, { mode: 0o755 });
-          else if (st.isSymbolicLink()) throw unsafe(`a symlink is in the way of ${JSON.stringify(name)}`);
-          else if (!st.isDirectory())
-            throw unsafe(`${JSON.stringify(name)} needs a directory where a file was extracted`);
+          if (!st) {
+            await mkdir(at, { mode: 0o755 });
+            madeBy.set(relative(root, at), { name, kind: 'directory' });
+          } else if (st.isSymbolicLink()) throw unsafe(`a symlink is in the way of ${JSON.stringify(name)}`);
+          else if (!st.isDirectory()) throw clash(name, relative(root, at), 'directory');
         }
       },
-      async writeFile(target, data, mode) {
-        const fh = await open(
-          target,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          mode,
-        );
+      async writeFile(target, data, mode, name) {
+        const rel = relative(root, target);
+        let fh;
+        try {
+          fh = await open(
+            target,
+            constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+            mode,
+          );
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'EEXIST' || code === 'EISDIR' || code === 'ELOOP') throw clash(name, rel, 'file');
+          throw new CodedError(code ?? 'EIO', `cannot extract ${JSON.stringify(name)}: ${code ?? 'error'}`, {
+            cause: e,
+          });
+        }
+        madeBy.set(rel, { name, kind: 'file' });
         try {
           await fh.writeFile(data);
           await fh.chmod(mode);

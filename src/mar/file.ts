@@ -1,6 +1,6 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, sep } from 'node:path';
-import { UsageError } from '../errors.js';
+import { namingEntry, UsageError } from '../errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, type CodecName, type CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
 import { extractInto } from '../io/extract.js';
@@ -98,10 +98,14 @@ export async function extractMar(
         let data = await readEntryBytes(m.source, e);
         if (c && data.length > 0 && c.detectCodec(data) !== 'none') {
           const perEntry = options.maxOutputSize ?? DEFAULT_MAX_OUTPUT_SIZE;
-          data = await c.decompress(data, {
-            maxOutputSize: Math.min(perEntry, maxTotal - total + 1),
-            ...(options.maxRatio === undefined ? {} : { maxRatio: options.maxRatio }),
-          });
+          data = await c
+            .decompress(data, {
+              maxOutputSize: Math.min(perEntry, maxTotal - total + 1),
+              ...(options.maxRatio === undefined ? {} : { maxRatio: options.maxRatio }),
+            })
+            .catch((err: unknown) => {
+              throw namingEntry(err, e.name);
+            });
         }
         total += data.length;
         if (total > maxTotal)
@@ -111,7 +115,7 @@ export async function extractMar(
             e.offset,
           );
         const mode = e.flags & 0o777;
-        await x.writeFile(target, data, mode);
+        await x.writeFile(target, data, mode, e.name);
         files.push({ name: e.name, size: data.length, mode });
       }
       return files;

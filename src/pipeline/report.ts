@@ -50,6 +50,16 @@ export interface ManifestParts {
   timings: LocaleManifest['timings'];
 }
 
+/**
+ * A manifest's output digests under either spelling: manifests written before 0.2 (a remote server, a
+ * file on disk) have only the deprecated snake_case names.
+ */
+export function outputDigests(m: LocaleManifest): { sha256?: string; sha512?: string } {
+  const sha256 = m.outputSha256 ?? m.output_sha256;
+  const sha512 = m.outputSha512 ?? m.output_sha512;
+  return { ...(sha256 ? { sha256 } : {}), ...(sha512 ? { sha512 } : {}) };
+}
+
 export function buildManifest(p: ManifestParts): LocaleManifest {
   return {
     marsignVersion: VERSION,
@@ -59,7 +69,14 @@ export function buildManifest(p: ManifestParts): LocaleManifest {
     profile: p.profile,
     dryRun: p.dryRun,
     ...(p.digests
-      ? { output_sha256: p.digests.sha256, output_sha512: p.digests.sha512, outputSize: p.digests.size }
+      ? {
+          outputSha256: p.digests.sha256,
+          outputSha512: p.digests.sha512,
+          outputSize: p.digests.size,
+          // Deprecated spellings (README "Conventions"): scripts written against 0.1 read these.
+          output_sha256: p.digests.sha256,
+          output_sha512: p.digests.sha512,
+        }
       : {}),
     ...(p.outputCache ? { outputCache: p.outputCache } : {}),
     entries: p.records,

@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { ArchiveEntry, EntryData, OpenedArchive } from '../archive/types.js';
-import { fromPlainError, toPlainError } from '../errors.js';
+import { namingEntry, toPlainError } from '../errors.js';
 import type { FileSource } from '../io/byte-source.js';
 import type { Produced, RunLedger, SigningContext } from './context.js';
 import { sha256Hex } from './manifest.js';
@@ -274,17 +274,4 @@ async function skipInvalid(
 function isInvalidInput(err: unknown): boolean {
   const p = toPlainError(err);
   return p.name === 'PolicyError' || p.name === 'FormatError';
-}
-
-/** The same error (class, code, details) with the entry named in its message, unless it already is. */
-export function namingEntry(err: unknown, name: string): unknown {
-  const p = toPlainError(err);
-  if (p.code === 'ABORTED' || p.message.includes(name)) return err;
-  const named = fromPlainError({
-    ...p,
-    message: `${name}: ${p.message}`,
-    details: { ...p.details, entry: name },
-  });
-  if (err instanceof Error && err.stack) named.stack = `${named.name}: ${named.message}\n${err.stack}`;
-  return named;
 }

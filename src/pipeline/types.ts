@@ -54,9 +54,13 @@ export interface LocaleManifest {
   container: ContainerName;
   profile: string;
   dryRun: boolean;
-  output_sha256?: string;
-  output_sha512?: string;
+  outputSha256?: string;
+  outputSha512?: string;
   outputSize?: number;
+  /** @deprecated the old snake_case names of outputSha256/outputSha512, still written for scripts. */
+  output_sha256?: string;
+  /** @deprecated see output_sha256. */
+  output_sha512?: string;
   /**
    * The locale-output tier: `hit` = the whole output was served from the cache (no entry was signed or
    * assembled); `miss` = looked up, not found, signed as usual (and stored, unless a warning says the

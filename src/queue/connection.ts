@@ -102,14 +102,46 @@ export async function assertRedisReachable(settings: RedisSettings, timeoutMs = 
     retryStrategy: () => null,
     enableOfflineQueue: false,
   });
-  c.on('error', () => undefined);
+  // ioredis rejects connect() with "Connection is closed" when the AUTH reply fails; the reason is
+  // the error event's.
+  let reason: unknown;
+  c.on('error', (e: unknown) => (reason ??= e));
   try {
     await c.connect();
     await c.ping();
   } catch (err) {
+    const auth = authFailure(reason) ?? authFailure(err);
+    if (auth) throw new ConfigError('REDIS_AUTH_FAILED', `Redis at ${settings.display}: ${auth}`);
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new TransientError('REDIS_UNAVAILABLE', `cannot reach Redis at ${settings.display}: ${code}`);
   } finally {
     c.disconnect();
+  }
+}
+
+/**
+ * What an authentication failure means (Redis reply prefixes WRONGPASS, NOAUTH; older servers say
+ * "invalid password"), or undefined for any other error. Not retried: the same password fails again.
+ */
+function authFailure(err: unknown): string | undefined {
+  const m = err instanceof Error ? err.message : '';
+  if (/^WRONGPASS|invalid (username-)?password/i.test(m))
+    return 'authentication failed: the password (redis.passwordEnv or the URL) or user is wrong';
+  if (/^NOAUTH/.test(m))
+    return 'authentication failed: the server requires a password and none was given (redis.passwordEnv or the URL)';
+  if (/AUTH.*called without any password configured/i.test(m))
+    return 'authentication failed: a password was given but the server has none configured';
+  return undefined;
+}
+
+/**
+ * For long-running processes (worker, serve), which wait through a Redis that is down: only a refused
+ * password fails them at start (REDIS_AUTH_FAILED), since waiting cannot fix it.
+ */
+export async function assertRedisAuth(settings: RedisSettings, timeoutMs = 2_000): Promise<void> {
+  try {
+    await assertRedisReachable(settings, timeoutMs);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'REDIS_AUTH_FAILED') throw err;
   }
 }

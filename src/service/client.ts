@@ -18,7 +18,8 @@ export function cliSubmitter(): string {
   return cliClient();
 }
 
-export async function openQueue(config: LoadedConfig): Promise<BullReleaseQueue> {
+/** The queue on the config's Redis; without a config, $MARSIGN_REDIS_URL or redis://127.0.0.1:6379. */
+export async function openQueue(config: LoadedConfig | undefined): Promise<BullReleaseQueue> {
   const settings = redisSettings(config);
   await assertRedisReachable(settings);
   return new BullReleaseQueue(settings);

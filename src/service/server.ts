@@ -26,6 +26,7 @@ import { createRedis, redisSettings, type RedisSettings } from '../queue/connect
 import { configuredRoots, validateRelease } from '../queue/manifest.js';
 import { parseReleaseRequest } from '../release/request.js';
 import { isRecipeRequest, parseRecipeRequest, validateRecipeRelease } from '../transfer/request.js';
+import { buildInfo } from '../build-info.js';
 import { VERSION } from '../version.js';
 import {
   SESSION_COOKIE,
@@ -316,13 +317,8 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   );
 
   app.get('/__lbheartbeat__', async () => ({ status: 'ok' }));
-  app.get('/__version__', async () => ({
-    name: 'marsign',
-    version: VERSION,
-    source: 'https://github.com/mozilla/marsign',
-    commit: process.env.MARSIGN_COMMIT ?? 'unknown',
-    build: process.env.MARSIGN_BUILD ?? 'unknown',
-  }));
+  // Only what is known (src/build-info.ts): no placeholder commit, no guessed source URL.
+  app.get('/__version__', async () => ({ name: 'marsign', version: VERSION, ...buildInfo() }));
   app.get('/__heartbeat__', async (_req, reply) => {
     const hb = await heartbeat({ redis, prefix: settings.prefix, cacheDir, profiles });
     return reply.code(hb.status === 'failed' ? 500 : 200).send(hb);

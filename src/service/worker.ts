@@ -119,7 +119,7 @@ export function summarise(
     ms: Math.round(ms),
     worker,
   };
-  if (m.output_sha256) r.outputSha256 = m.output_sha256;
+  if (m.outputSha256) r.outputSha256 = m.outputSha256;
   if (m.outputSize !== undefined) r.outputSize = m.outputSize;
   return r;
 }
@@ -413,7 +413,7 @@ export class WorkerService {
       ...summarise(r.manifest, data.locale, data.output, performance.now() - started, this.id),
       outputRecipe: r.outputRecipe,
       manifestBlob: r.manifestBlob,
-      ...(r.manifest.output_sha512 ? { outputSha512: r.manifest.output_sha512 } : {}),
+      ...(r.manifest.outputSha512 ? { outputSha512: r.manifest.outputSha512 } : {}),
     };
   }
 

@@ -348,7 +348,7 @@ async function fetchLocale(
   const manifest = JSON.parse(
     Buffer.from(await fetchBlob(r.manifestBlob)).toString('utf8'),
   ) as LocaleManifest;
-  if (manifest.output_sha256 !== r.outputSha256)
+  if ((manifest.outputSha256 ?? manifest.output_sha256) !== r.outputSha256)
     throw new VerificationError(
       'REMOTE_OUTPUT_MISMATCH',
       `locale ${l.locale}: the manifest blob names another output`,
@@ -395,7 +395,9 @@ async function fetchLocale(
     manifest: manifestPath(l.output),
     ok: true,
     outputSha256: r.outputSha256,
-    ...(manifest.output_sha512 ? { outputSha512: manifest.output_sha512 } : {}),
+    ...((manifest.outputSha512 ?? manifest.output_sha512)
+      ? { outputSha512: (manifest.outputSha512 ?? manifest.output_sha512)! }
+      : {}),
     ...(manifest.outputSize !== undefined ? { outputSize: manifest.outputSize } : {}),
     totals: manifest.totals,
     ...(manifest.outputCache ? { outputCache: manifest.outputCache } : {}),

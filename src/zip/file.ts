@@ -163,7 +163,7 @@ export async function extractZip(
         const data = await readEntryContent(z.source, e, {
           ...(options.maxOutputSize === undefined ? {} : { maxOutputSize: options.maxOutputSize }),
         });
-        await x.writeFile(target, data, mode);
+        await x.writeFile(target, data, mode, e.name);
         files.push({ name: e.name, size: data.length, mode, directory: false });
       }
       return files;

@@ -37,21 +37,21 @@ test('cache --help lists the subcommands; missing or bad arguments are usage err
   assert.match(bad.stderr, /^marsign: BAD_SIZE: .*"12 parsecs"/);
 });
 
-test('stats on a cache that does not exist reports zero and creates nothing', async () => {
+test('stats, verify and prune on a cache that does not exist: CACHE_NOT_FOUND (exit 2), nothing created', async () => {
   const dir = join(tempDir(), 'nothing-here');
-  const r = await runCli(['cache', 'stats', '--json', '--cache-dir', dir]);
-  assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), {
-    root: dir,
-    entries: 0,
-    bytes: 0,
-    signedEntries: { entries: 0, bytes: 0 },
-    peSignatures: { entries: 0, bytes: 0 },
-    localeOutputs: { entries: 0, bytes: 0 },
-    blobs: { entries: 0, bytes: 0 },
-  });
-  const v = await runCli(['cache', 'verify', '--cache-dir', dir]);
-  assert.equal(v.code, 0, v.stderr);
+  for (const args of [['stats'], ['stats', '--json'], ['verify'], ['prune', '--max-size', '1G']]) {
+    const r = await runCli(['cache', ...args, '--cache-dir', dir]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.equal(
+      r.stderr,
+      `marsign: CACHE_NOT_FOUND: no cache at ${dir} (from --cache-dir): no such directory\n`,
+      args.join(' '),
+    );
+    assert.doesNotMatch(r.stdout, /entries/, 'no count reported for a cache nobody looked at');
+  }
+  const viaEnv = await runCli(['cache', 'stats'], { env: { MARSIGN_CACHE_DIR: dir, MARSIGN_CONFIG: '' } });
+  assert.equal(viaEnv.code, 2);
+  assert.match(viaEnv.stderr, /^marsign: CACHE_NOT_FOUND: no cache at .* \(from \$MARSIGN_CACHE_DIR\)/);
   assert.equal(existsSync(dir), false);
 });
 

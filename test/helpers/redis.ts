@@ -34,7 +34,11 @@ export class TestRedis {
   private proc: ChildProcess | undefined;
   private readonly dir: string;
 
-  private constructor(readonly port: number) {
+  private constructor(
+    readonly port: number,
+    /** `--requirepass`: clients must AUTH with it (the readiness check does). */
+    private readonly password?: string,
+  ) {
     this.dir = mkdtempSync(join(tmpdir(), 'marsign-redis-'));
   }
 
@@ -43,8 +47,8 @@ export class TestRedis {
   }
 
   /** Start a server on a free port and wait until it answers PING. */
-  static async start(port?: number): Promise<TestRedis> {
-    const r = new TestRedis(port ?? (await freePort()));
+  static async start(port?: number, opts: { password?: string } = {}): Promise<TestRedis> {
+    const r = new TestRedis(port ?? (await freePort()), opts.password);
     await r.startProcess();
     return r;
   }
@@ -66,6 +70,7 @@ export class TestRedis {
         // BullMQ requires noeviction to keep jobs.
         '--maxmemory-policy',
         'noeviction',
+        ...(this.password !== undefined ? ['--requirepass', this.password] : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -77,6 +82,7 @@ export class TestRedis {
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited: ${log}`);
       const c = new Redis(this.port, '127.0.0.1', {
+        ...(this.password !== undefined ? { password: this.password } : {}),
         lazyConnect: true,
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,

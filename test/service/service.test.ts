@@ -3,6 +3,7 @@
  * and `status` as a user runs them, outputs checked with openssl and osslsigncode.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { readMar } from '../../src/formats/mar/index.js';
 import { FileSource } from '../../src/io/byte-source.js';
 import type { ReleaseStatus } from '../../src/queue/types.js';
-import { runCli, tempDir } from '../helpers/env.js';
+import { PROJECT_ROOT, runCli, tempDir } from '../helpers/env.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
 import { checkSignedOutput } from '../pipeline/_support.js';
 import {
@@ -163,8 +164,18 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
 
   test('auth: 401 without a token, 403 with a wrong one, on the API and /queues; health is public', async () => {
     const wrong = { authorization: 'Bearer not-the-token-at-all' };
-    assert.equal((await api('/releases')).status, 401);
-    assert.equal((await api('/releases', { headers: wrong })).status, 403);
+    // The error body docs/OPERATIONS.md promises: { error: { name, code, message } }.
+    for (const path of ['/releases', '/queues/api/queues']) {
+      const r = await api(path);
+      assert.equal(r.status, 401, path);
+      assert.deepEqual(Object.keys(r.body.error).sort(), ['code', 'message', 'name'], path);
+      assert.equal(r.body.error.name, 'AuthError', path);
+      assert.equal(r.body.error.code, 'AUTH_REQUIRED', path);
+    }
+    const denied = await api('/releases', { headers: wrong });
+    assert.equal(denied.status, 403);
+    assert.equal(denied.body.error.name, 'AuthError');
+    assert.equal(denied.body.error.code, 'AUTH_FORBIDDEN');
     assert.equal((await post({}, {})).status, 401);
     assert.equal((await post({}, wrong)).status, 403);
     assert.equal((await api('/releases/x', { headers: wrong })).status, 403);
@@ -201,6 +212,11 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     const version = await api('/__version__');
     assert.equal(version.status, 200);
     assert.equal(typeof version.body.version, 'string');
+    // Only what is known: the checkout's real commit (tests run from sources), no placeholders.
+    const head = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: PROJECT_ROOT, encoding: 'utf8' });
+    if (head.status === 0) assert.equal(version.body.commit, head.stdout.trim());
+    else assert.ok(!('commit' in version.body), JSON.stringify(version.body));
+    assert.doesNotMatch(JSON.stringify(version.body), /unknown|github\.com\/mozilla\/marsign/);
     const hb = await api('/__heartbeat__');
     assert.equal(hb.status, 200, JSON.stringify(hb.body));
     assert.equal(hb.body.checks.redis.status, 'ok');
@@ -308,6 +324,9 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     assert.notEqual(fr.error.code, 'INTERNAL', JSON.stringify(fr.error));
     assert.match(fr.error.name, /FormatError|PolicyError/);
     assert.equal(s.error?.code, fr.error.code);
+    // The failing entry is named (issue 11 item 7): in the message and in details.entry.
+    assert.ok(fr.error.message.includes(victim.name), fr.error.message);
+    assert.equal(fr.error.details?.entry, victim.name);
     for (const l of s.locales.filter((x) => x.locale !== 'fr')) assert.equal(l.state, 'completed', l.locale);
     await verifyAll(s, ['en-US', 'de']);
 
@@ -318,6 +337,7 @@ describe('service', { skip: REDIS_SKIP, timeout: 170_000 }, () => {
     assert.equal(viaCli.locales.find((l) => l.locale === 'fr')!.error!.code, fr.error.code);
     const human = await runCli(['status', 'corrupt-1', '-c', cfg]);
     assert.match(human.stdout, new RegExp(`fr\\s+failed.*${fr.error.code}`));
+    assert.ok(human.stdout.includes(victim.name), human.stdout);
     // `enqueue --wait` on a release that failed exits non-zero (re-submission waits on the existing one).
     const manifest = join(rel, 'release.json');
     writeFileSync(manifest, JSON.stringify(doc));

@@ -1,7 +1,8 @@
-import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import type { CacheStore, CacheVerifyReport } from '../../../cache/types.js';
 import type { LoadedConfig } from '../../config/types.js';
+import { UsageError } from '../../errors.js';
 import { emit, EXIT, handler } from '../output.js';
 
 /** The cache and config libraries, loaded when a cache command runs rather than when the CLI starts. */
@@ -30,6 +31,7 @@ function withCommon<T>(y: Argv<T>): Argv<T & CacheArgs> {
         "Cache root (default: the config's cache.dir, else $MARSIGN_CACHE_DIR, else $XDG_CACHE_HOME/marsign or ~/.cache/marsign)",
     })
     .option('config', {
+      alias: 'c',
       type: 'string',
       describe:
         'Config file for cache.dir and the HMAC secret (default: $MARSIGN_CONFIG, else ./marsign.config.json if present)',
@@ -52,9 +54,32 @@ async function dirOption(argv: CacheArgs): Promise<{ dir?: string }> {
 
 /** The config is optional here: used when named (--config, $MARSIGN_CONFIG) or present in the cwd. */
 async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | undefined> {
-  if (argv.config || process.env.MARSIGN_CONFIG || existsSync(L.config.CONFIG_FILENAME))
-    return L.config.loadConfig(argv.config);
-  return undefined;
+  return L.config.loadConfigIfPresent(argv.config);
+}
+
+/** Where the cache root came from, for CACHE_NOT_FOUND. */
+function rootSource(argv: CacheArgs, config: LoadedConfig | undefined): string {
+  if (argv.cacheDir) return '--cache-dir';
+  if (argv.client)
+    return process.env.MARSIGN_CLIENT_CACHE ? '$MARSIGN_CLIENT_CACHE' : '--client (the default)';
+  if (config?.file.cache?.dir) return `cache.dir in ${config.path}`;
+  return process.env.MARSIGN_CACHE_DIR ? '$MARSIGN_CACHE_DIR' : 'the default';
+}
+
+/**
+ * A cache that does not exist is an error, not an empty cache: `--cache-dir` with a typo would
+ * otherwise read "0 entries" (and verify "all ok") about a directory nobody looked at.
+ */
+async function requireRoot(L: CacheLib, argv: CacheArgs, config: LoadedConfig | undefined): Promise<string> {
+  const root = L.config.cacheDirOf(config, (await dirOption(argv)).dir);
+  const st = await stat(root).catch(() => undefined);
+  if (!st?.isDirectory())
+    throw new UsageError(
+      'CACHE_NOT_FOUND',
+      `no cache at ${root} (from ${rootSource(argv, config)}): ${st ? 'not a directory' : 'no such directory'}`,
+      { details: { root } },
+    );
+  return root;
 }
 
 /**
@@ -63,6 +88,7 @@ async function configOf(L: CacheLib, argv: CacheArgs): Promise<LoadedConfig | un
  */
 async function adminStore(L: CacheLib, argv: CacheArgs): Promise<CacheStore> {
   const config = await configOf(L, argv);
+  await requireRoot(L, argv, config);
   return L.factory.openCacheStore(config, { noSecret: true, ...(await dirOption(argv)) });
 }
 
@@ -120,11 +146,11 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
     const L = await cacheLib();
     const config = await configOf(L, argv);
     const dir = await dirOption(argv);
-    const root = L.config.cacheDirOf(config, dir.dir);
-    // Nothing to verify in a cache that does not exist yet; do not create it (and a secret) here.
-    const report: CacheVerifyReport = existsSync(root)
-      ? await (await L.factory.openCacheStore(config, dir)).verify({ repair: argv.repair })
-      : { checked: 0, ok: 0, bad: [], unsafe: [] };
+    // A cache that does not exist is refused, not created (with a secret) to be verified empty.
+    const root = await requireRoot(L, argv, config);
+    const report: CacheVerifyReport = await (
+      await L.factory.openCacheStore(config, dir)
+    ).verify({ repair: argv.repair });
     const out = { root, repaired: argv.repair, ...report };
     emit(argv, out, (v) => {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];

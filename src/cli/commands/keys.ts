@@ -19,6 +19,8 @@ const dev: CommandModule<object, DevArgs> = {
   builder: (y: Argv) =>
     y
       .option('out', {
+        // -o/--output as in every command that writes (README "Conventions"); --out is the old name.
+        alias: ['o', 'output'],
         type: 'string',
         demandOption: true,
         describe: 'Directory to write into (created if missing)',

@@ -1,10 +1,31 @@
 import type { CommandModule } from 'yargs';
+import { UsageError } from '../../errors.js';
 import { handler, type OutputOptions } from '../output.js';
 
 interface Args extends OutputOptions {
   config?: string;
   host?: string;
   port?: number;
+  /** Deprecated spelling of --port (-p is --profile in every command that has one). */
+  p?: string;
+}
+
+/**
+ * --port, or the old `-p N` (serve has no profile, so a number there can only mean the port): accepted
+ * with a warning. Anything else after -p is refused rather than guessed.
+ */
+export function portOption(argv: Pick<Args, 'port' | 'p'>): number | undefined {
+  if (argv.p === undefined) return argv.port;
+  const n = Number(argv.p);
+  if (argv.p === '' || !Number.isInteger(n) || n < 0 || n > 65535)
+    throw new UsageError(
+      'USAGE',
+      `serve takes no profile; -p was its old port option and needs a port number, found ${JSON.stringify(argv.p)} (use --port)`,
+    );
+  if (argv.port !== undefined && argv.port !== n)
+    throw new UsageError('USAGE', `-p ${n} and --port ${argv.port} disagree (use --port only)`);
+  process.stderr.write('marsign: warning: serve -p is deprecated; use --port\n');
+  return n;
 }
 
 export const serveCommand: CommandModule<object, Args> = {
@@ -19,19 +40,23 @@ export const serveCommand: CommandModule<object, Args> = {
       })
       .option('host', { type: 'string', describe: 'listen address (default: server.host, else 127.0.0.1)' })
       .option('port', {
-        alias: 'p',
         type: 'number',
         describe: 'listen port (default: server.port, else 8080)',
       })
+      // Hidden: the old spelling, kept so existing unit files keep working (README "Conventions").
+      .option('p', { type: 'string', hidden: true })
       .option('json', {
         type: 'boolean',
         describe: 'logs are always JSON; accepted for uniformity',
       }) as never,
   handler: handler<Args>(async (argv) => {
+    const portFlag = portOption(argv);
     const { loadConfig } = await import('../../config/index.js');
     const { buildServer } = await import('../../service/server.js');
     const { loadClients } = await import('../../service/auth.js');
     const config = await loadConfig(argv.config);
+    const { assertRedisAuth, redisSettings } = await import('../../queue/connection.js');
+    await assertRedisAuth(redisSettings(config));
     const clients = await loadClients(config);
     const svc = await buildServer({ config, clients });
     svc.app.log.info({ clients: clients.list, legacy: clients.legacy }, 'api clients');
@@ -43,7 +68,7 @@ export const serveCommand: CommandModule<object, Args> = {
         : await (await import('../../audit/index.js')).startAuditDrain(config, svc.app.log as never);
     if (drain) svc.app.log.info({ log: drain.log.path }, 'audit drain started');
     const host = argv.host ?? config.file.server?.host ?? '127.0.0.1';
-    const port = argv.port ?? config.file.server?.port ?? 8080;
+    const port = portFlag ?? config.file.server?.port ?? 8080;
     await svc.app.listen({ host, port });
     await new Promise<void>((resolve) => {
       const stop = (sig: string): void => {

@@ -2,13 +2,14 @@ import { basename, dirname, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { LocaleManifest } from '../../pipeline/types.js';
 import { UsageError } from '../../errors.js';
-import { emit, handler, type OutputOptions } from '../output.js';
+import { emit, handler, withoutOutput, type OutputOptions } from '../output.js';
+import { chooseProfile } from '../profile.js';
 import { formatBytes, localeProgress, wantProgress } from '../progress.js';
 
 interface Args extends OutputOptions {
   input: string;
   output?: string;
-  profile: string;
+  profile?: string;
   config?: string;
   'dry-run'?: boolean;
   'skip-invalid'?: boolean;
@@ -26,7 +27,11 @@ export const signLocaleCommand: CommandModule<object, Args> = {
     y
       .positional('input', { type: 'string', demandOption: true, describe: 'input MAR' })
       .option('output', { alias: 'o', type: 'string', describe: 'output MAR (required unless --dry-run)' })
-      .option('profile', { alias: 'p', type: 'string', demandOption: true, describe: 'signing profile name' })
+      .option('profile', {
+        alias: 'p',
+        type: 'string',
+        describe: "signing profile (default: the config's only profile)",
+      })
       .option('config', {
         alias: 'c',
         type: 'string',
@@ -80,7 +85,7 @@ export const signLocaleCommand: CommandModule<object, Args> = {
     let manifest: LocaleManifest;
     try {
       manifest = await pipeline.signLocale({
-        profile: argv.profile,
+        profile: chooseProfile(argv.profile, undefined, config),
         input: argv.input,
         output: argv.output ?? `${argv.input}.dry-run`,
         dryRun: argv['dry-run'] === true,
@@ -95,11 +100,12 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       bar.stop();
       await pipeline.close();
     }
-    emit(argv, manifest, manifest.dryRun ? renderPlan : renderLocaleSummary);
+    if (manifest.dryRun) emit(argv, withoutOutput(manifest, argv.output), renderPlan);
+    else emit(argv, manifest, renderLocaleSummary);
   }),
 };
 
-export function renderPlan(m: LocaleManifest): string {
+export function renderPlan(m: Pick<LocaleManifest, 'entries' | 'totals'>): string {
   const width = Math.min(60, Math.max(...m.entries.map((e) => e.name.length), 4));
   // A dry run's actions are what would happen: `signed` = to sign, `cached` = served from the cache.
   const what: Record<string, string> = {
@@ -125,7 +131,7 @@ export function renderLocaleSummary(m: LocaleManifest): string {
     `${m.output}: ${t.entries} entries: ${t.misses} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
       (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : '') +
       (m.outputCache === 'hit' ? ' (whole output served from the cache)' : ''),
-    `  ${formatBytes(t.inputBytes)} → ${formatBytes(t.outputBytes)} in ${(m.timings.ms / 1000).toFixed(2)} s; sha512 ${m.output_sha512 ?? '-'}`,
+    `  ${formatBytes(t.inputBytes)} → ${formatBytes(t.outputBytes)} in ${(m.timings.ms / 1000).toFixed(2)} s; sha512 ${m.outputSha512 ?? '-'}`,
     ...(m.warnings ?? []).map((w) => `  warning: ${w}`),
   ].join('\n');
 }

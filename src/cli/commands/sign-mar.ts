@@ -4,7 +4,8 @@ import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../../errors.js';
 import { emit, handler } from '../output.js';
-import { profileFrom, withProfile, type ProfileArgs } from './sign-pe.js';
+import { withProfile, type ProfileArgs } from '../profile.js';
+import { profileFrom } from './sign-pe.js';
 
 type SignMarArgs = ProfileArgs & { input: string; output: string };
 
@@ -57,6 +58,9 @@ export const signMarCommand: CommandModule<object, SignMarArgs> = {
       algorithm: profile.mar.algorithm,
       signatures: info.signatures.map((s) => ({ algorithmId: s.algorithmId, length: s.length })),
       entries: info.entries.length,
+      outputSize: info.fileSize,
+      outputSha256: sha256,
+      // The 0.1 names, kept for scripts (README "Conventions").
       bytes: info.fileSize,
       sha256,
     };

@@ -5,23 +5,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { LoadedConfig, SigningProfile } from '../../config/types.js';
 import { ConfigError } from '../../errors.js';
 import { emit, handler } from '../output.js';
-
-export interface ProfileArgs {
-  profile: string;
-  config?: string;
-  json?: boolean;
-}
-
-/** --profile/--config/--json, shared by the signing commands. */
-export function withProfile<T>(y: Argv<T>): Argv<T & ProfileArgs> {
-  return y
-    .option('profile', { type: 'string', demandOption: true, describe: 'Signing profile name in the config' })
-    .option('config', {
-      type: 'string',
-      describe: 'Config file (default: $MARSIGN_CONFIG, else ./marsign.config.json)',
-    })
-    .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document' });
-}
+import { chooseProfile, withProfile, type ProfileArgs } from '../profile.js';
 
 /** Load config and profile; the config is identified on stderr by path and sha256 only (never contents). */
 export async function profileFrom(
@@ -30,7 +14,7 @@ export async function profileFrom(
   const { loadConfig, loadProfile } = await import('../../config/index.js');
   const config = await loadConfig(argv.config);
   process.stderr.write(`marsign: config ${config.path} sha256 ${config.sha256}\n`);
-  return { config, profile: await loadProfile(config, argv.profile) };
+  return { config, profile: await loadProfile(config, chooseProfile(argv.profile, undefined, config)) };
 }
 
 type SignPeArgs = ProfileArgs & { input: string; output: string };
@@ -92,6 +76,9 @@ export const signPeCommand: CommandModule<object, SignPeArgs> = {
       input: argv.input,
       output: argv.output,
       profile: profile.name,
+      outputSize: signed.length,
+      outputSha256: sha256,
+      // The 0.1 names, kept for scripts (README "Conventions").
       bytes: signed.length,
       sha256,
     };

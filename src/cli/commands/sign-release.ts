@@ -2,10 +2,10 @@ import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import type { LoadedConfig } from '../../config/types.js';
 import { UsageError } from '../../errors.js';
 import type { ReleaseReport } from '../../pipeline/index.js';
-import { emit, EXIT, handler, type OutputOptions } from '../output.js';
+import { emit, errorLine, EXIT, handler, withoutOutput, type OutputOptions } from '../output.js';
+import { chooseProfile } from '../profile.js';
 import { formatBytes, releaseProgress, wantProgress } from '../progress.js';
 
 interface Args extends OutputOptions {
@@ -105,7 +105,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
     // -o is the output base: the request's top-level "output" is replaced by it.
     const locales = resolveRequest(request, base, resolve(argv.output), '.');
     const config = await loadConfig(argv.config ?? (await releaseConfig(argv.release)));
-    const profile = pickProfile(argv.profile, request.profile, config);
+    const profile = chooseProfile(argv.profile, request.profile, config);
     // The audit log is opened (and checked) before anything is signed; a dry run signs nothing.
     const { commandRecorder } = await import('../../audit/index.js');
     const audit = argv['dry-run'] ? undefined : await commandRecorder(config);
@@ -135,13 +135,17 @@ export const signReleaseCommand: CommandModule<object, Args> = {
       display.stop();
       await pipeline.close();
     }
-    emit(argv, manifest, renderReleaseSummary);
+    emit(
+      argv,
+      manifest.dryRun
+        ? { ...manifest, locales: manifest.locales.map((l) => withoutOutput(l, l.output)) }
+        : manifest,
+      () => renderReleaseSummary(manifest),
+    );
     if (manifest.totals.failed > 0) {
       for (const l of manifest.locales)
         if (!l.ok && l.error)
-          process.stderr.write(
-            `marsign: ${l.error.code}: locale ${l.locale}: ${l.error.message.split('\n')[0]}\n`,
-          );
+          process.stderr.write(`marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`);
       process.exitCode = EXIT.ERROR;
     }
   }),
@@ -189,9 +193,7 @@ async function signRemote(argv: Args): Promise<void> {
     if (report.totals.failed > 0) {
       for (const l of report.locales)
         if (!l.ok && l.error)
-          process.stderr.write(
-            `marsign: ${l.error.code}: locale ${l.locale}: ${l.error.message.split('\n')[0]}\n`,
-          );
+          process.stderr.write(`marsign: ${l.error.code}: locale ${l.locale}: ${errorLine(l.error)}\n`);
       process.exitCode = EXIT.ERROR;
     }
   } finally {
@@ -205,17 +207,6 @@ async function releaseConfig(release: string): Promise<string | undefined> {
   const dir = (await stat(release)).isDirectory() ? release : dirname(release);
   const p = join(dir, RELEASE_CONFIG_NAME);
   return existsSync(p) ? p : undefined;
-}
-
-function pickProfile(flag: string | undefined, requested: string | undefined, config: LoadedConfig): string {
-  if (flag) return flag;
-  if (requested) return requested;
-  const names = Object.keys(config.file.profiles ?? {});
-  if (names.length === 1) return names[0]!;
-  throw new UsageError(
-    'PROFILE_REQUIRED',
-    `name a signing profile with --profile; ${config.path} has ${names.length} (${names.join(', ') || 'none'})`,
-  );
 }
 
 export function renderReleaseSummary(m: ReleaseReport): string {

@@ -20,7 +20,8 @@ export const statusCommand: CommandModule<object, Args> = {
       .option('config', {
         alias: 'c',
         type: 'string',
-        describe: 'config file (default $MARSIGN_CONFIG, else ./marsign.config.json)',
+        describe:
+          'config file (default $MARSIGN_CONFIG, else ./marsign.config.json; without one: $MARSIGN_REDIS_URL, else redis://127.0.0.1:6379)',
       })
       .option('watch', {
         alias: 'w',
@@ -31,13 +32,14 @@ export const statusCommand: CommandModule<object, Args> = {
       .option('interval', { type: 'number', default: 1000, describe: '--watch refresh in ms' })
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
-    const { loadConfig } = await import('../../config/index.js');
+    const { loadConfigIfPresent } = await import('../../config/index.js');
     const { openQueue, warnIfNotPersistent } = await import('../../service/client.js');
     const { renderRelease, renderReleaseList } = await import('../../service/render.js');
     if (argv.limit !== undefined && (!Number.isInteger(argv.limit) || argv.limit < 1)) {
       throw new UsageError('USAGE', `--limit must be a positive integer, found ${argv.limit}`);
     }
-    const config = await loadConfig(argv.config);
+    // Reading the queue needs only Redis: no config is needed (README "marsign status --watch").
+    const config = await loadConfigIfPresent(argv.config);
     const queue = await openQueue(config);
     try {
       await warnIfNotPersistent(queue);

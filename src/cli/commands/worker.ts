@@ -52,6 +52,8 @@ export const workerCommand: CommandModule<object, Args> = {
     const { loadConfig } = await import('../../config/index.js');
     const { WorkerService } = await import('../../service/worker.js');
     const config = await loadConfig(argv.config);
+    const { assertRedisAuth, redisSettings } = await import('../../queue/connection.js');
+    await assertRedisAuth(redisSettings(config));
     const opt = <K extends string, V>(k: K, v: V | undefined): Partial<Record<K, V>> =>
       (v === undefined ? {} : { [k]: v }) as Partial<Record<K, V>>;
     const svc = await WorkerService.start({
