@@ -145,9 +145,7 @@ export class BullReleaseQueue implements ReleaseQueue {
     const existing = await this.releases.getJob(manifest.release);
     if (existing) return taken(existing);
     const submittedAt = new Date().toISOString();
-    const sizes = await Promise.all(
-      manifest.locales.map((l) => (l.recipe ? undefined : inputSize(l.input))),
-    );
+    const sizes = await Promise.all(manifest.locales.map((l) => (l.recipe ? undefined : inputSize(l.input))));
     const redis = await this.redis();
     await redis.zadd(clientIndexKey(this.settings.prefix, client), Date.now(), manifest.release);
     await this.flows.add({

@@ -69,7 +69,11 @@ export function staleAfterMs(everyMs: number): number {
 /** Every worker heard from in the last HEARTBEAT_KEEP_MS, newest beat first; older ones are removed. */
 export async function readHeartbeats(redis: Redis, prefix: string): Promise<WorkerHeartbeat[]> {
   const [bodyKey, atKey] = keys(prefix);
-  const [bodies, ats, now] = await Promise.all([redis.hgetall(bodyKey), redis.hgetall(atKey), serverNow(redis)]);
+  const [bodies, ats, now] = await Promise.all([
+    redis.hgetall(bodyKey),
+    redis.hgetall(atKey),
+    serverNow(redis),
+  ]);
   const out: WorkerHeartbeat[] = [];
   const gone: string[] = [];
   for (const [id, body] of Object.entries(bodies)) {

@@ -98,8 +98,7 @@ export interface ReleaseJobResult {
  * `stalled`: active in BullMQ, but the worker running it stopped heart-beating (heartbeat.ts); it stays so
  * until BullMQ's stalled-job check hands it to another worker.
  */
-export type LocaleState =
-  'queued' | 'active' | 'stalled' | 'retrying' | 'completed' | 'failed' | 'unknown';
+export type LocaleState = 'queued' | 'active' | 'stalled' | 'retrying' | 'completed' | 'failed' | 'unknown';
 export type ReleaseState = 'queued' | 'running' | 'completed' | 'failed' | 'unknown';
 
 export interface LocaleStatus {

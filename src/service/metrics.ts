@@ -153,7 +153,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'marsign_pool_utilisation',
-      help: 'Busy fraction of each worker\'s signing threads over the last 30 s (0..1)',
+      help: "Busy fraction of each worker's signing threads over the last 30 s (0..1)",
       labelNames: ['worker'],
       registers: [this.registry],
       collect() {
