@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 export const HEARTBEAT_KEEP_MS = 60 * 60_000;
 /** A worker is stale after missing this many heartbeats (and at least HEARTBEAT_MIN_STALE_MS). */
 export const HEARTBEAT_MISSES = 3;
-export const HEARTBEAT_MIN_STALE_MS = 5_000;
+export const HEARTBEAT_MIN_STALE_MS = 2_000;
 
 export interface Heartbeat {
   id: string;

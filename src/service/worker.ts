@@ -189,6 +189,7 @@ export class WorkerService {
   static async start(options: WorkerServiceOptions): Promise<WorkerService> {
     positiveInt('concurrency', options.concurrency);
     positiveInt('threads', options.threads);
+    positiveInt('snapshotIntervalMs', options.snapshotIntervalMs);
     const log = options.logger ?? createLogger({ name: 'marsign-worker' });
     // Before anything connects: a platform that cannot confine paths runs no job (fails closed).
     const confine = await Confinement.create(configuredRoots(options.config));
