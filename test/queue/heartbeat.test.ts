@@ -2,7 +2,13 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Redis } from 'ioredis';
-import { beat, readHeartbeats, staleAfterMs, HEARTBEAT_KEEP_MS } from '../../src/queue/heartbeat.js';
+import {
+  beat,
+  readHeartbeats,
+  staleAfterMs,
+  HEARTBEAT_KEEP_MS,
+  type WorkerHeartbeat,
+} from '../../src/queue/heartbeat.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
 
 let redis: TestRedis;
@@ -35,20 +41,16 @@ test(
   async () => {
     await beat(client, 'p', hb('w1', 100));
     await beat(client, 'p', hb('w2', 100, true));
-    let [w1, w2] = await readHeartbeats(client, 'p').then((l) => [
-      l.find((h) => h.id === 'w1')!,
-      l.find((h) => h.id === 'w2')!,
-    ]);
+    const read = async (id: string): Promise<WorkerHeartbeat> =>
+      (await readHeartbeats(client, 'p')).find((h) => h.id === id)!;
+    let [w1, w2] = [await read('w1'), await read('w2')];
     assert.equal(w1.state, 'alive');
     assert.equal(w1.utilisation, 0.75);
     assert.deepEqual(w1.active, ['r@de']);
     assert.equal(w2.state, 'stopped');
     const first = w1.ageMs;
     await new Promise((r) => setTimeout(r, staleAfterMs(100) + 300));
-    [w1, w2] = await readHeartbeats(client, 'p').then((l) => [
-      l.find((h) => h.id === 'w1')!,
-      l.find((h) => h.id === 'w2')!,
-    ]);
+    [w1, w2] = [await read('w1'), await read('w2')];
     assert.equal(w1.state, 'stale');
     assert.ok(w1.ageMs >= first + staleAfterMs(100), `${w1.ageMs} grew from ${first}`);
     assert.equal(w2.state, 'stopped');
