@@ -41,7 +41,7 @@ export function renderReleaseList(list: ReleaseStatus[]): string {
       `${t.entriesDone}/${t.entriesTotal}`,
       pct(t.hitRate),
       duration(r.durationMs),
-      r.etaMs === null ? '—' : duration(r.etaMs),
+      r.state !== 'running' ? '' : r.etaMs === null ? '—' : duration(r.etaMs),
     ]);
   }
   return table(rows);

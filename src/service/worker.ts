@@ -530,7 +530,11 @@ export class WorkerService {
       await this.signer.close();
       await removeSnapshot(this.redis, this.settings.prefix, this.id).catch(() => undefined);
       // The heartbeat stays, marked stopped: status tells a clean stop from a silent death.
-      await this.beat(true).catch(() => undefined);
+      // Bounded: a Redis that is down must not hold the shutdown.
+      await Promise.race([
+        this.beat(true).catch(() => undefined),
+        new Promise((r) => setTimeout(r, 2_000).unref()),
+      ]);
       await this.redis.quit().catch(() => this.redis.disconnect());
       this.log.info(
         { worker: this.id, completed: this.counts.completed, failed: this.counts.failed },

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -191,9 +191,29 @@ describe('operator figures from a measured run', { skip: REDIS_SKIP, timeout: 24
     assert.ok(beat.utilisation > 0, `heartbeat utilisation ${beat.utilisation}`);
     assert.ok(beat.active.length === 1, JSON.stringify(beat));
 
+    // The ETA is measured from byte rates: each queued locale's input size was recorded at submit, and
+    // once bytes were done there is a figure (before that: none, not a guess).
+    const queuedJob = await queue.locales.getJob('measured@cc');
+    assert.equal(queuedJob?.data.inputBytes, statSync(join(dir, 'rel', 'cc', 'complete.mar')).size);
+    const eta = await waitFor(
+      'a measured ETA',
+      async () => {
+        const s = await status();
+        return s.state === 'running' && s.etaMs !== null && s.etaMs > 0 ? s.etaMs : undefined;
+      },
+      60_000,
+      100,
+    );
+    console.log(`# ETA while signing: ${eta} ms`);
+
     // SIGKILL mid-locale. No other worker runs BullMQ's stalled check yet: the job stays active in BullMQ,
     // and status shows it stalled once the heartbeat is stale, the heartbeat's age growing.
-    const victim = (await status()).locales.find((l) => l.state === 'active' && l.worker === id1)!;
+    const victim = await waitFor(
+      'a locale active on the worker to kill',
+      async () => (await status()).locales.find((l) => l.state === 'active' && l.worker === id1),
+      30_000,
+      20,
+    );
     w1.proc.kill('SIGKILL');
     await w1.exited;
     const stalled = await waitFor(
