@@ -68,7 +68,10 @@ export interface PipelineOptions {
 
 export interface PipelineStats {
   threads: number;
+  /** Busy fraction of the pool's threads over the last 30 s (pool.ts). */
   utilisation: number;
+  /** Busy thread-seconds since the pool started. */
+  busySeconds: number;
   queued: number;
   signOperations: number;
   cache: {
@@ -209,6 +212,7 @@ export class Pipeline implements LocaleSigner {
     return {
       threads: this.pool.threads,
       utilisation: this.pool.utilisation,
+      busySeconds: this.pool.busySeconds,
       queued: this.pool.queued,
       signOperations: this.counters.signOperations,
       cache: {

@@ -9,6 +9,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import { fromPlainError, UsageError } from '../errors.js';
 import { FROM_SOURCE } from '../version.js';
+import { BusyMeter } from './busy.js';
 import type { SignEntryResult, SignEntryTask } from './protocol.js';
 
 /**
@@ -42,6 +43,8 @@ export class SigningPool {
   readonly threads: number;
   private completedTasks = 0;
   private closed = false;
+  /** Measured busy time; created when the threads start (idle time before that is not the pool's). */
+  private busy: BusyMeter | undefined;
 
   constructor(options: PoolOptions = {}) {
     this.threads = validateThreads(options.threads);
@@ -77,12 +80,19 @@ export class SigningPool {
   async run(task: SignEntryTask, signal?: AbortSignal): Promise<Extract<SignEntryResult, { ok: true }>> {
     const input = ownsBuffer(task.input) ? task.input : copyToOwnBuffer(task.input);
     const pool = await this.start();
+    const busy = (this.busy ??= new BusyMeter(this.threads));
     const transferList: (ArrayBuffer | MessagePort)[] = [input.buffer as ArrayBuffer];
     if (task.claims) transferList.push(task.claims);
-    const result = await pool.run(
-      { ...task, input },
-      { transferList: transferList as never, ...(signal ? { signal } : {}) },
-    );
+    busy.begin();
+    let result: SignEntryResult;
+    try {
+      result = await pool.run(
+        { ...task, input },
+        { transferList: transferList as never, ...(signal ? { signal } : {}) },
+      );
+    } finally {
+      busy.end();
+    }
     this.completedTasks++;
     if (!result.ok) throw fromPlainError(result.error);
     return result;
@@ -92,8 +102,16 @@ export class SigningPool {
   get started(): boolean {
     return this.piscina !== undefined;
   }
+  /**
+   * Busy fraction of the threads over the last UTILISATION_WINDOW_MS (busy.ts), measured here: piscina's
+   * `utilization` averages over the pool's lifetime, so idle time before a release hides the work.
+   */
   get utilisation(): number {
-    return this.piscina?.utilization ?? 0;
+    return this.busy?.utilisation() ?? 0;
+  }
+  /** Busy thread-seconds since the threads started. */
+  get busySeconds(): number {
+    return this.busy?.busySeconds() ?? 0;
   }
   get queued(): number {
     return this.piscina?.queueSize ?? 0;

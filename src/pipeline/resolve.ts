@@ -179,7 +179,14 @@ async function signEntry(
         if (!got) return false;
         out.record.outputSha256 = got.sha256;
         if (got.facts) out.data.decoded = got.facts;
-        count(ctx, 'cached', slot.length);
+        // Work of this run (a prefetch, another locale) may have put the entry while it was being read:
+        // then it was made in this run, not served from an earlier one.
+        if (ledger.produced(key)) {
+          const attributed = ledger.actionFor(key, l.input);
+          out.record.action = attributed.action;
+          if (attributed.tsa) out.record.tsa = attributed.tsa;
+        }
+        count(ctx, out.record.action, slot.length);
         return true;
       });
       out.verified.catch(() => undefined); // awaited by the assembler

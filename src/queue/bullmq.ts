@@ -2,10 +2,13 @@
  * The release queue on BullMQ: one flow per release (parent job in `releases`, one child per locale in
  * `locales`). Only this folder imports bullmq; the pipeline never sees it.
  */
+import { stat } from 'node:fs/promises';
 import { FlowProducer, Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { PlainError } from '../errors.js';
 import { bullConnection, type RedisSettings } from './connection.js';
+import { estimateEtaMs, type EtaLocale } from './eta.js';
+import { readHeartbeats, type WorkerHeartbeat } from './heartbeat.js';
 import { redisPersistence, redisRunId, type RedisPersistence } from './redis-info.js';
 import type {
   LocaleJobData,
@@ -77,6 +80,21 @@ function iso(ms: number | undefined): string | undefined {
   return ms ? new Date(ms).toISOString() : undefined;
 }
 
+/** Times a worker started the job: BullMQ counts each move to active (`ats`), a stalled re-run too. */
+export function jobStarts(job: Pick<Job, 'attemptsStarted' | 'attemptsMade'>): number {
+  return Math.max(job.attemptsStarted ?? 0, job.attemptsMade);
+}
+
+/** A queued locale's input size (best effort: the ETA is left out when it is not known). */
+async function inputSize(path: string): Promise<number | undefined> {
+  try {
+    const s = await stat(path);
+    return s.isFile() ? s.size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function localeState(state: string, job: Job): LocaleState {
   switch (state) {
     case 'completed':
@@ -127,6 +145,7 @@ export class BullReleaseQueue implements ReleaseQueue {
     const existing = await this.releases.getJob(manifest.release);
     if (existing) return taken(existing);
     const submittedAt = new Date().toISOString();
+    const sizes = await Promise.all(manifest.locales.map((l) => (l.recipe ? undefined : inputSize(l.input))));
     const redis = await this.redis();
     await redis.zadd(clientIndexKey(this.settings.prefix, client), Date.now(), manifest.release);
     await this.flows.add({
@@ -140,7 +159,7 @@ export class BullReleaseQueue implements ReleaseQueue {
         client,
       } satisfies ReleaseJobData,
       opts: { jobId: manifest.release, removeOnComplete: false, removeOnFail: false },
-      children: manifest.locales.map((l) => ({
+      children: manifest.locales.map((l, i) => ({
         name: 'locale',
         queueName: LOCALES_QUEUE,
         data: {
@@ -151,6 +170,7 @@ export class BullReleaseQueue implements ReleaseQueue {
           output: l.output,
           client,
           ...(l.recipe ? { recipe: l.recipe } : {}),
+          ...(sizes[i] !== undefined ? { inputBytes: sizes[i] } : {}),
         } satisfies LocaleJobData,
         opts: localeJobOptions(manifest.release, l.locale, this.retry),
       })),
@@ -177,7 +197,15 @@ export class BullReleaseQueue implements ReleaseQueue {
   async get(release: string): Promise<ReleaseStatus | undefined> {
     const parent = await this.releases.getJob(release);
     if (!parent) return undefined;
-    return this.statusOf(parent);
+    return this.statusOf(parent, await this.heartbeatsById());
+  }
+
+  async workers(): Promise<WorkerHeartbeat[]> {
+    return readHeartbeats(await this.redis(), this.settings.prefix);
+  }
+
+  private async heartbeatsById(): Promise<Map<string, WorkerHeartbeat>> {
+    return new Map((await this.workers()).map((h) => [h.id, h]));
   }
 
   async list(options: ListOptions = {}): Promise<ReleaseStatus[]> {
@@ -189,8 +217,9 @@ export class BullReleaseQueue implements ReleaseQueue {
       limit * 2,
     );
     jobs.sort((a, b) => b.timestamp - a.timestamp);
+    const beats = await this.heartbeatsById();
     const out: ReleaseStatus[] = [];
-    for (const j of jobs.slice(0, limit)) if (j) out.push(await this.statusOf(j));
+    for (const j of jobs.slice(0, limit)) if (j) out.push(await this.statusOf(j, beats));
     return out;
   }
 
@@ -200,6 +229,7 @@ export class BullReleaseQueue implements ReleaseQueue {
     const key = clientIndexKey(this.settings.prefix, client);
     const out: ReleaseStatus[] = [];
     const gone: string[] = [];
+    const beats = await this.heartbeatsById();
     for (let start = 0; out.length < limit; start += LIST_PAGE) {
       const ids = await redis.zrevrange(key, start, start + LIST_PAGE - 1);
       const jobs = await Promise.all(ids.map((id) => this.releases.getJob(id)));
@@ -208,7 +238,7 @@ export class BullReleaseQueue implements ReleaseQueue {
       });
       for (const j of jobs) {
         if (out.length >= limit) break;
-        if (j && j.data.client === client) out.push(await this.statusOf(j));
+        if (j && j.data.client === client) out.push(await this.statusOf(j, beats));
       }
       if (ids.length < LIST_PAGE) break;
     }
@@ -224,13 +254,23 @@ export class BullReleaseQueue implements ReleaseQueue {
     return { releases, locales };
   }
 
-  private async localeStatus(release: string, locale: string): Promise<LocaleStatus> {
+  private async localeStatus(
+    release: string,
+    locale: string,
+    beats: Map<string, WorkerHeartbeat>,
+  ): Promise<{ status: LocaleStatus; inputBytes?: number }> {
     const jobId = localeJobId(release, locale);
     const job = await this.locales.getJob(jobId);
     if (!job) {
-      return { locale, jobId, state: 'unknown', input: '', output: '', attempts: 0, progress: {} };
+      return {
+        status: { locale, jobId, state: 'unknown', input: '', output: '', attempts: 0, progress: {} },
+      };
     }
-    const state = localeState(await job.getState(), job);
+    let state = localeState(await job.getState(), job);
+    // Active in BullMQ, but its worker went silent (killed, frozen, cut off): stalled until BullMQ's
+    // stalled-job check moves it. A worker without a heartbeat (older version) is not judged.
+    const beat = job.processedBy ? beats.get(job.processedBy) : undefined;
+    if (state === 'active' && beat && beat.state !== 'alive') state = 'stalled';
     const progress: LocaleJobProgress =
       typeof job.progress === 'object' && job.progress !== null ? (job.progress as LocaleJobProgress) : {};
     const s: LocaleStatus = {
@@ -239,9 +279,10 @@ export class BullReleaseQueue implements ReleaseQueue {
       state,
       input: job.data.input,
       output: job.data.output,
-      attempts: job.attemptsMade,
+      attempts: jobStarts(job),
       progress,
     };
+    if (job.stalledCounter) s.stalls = job.stalledCounter;
     if (state === 'completed' && job.returnvalue) s.result = job.returnvalue;
     if (job.failedReason && state !== 'completed') {
       s.error = progress.error ?? errorFromFailedReason(job.failedReason);
@@ -251,18 +292,30 @@ export class BullReleaseQueue implements ReleaseQueue {
     if (job.finishedOn && (state === 'completed' || state === 'failed')) {
       s.finishedAt = iso(job.finishedOn)!;
       if (started) s.durationMs = job.finishedOn - started;
-    } else if (started && state === 'active') {
+    } else if (started && (state === 'active' || state === 'stalled')) {
       s.durationMs = Date.now() - started;
     }
     const worker = s.result?.worker ?? job.processedBy;
     if (worker) s.worker = worker;
-    return s;
+    if (beat && (state === 'active' || state === 'stalled')) s.workerSeenMs = beat.ageMs;
+    return { status: s, ...(job.data.inputBytes !== undefined ? { inputBytes: job.data.inputBytes } : {}) };
   }
 
-  private async statusOf(parent: Job<ReleaseJobData, ReleaseJobResult>): Promise<ReleaseStatus> {
+  private async statusOf(
+    parent: Job<ReleaseJobData, ReleaseJobResult>,
+    beats: Map<string, WorkerHeartbeat>,
+  ): Promise<ReleaseStatus> {
     const data = parent.data;
     const parentState = await parent.getState();
-    const locales = await Promise.all(data.locales.map((l) => this.localeStatus(data.release, l)));
+    const found = await Promise.all(data.locales.map((l) => this.localeStatus(data.release, l, beats)));
+    const locales = found.map((f) => f.status);
+    const now = Date.now();
+    const eta: EtaLocale[] = found.map(({ status: l, inputBytes }) => ({
+      state: l.state,
+      bytesDone: l.result ? l.result.inputBytes : (l.progress.bytesDone ?? 0),
+      bytesTotal: l.result?.inputBytes ?? l.progress.bytesTotal ?? inputBytes,
+      elapsedMs: l.result ? l.durationMs : l.startedAt ? now - Date.parse(l.startedAt) : undefined,
+    }));
     const totals = {
       locales: locales.length,
       completed: 0,
@@ -276,9 +329,7 @@ export class BullReleaseQueue implements ReleaseQueue {
       misses: 0,
       hitRate: null as number | null,
     };
-    let firstStart = Infinity;
     let lastFinish = 0;
-    let units = 0;
     for (const l of locales) {
       if (l.state === 'completed') totals.completed++;
       else if (l.state === 'failed') totals.failed++;
@@ -291,7 +342,6 @@ export class BullReleaseQueue implements ReleaseQueue {
         totals.bytesTotal += l.result.inputBytes;
         totals.hits += l.result.hits;
         totals.misses += l.result.misses;
-        units += 1;
       } else {
         totals.entriesDone += p.entriesDone ?? 0;
         totals.entriesTotal += p.entriesTotal ?? 0;
@@ -299,9 +349,7 @@ export class BullReleaseQueue implements ReleaseQueue {
         totals.bytesTotal += p.bytesTotal ?? 0;
         totals.hits += p.hits ?? 0;
         totals.misses += p.misses ?? 0;
-        if (l.state === 'active' && p.bytesTotal) units += (p.bytesDone ?? 0) / p.bytesTotal;
       }
-      if (l.startedAt) firstStart = Math.min(firstStart, Date.parse(l.startedAt));
       if (l.finishedAt) lastFinish = Math.max(lastFinish, Date.parse(l.finishedAt));
     }
     if (totals.hits + totals.misses > 0) totals.hitRate = totals.hits / (totals.hits + totals.misses);
@@ -337,9 +385,8 @@ export class BullReleaseQueue implements ReleaseQueue {
         status.finishedAt = iso(end)!;
         status.durationMs = end - Date.parse(data.submittedAt);
       }
-    } else if (state === 'running' && units > 0 && Number.isFinite(firstStart)) {
-      const remaining = totals.locales - totals.failed - units;
-      status.etaMs = Math.max(0, Math.round(((Date.now() - firstStart) * remaining) / units));
+    } else if (state === 'running') {
+      status.etaMs = estimateEtaMs(eta);
     }
     return status;
   }

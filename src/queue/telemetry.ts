@@ -44,7 +44,11 @@ export interface WorkerSnapshot {
   concurrency: number;
   /** False once the worker is shutting down (no new jobs). */
   accepting: boolean;
-  pool: { threads: number; utilisation: number; queued: number };
+  /**
+   * `utilisation`: busy fraction over the last 30 s (src/pipeline/busy.ts); `busySeconds`: busy
+   * thread-seconds since the pool started (absent from workers before it was measured).
+   */
+  pool: { threads: number; utilisation: number; queued: number; busySeconds?: number };
   counters: {
     signOperations: number;
     cacheHits: number;

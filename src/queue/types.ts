@@ -6,6 +6,7 @@
 import type { PlainError } from '../errors.js';
 import type { ResolvedLocale } from '../release/request.js';
 import type { LocaleProgress } from '../pipeline/types.js';
+import type { WorkerHeartbeat } from './heartbeat.js';
 
 /**
  * A release request (src/release/request.ts) validated for the queue: the profile decided, every path
@@ -46,6 +47,8 @@ export interface LocaleJobData {
    * the store and publishes the output as a recipe; `input`/`output` are then names, not paths.
    */
   recipe?: string;
+  /** The input's size when submitted (status: the release's remaining bytes for its ETA). */
+  inputBytes?: number;
 }
 
 /** What a locale job's progress holds: pipeline progress, plus the typed error once it failed. */
@@ -91,7 +94,11 @@ export interface ReleaseJobResult {
   };
 }
 
-export type LocaleState = 'queued' | 'active' | 'retrying' | 'completed' | 'failed' | 'unknown';
+/**
+ * `stalled`: active in BullMQ, but the worker running it stopped heart-beating (heartbeat.ts); it stays so
+ * until BullMQ's stalled-job check hands it to another worker.
+ */
+export type LocaleState = 'queued' | 'active' | 'stalled' | 'retrying' | 'completed' | 'failed' | 'unknown';
 export type ReleaseState = 'queued' | 'running' | 'completed' | 'failed' | 'unknown';
 
 export interface LocaleStatus {
@@ -100,7 +107,10 @@ export interface LocaleStatus {
   state: LocaleState;
   input: string;
   output: string;
+  /** Times a worker started this job (BullMQ `attemptsStarted`): a re-run after a kill counts. */
   attempts: number;
+  /** Times the job stalled (its worker died or stopped renewing its lock) and was handed back. */
+  stalls?: number;
   progress: LocaleJobProgress;
   result?: LocaleJobResult;
   error?: PlainError;
@@ -108,6 +118,8 @@ export interface LocaleStatus {
   finishedAt?: string;
   durationMs?: number;
   worker?: string;
+  /** Milliseconds since the worker running it last beat (active and stalled locales). */
+  workerSeenMs?: number;
 }
 
 export interface ReleaseStatus {
@@ -136,7 +148,7 @@ export interface ReleaseStatus {
     /** hits / (hits + misses), or null before any signable entry finished. */
     hitRate: number | null;
   };
-  /** Estimated time to completion from the byte rate so far, or null when unknown. */
+  /** Time to completion from the measured byte rates (eta.ts), or null when nothing was measured yet. */
   etaMs: number | null;
 }
 
@@ -165,6 +177,8 @@ export interface ReleaseQueue {
   submit(release: ResolvedRelease, options: SubmitOptions): Promise<SubmitResult>;
   get(release: string): Promise<ReleaseStatus | undefined>;
   list(options?: ListOptions): Promise<ReleaseStatus[]>;
+  /** Every worker heard from lately, with its heartbeat's age (heartbeat.ts). */
+  workers(): Promise<WorkerHeartbeat[]>;
   /** Job counts per state, both queues (metrics). */
   counts(): Promise<Record<'releases' | 'locales', Record<string, number>>>;
   close(): Promise<void>;

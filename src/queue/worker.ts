@@ -5,7 +5,7 @@
  */
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { TransientError, isRetryable, toPlainError } from '../errors.js';
-import { LOCALES_QUEUE, RELEASES_QUEUE } from './bullmq.js';
+import { LOCALES_QUEUE, RELEASES_QUEUE, jobStarts } from './bullmq.js';
 import { bullConnection, type RedisSettings } from './connection.js';
 import type {
   LocaleJobData,
@@ -20,6 +20,7 @@ export interface LocaleContext {
   progress(p: LocaleJobProgress): void;
   /** Aborted when the worker gives up on in-flight jobs at shutdown. */
   signal: AbortSignal;
+  /** Which start of the job this is (1 = first), counting re-runs after a worker died. */
   attempt: number;
 }
 
@@ -94,7 +95,8 @@ export class QueueWorkers {
         if (job.id !== undefined) this.running.set(job.id, own);
         const signals = [this.abort.signal, own.signal, ...(signal ? [signal] : [])];
         const ctx: LocaleContext = {
-          attempt: job.attemptsMade + 1,
+          // BullMQ counted this start already (attemptsStarted); a re-run after a kill is a start too.
+          attempt: Math.max(1, jobStarts(job)),
           signal: AbortSignal.any(signals),
           progress: (p) => {
             latest = { ...p, phase: 'signing' };

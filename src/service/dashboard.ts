@@ -27,6 +27,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <div class="stat"><span class="label">updated</span><span id="updated" class="value">–</span></div>
 </section>
 <p id="conn-error" hidden></p>
+<section id="liveness" aria-label="workers"><table id="heartbeats"></table></section>
 <main id="releases"><p class="empty">Loading…</p></main>
 <script src="/dashboard.js"></script>
 </body>
@@ -45,7 +46,9 @@ h1 { font-size: 1.4rem; }
 .release h2 { font-size: 1.05rem; margin: .2rem 0 .4rem; display: flex; gap: 1rem; align-items: baseline; }
 .state { font-size: 12px; padding: 1px 6px; border-radius: 4px; background: #eee; }
 .state.completed { background: #d6f5d6; } .state.failed { background: #f8d0d0; }
-.state.running, .state.active { background: #d8e8ff; } .state.retrying { background: #fff0c0; }
+.state.running, .state.active, .state.alive { background: #d8e8ff; } .state.retrying { background: #fff0c0; }
+.state.stalled, .state.stale { background: #ffd9a8; }
+#liveness { margin-bottom: 1rem; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 2px 8px; border-bottom: 1px solid #eee; font-variant-numeric: tabular-nums; }
 progress { width: 10rem; }
@@ -84,7 +87,8 @@ export const DASHBOARD_JS = `'use strict';
     var misses = l.result ? l.result.misses : (p.misses || 0);
     tr.appendChild(el('td', null, hits + ' / ' + misses));
     tr.appendChild(el('td', null, secs(l.durationMs)));
-    tr.appendChild(el('td', null, l.attempts));
+    tr.appendChild(el('td', { 'class': 'attempts' }, l.attempts));
+    tr.appendChild(el('td', { 'class': 'worker' }, l.worker ? l.worker + (l.workerSeenMs !== undefined ? ' (beat ' + secs(l.workerSeenMs) + ' ago)' : '') : ''));
     var err = el('td', { 'class': 'error' });
     if (l.error) err.textContent = l.error.code + ': ' + l.error.message;
     tr.appendChild(err);
@@ -98,19 +102,39 @@ export const DASHBOARD_JS = `'use strict';
     var t = r.totals;
     h.appendChild(el('small', null, t.completed + '/' + t.locales + ' locales · ' + t.entriesDone + '/' + t.entriesTotal +
       ' entries · hit rate ' + pct(t.hitRate) + (t.failed ? ' · ' + t.failed + ' failed' : '') +
-      (r.etaMs !== null ? ' · ETA ' + secs(r.etaMs) : '') + (r.durationMs ? ' · took ' + secs(r.durationMs) : '') +
+      (r.state === 'running' ? ' · ETA ' + (r.etaMs === null ? '—' : secs(r.etaMs)) : '') + (r.durationMs ? ' · took ' + secs(r.durationMs) : '') +
       (r.client ? ' · by ' + r.client : '')));
     div.appendChild(h);
     if (r.error) div.appendChild(el('p', { 'class': 'error release-error' }, r.error.code + ': ' + r.error.message));
     var table = el('table');
     var head = el('tr');
-    ['locale', 'state', 'progress', 'hits / misses', 'time', 'attempts', 'error'].forEach(function (c) { head.appendChild(el('th', null, c)); });
+    ['locale', 'state', 'progress', 'hits / misses', 'time', 'starts', 'worker', 'error'].forEach(function (c) { head.appendChild(el('th', null, c)); });
     table.appendChild(head);
     r.locales.forEach(function (l) { table.appendChild(renderLocale(l)); });
     div.appendChild(table);
     return div;
   }
+  function renderHeartbeats(beats) {
+    var t = document.getElementById('heartbeats');
+    t.textContent = '';
+    var head = el('tr');
+    ['worker', 'state', 'last heartbeat', 'host', 'pid', 'threads', 'utilisation', 'active'].forEach(function (c) { head.appendChild(el('th', null, c)); });
+    t.appendChild(head);
+    (beats || []).forEach(function (w) {
+      var tr = el('tr', { 'data-worker': w.id, 'data-state': w.state });
+      tr.appendChild(el('td', null, w.id));
+      var st = el('td'); st.appendChild(el('span', { 'class': 'state ' + w.state }, w.state)); tr.appendChild(st);
+      tr.appendChild(el('td', { 'class': 'age' }, (w.ageMs < 1000 ? '<1 s' : secs(w.ageMs)) + ' ago'));
+      tr.appendChild(el('td', null, w.host));
+      tr.appendChild(el('td', null, w.pid));
+      tr.appendChild(el('td', null, w.threads));
+      tr.appendChild(el('td', null, pct(w.utilisation)));
+      tr.appendChild(el('td', null, w.active.join(' ')));
+      t.appendChild(tr);
+    });
+  }
   function render(o) {
+    renderHeartbeats(o.heartbeats);
     document.getElementById('workers').textContent = String(o.workers.length);
     document.getElementById('hit-rate').textContent = pct(o.hitRate);
     document.getElementById('utilisation').textContent = pct(o.utilisation);

@@ -3,9 +3,13 @@
  * are the sums of the live workers' snapshots in Redis (so one server exports a whole fleet); the
  * locale-duration histogram is the sum of the workers' own histograms. When a worker stops, its
  * counters leave the sum: Prometheus sees a counter reset, which rate() handles.
+ *
+ * Redis down: the page still answers 200 with this process's own metrics (prom-client defaults) and
+ * `marsign_redis_up 0`; the figures that live in Redis are left out, not reported as 0.
  */
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Redis } from 'ioredis';
+import { readHeartbeats, type WorkerHeartbeat } from '../queue/heartbeat.js';
 import { LOCALE_SECONDS_BUCKETS, readSnapshots, type WorkerSnapshot } from '../queue/telemetry.js';
 import type { ReleaseQueue } from '../queue/types.js';
 
@@ -72,28 +76,71 @@ export function localeHistogramText(snaps: WorkerSnapshot[]): string {
   return lines.join('\n') + '\n';
 }
 
+/** How long /metrics waits on Redis before it answers without the figures kept there. */
+export const METRICS_REDIS_TIMEOUT_MS = 2_000;
+
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer from Redis within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** What one scrape read from Redis; undefined fields were not read (Redis down). */
+interface Scrape {
+  up: boolean;
+  snaps: WorkerSnapshot[];
+  beats: WorkerHeartbeat[];
+  counts?: Record<'releases' | 'locales', Record<string, number>>;
+}
+
 export class ServiceMetrics {
   readonly registry = new Registry();
-  private snaps: WorkerSnapshot[] = [];
+  private scrape: Scrape = { up: false, snaps: [], beats: [] };
 
   constructor(
     private readonly queue: ReleaseQueue,
     private readonly redis: Redis,
     private readonly prefix: string,
+    private readonly redisTimeoutMs = METRICS_REDIS_TIMEOUT_MS,
   ) {
-    const q = this.queue;
-    const snaps = (): WorkerSnapshot[] => this.snaps;
+    const scrape = (): Scrape => this.scrape;
+    const snaps = (): WorkerSnapshot[] => this.scrape.snaps;
+    // The server process's own figures (CPU, memory, event loop, GC): there whether Redis is or not.
+    collectDefaultMetrics({ register: this.registry, prefix: 'marsign_server_' });
+    new Gauge({
+      name: 'marsign_redis_up',
+      help: 'Whether the server reached Redis for this scrape (1) or not (0: queue and worker figures absent)',
+      registers: [this.registry],
+      collect() {
+        this.set(scrape().up ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'marsign_jobs',
       help: 'Jobs by queue and state',
       labelNames: ['queue', 'state'],
       registers: [this.registry],
-      async collect() {
-        const counts = await q.counts();
+      collect() {
         this.reset();
+        const counts = scrape().counts;
+        if (!counts) return;
         for (const [queue, byState] of Object.entries(counts)) {
           for (const [state, n] of Object.entries(byState)) this.set({ queue, state }, n);
         }
+      },
+    });
+    new Gauge({
+      name: 'marsign_worker_heartbeat_age_seconds',
+      help: 'Seconds since each worker last beat (workers heard from in the last hour)',
+      labelNames: ['worker', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const b of scrape().beats) this.set({ worker: b.id, state: b.state }, b.ageMs / 1000);
       },
     });
     new Gauge({
@@ -106,7 +153,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'marsign_pool_utilisation',
-      help: 'Signing pool utilisation per worker (0..1)',
+      help: "Busy fraction of each worker's signing threads over the last 30 s (0..1)",
       labelNames: ['worker'],
       registers: [this.registry],
       collect() {
@@ -124,6 +171,16 @@ export class ServiceMetrics {
         for (const s of snaps()) this.set({ worker: s.id }, s.pool.threads);
       },
     });
+    new Counter({
+      name: 'marsign_pool_busy_seconds_total',
+      help: 'Busy signing-thread seconds of live workers',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const total = snaps().reduce((a, s) => a + (s.pool.busySeconds ?? 0), 0);
+        if (total > 0) this.inc(total);
+      },
+    });
     for (const c of COUNTERS) {
       new Counter({
         name: c.name,
@@ -138,11 +195,26 @@ export class ServiceMetrics {
     }
   }
 
-  /** The Prometheus text exposition. */
+  /** Read what lives in Redis, each within the timeout; any failure: Redis counts as down. */
+  private async read(): Promise<Scrape> {
+    try {
+      const t = this.redisTimeoutMs;
+      const [snaps, beats, counts] = await Promise.all([
+        within(readSnapshots(this.redis, this.prefix), t),
+        within(readHeartbeats(this.redis, this.prefix), t),
+        within(this.queue.counts(), t),
+      ]);
+      return { up: true, snaps, beats, counts };
+    } catch {
+      return { up: false, snaps: [], beats: [] };
+    }
+  }
+
+  /** The Prometheus text exposition (never fails for Redis: see the module comment). */
   async render(): Promise<string> {
-    this.snaps = await readSnapshots(this.redis, this.prefix);
+    this.scrape = await this.read();
     const base = await this.registry.metrics();
-    return base + localeHistogramText(this.snaps);
+    return this.scrape.up ? base + localeHistogramText(this.scrape.snaps) : base;
   }
 
   get contentType(): string {

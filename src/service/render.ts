@@ -1,4 +1,5 @@
 /** Human renderings of release status for `marsign status` and `marsign enqueue --wait`. */
+import type { WorkerHeartbeat } from '../queue/heartbeat.js';
 import type { ReleaseStatus } from '../queue/types.js';
 
 export function duration(ms: number | null | undefined): string {
@@ -40,10 +41,35 @@ export function renderReleaseList(list: ReleaseStatus[]): string {
       `${t.entriesDone}/${t.entriesTotal}`,
       pct(t.hitRate),
       duration(r.durationMs),
-      duration(r.etaMs),
+      r.state !== 'running' ? '' : r.etaMs === null ? '—' : duration(r.etaMs),
     ]);
   }
   return table(rows);
+}
+
+/** One line per worker heard from lately: its last heartbeat and whether it is still beating. */
+export function renderWorkers(workers: WorkerHeartbeat[]): string {
+  if (workers.length === 0) return 'No workers.';
+  const rows = [['WORKER', 'STATE', 'LAST BEAT', 'HOST', 'PID', 'THREADS', 'UTILISATION', 'ACTIVE']];
+  for (const w of workers) {
+    rows.push([
+      w.id,
+      w.state,
+      `${duration(w.ageMs)} ago`,
+      w.host,
+      String(w.pid),
+      String(w.threads),
+      pct(w.utilisation),
+      w.active.join(' '),
+    ]);
+  }
+  return table(rows);
+}
+
+/** The worker running (or that ran) a locale; for a running one, how long ago it last beat. */
+function workerCell(l: ReleaseStatus['locales'][number]): string {
+  if (!l.worker) return '';
+  return l.workerSeenMs !== undefined ? `${l.worker} (beat ${duration(l.workerSeenMs)} ago)` : l.worker;
 }
 
 /** A release with its locales and their errors. */
@@ -54,10 +80,10 @@ export function renderRelease(r: ReleaseStatus): string {
     `  ${t.completed}/${t.locales} locales done, ${t.failed} failed, ${t.active} active; ` +
       `entries ${t.entriesDone}/${t.entriesTotal}; cache hits ${t.hits}, misses ${t.misses} (hit rate ${pct(t.hitRate)})` +
       (r.durationMs ? `; took ${duration(r.durationMs)}` : '') +
-      (r.etaMs !== null ? `; ETA ${duration(r.etaMs)}` : ''),
+      (r.state === 'running' ? `; ETA ${r.etaMs === null ? '—' : duration(r.etaMs)}` : ''),
   ];
   if (r.error) head.push(`  error: ${r.error.code}: ${r.error.message}`);
-  const rows = [['LOCALE', 'STATE', 'PROGRESS', 'HITS', 'MISSES', 'TRIES', 'TIME', 'ERROR']];
+  const rows = [['LOCALE', 'STATE', 'PROGRESS', 'HITS', 'MISSES', 'TRIES', 'TIME', 'WORKER', 'ERROR']];
   for (const l of r.locales) {
     const p = l.progress;
     const done = l.result?.entries ?? p.entriesDone ?? 0;
@@ -70,6 +96,7 @@ export function renderRelease(r: ReleaseStatus): string {
       String(l.result?.misses ?? p.misses ?? 0),
       String(l.attempts),
       duration(l.durationMs),
+      workerCell(l),
       l.error ? `${l.error.code}: ${l.error.message.split('\n')[0]}` : '',
     ]);
   }

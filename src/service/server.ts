@@ -281,12 +281,14 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   });
 
   app.get('/overview', async () => {
-    const [releases, summary] = await withTimeout(
-      Promise.all([queue.list({ limit: listLimit }), metrics.summary()]),
+    const [releases, summary, heartbeats] = await withTimeout(
+      Promise.all([queue.list({ limit: listLimit }), metrics.summary(), queue.workers()]),
       'overview',
     );
     return {
       releases,
+      // Liveness: every worker heard from lately, dead ones too (their last beat's age keeps growing).
+      heartbeats,
       hitRate: summary.hitRate,
       utilisation: summary.utilisation,
       signOperations: summary.signOperations,

@@ -17,6 +17,7 @@ import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/ty
 import { VERSION } from '../version.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
 import { configuredRoots } from '../queue/manifest.js';
+import { beat } from '../queue/heartbeat.js';
 import { describePersistence, redisPersistence, redisRunId } from '../queue/redis-info.js';
 import { RedisCoordinator } from '../queue/redis-coordinator.js';
 import {
@@ -48,6 +49,7 @@ export interface LocaleSigner {
   stats(): {
     threads: number;
     utilisation: number;
+    busySeconds?: number;
     queued: number;
     signOperations: number;
     cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
@@ -159,6 +161,8 @@ export class WorkerService {
     count: 0,
   };
   private accepting = true;
+  /** The pool figures last published (the final heartbeat is written after the pool closed). */
+  private lastPool: WorkerSnapshot['pool'] | undefined;
   /** The Redis server's run id when last seen (a new one after a reconnect: it restarted). */
   private redisRunId: string | undefined;
   private readonly marKeys: NonNullable<WorkerSnapshot['marKeys']> = {};
@@ -185,6 +189,7 @@ export class WorkerService {
   static async start(options: WorkerServiceOptions): Promise<WorkerService> {
     positiveInt('concurrency', options.concurrency);
     positiveInt('threads', options.threads);
+    positiveInt('snapshotIntervalMs', options.snapshotIntervalMs);
     const log = options.logger ?? createLogger({ name: 'marsign-worker' });
     // Before anything connects: a platform that cannot confine paths runs no job (fails closed).
     const confine = await Confinement.create(configuredRoots(options.config));
@@ -455,7 +460,12 @@ export class WorkerService {
       updatedAt: new Date().toISOString(),
       concurrency: this.concurrency,
       accepting: this.accepting,
-      pool: { threads: s.threads, utilisation: s.utilisation, queued: s.queued },
+      pool: {
+        threads: s.threads,
+        utilisation: s.utilisation,
+        queued: s.queued,
+        ...(s.busySeconds !== undefined ? { busySeconds: s.busySeconds } : {}),
+      },
       counters: {
         signOperations: s.signOperations,
         cacheHits: s.cache.hits,
@@ -479,12 +489,31 @@ export class WorkerService {
     };
   }
 
+  /** The snapshot (metrics, health), then the heartbeat (liveness: status, dashboard). */
   private async publish(): Promise<void> {
     try {
-      await publishSnapshot(this.redis, this.settings.prefix, this.snapshot());
+      const snap = this.snapshot();
+      await publishSnapshot(this.redis, this.settings.prefix, snap);
+      this.lastPool = snap.pool;
+      await this.beat();
     } catch (err) {
       this.log.warn({ err: toPlainError(err) }, 'could not publish worker snapshot');
     }
+  }
+
+  private beat(stopped = false): Promise<void> {
+    return beat(this.redis, this.settings.prefix, {
+      id: this.id,
+      host: hostname(),
+      pid: process.pid,
+      threads: this.lastPool?.threads ?? 0,
+      utilisation: this.lastPool?.utilisation ?? 0,
+      everyMs: this.options.snapshotIntervalMs ?? WORKER_SERVICE_DEFAULTS.snapshotIntervalMs,
+      // Job ids as BullMQ names them (`release@locale`), so status can match them.
+      active: [...this.active],
+      accepting: this.accepting,
+      ...(stopped ? { stopped } : {}),
+    });
   }
 
   /** Graceful shutdown: stop taking jobs, finish (or hand back) in-flight ones, close pool and Redis. */
@@ -500,6 +529,12 @@ export class WorkerService {
         this.log.warn({ worker: this.id }, 'in-flight locales handed back after the shutdown timeout');
       await this.signer.close();
       await removeSnapshot(this.redis, this.settings.prefix, this.id).catch(() => undefined);
+      // The heartbeat stays, marked stopped: status tells a clean stop from a silent death.
+      // Bounded: a Redis that is down must not hold the shutdown.
+      await Promise.race([
+        this.beat(true).catch(() => undefined),
+        new Promise((r) => setTimeout(r, 2_000).unref()),
+      ]);
       await this.redis.quit().catch(() => this.redis.disconnect());
       this.log.info(
         { worker: this.id, completed: this.counts.completed, failed: this.counts.failed },

@@ -117,6 +117,14 @@ describe('dashboard', { skip: REDIS_SKIP ?? BROWSER_SKIP, timeout: 150_000 }, ()
     );
     const bar = de.locator('progress');
     assert.equal(await bar.getAttribute('value'), await bar.getAttribute('max'));
+    // Attempts are real starts (1 while it runs, not BullMQ's failed-attempt count 0); the worker running
+    // it is named, and listed with its last heartbeat, alive.
+    assert.equal(await de.locator('td.attempts').textContent(), '1');
+    assert.match((await de.locator('td.worker').textContent()) ?? '', new RegExp(`^${worker.id} \\(beat `));
+    const beatRow = page.locator(`#heartbeats tr[data-worker="${worker.id}"]`);
+    await beatRow.waitFor({ timeout: 10_000 });
+    assert.equal(await beatRow.getAttribute('data-state'), 'alive');
+    assert.match((await beatRow.locator('td.age').textContent()) ?? '', / ago$/);
     assert.equal(await liveRel.locator('tr[data-locale="en-US"]').getAttribute('data-state'), 'completed');
 
     const brokenRel = page.locator('section.release[data-release="broken-1"]');

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import type { WorkerHeartbeat } from '../../queue/heartbeat.js';
 import type { ReleaseStatus } from '../../queue/types.js';
 import { UsageError } from '../../errors.js';
 import { emit, handler, type OutputOptions } from '../output.js';
@@ -7,6 +8,7 @@ interface Args extends OutputOptions {
   release?: string;
   config?: string;
   watch?: boolean;
+  workers?: boolean;
   limit?: number;
   interval?: number;
 }
@@ -28,13 +30,17 @@ export const statusCommand: CommandModule<object, Args> = {
         type: 'boolean',
         describe: 'redraw until interrupted (a release: until it finishes)',
       })
+      .option('workers', {
+        type: 'boolean',
+        describe: 'list the workers heard from lately: last heartbeat, alive/stale/stopped, utilisation',
+      })
       .option('limit', { type: 'number', default: 20, describe: 'releases listed' })
       .option('interval', { type: 'number', default: 1000, describe: '--watch refresh in ms' })
       .option('json', { type: 'boolean', describe: 'print JSON' }) as never,
   handler: handler<Args>(async (argv) => {
     const { loadConfigIfPresent } = await import('../../config/index.js');
     const { openQueue, warnIfNotPersistent } = await import('../../service/client.js');
-    const { renderRelease, renderReleaseList } = await import('../../service/render.js');
+    const { renderRelease, renderReleaseList, renderWorkers } = await import('../../service/render.js');
     if (argv.limit !== undefined && (!Number.isInteger(argv.limit) || argv.limit < 1)) {
       throw new UsageError('USAGE', `--limit must be a positive integer, found ${argv.limit}`);
     }
@@ -43,7 +49,9 @@ export const statusCommand: CommandModule<object, Args> = {
     const queue = await openQueue(config);
     try {
       await warnIfNotPersistent(queue);
-      const once = async (): Promise<ReleaseStatus | ReleaseStatus[]> => {
+      type View = ReleaseStatus | ReleaseStatus[] | { workers: WorkerHeartbeat[] };
+      const once = async (): Promise<View> => {
+        if (argv.workers) return { workers: await queue.workers() };
         if (argv.release) {
           const s = await queue.get(argv.release);
           if (!s)
@@ -55,10 +63,21 @@ export const statusCommand: CommandModule<object, Args> = {
         }
         return queue.list({ limit: argv.limit ?? 20 });
       };
-      const show = (v: ReleaseStatus | ReleaseStatus[]): void =>
-        emit(argv, v, (x) => (Array.isArray(x) ? renderReleaseList(x) : renderRelease(x)));
+      // The release list is followed by the workers (liveness), in text; JSON keeps the list as it was.
+      const workers = async (): Promise<string> =>
+        argv.json ? '' : '\n\n' + renderWorkers(await queue.workers());
+      const show = async (v: View): Promise<void> => {
+        const tail = Array.isArray(v) ? await workers() : '';
+        emit(argv, v, (x) =>
+          'workers' in x
+            ? renderWorkers(x.workers)
+            : Array.isArray(x)
+              ? renderReleaseList(x) + tail
+              : renderRelease(x),
+        );
+      };
       if (!argv.watch) {
-        show(await once());
+        await show(await once());
         return;
       }
       const tty = process.stdout.isTTY && !argv.json;
@@ -67,8 +86,8 @@ export const statusCommand: CommandModule<object, Args> = {
       while (!stop) {
         const v = await once();
         if (tty) process.stdout.write('\x1b[H\x1b[2J');
-        show(v);
-        if (!Array.isArray(v) && (v.state === 'completed' || v.state === 'failed')) break;
+        await show(v);
+        if (!Array.isArray(v) && 'state' in v && (v.state === 'completed' || v.state === 'failed')) break;
         await new Promise((r) => setTimeout(r, argv.interval ?? 1000));
       }
     } finally {

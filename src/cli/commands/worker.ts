@@ -10,6 +10,7 @@ interface Args extends OutputOptions {
   'lock-duration'?: number;
   'stalled-interval'?: number;
   'sign-lock'?: number;
+  'heartbeat-interval'?: number;
 }
 
 export const workerCommand: CommandModule<object, Args> = {
@@ -40,6 +41,10 @@ export const workerCommand: CommandModule<object, Args> = {
         type: 'number',
         describe: 'ms between stalled-job checks (default 30000)',
       })
+      .option('heartbeat-interval', {
+        type: 'number',
+        describe: 'ms between heartbeats and metric snapshots; silent for 3 of them = stale (default 2000)',
+      })
       .option('sign-lock', {
         type: 'number',
         describe: "ms a crashed worker's single-flight signing lock blocks others (default 30000)",
@@ -65,6 +70,7 @@ export const workerCommand: CommandModule<object, Args> = {
       ...opt('lockDurationMs', argv['lock-duration']),
       ...opt('stalledIntervalMs', argv['stalled-interval']),
       ...opt('signLockMs', argv['sign-lock']),
+      ...opt('snapshotIntervalMs', argv['heartbeat-interval']),
     });
     await new Promise<void>((resolve) => {
       svc.installSignalHandlers((code) => {
