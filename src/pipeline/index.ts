@@ -16,6 +16,7 @@ import { buildPe } from '../formats/pe/synth.js';
 import { DEFAULT_MEMORY_BUDGET, MemoryBudget } from './budget.js';
 import { newCounters, RunLedger, type PipelineCounters, type SigningContext } from './context.js';
 import { signLocale, type SignLocaleOptions } from './locale.js';
+import { PassthroughChecks } from './passthrough.js';
 import { planRelease, type PlannedMiss, type ReleasePlan } from './plan.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
@@ -80,6 +81,8 @@ export interface PipelineStats {
     outputHits: number;
     outputMisses: number;
   };
+  /** Passthrough entries decoded to check them, and found checked already (cache marker, this process). */
+  passthrough: { decoded: number; cached: number };
 }
 
 type LoadedProfile = { profile: SigningProfile; policy: CompiledPolicy };
@@ -94,6 +97,8 @@ export class Pipeline implements LocaleSigner {
    * profile rather than a locale; unref'd, so an idle one never keeps the process alive.
    */
   private readonly side = new SideHasher();
+  /** Passthrough checks of every locale of this pipeline (one decode per unique blob at a time). */
+  private readonly checks = new PassthroughChecks();
 
   private constructor(
     readonly config: LoadedConfig,
@@ -162,6 +167,7 @@ export class Pipeline implements LocaleSigner {
       counters: this.counters,
       outputTier: this.outputCache,
       budget: this.budget,
+      checks: this.checks,
       ...(this.audit ? { audit: this.audit } : {}),
     };
   }
@@ -178,10 +184,11 @@ export class Pipeline implements LocaleSigner {
     inputs: string[],
     ledger: RunLedger,
     signal?: AbortSignal,
-    options: { outputCache?: boolean; skipInvalid?: boolean } = {},
+    options: { outputCache?: boolean; skipInvalid?: boolean; verifyPassthrough?: boolean } = {},
   ): Promise<ReleasePlan> {
     const ctx = await this.context(profileName);
     const skipInvalid = options.skipInvalid === true || ctx.policy.onInvalid === 'skip';
+    const verifyPassthrough = options.verifyPassthrough ?? ctx.policy.verifyPassthrough;
     let scheduler: Scheduler | undefined;
     const onMisses = (misses: PlannedMiss[]): void => {
       if (!ctx.coordinator.local) return;
@@ -192,7 +199,7 @@ export class Pipeline implements LocaleSigner {
       ctx,
       inputs,
       onMisses,
-      (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid } } : {},
+      (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid, verifyPassthrough } } : {},
     );
   }
 
@@ -218,6 +225,7 @@ export class Pipeline implements LocaleSigner {
         outputHits: this.counters.outputHits,
         outputMisses: this.counters.outputMisses,
       },
+      passthrough: { decoded: this.counters.passthroughDecoded, cached: this.counters.passthroughCached },
     };
   }
 

@@ -9,7 +9,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import { fromPlainError, UsageError } from '../errors.js';
 import { FROM_SOURCE } from '../version.js';
-import type { SignEntryResult, SignEntryTask } from './protocol.js';
+import type { CheckEntryResult, CheckEntryTask, SignEntryResult, SignEntryTask } from './protocol.js';
 
 /**
  * The pool's worker file. Compiled: `dist/workers/sign-entry.js` (this file is `dist/src/pipeline/`).
@@ -41,6 +41,7 @@ export class SigningPool {
   private readonly filename: string;
   readonly threads: number;
   private completedTasks = 0;
+  private completedChecks = 0;
   private closed = false;
 
   constructor(options: PoolOptions = {}) {
@@ -86,6 +87,26 @@ export class SigningPool {
     this.completedTasks++;
     if (!result.ok) throw fromPlainError(result.error);
     return result;
+  }
+
+  /**
+   * Run one passthrough check (workers/check-entry.ts). `task.input` is only read: a view of shared
+   * memory is shared with the thread, anything else is copied by the message (the caller keeps using it).
+   */
+  async check(task: CheckEntryTask, signal?: AbortSignal): Promise<Extract<CheckEntryResult, { ok: true }>> {
+    const pool = await this.start();
+    const result = (await pool.run(task as never, {
+      name: 'checkEntry',
+      ...(signal ? { signal } : {}),
+    })) as unknown as CheckEntryResult;
+    this.completedChecks++;
+    if (!result.ok) throw fromPlainError(result.error);
+    return result;
+  }
+
+  /** Passthrough checks run so far. */
+  get checks(): number {
+    return this.completedChecks;
   }
 
   /** Whether the threads have been started. */

@@ -33,7 +33,7 @@ export interface LocaleSigner {
     inputs: string[],
     ledger: RunLedger,
     signal?: AbortSignal,
-    options?: { outputCache?: boolean; skipInvalid?: boolean },
+    options?: { outputCache?: boolean; skipInvalid?: boolean; verifyPassthrough?: boolean },
   ): Promise<ReleasePlan>;
   signLocale(options: SignLocaleOptions & { ledger?: RunLedger }): Promise<LocaleManifest>;
 }
@@ -113,6 +113,8 @@ export interface SignReleaseOptions {
   profile: string;
   dryRun?: boolean;
   skipInvalid?: boolean;
+  /** Check passthrough entries before signing (default: the policy's `verifyPassthrough`, true). */
+  verifyPassthrough?: boolean;
   /** The locale-output tier (default: the pipeline's; `--no-output-cache` turns it off). */
   outputCache?: boolean;
   /** Locales signed at once (default 2). */
@@ -151,6 +153,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
         opts.signal,
         {
           skipInvalid: opts.skipInvalid === true,
+          ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
           ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
         },
       );
@@ -206,6 +209,7 @@ async function signOne(
       ledger,
       dryRun: opts.dryRun === true,
       skipInvalid: opts.skipInvalid === true,
+      ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
       ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(plan ? { plan } : {}),

@@ -130,7 +130,7 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
       for (const b of v.bad)
         lines.push(
-          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : b.kind === 'blob' ? ' (blob)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
+          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : b.kind === 'blob' ? ' (blob)' : b.kind === 'check' ? ' (passthrough check)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
         );
       for (const u of v.unsafe)
         lines.push(
