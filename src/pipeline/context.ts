@@ -7,7 +7,7 @@ import type { CacheStore, DecodedFacts } from '../../cache/types.js';
 import type { AuditSink } from '../audit/types.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import type { MemoryBudget } from './budget.js';
-import type { PassthroughChecks } from './passthrough.js';
+import type { PassthroughChecks } from './check-flight.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
 import type { SideHasher } from './side-hash.js';

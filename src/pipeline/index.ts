@@ -16,7 +16,7 @@ import { buildPe } from '../formats/pe/synth.js';
 import { DEFAULT_MEMORY_BUDGET, MemoryBudget } from './budget.js';
 import { newCounters, RunLedger, type PipelineCounters, type SigningContext } from './context.js';
 import { signLocale, type SignLocaleOptions } from './locale.js';
-import { PassthroughChecks } from './passthrough.js';
+import { PassthroughChecks } from './check-flight.js';
 import { planRelease, type PlannedMiss, type ReleasePlan } from './plan.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
