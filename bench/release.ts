@@ -9,6 +9,7 @@
  *
  * Options: --locales N (20) --codec bz2|xz|both (both) --mb-per-locale MB (80) --quick
  *   --baseline-locales K (1) --skip-baseline --skip-pipeline --skip-floors --threads N --json
+ *   --passthrough (also: cold and warm releases with the passthrough check on and off, entry cache only)
  *   --out docs/BENCHMARKS.md (rewrite its "Release benchmark" section and the charts in docs/bench/)
  * Without --out the markdown is printed to stdout (or the JSON with --json).
  */
@@ -40,6 +41,8 @@ interface Options {
   skipBaseline: boolean;
   skipPipeline: boolean;
   skipFloors: boolean;
+  /** Compare the passthrough check on / off (`--no-verify-passthrough`), cold and warm. */
+  passthrough: boolean;
   threads?: number;
   runner: 'dist' | 'tsx';
   json: boolean;
@@ -59,6 +62,7 @@ function parseOptions(argv: string[]): Options {
       'skip-baseline': { type: 'boolean', default: false },
       'skip-pipeline': { type: 'boolean', default: false },
       'skip-floors': { type: 'boolean', default: false },
+      passthrough: { type: 'boolean', default: false },
       'baseline-locales': { type: 'string' },
       threads: { type: 'string' },
       runner: { type: 'string', default: 'dist' },
@@ -71,6 +75,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       'usage: npm run bench:release -- [--locales N] [--codec bz2|xz|both] [--mb-per-locale MB] [--quick]\n' +
         '  [--baseline-locales K] [--skip-baseline] [--skip-pipeline] [--skip-floors] [--threads N]\n' +
+        '  [--passthrough]\n' +
         '  [--runner dist|tsx]\n' +
         '  [--json] [--out docs/BENCHMARKS.md]\n',
     );
@@ -100,6 +105,7 @@ function parseOptions(argv: string[]): Options {
     skipBaseline: values['skip-baseline'] === true,
     skipPipeline: values['skip-pipeline'] === true,
     skipFloors: values['skip-floors'] === true,
+    passthrough: values.passthrough === true,
     ...(values.threads !== undefined ? { threads: int('threads', values.threads, 1) } : {}),
     runner,
     json: values.json === true,
@@ -192,6 +198,8 @@ interface PipelineRun extends Timed {
   passthrough?: number;
   /** Locales served whole by the locale-output cache tier. */
   outputHits?: number;
+  /** Passthrough entries decoded to check them (sum of the locales' `totals.passthroughDecoded`). */
+  passthroughDecoded?: number;
   /** When the figure is the median of several runs: how many, and each run's times. */
   runs?: number;
   allManifestMs?: number[];
@@ -231,6 +239,7 @@ async function signReleaseCli(
       outputHits?: number;
     };
     timings: { ms: number };
+    locales: { totals?: { passthroughDecoded?: number } }[];
   };
   if (m.totals.failed) throw new Error(`sign-release: ${m.totals.failed} locales failed (see ${outDir})`);
   return {
@@ -242,6 +251,7 @@ async function signReleaseCli(
     misses: m.totals.signed,
     passthrough: m.totals.passthrough,
     outputHits: m.totals.outputHits ?? 0,
+    passthroughDecoded: m.locales.reduce((n, l) => n + (l.totals?.passthroughDecoded ?? 0), 0),
   };
 }
 
@@ -397,6 +407,11 @@ interface CodecResult {
     warmLocaleEntries?: PipelineRun;
   };
   baseline?: { sequential: BaselineRun; parallel2: BaselineRun };
+  /**
+   * `--passthrough`: releases with `--no-output-cache` (each locale assembled, so the check runs), cold
+   * (fresh cache) then warm (same cache: signed entries and check markers cached), check on and off.
+   */
+  passthrough?: Record<'on' | 'off', { cold: PipelineRun; warm: PipelineRun }>;
   floors?: {
     load1: number;
     releaseDisk: { ms: number; bytes: number };
@@ -496,6 +511,8 @@ async function benchCodec(
     await rm(join(work, 'cache-release'), { recursive: true, force: true });
   }
 
+  if (o.passthrough) result.passthrough = await benchPassthrough(rel, codec, work, o, configPath, log);
+
   if (!o.skipBaseline) {
     log(`${codec}: baseline, sequential, ${o.baselineLocales} locale(s)`);
     const sequential = await baselineRuns(rel, o.baselineLocales, 1, work, configPath);
@@ -547,6 +564,71 @@ async function benchCodec(
   }
   await rm(work, { recursive: true, force: true });
   return result;
+}
+
+/** Cold and warm releases (entry cache only) with the passthrough check on and off, each on a fresh cache. */
+async function benchPassthrough(
+  rel: GeneratedRelease,
+  codec: BenchCodec,
+  work: string,
+  o: Options,
+  configPath: string,
+  log: (m: string) => void,
+): Promise<NonNullable<CodecResult['passthrough']>> {
+  const out = {} as NonNullable<CodecResult['passthrough']>;
+  for (const mode of ['off', 'on'] as const) {
+    const extra = ['--no-output-cache', ...(mode === 'off' ? ['--no-verify-passthrough'] : [])];
+    const cache = join(work, `cache-passthrough-${mode}`);
+    log(`${codec}: passthrough check ${mode}: cold release`);
+    const cold = await signReleaseCli(
+      rel,
+      join(work, `pt-${mode}-cold`),
+      cache,
+      configPath,
+      o.threads,
+      extra,
+    );
+    log(`${codec}: passthrough check ${mode}: warm release`);
+    const warm = await signReleaseCli(
+      rel,
+      join(work, `pt-${mode}-warm`),
+      cache,
+      configPath,
+      o.threads,
+      extra,
+    );
+    out[mode] = { cold, warm };
+    for (const d of [`pt-${mode}-cold`, `pt-${mode}-warm`, `cache-passthrough-${mode}`])
+      await rm(join(work, d), { recursive: true, force: true });
+  }
+  return out;
+}
+
+/** The `--passthrough` table: wall and CPU seconds with the check off and on, and what it decoded. */
+function passthroughMarkdown(res: BenchResults): string[] {
+  const rows = res.codecs.filter((c) => c.passthrough);
+  if (rows.length === 0) return [];
+  const cpu = (r: PipelineRun): string => (r.cpuS === undefined ? '–' : f1(r.cpuS));
+  const lines = [
+    '### Passthrough check: on vs off',
+    '',
+    `\`${res.command}\`: \`sign-release --no-output-cache\` of the ${res.options.locales}-locale release, ` +
+      'check off (`--no-verify-passthrough`) then on, each on a fresh cache: cold, then warm (same cache). ' +
+      'CPU = user+system seconds of the process (/usr/bin/time); decoded = passthrough entries decoded by the run.',
+    '',
+    '| codec | run | wall off (s) | wall on (s) | CPU off (s) | CPU on (s) | decoded (on) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const c of rows)
+    for (const run of ['cold', 'warm'] as const) {
+      const off = c.passthrough!.off[run];
+      const on = c.passthrough!.on[run];
+      lines.push(
+        `| ${c.codec} | ${run} | ${f1(s(off.wallMs))} | ${f1(s(on.wallMs))} | ${cpu(off)} | ${cpu(on)} | ${on.passthroughDecoded ?? '–'} |`,
+      );
+    }
+  lines.push('');
+  return lines;
 }
 
 interface Machine {
@@ -1007,7 +1089,7 @@ async function main(): Promise<void> {
   const configPath = join(keysDir, 'marsign.config.json');
   if (!existsSync(configPath)) await generateDevKeys(keysDir, { marKeyBits: 4096 });
 
-  if (o.runner === 'dist' && !o.skipPipeline) CLI = await buildCli(log);
+  if (o.runner === 'dist' && (!o.skipPipeline || o.passthrough)) CLI = await buildCli(log);
   const codecs: CodecResult[] = [];
   for (const c of o.codecs) codecs.push(await benchCodec(c, o, configPath, log));
   machine.loadAfter = loadavg();
@@ -1040,6 +1122,8 @@ async function main(): Promise<void> {
   }
   if (o.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else if (!o.out) process.stdout.write(markdown(res, false));
+  const pt = passthroughMarkdown(res);
+  if (pt.length && !o.json) process.stdout.write('\n' + pt.join('\n'));
 }
 
 await main();
