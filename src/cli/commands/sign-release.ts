@@ -159,6 +159,12 @@ export const signReleaseCommand: CommandModule<object, Args> = {
 /** `sign-release --remote`: the release signed by a marsign serve (src/transfer/remote-release.ts). */
 async function signRemote(argv: Args): Promise<void> {
   if (argv['dry-run']) throw new UsageError('USAGE', '--dry-run is not available with --remote');
+  // The server's config decides (policy.verifyPassthrough): a flag it would not honour is refused, not ignored.
+  if (argv['verify-passthrough'] === false)
+    throw new UsageError(
+      'USAGE',
+      "--no-verify-passthrough is not available with --remote (the server's policy.verifyPassthrough decides)",
+    );
   const { loadReleaseRequest, resolveRequest } = await import('../../release/request.js');
   const { clientCache, progressLine, remoteClient } = await import('../../transfer/cli.js');
   const { remoteRelease } = await import('../../transfer/remote-release.js');
