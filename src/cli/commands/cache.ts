@@ -80,6 +80,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
       signature: none,
       output: none,
       blob: none,
+      check: none,
     };
     // All kinds share one LRU (prune); the split is by file name, so it costs no extra reads.
     const out = {
@@ -90,6 +91,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
       peSignatures: kinds.signature,
       localeOutputs: kinds.output,
       blobs: kinds.blob,
+      passthroughChecks: kinds.check,
     };
     emit(argv, out, (v) =>
       [
@@ -99,6 +101,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
         `  PE signatures   ${v.peSignatures.entries} (${formatSize(v.peSignatures.bytes)})`,
         `  locale outputs  ${v.localeOutputs.entries} (${formatSize(v.localeOutputs.bytes)})`,
         `  blobs           ${v.blobs.entries} (${formatSize(v.blobs.bytes)})`,
+        `  passthrough checks ${v.passthroughChecks.entries} (${formatSize(v.passthroughChecks.bytes)})`,
         `size        ${formatSize(v.bytes)} (${v.bytes} bytes)`,
       ].join('\n'),
     );
