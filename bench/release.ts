@@ -411,7 +411,7 @@ interface CodecResult {
    * `--passthrough`: releases with `--no-output-cache` (each locale assembled, so the check runs), cold
    * (fresh cache) then warm (same cache: signed entries and check markers cached), check on and off.
    */
-  passthrough?: Record<'on' | 'off', { cold: PipelineRun; warm: PipelineRun }>;
+  passthrough?: Record<'on' | 'off', { cold: PipelineRun[]; warm: PipelineRun[] }>;
   floors?: {
     load1: number;
     releaseDisk: { ms: number; bytes: number };
@@ -566,7 +566,13 @@ async function benchCodec(
   return result;
 }
 
-/** Cold and warm releases (entry cache only) with the passthrough check on and off, each on a fresh cache. */
+/** Runs per mode of `--passthrough` (off and on alternate, so a load change hits both alike). */
+const PASSTHROUGH_RUNS = 3;
+
+/**
+ * Cold and warm releases (entry cache only) with the passthrough check off and on, PASSTHROUGH_RUNS
+ * times each, alternating which goes first; each cold run on a fresh cache, its warm run on the same.
+ */
 async function benchPassthrough(
   rel: GeneratedRelease,
   codec: BenchCodec,
@@ -575,46 +581,60 @@ async function benchPassthrough(
   configPath: string,
   log: (m: string) => void,
 ): Promise<NonNullable<CodecResult['passthrough']>> {
-  const out = {} as NonNullable<CodecResult['passthrough']>;
-  for (const mode of ['off', 'on'] as const) {
-    const extra = ['--no-output-cache', ...(mode === 'off' ? ['--no-verify-passthrough'] : [])];
-    const cache = join(work, `cache-passthrough-${mode}`);
-    log(`${codec}: passthrough check ${mode}: cold release`);
-    const cold = await signReleaseCli(
-      rel,
-      join(work, `pt-${mode}-cold`),
-      cache,
-      configPath,
-      o.threads,
-      extra,
-    );
-    log(`${codec}: passthrough check ${mode}: warm release`);
-    const warm = await signReleaseCli(
-      rel,
-      join(work, `pt-${mode}-warm`),
-      cache,
-      configPath,
-      o.threads,
-      extra,
-    );
-    out[mode] = { cold, warm };
-    for (const d of [`pt-${mode}-cold`, `pt-${mode}-warm`, `cache-passthrough-${mode}`])
-      await rm(join(work, d), { recursive: true, force: true });
-  }
+  const out: NonNullable<CodecResult['passthrough']> = {
+    off: { cold: [], warm: [] },
+    on: { cold: [], warm: [] },
+  };
+  for (let i = 0; i < PASSTHROUGH_RUNS; i++)
+    for (const mode of i % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+      const extra = ['--no-output-cache', ...(mode === 'off' ? ['--no-verify-passthrough'] : [])];
+      const cache = join(work, `cache-passthrough-${mode}`);
+      log(`${codec}: passthrough check ${mode} (${i + 1}/${PASSTHROUGH_RUNS}): cold, then warm`);
+      const cold = await signReleaseCli(
+        rel,
+        join(work, `pt-${mode}-cold`),
+        cache,
+        configPath,
+        o.threads,
+        extra,
+      );
+      const warm = await signReleaseCli(
+        rel,
+        join(work, `pt-${mode}-warm`),
+        cache,
+        configPath,
+        o.threads,
+        extra,
+      );
+      out[mode].cold.push(cold);
+      out[mode].warm.push(warm);
+      for (const d of [`pt-${mode}-cold`, `pt-${mode}-warm`, `cache-passthrough-${mode}`])
+        await rm(join(work, d), { recursive: true, force: true });
+    }
   return out;
 }
 
-/** The `--passthrough` table: wall and CPU seconds with the check off and on, and what it decoded. */
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+/** The `--passthrough` table: median wall and CPU seconds with the check off and on, and what it decoded. */
 function passthroughMarkdown(res: BenchResults): string[] {
   const rows = res.codecs.filter((c) => c.passthrough);
   if (rows.length === 0) return [];
-  const cpu = (r: PipelineRun): string => (r.cpuS === undefined ? '–' : f1(r.cpuS));
+  const wall = (rs: PipelineRun[]): string => f1(s(median(rs.map((r) => r.wallMs))));
+  const cpu = (rs: PipelineRun[]): string =>
+    rs.some((r) => r.cpuS === undefined) ? '–' : f1(median(rs.map((r) => r.cpuS!)));
+  const loads = rows.flatMap((c) =>
+    (['off', 'on'] as const).flatMap((m) => [...c.passthrough![m].cold, ...c.passthrough![m].warm]),
+  );
   const lines = [
     '### Passthrough check: on vs off',
     '',
     `\`${res.command}\`: \`sign-release --no-output-cache\` of the ${res.options.locales}-locale release, ` +
-      'check off (`--no-verify-passthrough`) then on, each on a fresh cache: cold, then warm (same cache). ' +
-      'CPU = user+system seconds of the process (/usr/bin/time); decoded = passthrough entries decoded by the run.',
+      `check off (\`--no-verify-passthrough\`) and on, ${PASSTHROUGH_RUNS} runs each (alternating), each cold run ` +
+      'on a fresh cache, then warm on the same cache (signed entries and check markers cached). Medians; ' +
+      'CPU = user+system seconds of the process (/usr/bin/time), the figure that does not depend on the ' +
+      `shared VM's load (1-minute load ${f1(Math.min(...loads.map((r) => r.load1)))}–${f1(Math.max(...loads.map((r) => r.load1)))} during these runs); ` +
+      'decoded = passthrough entries the run decoded.',
     '',
     '| codec | run | wall off (s) | wall on (s) | CPU off (s) | CPU on (s) | decoded (on) |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
@@ -624,7 +644,7 @@ function passthroughMarkdown(res: BenchResults): string[] {
       const off = c.passthrough!.off[run];
       const on = c.passthrough!.on[run];
       lines.push(
-        `| ${c.codec} | ${run} | ${f1(s(off.wallMs))} | ${f1(s(on.wallMs))} | ${cpu(off)} | ${cpu(on)} | ${on.passthroughDecoded ?? '–'} |`,
+        `| ${c.codec} | ${run} | ${wall(off)} | ${wall(on)} | ${cpu(off)} | ${cpu(on)} | ${median(on.map((r) => r.passthroughDecoded ?? NaN))} |`,
       );
     }
   lines.push('');
@@ -1123,7 +1143,7 @@ async function main(): Promise<void> {
   if (o.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else if (!o.out) process.stdout.write(markdown(res, false));
   const pt = passthroughMarkdown(res);
-  if (pt.length && !o.json) process.stdout.write('\n' + pt.join('\n'));
+  if (pt.length) process[o.json ? 'stderr' : 'stdout'].write('\n' + pt.join('\n'));
 }
 
 await main();
