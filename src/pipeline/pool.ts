@@ -94,6 +94,9 @@ export class SigningPool {
    * memory is shared with the thread, anything else is copied by the message (the caller keeps using it).
    */
   async check(task: CheckEntryTask, signal?: AbortSignal): Promise<Extract<CheckEntryResult, { ok: true }>> {
+    // A plain view of a bigger buffer would be cloned whole: send only its bytes.
+    const shared = task.input.buffer instanceof SharedArrayBuffer;
+    if (!shared && !ownsBuffer(task.input)) task = { ...task, input: copyToOwnBuffer(task.input) };
     const pool = await this.start();
     const result = (await pool.run(task as never, {
       name: 'checkEntry',

@@ -53,6 +53,8 @@ export interface ReleaseLocaleReport {
   totals?: LocaleTotals;
   /** The locale-output tier's answer for this locale (absent when the tier was off). */
   outputCache?: 'hit' | 'miss';
+  /** Whether every passthrough entry of the locale was checked before it was signed (locale manifest). */
+  passthroughVerified?: boolean;
   /** Number of non-fatal warnings in the locale manifest. */
   warnings?: number;
   ms?: number;
@@ -229,6 +231,7 @@ async function signOne(
       ...(m.outputSize !== undefined ? { outputSize: m.outputSize } : {}),
       totals: m.totals,
       ...(m.outputCache ? { outputCache: m.outputCache } : {}),
+      passthroughVerified: m.passthroughVerified,
       ...(m.warnings?.length ? { warnings: m.warnings.length } : {}),
       ms: performance.now() - t,
     };

@@ -24,7 +24,7 @@ import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { buildPe } from '../../src/formats/pe/synth.js';
 import { MarWriter } from '../../src/mar/writer.js';
-import { Pipeline } from '../../src/pipeline/index.js';
+import { Pipeline, signRelease } from '../../src/pipeline/index.js';
 import { verifyMar } from '../../src/signing/verify-mar.js';
 import { rawZip } from '../formats/zip/raw-zip.js';
 import { runCli, tempDir } from '../helpers/env.js';
@@ -313,6 +313,53 @@ describe('valid passthrough entries: checked once per unique blob, outputs uncha
       assert.deepEqual(p3.stats().passthrough, { decoded: 2, cached: 0 });
     } finally {
       await p3.close();
+    }
+  });
+
+  test('sign-release: one decode per unique blob across its locales; each locale line says it was checked', async () => {
+    const p = await Pipeline.create({
+      config,
+      threads: 2,
+      cache: newCache(join(dir, 'cache-release'), secret),
+    });
+    try {
+      const out = join(dir, 'release-out');
+      const locales = (['a', 'b'] as const).map((l) => ({
+        locale: l,
+        input: inputs[l],
+        outputDir: join(out, l),
+        output: join(out, l, 'complete.mar'),
+      }));
+      const rm = await signRelease({
+        signer: p,
+        release: 'pt',
+        source: dir,
+        locales,
+        outDir: out,
+        profile: 'dev',
+      });
+      assert.equal(rm.totals.failed, 0);
+      assert.deepEqual(
+        rm.locales.map((l) => l.passthroughVerified),
+        [true, true],
+      );
+      // a: omni.ja, chrome.manifest (+ a stored entry, no decode); b: its own chrome.manifest.
+      assert.equal(p.stats().passthrough.decoded, 3, 'omni.ja, shared by both locales, decoded once');
+      const off = await signRelease({
+        signer: p,
+        release: 'pt-off',
+        source: dir,
+        locales: locales.map((l) => ({ ...l, outputDir: `${l.outputDir}-off`, output: `${l.output}-off` })),
+        outDir: `${out}-off`,
+        profile: 'dev',
+        verifyPassthrough: false,
+      });
+      assert.deepEqual(
+        off.locales.map((l) => l.passthroughVerified),
+        [false, false],
+      );
+    } finally {
+      await p.close();
     }
   });
 
