@@ -14,6 +14,7 @@
  * Without --out the markdown is printed to stdout (or the JSON with --json).
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
@@ -21,7 +22,8 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/index.js';
-import { readMar } from '../src/formats/mar/index.js';
+import { decompress } from '../src/codecs/index.js';
+import { readEntryBytes, readMar } from '../src/formats/mar/index.js';
 import { FileSource } from '../src/io/byte-source.js';
 import { generateDevKeys } from '../src/keys/index.js';
 import { PROJECT_ROOT } from '../src/version.js';
@@ -411,7 +413,10 @@ interface CodecResult {
    * `--passthrough`: releases with `--no-output-cache` (each locale assembled, so the check runs), cold
    * (fresh cache) then warm (same cache: signed entries and check markers cached), check on and off.
    */
-  passthrough?: Record<'on' | 'off', { cold: PipelineRun[]; warm: PipelineRun[] }>;
+  passthrough?: Record<'on' | 'off', { cold: PipelineRun[]; warm: PipelineRun[] }> & {
+    /** The release's unique passthrough blobs (non-PE entries), their stored and decoded bytes. */
+    volume: { blobs: number; storedBytes: number; decodedBytes: number };
+  };
   floors?: {
     load1: number;
     releaseDisk: { ms: number; bytes: number };
@@ -584,6 +589,7 @@ async function benchPassthrough(
   const out: NonNullable<CodecResult['passthrough']> = {
     off: { cold: [], warm: [] },
     on: { cold: [], warm: [] },
+    volume: await passthroughVolume(rel),
   };
   for (let i = 0; i < PASSTHROUGH_RUNS; i++)
     for (const mode of i % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
@@ -614,6 +620,32 @@ async function benchPassthrough(
   return out;
 }
 
+/** What a check has to decode in `rel`: its unique non-PE entries (by sha256), stored and decoded bytes. */
+async function passthroughVolume(
+  rel: GeneratedRelease,
+): Promise<{ blobs: number; storedBytes: number; decodedBytes: number }> {
+  const seen = new Set<string>();
+  let storedBytes = 0;
+  let decodedBytes = 0;
+  for (const l of rel.locales) {
+    const src = await FileSource.open(l.path);
+    try {
+      for (const e of (await readMar(src)).entries) {
+        if (/\.(exe|dll)$/i.test(e.name)) continue;
+        const raw = await readEntryBytes(src, e);
+        const id = createHash('sha256').update(raw).digest('hex');
+        if (seen.has(id)) continue;
+        seen.add(id);
+        storedBytes += raw.length;
+        decodedBytes += (await decompress(raw)).length;
+      }
+    } finally {
+      await src.close();
+    }
+  }
+  return { blobs: seen.size, storedBytes, decodedBytes };
+}
+
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
 /** The `--passthrough` table: median wall and CPU seconds with the check off and on, and what it decoded. */
@@ -634,7 +666,14 @@ function passthroughMarkdown(res: BenchResults): string[] {
       'on a fresh cache, then warm on the same cache (signed entries and check markers cached). Medians; ' +
       'CPU = user+system seconds of the process (/usr/bin/time), the figure that does not depend on the ' +
       `shared VM's load (1-minute load ${f1(Math.min(...loads.map((r) => r.load1)))}–${f1(Math.max(...loads.map((r) => r.load1)))} during these runs); ` +
-      'decoded = passthrough entries the run decoded.',
+      'decoded = passthrough entries the run decoded. Unique passthrough blobs of each release: ' +
+      rows
+        .map((c) => {
+          const v = c.passthrough!.volume;
+          return `${c.codec} ${v.blobs} (${f2(v.storedBytes / MB)} MB stored, ${f2(v.decodedBytes / MB)} MB decoded)`;
+        })
+        .join(', ') +
+      '.',
     '',
     '| codec | run | wall off (s) | wall on (s) | CPU off (s) | CPU on (s) | decoded (on) |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
