@@ -46,7 +46,8 @@ export async function checkPassthrough(
     const markers = ctx.store?.checks ?? null;
     const outcome = await ctx.checks.once(
       key,
-      async () => (markers ? markers.hasCheck(key) : false),
+      // A marker that cannot be read is a miss: the entry is decoded, never waved through or failed.
+      async () => (markers ? markers.hasCheck(key).catch(() => false) : false),
       () => decode(ctx, entry, raw, codec, expect, key, l.signal),
     );
     if (outcome === 'cached') ctx.counters.passthroughCached++;
