@@ -22,14 +22,25 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/index.js';
-import { decompress } from '../src/codecs/index.js';
+import { compress, decompress } from '../src/codecs/index.js';
+import { buildPe } from '../src/formats/pe/synth.js';
+import { MarWriter } from '../src/mar/writer.js';
 import { readEntryBytes, readMar } from '../src/formats/mar/index.js';
 import { FileSource } from '../src/io/byte-source.js';
 import { generateDevKeys } from '../src/keys/index.js';
 import { PROJECT_ROOT } from '../src/version.js';
 import { barChartSvg, formatSeconds, type Bar } from './lib/chart.js';
 import { diskFloor, sha256Floor, workFloor, type WorkFloor } from './lib/floors.js';
-import { generateRelease, mapLimit, type BenchCodec, type GeneratedRelease } from './lib/release-gen.js';
+import {
+  CODEC_SETTINGS,
+  generateRelease,
+  mapLimit,
+  PRODUCT_CHANNEL,
+  PRODUCT_VERSION,
+  textData,
+  type BenchCodec,
+  type GeneratedRelease,
+} from './lib/release-gen.js';
 
 const MB = 1e6;
 const BENCH_ROOT = join(PROJECT_ROOT, '.cache', 'bench-release');
@@ -282,7 +293,13 @@ async function signLocaleCli(
   await mkdir(dirname(output), { recursive: true });
   const r = await timedRun(process.execPath, args, { MARSIGN_CACHE_DIR: cacheDir });
   const m = JSON.parse(await readFile(`${output}.manifest.json`, 'utf8')) as {
-    totals: { signOperations: number; hits: number; misses: number; passthrough: number };
+    totals: {
+      signOperations: number;
+      hits: number;
+      misses: number;
+      passthrough: number;
+      passthroughDecoded?: number;
+    };
     timings: { ms: number };
     outputCache?: 'hit' | 'miss';
   };
@@ -294,6 +311,7 @@ async function signLocaleCli(
     misses: m.totals.misses,
     passthrough: m.totals.passthrough,
     outputHits: m.outputCache === 'hit' ? 1 : 0,
+    passthroughDecoded: m.totals.passthroughDecoded ?? 0,
   };
 }
 
@@ -416,6 +434,15 @@ interface CodecResult {
   passthrough?: Record<'on' | 'off', { cold: PipelineRun[]; warm: PipelineRun[] }> & {
     /** The release's unique passthrough blobs (non-PE entries), their stored and decoded bytes. */
     volume: { blobs: number; storedBytes: number; decodedBytes: number };
+    /**
+     * One locale MAR holding one small PE and one big text passthrough entry (BIG_PASSTHROUGH_BYTES,
+     * `textData` compressed with the codec): `sign-locale` cold and warm, check off and on, isolating the
+     * check's cost on an omni.ja-sized entry.
+     */
+    big: { storedBytes: number; decodedBytes: number } & Record<
+      'on' | 'off',
+      { cold: PipelineRun[]; warm: PipelineRun[] }
+    >;
   };
   floors?: {
     load1: number;
@@ -590,7 +617,15 @@ async function benchPassthrough(
     off: { cold: [], warm: [] },
     on: { cold: [], warm: [] },
     volume: await passthroughVolume(rel),
+    big: {
+      storedBytes: 0,
+      decodedBytes: BIG_PASSTHROUGH_BYTES,
+      off: { cold: [], warm: [] },
+      on: { cold: [], warm: [] },
+    },
   };
+  const big = join(work, 'big-passthrough.mar');
+  out.big.storedBytes = await writeBigPassthroughMar(big, codec);
   for (let i = 0; i < PASSTHROUGH_RUNS; i++)
     for (const mode of i % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
       const extra = ['--no-output-cache', ...(mode === 'off' ? ['--no-verify-passthrough'] : [])];
@@ -616,8 +651,40 @@ async function benchPassthrough(
       out[mode].warm.push(warm);
       for (const d of [`pt-${mode}-cold`, `pt-${mode}-warm`, `cache-passthrough-${mode}`])
         await rm(join(work, d), { recursive: true, force: true });
+      log(`${codec}: one locale with a big passthrough entry, check ${mode}: cold, then warm`);
+      const bigCache = join(work, `cache-big-${mode}`);
+      const bigOut = join(work, `big-${mode}`, 'out.mar');
+      out.big[mode].cold.push(await signLocaleCli(big, bigOut, bigCache, configPath, o.threads, extra));
+      out.big[mode].warm.push(await signLocaleCli(big, bigOut, bigCache, configPath, o.threads, extra));
+      await rm(bigCache, { recursive: true, force: true });
     }
   return out;
+}
+
+/** Decoded size of the big passthrough entry (an omni.ja-sized text file). */
+const BIG_PASSTHROUGH_BYTES = 32 * 1024 * 1024;
+
+/** Write a MAR with one small PE and one BIG_PASSTHROUGH_BYTES text entry; returns the entry's stored size. */
+async function writeBigPassthroughMar(path: string, codec: BenchCodec): Promise<number> {
+  const settings = CODEC_SETTINGS[codec];
+  const stored = await compress(textData('big omni.ja', BIG_PASSTHROUGH_BYTES), settings);
+  const w = await MarWriter.create(path, {
+    productInfo: { channel: PRODUCT_CHANNEL, version: PRODUCT_VERSION },
+  });
+  try {
+    await w.addEntry(
+      'firefox.exe',
+      0o755,
+      await compress(buildPe({ arch: 'x64', kind: 'exe', name: 'big' }), settings),
+    );
+    await w.addEntry('browser/omni.ja', 0o644, stored);
+    await w.finish();
+    await w.commit();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  return stored.length;
 }
 
 /** What a check has to decode in `rel`: its unique non-PE entries (by sha256), stored and decoded bytes. */
@@ -675,17 +742,24 @@ function passthroughMarkdown(res: BenchResults): string[] {
         .join(', ') +
       '.',
     '',
-    '| codec | run | wall off (s) | wall on (s) | CPU off (s) | CPU on (s) | decoded (on) |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
+    '| codec | what | run | wall off (s) | wall on (s) | CPU off (s) | CPU on (s) | decoded (on) |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |',
   ];
-  for (const c of rows)
-    for (const run of ['cold', 'warm'] as const) {
-      const off = c.passthrough!.off[run];
-      const on = c.passthrough!.on[run];
-      lines.push(
-        `| ${c.codec} | ${run} | ${wall(off)} | ${wall(on)} | ${cpu(off)} | ${cpu(on)} | ${median(on.map((r) => r.passthroughDecoded ?? NaN))} |`,
-      );
-    }
+  for (const c of rows) {
+    const pt = c.passthrough!;
+    const big = `1 locale, ${f1(pt.big.decodedBytes / MB)} MB passthrough entry (${f2(pt.big.storedBytes / MB)} MB stored)`;
+    for (const [what, set] of [
+      [`release, ${res.options.locales} locales`, pt],
+      [big, pt.big],
+    ] as const)
+      for (const run of ['cold', 'warm'] as const) {
+        const off = set.off[run];
+        const on = set.on[run];
+        lines.push(
+          `| ${c.codec} | ${what} | ${run} | ${wall(off)} | ${wall(on)} | ${cpu(off)} | ${cpu(on)} | ${median(on.map((r) => r.passthroughDecoded ?? NaN))} |`,
+        );
+      }
+  }
   lines.push('');
   return lines;
 }
