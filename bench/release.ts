@@ -9,10 +9,12 @@
  *
  * Options: --locales N (20) --codec bz2|xz|both (both) --mb-per-locale MB (80) --quick
  *   --baseline-locales K (1) --skip-baseline --skip-pipeline --skip-floors --threads N --json
+ *   --passthrough (also: cold and warm releases with the passthrough check on and off, entry cache only)
  *   --out docs/BENCHMARKS.md (rewrite its "Release benchmark" section and the charts in docs/bench/)
  * Without --out the markdown is printed to stdout (or the JSON with --json).
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
@@ -20,13 +22,25 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/index.js';
-import { readMar } from '../src/formats/mar/index.js';
+import { compress, decompress } from '../src/codecs/index.js';
+import { buildPe } from '../src/formats/pe/synth.js';
+import { MarWriter } from '../src/mar/writer.js';
+import { readEntryBytes, readMar } from '../src/formats/mar/index.js';
 import { FileSource } from '../src/io/byte-source.js';
 import { generateDevKeys } from '../src/keys/index.js';
 import { PROJECT_ROOT } from '../src/version.js';
 import { barChartSvg, formatSeconds, type Bar } from './lib/chart.js';
 import { diskFloor, sha256Floor, workFloor, type WorkFloor } from './lib/floors.js';
-import { generateRelease, mapLimit, type BenchCodec, type GeneratedRelease } from './lib/release-gen.js';
+import {
+  CODEC_SETTINGS,
+  generateRelease,
+  mapLimit,
+  PRODUCT_CHANNEL,
+  PRODUCT_VERSION,
+  textData,
+  type BenchCodec,
+  type GeneratedRelease,
+} from './lib/release-gen.js';
 
 const MB = 1e6;
 const BENCH_ROOT = join(PROJECT_ROOT, '.cache', 'bench-release');
@@ -40,6 +54,8 @@ interface Options {
   skipBaseline: boolean;
   skipPipeline: boolean;
   skipFloors: boolean;
+  /** Compare the passthrough check on / off (`--no-verify-passthrough`), cold and warm. */
+  passthrough: boolean;
   threads?: number;
   runner: 'dist' | 'tsx';
   json: boolean;
@@ -59,6 +75,7 @@ function parseOptions(argv: string[]): Options {
       'skip-baseline': { type: 'boolean', default: false },
       'skip-pipeline': { type: 'boolean', default: false },
       'skip-floors': { type: 'boolean', default: false },
+      passthrough: { type: 'boolean', default: false },
       'baseline-locales': { type: 'string' },
       threads: { type: 'string' },
       runner: { type: 'string', default: 'dist' },
@@ -71,6 +88,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       'usage: npm run bench:release -- [--locales N] [--codec bz2|xz|both] [--mb-per-locale MB] [--quick]\n' +
         '  [--baseline-locales K] [--skip-baseline] [--skip-pipeline] [--skip-floors] [--threads N]\n' +
+        '  [--passthrough]\n' +
         '  [--runner dist|tsx]\n' +
         '  [--json] [--out docs/BENCHMARKS.md]\n',
     );
@@ -100,6 +118,7 @@ function parseOptions(argv: string[]): Options {
     skipBaseline: values['skip-baseline'] === true,
     skipPipeline: values['skip-pipeline'] === true,
     skipFloors: values['skip-floors'] === true,
+    passthrough: values.passthrough === true,
     ...(values.threads !== undefined ? { threads: int('threads', values.threads, 1) } : {}),
     runner,
     json: values.json === true,
@@ -192,6 +211,8 @@ interface PipelineRun extends Timed {
   passthrough?: number;
   /** Locales served whole by the locale-output cache tier. */
   outputHits?: number;
+  /** Passthrough entries decoded to check them (sum of the locales' `totals.passthroughDecoded`). */
+  passthroughDecoded?: number;
   /** When the figure is the median of several runs: how many, and each run's times. */
   runs?: number;
   allManifestMs?: number[];
@@ -231,6 +252,7 @@ async function signReleaseCli(
       outputHits?: number;
     };
     timings: { ms: number };
+    locales: { totals?: { passthroughDecoded?: number } }[];
   };
   if (m.totals.failed) throw new Error(`sign-release: ${m.totals.failed} locales failed (see ${outDir})`);
   return {
@@ -242,6 +264,7 @@ async function signReleaseCli(
     misses: m.totals.signed,
     passthrough: m.totals.passthrough,
     outputHits: m.totals.outputHits ?? 0,
+    passthroughDecoded: m.locales.reduce((n, l) => n + (l.totals?.passthroughDecoded ?? 0), 0),
   };
 }
 
@@ -270,7 +293,13 @@ async function signLocaleCli(
   await mkdir(dirname(output), { recursive: true });
   const r = await timedRun(process.execPath, args, { MARSIGN_CACHE_DIR: cacheDir });
   const m = JSON.parse(await readFile(`${output}.manifest.json`, 'utf8')) as {
-    totals: { signOperations: number; hits: number; misses: number; passthrough: number };
+    totals: {
+      signOperations: number;
+      hits: number;
+      misses: number;
+      passthrough: number;
+      passthroughDecoded?: number;
+    };
     timings: { ms: number };
     outputCache?: 'hit' | 'miss';
   };
@@ -282,6 +311,7 @@ async function signLocaleCli(
     misses: m.totals.misses,
     passthrough: m.totals.passthrough,
     outputHits: m.outputCache === 'hit' ? 1 : 0,
+    passthroughDecoded: m.totals.passthroughDecoded ?? 0,
   };
 }
 
@@ -397,6 +427,23 @@ interface CodecResult {
     warmLocaleEntries?: PipelineRun;
   };
   baseline?: { sequential: BaselineRun; parallel2: BaselineRun };
+  /**
+   * `--passthrough`: releases with `--no-output-cache` (each locale assembled, so the check runs), cold
+   * (fresh cache) then warm (same cache: signed entries and check markers cached), check on and off.
+   */
+  passthrough?: Record<'on' | 'off', { cold: PipelineRun[]; warm: PipelineRun[] }> & {
+    /** The release's unique passthrough blobs (non-PE entries), their stored and decoded bytes. */
+    volume: { blobs: number; storedBytes: number; decodedBytes: number };
+    /**
+     * One locale MAR holding one small PE and one big text passthrough entry (BIG_PASSTHROUGH_BYTES,
+     * `textData` compressed with the codec): `sign-locale` cold and warm, check off and on, isolating the
+     * check's cost on an omni.ja-sized entry.
+     */
+    big: { storedBytes: number; decodedBytes: number } & Record<
+      'on' | 'off',
+      { cold: PipelineRun[]; warm: PipelineRun[] }
+    >;
+  };
   floors?: {
     load1: number;
     releaseDisk: { ms: number; bytes: number };
@@ -496,6 +543,8 @@ async function benchCodec(
     await rm(join(work, 'cache-release'), { recursive: true, force: true });
   }
 
+  if (o.passthrough) result.passthrough = await benchPassthrough(rel, codec, work, o, configPath, log);
+
   if (!o.skipBaseline) {
     log(`${codec}: baseline, sequential, ${o.baselineLocales} locale(s)`);
     const sequential = await baselineRuns(rel, o.baselineLocales, 1, work, configPath);
@@ -547,6 +596,172 @@ async function benchCodec(
   }
   await rm(work, { recursive: true, force: true });
   return result;
+}
+
+/** Runs per mode of `--passthrough` (off and on alternate, so a load change hits both alike). */
+const PASSTHROUGH_RUNS = 3;
+
+/**
+ * Cold and warm releases (entry cache only) with the passthrough check off and on, PASSTHROUGH_RUNS
+ * times each, alternating which goes first; each cold run on a fresh cache, its warm run on the same.
+ */
+async function benchPassthrough(
+  rel: GeneratedRelease,
+  codec: BenchCodec,
+  work: string,
+  o: Options,
+  configPath: string,
+  log: (m: string) => void,
+): Promise<NonNullable<CodecResult['passthrough']>> {
+  const out: NonNullable<CodecResult['passthrough']> = {
+    off: { cold: [], warm: [] },
+    on: { cold: [], warm: [] },
+    volume: await passthroughVolume(rel),
+    big: {
+      storedBytes: 0,
+      decodedBytes: BIG_PASSTHROUGH_BYTES,
+      off: { cold: [], warm: [] },
+      on: { cold: [], warm: [] },
+    },
+  };
+  const big = join(work, 'big-passthrough.mar');
+  out.big.storedBytes = await writeBigPassthroughMar(big, codec);
+  for (let i = 0; i < PASSTHROUGH_RUNS; i++)
+    for (const mode of i % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+      const extra = ['--no-output-cache', ...(mode === 'off' ? ['--no-verify-passthrough'] : [])];
+      const cache = join(work, `cache-passthrough-${mode}`);
+      log(`${codec}: passthrough check ${mode} (${i + 1}/${PASSTHROUGH_RUNS}): cold, then warm`);
+      const cold = await signReleaseCli(
+        rel,
+        join(work, `pt-${mode}-cold`),
+        cache,
+        configPath,
+        o.threads,
+        extra,
+      );
+      const warm = await signReleaseCli(
+        rel,
+        join(work, `pt-${mode}-warm`),
+        cache,
+        configPath,
+        o.threads,
+        extra,
+      );
+      out[mode].cold.push(cold);
+      out[mode].warm.push(warm);
+      for (const d of [`pt-${mode}-cold`, `pt-${mode}-warm`, `cache-passthrough-${mode}`])
+        await rm(join(work, d), { recursive: true, force: true });
+      log(`${codec}: one locale with a big passthrough entry, check ${mode}: cold, then warm`);
+      const bigCache = join(work, `cache-big-${mode}`);
+      const bigOut = join(work, `big-${mode}`, 'out.mar');
+      out.big[mode].cold.push(await signLocaleCli(big, bigOut, bigCache, configPath, o.threads, extra));
+      out.big[mode].warm.push(await signLocaleCli(big, bigOut, bigCache, configPath, o.threads, extra));
+      await rm(bigCache, { recursive: true, force: true });
+    }
+  return out;
+}
+
+/** Decoded size of the big passthrough entry (an omni.ja-sized text file). */
+const BIG_PASSTHROUGH_BYTES = 32 * 1024 * 1024;
+
+/** Write a MAR with one small PE and one BIG_PASSTHROUGH_BYTES text entry; returns the entry's stored size. */
+async function writeBigPassthroughMar(path: string, codec: BenchCodec): Promise<number> {
+  const settings = CODEC_SETTINGS[codec];
+  const stored = await compress(textData('big omni.ja', BIG_PASSTHROUGH_BYTES), settings);
+  const w = await MarWriter.create(path, {
+    productInfo: { channel: PRODUCT_CHANNEL, version: PRODUCT_VERSION },
+  });
+  try {
+    await w.addEntry(
+      'firefox.exe',
+      0o755,
+      await compress(buildPe({ arch: 'x64', kind: 'exe', name: 'big' }), settings),
+    );
+    await w.addEntry('browser/omni.ja', 0o644, stored);
+    await w.finish();
+    await w.commit();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  return stored.length;
+}
+
+/** What a check has to decode in `rel`: its unique non-PE entries (by sha256), stored and decoded bytes. */
+async function passthroughVolume(
+  rel: GeneratedRelease,
+): Promise<{ blobs: number; storedBytes: number; decodedBytes: number }> {
+  const seen = new Set<string>();
+  let storedBytes = 0;
+  let decodedBytes = 0;
+  for (const l of rel.locales) {
+    const src = await FileSource.open(l.path);
+    try {
+      for (const e of (await readMar(src)).entries) {
+        if (/\.(exe|dll)$/i.test(e.name)) continue;
+        const raw = await readEntryBytes(src, e);
+        const id = createHash('sha256').update(raw).digest('hex');
+        if (seen.has(id)) continue;
+        seen.add(id);
+        storedBytes += raw.length;
+        decodedBytes += (await decompress(raw)).length;
+      }
+    } finally {
+      await src.close();
+    }
+  }
+  return { blobs: seen.size, storedBytes, decodedBytes };
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+/** The `--passthrough` table: median wall and CPU seconds with the check off and on, and what it decoded. */
+function passthroughMarkdown(res: BenchResults): string[] {
+  const rows = res.codecs.filter((c) => c.passthrough);
+  if (rows.length === 0) return [];
+  const wall = (rs: PipelineRun[]): string => f1(s(median(rs.map((r) => r.wallMs))));
+  const cpu = (rs: PipelineRun[]): string =>
+    rs.some((r) => r.cpuS === undefined) ? '–' : f1(median(rs.map((r) => r.cpuS!)));
+  const loads = rows.flatMap((c) =>
+    (['off', 'on'] as const).flatMap((m) => [...c.passthrough![m].cold, ...c.passthrough![m].warm]),
+  );
+  const lines = [
+    '### Passthrough check: on vs off',
+    '',
+    `\`${res.command}\`: \`sign-release --no-output-cache\` of the ${res.options.locales}-locale release, ` +
+      `check off (\`--no-verify-passthrough\`) and on, ${PASSTHROUGH_RUNS} runs each (alternating), each cold run ` +
+      'on a fresh cache, then warm on the same cache (signed entries and check markers cached). Medians; ' +
+      'CPU = user+system seconds of the process (/usr/bin/time), the figure that does not depend on the ' +
+      `shared VM's load (1-minute load ${f1(Math.min(...loads.map((r) => r.load1)))}–${f1(Math.max(...loads.map((r) => r.load1)))} during these runs); ` +
+      'decoded = passthrough entries the run decoded. Unique passthrough blobs of each release: ' +
+      rows
+        .map((c) => {
+          const v = c.passthrough!.volume;
+          return `${c.codec} ${v.blobs} (${f2(v.storedBytes / MB)} MB stored, ${f2(v.decodedBytes / MB)} MB decoded)`;
+        })
+        .join(', ') +
+      '.',
+    '',
+    '| codec | what | run | wall off (s) | wall on (s) | CPU off (s) | CPU on (s) | decoded (on) |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const c of rows) {
+    const pt = c.passthrough!;
+    const big = `1 locale, ${f1(pt.big.decodedBytes / MB)} MB passthrough entry (${f2(pt.big.storedBytes / MB)} MB stored)`;
+    for (const [what, set] of [
+      [`release, ${res.options.locales} locales`, pt],
+      [big, pt.big],
+    ] as const)
+      for (const run of ['cold', 'warm'] as const) {
+        const off = set.off[run];
+        const on = set.on[run];
+        lines.push(
+          `| ${c.codec} | ${what} | ${run} | ${wall(off)} | ${wall(on)} | ${cpu(off)} | ${cpu(on)} | ${median(on.map((r) => r.passthroughDecoded ?? NaN))} |`,
+        );
+      }
+  }
+  lines.push('');
+  return lines;
 }
 
 interface Machine {
@@ -1007,7 +1222,7 @@ async function main(): Promise<void> {
   const configPath = join(keysDir, 'marsign.config.json');
   if (!existsSync(configPath)) await generateDevKeys(keysDir, { marKeyBits: 4096 });
 
-  if (o.runner === 'dist' && !o.skipPipeline) CLI = await buildCli(log);
+  if (o.runner === 'dist' && (!o.skipPipeline || o.passthrough)) CLI = await buildCli(log);
   const codecs: CodecResult[] = [];
   for (const c of o.codecs) codecs.push(await benchCodec(c, o, configPath, log));
   machine.loadAfter = loadavg();
@@ -1040,6 +1255,8 @@ async function main(): Promise<void> {
   }
   if (o.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else if (!o.out) process.stdout.write(markdown(res, false));
+  const pt = passthroughMarkdown(res);
+  if (pt.length) process[o.json ? 'stderr' : 'stdout'].write('\n' + pt.join('\n'));
 }
 
 await main();

@@ -46,6 +46,7 @@ import {
   type BlobReader,
   type BlobReceipt,
   type BlobStore,
+  type CheckMarkers,
   type DecodedFacts,
   type EntryPresence,
   type OutputCacheStore,
@@ -79,6 +80,11 @@ export const OUTPUT_SUFFIX = '.out';
 export const PAYLOAD_SUFFIX = '.mar';
 /** File name suffix of a PE signature (`<key>.sig`): the entry layout, under the signature key domain. */
 export const SIGNATURE_SUFFIX = '.sig';
+/**
+ * File name suffix of a passthrough check marker (`<key>.chk`): the entry layout with an empty payload,
+ * under the check key domain, so its HMAC binds it to the key it vouches for.
+ */
+export const CHECK_SUFFIX = '.chk';
 /** File name suffix of a blob (`<sha256>.blob`): the raw bytes, nothing else (their digest is the name). */
 export const BLOB_SUFFIX = '.blob';
 /** Largest blob stored or received (one container entry, a skeleton or a recipe). */
@@ -268,13 +274,16 @@ type OutputCheck = { ok: true; hit: OutputHit } | { ok: false; problem: CacheEnt
  * symlink below the root is followed, no open blocks, and nothing is written outside the root. A root
  * that is itself a symlink is resolved once, when the store first uses it.
  */
-export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence, RangedReads, BlobStore {
+export class FsCacheStore
+  implements CacheStore, OutputCacheStore, EntryPresence, RangedReads, BlobStore, CheckMarkers
+{
   readonly root: string;
   /** Every capability of the CacheStore contract: this store is the reference implementation. */
   readonly presence: EntryPresence = this;
   readonly ranged: RangedReads = this;
   readonly outputs: OutputCacheStore = this;
   readonly blobs: BlobStore = this;
+  readonly checks: CheckMarkers = this;
   /** Blob uploads in progress in this process, by digest (one writer per unfinished upload). */
   private readonly receiving = new Set<string>();
   private readonly secret: KeyObject;
@@ -361,6 +370,24 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     return this.getAt(key, '');
   }
 
+  /** A check marker's file (`<key>.chk`, beside the entries; the entry layout, empty payload). */
+  checkPath(key: string): string {
+    return this.entryPath(key) + CHECK_SUFFIX;
+  }
+
+  /**
+   * Whether a valid check marker is stored (read and authenticated through the same confined open as
+   * an entry: a link, FIFO or forged file is a bad entry, counted and removed, never a pass). Not
+   * counted as an entry hit or miss.
+   */
+  async hasCheck(key: string): Promise<boolean> {
+    return (await this.getAt(key, CHECK_SUFFIX, false)) !== undefined;
+  }
+
+  async putCheck(key: string): Promise<void> {
+    return this.putAt(key, CHECK_SUFFIX, new Uint8Array(0), undefined);
+  }
+
   async getSignature(key: string): Promise<Uint8Array | undefined> {
     return (await this.getAt(key, SIGNATURE_SUFFIX))?.payload;
   }
@@ -369,11 +396,11 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
     return this.putAt(key, SIGNATURE_SUFFIX, der, undefined);
   }
 
-  private async getAt(key: string, suffix: string): Promise<CachedEntry | undefined> {
+  private async getAt(key: string, suffix: string, counted = true): Promise<CachedEntry | undefined> {
     assertCacheKey(key);
     const o = await this.openRead(key, suffix);
     if (o.kind === 'absent') {
-      this.counters.misses++;
+      if (counted) this.counters.misses++;
       return undefined;
     }
     try {
@@ -382,12 +409,12 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
           ? await checkEntry(o.fh, o.st.size, key, this.secret, { kind: 'alloc' })
           : { ok: false as const, problem: o.problem };
       if (r.ok) {
-        this.counters.hits++;
+        if (counted) this.counters.hits++;
         await touch(o.kind === 'file' ? o : undefined);
         return r.payload && { payload: r.payload, sha256: r.sha256, ...(r.facts ? { facts: r.facts } : {}) };
       }
       this.counters.corrupt++;
-      this.counters.misses++;
+      if (counted) this.counters.misses++;
       if (r.problem !== 'other-length') await this.onBadEntry?.(key, r.problem);
       // The handle stays open until the bad file is gone, so its inode cannot be reused meanwhile.
       // A failed removal (read-only cache) still leaves a miss: the bad bytes are never served.
@@ -796,6 +823,7 @@ export class FsCacheStore implements CacheStore, OutputCacheStore, EntryPresence
       signature: { entries: 0, bytes: 0 },
       output: { entries: 0, bytes: 0 },
       blob: { entries: 0, bytes: 0 },
+      check: { entries: 0, bytes: 0 },
     };
     for (const e of scan.entries) {
       bytes += e.size;
@@ -1447,6 +1475,7 @@ const OUTPUT_FILE = /^[0-9a-f]{64}\.out$/;
 const PAYLOAD_FILE = /^[0-9a-f]{64}\.mar$/;
 const SIGNATURE_FILE = /^[0-9a-f]{64}\.sig$/;
 const BLOB_FILE = /^[0-9a-f]{64}\.blob$/;
+const CHECK_FILE = /^[0-9a-f]{64}\.chk$/;
 
 /**
  * Walk `<root>/<2 hex>/<files>` (`root` real; undefined: no cache yet). Regular files that are not the
@@ -1516,8 +1545,9 @@ async function scanPrefix(scan: Scan, top: string, dir: DirRef): Promise<void> {
     const isOutput = OUTPUT_FILE.test(name);
     const isSignature = SIGNATURE_FILE.test(name);
     const isBlob = BLOB_FILE.test(name);
+    const isCheck = CHECK_FILE.test(name);
     const isPayload = !isOutput && PAYLOAD_FILE.test(name);
-    const isKey = isOutput || isSignature || isBlob || CACHE_KEY_PATTERN.test(name);
+    const isKey = isOutput || isSignature || isBlob || isCheck || CACHE_KEY_PATTERN.test(name);
     if (!isKey && !isPayload && !TEMP_FILE.test(name)) continue;
     if (isPayload) {
       payloads.set(name.slice(0, -PAYLOAD_SUFFIX.length), { name, st });
@@ -1529,7 +1559,7 @@ async function scanPrefix(scan: Scan, top: string, dir: DirRef): Promise<void> {
     }
     const file: EntryFile = {
       key: name.slice(0, 64),
-      kind: isOutput ? 'output' : isSignature ? 'signature' : isBlob ? 'blob' : 'entry',
+      kind: isOutput ? 'output' : isSignature ? 'signature' : isBlob ? 'blob' : isCheck ? 'check' : 'entry',
       dir: top,
       name,
       size: st.size,

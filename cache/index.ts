@@ -1,6 +1,13 @@
 /** The content-addressed cache: key derivation, the filesystem store, defaults and size parsing. */
 export * from './types.js';
-export { cacheKey, outputCacheKey, signatureKey, assertCacheKey, CACHE_KEY_PATTERN } from './key.js';
+export {
+  cacheKey,
+  checkKey,
+  outputCacheKey,
+  signatureKey,
+  assertCacheKey,
+  CACHE_KEY_PATTERN,
+} from './key.js';
 export { openCacheStore, type OpenCacheOptions } from './factory.js';
 export {
   FsCacheStore,

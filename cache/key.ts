@@ -4,6 +4,7 @@ import {
   CACHE_FORMAT_VERSION,
   OUTPUT_FORMAT_VERSION,
   type CacheKeyParts,
+  type CheckKeyParts,
   type OutputKeyParts,
   type SignatureKeyParts,
 } from './types.js';
@@ -20,6 +21,7 @@ const MAX_FINGERPRINT_LENGTH = 256;
 const DOMAIN = 'marsign/cache-key';
 const OUTPUT_DOMAIN = 'marsign/locale-output-key';
 const SIGNATURE_DOMAIN = 'marsign/pe-signature-key';
+const CHECK_DOMAIN = 'marsign/passthrough-check-key';
 /** Caps on the list parts of an output key (a config has at most 8 MAR keys; globs are few). */
 const MAX_MAR_KEYS = 64;
 const MAX_GLOBS = 4096;
@@ -87,13 +89,54 @@ export function signatureKey(parts: SignatureKeyParts): string {
 }
 
 /**
+ * The marker key of a passthrough entry's integrity check: over its own domain tag, the stored bytes'
+ * sha256, the codec, the decode bounds and the declared decoded facts (`CheckKeyParts`). Another bound
+ * (a stricter limit) or another declared CRC is another key: the check is made again.
+ */
+export function checkKey(parts: CheckKeyParts): string {
+  const { inputSha256, codecSettings, maxEntrySize, maxCompressionRatio, expect } = parts;
+  if (typeof inputSha256 !== 'string' || !CACHE_KEY_PATTERN.test(inputSha256))
+    throw badPart('inputSha256 must be 64 lowercase hex digits', inputSha256);
+  if (
+    typeof codecSettings !== 'string' ||
+    codecSettings.length === 0 ||
+    codecSettings.length > MAX_CODEC_SETTINGS_LENGTH
+  )
+    throw badPart('codecSettings must be a non-empty string', codecSettings);
+  if (!Number.isSafeInteger(maxEntrySize) || maxEntrySize < 0)
+    throw badPart('maxEntrySize must be a non-negative integer', maxEntrySize);
+  if (typeof maxCompressionRatio !== 'number' || !(maxCompressionRatio > 0))
+    throw badPart('maxCompressionRatio must be a positive number (Infinity allowed)', maxCompressionRatio);
+  if (
+    expect !== null &&
+    (typeof expect !== 'object' ||
+      !Number.isSafeInteger(expect.size) ||
+      expect.size < 0 ||
+      !Number.isInteger(expect.crc32) ||
+      expect.crc32 < 0 ||
+      expect.crc32 > 0xffffffff)
+  )
+    throw badPart('expect must be null or a size and a u32 crc32', expect);
+  return digestFields([
+    CHECK_DOMAIN,
+    String(CACHE_FORMAT_VERSION),
+    inputSha256,
+    codecSettings,
+    String(maxEntrySize),
+    String(maxCompressionRatio),
+    expect === null ? '' : `${expect.size}:${expect.crc32}`,
+  ]);
+}
+
+/**
  * The content address of a whole signed locale (the locale-output tier): hex sha256 over its own
  * domain tag, both format versions, the input MAR's sha256 and everything else that decides the output
  * bytes (`OutputKeyParts`). Fields are length-prefixed as in `cacheKey`; each list is preceded by its
  * length, so no two different part sets share an encoding.
  */
 export function outputCacheKey(parts: OutputKeyParts): string {
-  const { inputSha256, signerFingerprint, marKeys, marAlgorithm, policy, toolVersion } = parts;
+  const { inputSha256, signerFingerprint, marKeys, marAlgorithm, policy, toolVersion, verifyPassthrough } =
+    parts;
   if (typeof inputSha256 !== 'string' || !CACHE_KEY_PATTERN.test(inputSha256))
     throw badPart('inputSha256 must be 64 lowercase hex digits', inputSha256);
   if (
@@ -125,6 +168,8 @@ export function outputCacheKey(parts: OutputKeyParts): string {
     throw badPart('policy.onInvalid must be "error" or "skip"', policy.onInvalid);
   if (typeof toolVersion !== 'string' || toolVersion.length === 0 || toolVersion.length > 256)
     throw badPart('toolVersion must be a non-empty string', toolVersion);
+  if (typeof verifyPassthrough !== 'boolean')
+    throw badPart('verifyPassthrough must be a boolean', verifyPassthrough);
   return digestFields([
     OUTPUT_DOMAIN,
     String(CACHE_FORMAT_VERSION),
@@ -140,6 +185,7 @@ export function outputCacheKey(parts: OutputKeyParts): string {
     ...exclude,
     policy.onInvalid,
     toolVersion,
+    verifyPassthrough ? 'verify-passthrough' : 'unverified-passthrough',
   ]);
 }
 

@@ -43,6 +43,23 @@ export interface CacheKeyParts {
 }
 
 /**
+ * What a passthrough entry's integrity check covered (`checkKey`): its stored bytes, the codec they were
+ * decoded with, the bounds that applied, and what a container declares they decode to (zip's CRC-32
+ * and size). A marker under this key says the bytes decoded whole within those bounds to what was declared.
+ */
+export interface CheckKeyParts {
+  /** Hex sha256 of the entry's stored (compressed) bytes. */
+  inputSha256: string;
+  /** settingsKey() of the codec the bytes were decoded with. */
+  codecSettings: string;
+  /** The decode bounds (config `limits`). */
+  maxEntrySize: number;
+  maxCompressionRatio: number;
+  /** The decoded size and CRC-32 the container declares (zip), or null (MAR: the stream checks itself). */
+  expect: { size: number; crc32: number } | null;
+}
+
+/**
  * Everything that decides a signed locale's output bytes, for the locale-output tier's key
  * (`outputCacheKey`). Two runs whose parts are equal produce the same MAR, so the stored one can be served.
  */
@@ -59,14 +76,19 @@ export interface OutputKeyParts {
   policy: { include: readonly string[]; exclude: readonly string[]; onInvalid: 'error' | 'skip' };
   /** The marsign version (package.json): a new release never serves an older one's output. */
   toolVersion: string;
+  /**
+   * Whether every passthrough entry was decoded and found intact before the output was signed: an
+   * output made without that check is never served to a run that wants it.
+   */
+  verifyPassthrough: boolean;
 }
 
 /**
- * Entry kinds in one store: signed entries, PE signatures, whole signed locale outputs, and blobs (raw
+ * Entry kinds in one store: signed entries, PE signatures, whole signed locale outputs, blobs (raw
  * bytes named by their sha256: the pieces of containers moved by the remote client, docs/ARCHITECTURE.md
- * "Transfer").
+ * "Transfer"), and check markers (a passthrough entry's stored bytes were decoded and found intact).
  */
-export type CacheEntryKind = 'entry' | 'signature' | 'output' | 'blob';
+export type CacheEntryKind = 'entry' | 'signature' | 'output' | 'blob' | 'check';
 
 export interface CacheStats {
   root: string;
@@ -88,7 +110,7 @@ export interface CacheVerifyReport {
   checked: number;
   ok: number;
   /** Keys of bad entries (removed when `repair` was asked). */
-  bad: { key: string; kind?: 'signature' | 'output' | 'blob'; reason: string }[];
+  bad: { key: string; kind?: Exclude<CacheEntryKind, 'entry'>; reason: string }[];
   /**
    * Things in the cache that are neither a regular file nor a directory where one belongs (a symlink, a
    * FIFO, a socket, a device; a directory in place of an entry file; a file in place of a prefix
@@ -238,6 +260,18 @@ export interface BlobStore {
   ): Promise<BlobReceipt>;
 }
 
+/**
+ * Capability: markers that a passthrough entry's stored bytes were decoded whole and found intact, under
+ * their check key (`checkKey`). A marker is an authenticated entry with an empty payload (the HMAC binds
+ * it to its key), so one planted in the cache without the secret is a bad entry, never a pass.
+ */
+export interface CheckMarkers {
+  /** Whether a valid marker is stored under `key` (a bad one is counted as corrupt and removed). */
+  hasCheck(key: string): Promise<boolean>;
+  /** Store the marker for `key` atomically. */
+  putCheck(key: string): Promise<void>;
+}
+
 export interface CacheStore {
   /** Where the store keeps its data (a directory, a URL): for messages and `cache stats`. */
   readonly location: string;
@@ -261,4 +295,6 @@ export interface CacheStore {
   readonly outputs: OutputCacheStore | null;
   /** Blobs by sha256 (remote transfer). */
   readonly blobs: BlobStore | null;
+  /** Passthrough check markers. */
+  readonly checks: CheckMarkers | null;
 }

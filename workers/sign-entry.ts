@@ -49,6 +49,9 @@ import { verifyPe } from '../src/signing/verify-pe.js';
  */
 v8.setFlagsFromString('--no-liftoff');
 
+/** The pool's second task (`name: 'checkEntry'`): a passthrough entry's integrity check. */
+export { checkEntry } from './check-entry.js';
+
 /** Loaded profiles of this thread, by config sha256 + profile name. */
 const profiles = new Map<string, Promise<SigningProfile>>();
 

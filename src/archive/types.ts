@@ -103,6 +103,11 @@ export interface OpenedArchive {
    * skips it under `onInvalid: skip`).
    */
   codecOf(entry: ArchiveEntry, stored: Uint8Array): CodecSettings;
+  /**
+   * What the container's headers say an entry decodes to (zip: size and CRC-32), checked against the
+   * decoded bytes of a passthrough entry. Absent (MAR): the codec stream carries its own checks.
+   */
+  declaredFacts?(entry: ArchiveEntry): DecodedFacts | undefined;
   createWriter(
     path: string,
     signing: ContainerSigning,

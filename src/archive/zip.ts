@@ -7,7 +7,7 @@
  * sizes rewritten (zip64 forms where they need it). Zip has no container signature.
  */
 import { DEFLATE_LEVEL } from '../codecs/deflate.js';
-import type { CodecSettings } from '../codecs/types.js';
+import type { CodecSettings, DecodedFacts } from '../codecs/types.js';
 import {
   endTemplateOf,
   isZipMagic,
@@ -67,6 +67,11 @@ export class ZipArchive implements OpenedArchive {
       `${JSON.stringify(z.name)} uses method ${z.method}`,
       z.centralOffset,
     );
+  }
+
+  declaredFacts(entry: ArchiveEntry): DecodedFacts {
+    const z = this.zipEntries[entry.index]!;
+    return { size: z.uncompressedSize, crc32: z.crc32 };
   }
 
   async createWriter(

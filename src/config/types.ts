@@ -152,12 +152,19 @@ export interface PolicyFile {
   exclude?: string[];
   /** What a matched entry that is not a PE does: 'error' (default) or 'skip' (pass through, recorded). */
   onInvalid?: 'error' | 'skip';
+  /**
+   * Decode every entry the policy does not sign (and check zip's CRC-32) before the container is
+   * signed, so a signature never vouches for an entry that cannot be unpacked (default true;
+   * `--no-verify-passthrough`). Each unique stored blob is checked once (a marker in the cache).
+   */
+  verifyPassthrough?: boolean;
 }
 
 export const DEFAULT_POLICY: Required<PolicyFile> = {
   include: ['**/*.exe', '**/*.dll', '*.exe', '*.dll'],
   exclude: [],
   onInvalid: 'error',
+  verifyPassthrough: true,
 };
 
 /** A loaded, validated configuration (no secrets inside, only where to find them). */

@@ -228,9 +228,10 @@ function validateProfile(v: Validator, raw: unknown, path: string): ProfileFile 
 }
 
 function validatePolicy(v: Validator, raw: unknown, path: string): PolicyFile {
-  const p = v.object(raw, path, ['include', 'exclude', 'onInvalid']);
+  const p = v.object(raw, path, ['include', 'exclude', 'onInvalid', 'verifyPassthrough']);
   v.stringArray(p, 'include', path);
   v.stringArray(p, 'exclude', path);
   v.enumOf(p, 'onInvalid', path, ['error', 'skip'] as const);
+  v.bool(p, 'verifyPassthrough', path);
   return raw as PolicyFile;
 }

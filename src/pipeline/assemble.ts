@@ -7,7 +7,10 @@
  *
  * Memory stays bounded: at most `threads + WINDOW_EXTRA` entries are in flight, their stored bytes leased
  * from the pipeline's memory budget (budget.ts; the head of the window is always allowed, so a locale always
- * progresses); decompressed data only exists inside a worker thread.
+ * progresses) — a passthrough entry's lease is held until its check (passthrough.ts) is done; decompressed
+ * data only exists inside a worker thread. Every passthrough check must pass before `assemble` returns,
+ * so the output is never finished (signed, committed) over an entry that failed one; the first failure
+ * fails the locale at once.
  */
 import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
 import { CodedError } from '../errors.js';
@@ -66,6 +69,9 @@ export async function assemble(
   /** The budget lease of each entry in `pending` (same order). */
   const leases: Lease[] = [];
   let next = 0;
+  /** Passthrough checks in flight, and the first that failed. */
+  const checks: Promise<void>[] = [];
+  let checkFailed: { err: unknown } | undefined;
 
   const finishOne = async (): Promise<void> => {
     let out = await pending.shift()!;
@@ -97,13 +103,24 @@ export async function assemble(
     if (a === 'signed') progress.misses++;
     else if (a === 'shared' || a === 'cached') progress.hits++;
     else progress.passthrough++;
-    leases.shift()!.release();
+    const lease = leases.shift()!;
+    if (out.checked) {
+      const settled = out.checked.then(
+        () => lease.release(),
+        (err: unknown) => {
+          lease.release();
+          checkFailed ??= { err };
+        },
+      );
+      checks.push(settled);
+    } else lease.release();
     onProgress?.({ ...progress });
   };
 
   try {
     while (next < plans.length || pending.length > 0) {
       if (l.signal?.aborted) throw l.signal.reason ?? new CodedError('ABORTED', 'aborted');
+      if (checkFailed) throw checkFailed.err;
       const plan = plans[next];
       // The window's head is always allowed (the locale progresses); more only while the budget has room.
       const lease =
@@ -120,9 +137,12 @@ export async function assemble(
         next++;
       } else await finishOne();
     }
+    await Promise.all(checks);
+    if (checkFailed) throw checkFailed.err;
   } catch (err) {
-    // Let in-flight entries settle before the caller closes the source they read from.
+    // Let in-flight entries and checks settle before the caller closes the source they read from.
     await Promise.allSettled(pending);
+    await Promise.allSettled(checks);
     throw err;
   } finally {
     for (const lease of leases) lease.release();

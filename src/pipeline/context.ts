@@ -7,6 +7,7 @@ import type { CacheStore, DecodedFacts } from '../../cache/types.js';
 import type { AuditSink } from '../audit/types.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import type { MemoryBudget } from './budget.js';
+import type { PassthroughChecks } from './check-flight.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
 import type { SideHasher } from './side-hash.js';
@@ -23,10 +24,22 @@ export interface PipelineCounters {
   /** Locales served whole by the locale-output tier / looked up there and not found. */
   outputHits: number;
   outputMisses: number;
+  /** Passthrough entries decoded to check them / found checked already (a cache marker, this process). */
+  passthroughDecoded: number;
+  passthroughCached: number;
 }
 
 export function newCounters(): PipelineCounters {
-  return { signOperations: 0, hits: 0, misses: 0, bytesServed: 0, outputHits: 0, outputMisses: 0 };
+  return {
+    signOperations: 0,
+    hits: 0,
+    misses: 0,
+    bytesServed: 0,
+    outputHits: 0,
+    outputMisses: 0,
+    passthroughDecoded: 0,
+    passthroughCached: 0,
+  };
 }
 
 export interface SigningContext {
@@ -41,6 +54,8 @@ export interface SigningContext {
   readonly counters: PipelineCounters;
   /** Default of the locale-output tier (config `cache.outputs`, default true). */
   readonly outputTier: boolean;
+  /** Passthrough checks in flight and passed in this process (one per pipeline). */
+  readonly checks: PassthroughChecks;
   /** The big buffers of every locale this pipeline runs are leased from here (budget.ts). */
   readonly budget: MemoryBudget;
   /** Where each signed locale's audit records go (src/audit); none: not audited (library use). */

@@ -16,6 +16,7 @@ import { buildPe } from '../formats/pe/synth.js';
 import { DEFAULT_MEMORY_BUDGET, MemoryBudget } from './budget.js';
 import { newCounters, RunLedger, type PipelineCounters, type SigningContext } from './context.js';
 import { signLocale, type SignLocaleOptions } from './locale.js';
+import { PassthroughChecks } from './check-flight.js';
 import { planRelease, type PlannedMiss, type ReleasePlan } from './plan.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
@@ -85,6 +86,8 @@ export interface PipelineStats {
   };
   /** The memory budget (budget.ts): its limit, the bytes leased now, and the most ever leased at once. */
   memory: { budget: number; inUse: number; peak: number };
+  /** Passthrough entries decoded to check them, and found checked already (cache marker, this process). */
+  passthrough: { decoded: number; cached: number };
 }
 
 type LoadedProfile = { profile: SigningProfile; policy: CompiledPolicy };
@@ -99,6 +102,8 @@ export class Pipeline implements LocaleSigner {
    * profile rather than a locale; unref'd, so an idle one never keeps the process alive.
    */
   private readonly side = new SideHasher();
+  /** Passthrough checks of every locale of this pipeline (one decode per unique blob at a time). */
+  private readonly checks = new PassthroughChecks();
 
   private constructor(
     readonly config: LoadedConfig,
@@ -167,6 +172,7 @@ export class Pipeline implements LocaleSigner {
       counters: this.counters,
       outputTier: this.outputCache,
       budget: this.budget,
+      checks: this.checks,
       ...(this.audit ? { audit: this.audit } : {}),
     };
   }
@@ -183,10 +189,11 @@ export class Pipeline implements LocaleSigner {
     inputs: string[],
     ledger: RunLedger,
     signal?: AbortSignal,
-    options: { outputCache?: boolean; skipInvalid?: boolean } = {},
+    options: { outputCache?: boolean; skipInvalid?: boolean; verifyPassthrough?: boolean } = {},
   ): Promise<ReleasePlan> {
     const ctx = await this.context(profileName);
     const skipInvalid = options.skipInvalid === true || ctx.policy.onInvalid === 'skip';
+    const verifyPassthrough = options.verifyPassthrough ?? ctx.policy.verifyPassthrough;
     let scheduler: Scheduler | undefined;
     const onMisses = (misses: PlannedMiss[]): void => {
       if (!ctx.coordinator.local) return;
@@ -197,7 +204,7 @@ export class Pipeline implements LocaleSigner {
       ctx,
       inputs,
       onMisses,
-      (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid } } : {},
+      (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid, verifyPassthrough } } : {},
     );
   }
 
@@ -225,6 +232,7 @@ export class Pipeline implements LocaleSigner {
         outputMisses: this.counters.outputMisses,
       },
       memory: { budget: this.budget.limit, inUse: this.budget.inUse, peak: this.budget.peak },
+      passthrough: { decoded: this.counters.passthroughDecoded, cached: this.counters.passthroughCached },
     };
   }
 

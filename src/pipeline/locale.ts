@@ -43,6 +43,11 @@ export interface SignLocaleOptions {
   output: string;
   dryRun?: boolean;
   skipInvalid?: boolean;
+  /**
+   * Check every passthrough entry (decode, CRC) before the container is signed (passthrough.ts). Default:
+   * the policy's `verifyPassthrough` (true); false = `--no-verify-passthrough`. Never in a dry run.
+   */
+  verifyPassthrough?: boolean;
   onProgress?: (p: LocaleProgress) => void;
   signal?: AbortSignal;
   coordinator?: Coordinator;
@@ -99,6 +104,7 @@ export async function signLocale(
     const snapshot = snapLease ? await snapshotOf(ctx, source, tier !== undefined, snapLease) : undefined;
     const bytes = snapshot ? new BufferSource(snapshot.bytes) : source;
     const skipInvalid = opts.skipInvalid === true || ctx.policy.onInvalid === 'skip';
+    const verifyPassthrough = opts.verifyPassthrough ?? ctx.policy.verifyPassthrough;
     let outputKey: string | undefined;
     // The whole input's sha256: the output tier's key, and the audit record's input digest (taken from
     // the snapshot on the side thread meanwhile, or from the file at the end, when the tier is off).
@@ -106,7 +112,7 @@ export async function signLocale(
     if (tier) {
       const sha256 = (inputSha256 as string | undefined) ?? (await hashFileSha256(source.reopenPath));
       inputSha256 = sha256;
-      outputKey = localeOutputKey(ctx.profile, ctx.policy, skipInvalid, sha256);
+      outputKey = localeOutputKey(ctx.profile, ctx.policy, { skipInvalid, verifyPassthrough }, sha256);
     } else if (audit && !inputSha256 && snapshot) {
       inputSha256 = ctx.side.digest(snapshot.bytes, 'sha256');
       settling.push(inputSha256);
@@ -114,7 +120,8 @@ export async function signLocale(
     // A release plan that planned this input for signing has scheduled its work already, attributed to
     // it: serving it whole now (another process stored it meanwhile) would leave that work unrecorded.
     if (tier && outputKey && !planned?.keys) {
-      const served = await serveWhole(ctx, opts, tier, outputKey, bytes, { started, startedAt });
+      const t = { started, startedAt, verifyPassthrough };
+      const served = await serveWhole(ctx, opts, tier, outputKey, bytes, t);
       if (served) {
         await audit?.locale(auditRun(ctx, opts, served, inputSha256 as string));
         return served;
@@ -130,6 +137,7 @@ export async function signLocale(
       source,
       ...(snapshot ? { bytes: snapshot.bytes } : {}),
       skipInvalid,
+      verifyPassthrough: verifyPassthrough && opts.dryRun !== true,
       dryRun: opts.dryRun === true,
       ...(opts.signal ? { signal: opts.signal } : {}),
     };
@@ -152,6 +160,7 @@ export async function signLocale(
       container: archive.format,
       profile: ctx.profile.name,
       dryRun: l.dryRun,
+      verifyPassthrough: l.verifyPassthrough,
       ...(digests ? { digests } : {}),
       ...(tier ? { outputCache: 'miss' as const } : {}),
       records: assembly.records,
@@ -179,7 +188,7 @@ async function serveWhole(
   tier: OutputCacheStore,
   key: string,
   bytes: ByteSource,
-  t: { started: number; startedAt: string },
+  t: { started: number; startedAt: string; verifyPassthrough: boolean },
 ): Promise<LocaleManifest | undefined> {
   const served = await serveOutput({
     store: tier,
@@ -193,6 +202,7 @@ async function serveWhole(
     startedAt: t.startedAt,
     planMs: performance.now() - t.started,
     writeManifest: opts.writeManifest !== false,
+    verifyPassthrough: t.verifyPassthrough,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.confine ? { confine: opts.confine } : {}),

@@ -76,6 +76,7 @@ export function encodeOutputMeta(records: EntryRecord[]): Uint8Array {
 }
 
 const ACTIONS = new Set(['passthrough', 'signed', 'shared', 'cached', 'skipped-invalid']);
+const CHECKS = new Set(['decoded', 'cached', 'unchecked']);
 
 /**
  * The stored records, or undefined when they are not what this version writes (the bytes are
@@ -102,7 +103,8 @@ export function decodeOutputMeta(bytes: Uint8Array): EntryRecord[] | undefined {
       typeof e.inputSize !== 'number' ||
       typeof e.outputSize !== 'number' ||
       typeof e.inputSha256 !== 'string' ||
-      typeof e.outputSha256 !== 'string'
+      typeof e.outputSha256 !== 'string' ||
+      (e.check !== undefined && !CHECKS.has(e.check))
     )
       return undefined;
   }
@@ -121,6 +123,8 @@ export interface ServeOptions {
   startedAt: string;
   planMs: number;
   writeManifest: boolean;
+  /** The run's passthrough check setting (part of the key: the stored output was made with it). */
+  verifyPassthrough: boolean;
   onProgress?: (p: LocaleProgress) => void;
   signal?: AbortSignal;
   /** Write the output and manifest only inside these roots (src/io/confine.ts). */
@@ -164,9 +168,14 @@ export async function serveOutput(
     await file.abort();
     throw err;
   }
-  // Nothing was signed or assembled in this run: every signed entry was served from the cache.
+  // Nothing was signed, decoded or assembled in this run: every signed entry and every passthrough check
+  // was served from the cache.
   const entries = records.map((r) =>
-    r.action === 'signed' || r.action === 'shared' ? { ...r, action: 'cached' as const } : r,
+    r.action === 'signed' || r.action === 'shared'
+      ? { ...r, action: 'cached' as const }
+      : r.check === 'decoded'
+        ? { ...r, check: 'cached' as const }
+        : r,
   );
   const manifest = buildManifest({
     input: o.input,
@@ -176,6 +185,7 @@ export async function serveOutput(
     dryRun: false,
     digests: { sha256: hit.sha256, sha512: hit.sha512, size: hit.size },
     outputCache: 'hit',
+    verifyPassthrough: o.verifyPassthrough,
     records: entries,
     inputBytes: o.inputSize,
     timings: {

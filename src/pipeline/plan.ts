@@ -15,7 +15,7 @@ import type { CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
 import type { SigningContext } from './context.js';
 import { rangeId } from './input.js';
-import { entryKey, localeOutputKey } from './keys.js';
+import { entryKey, localeOutputKey, type LocaleSettings } from './keys.js';
 import { sha256Hex } from './manifest.js';
 import { hashFileSha256 } from './output-cache.js';
 import type { SideHasher } from './side-hash.js';
@@ -158,7 +158,7 @@ export async function keysInMemory(
 /**
  * Plan a release: each input's keys (its signable entries read one at a time) and the unique keys the
  * cache lacks. With the locale-output tier (`outputs`), each input is hashed whole first and left out when
- * its output is stored (`skipInvalid` is part of that key). An unreadable input is left to its locale,
+ * its output is stored (the run's `LocaleSettings` are part of that key). An unreadable input is left to its locale,
  * which reports the typed error. `onMisses` gets each input's new misses as soon as it is planned, so
  * signing starts before the plan is complete.
  */
@@ -166,7 +166,7 @@ export async function planRelease(
   ctx: SigningContext,
   inputs: string[],
   onMisses?: (misses: PlannedMiss[]) => void,
-  options: { outputs?: { skipInvalid: boolean } } = {},
+  options: { outputs?: LocaleSettings } = {},
 ): Promise<ReleasePlan> {
   const seen = new Map<string, PlannedMiss | null>();
   const misses: PlannedMiss[] = [];
@@ -182,7 +182,7 @@ export async function planRelease(
     if (tier) {
       try {
         p.sha256 = await hashFileSha256(input);
-        const key = localeOutputKey(ctx.profile, ctx.policy, options.outputs!.skipInvalid, p.sha256);
+        const key = localeOutputKey(ctx.profile, ctx.policy, options.outputs!, p.sha256);
         if (await tier.hasOutput(key)) continue;
       } catch {
         // Unreadable: planned (and failed) below like any input.

@@ -13,6 +13,8 @@ export interface CompiledPolicy {
   readonly include: readonly string[];
   readonly exclude: readonly string[];
   readonly onInvalid: 'error' | 'skip';
+  /** Whether passthrough entries are checked before the container is signed (config, default true). */
+  readonly verifyPassthrough: boolean;
   decide(entryName: string): PolicyDecision;
 }
 
@@ -22,6 +24,7 @@ export function compilePolicy(policy: PolicyFile | undefined): CompiledPolicy {
   const include = policy?.include ?? DEFAULT_POLICY.include;
   const exclude = policy?.exclude ?? DEFAULT_POLICY.exclude;
   const onInvalid = policy?.onInvalid ?? DEFAULT_POLICY.onInvalid;
+  const verifyPassthrough = policy?.verifyPassthrough ?? DEFAULT_POLICY.verifyPassthrough;
   for (const [what, list] of [
     ['include', include],
     ['exclude', exclude],
@@ -37,12 +40,18 @@ export function compilePolicy(policy: PolicyFile | undefined): CompiledPolicy {
       'CONFIG_BAD_POLICY',
       `policy.onInvalid must be "error" or "skip", found ${JSON.stringify(onInvalid)}`,
     );
+  if (typeof verifyPassthrough !== 'boolean')
+    throw new ConfigError(
+      'CONFIG_BAD_POLICY',
+      `policy.verifyPassthrough must be true or false, found ${JSON.stringify(verifyPassthrough)}`,
+    );
   const inc = include.length ? picomatch(include, GLOB_OPTIONS) : () => false;
   const exc = exclude.length ? picomatch(exclude, GLOB_OPTIONS) : () => false;
   return {
     include,
     exclude,
     onInvalid,
+    verifyPassthrough,
     decide: (name) => (inc(name) && !exc(name) ? 'sign' : 'passthrough'),
   };
 }

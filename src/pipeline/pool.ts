@@ -10,7 +10,7 @@ import type { Piscina } from 'piscina';
 import { fromPlainError, UsageError } from '../errors.js';
 import { FROM_SOURCE } from '../version.js';
 import { BusyMeter } from './busy.js';
-import type { SignEntryResult, SignEntryTask } from './protocol.js';
+import type { CheckEntryResult, CheckEntryTask, SignEntryResult, SignEntryTask } from './protocol.js';
 
 /**
  * The pool's worker file. Compiled: `dist/workers/sign-entry.js` (this file is `dist/src/pipeline/`).
@@ -42,6 +42,7 @@ export class SigningPool {
   private readonly filename: string;
   readonly threads: number;
   private completedTasks = 0;
+  private completedChecks = 0;
   private closed = false;
   /** Measured busy time; created when the threads start (idle time before that is not the pool's). */
   private busy: BusyMeter | undefined;
@@ -96,6 +97,29 @@ export class SigningPool {
     this.completedTasks++;
     if (!result.ok) throw fromPlainError(result.error);
     return result;
+  }
+
+  /**
+   * Run one passthrough check (workers/check-entry.ts). `task.input` is only read: a view of shared
+   * memory is shared with the thread, anything else is copied by the message (the caller keeps using it).
+   */
+  async check(task: CheckEntryTask, signal?: AbortSignal): Promise<Extract<CheckEntryResult, { ok: true }>> {
+    // A plain view of a bigger buffer would be cloned whole: send only its bytes.
+    const shared = task.input.buffer instanceof SharedArrayBuffer;
+    if (!shared && !ownsBuffer(task.input)) task = { ...task, input: copyToOwnBuffer(task.input) };
+    const pool = await this.start();
+    const result = (await pool.run(task as never, {
+      name: 'checkEntry',
+      ...(signal ? { signal } : {}),
+    })) as unknown as CheckEntryResult;
+    this.completedChecks++;
+    if (!result.ok) throw fromPlainError(result.error);
+    return result;
+  }
+
+  /** Passthrough checks run so far. */
+  get checks(): number {
+    return this.completedChecks;
   }
 
   /** Whether the threads have been started. */

@@ -4,6 +4,8 @@
  *   (`ClaimRequest` / `ClaimReply` on a MessagePort) through which a thread asks the main thread whether
  *   a PE's signature already exists or is being made (single-flight on the signature key), so a PE found
  *   in two containers is signed once.
+ * - `workers/check-entry.ts` (the same pool, export `checkEntry`): `CheckEntryTask` → `CheckEntryResult`,
+ *   a passthrough entry decoded whole (and its CRC-32 compared, zip) before the container is signed.
  * - `workers/side-hash.ts` (a plain thread): `DigestRequest` → `DigestReply` over shared memory.
  * A task names where the keys are (config path + profile), never carries key material; entry bytes are
  * transferred, not copied.
@@ -61,6 +63,30 @@ export type SignEntryResult =
        */
       tsa?: string;
       timings: SignEntryTimings;
+    }
+  | { ok: false; error: PlainError };
+
+/** One passthrough entry's integrity check: decode it whole within the bounds, compare what is declared. */
+export interface CheckEntryTask {
+  /** The entry name (for error messages only). */
+  name: string;
+  /** The entry's stored bytes: a view of shared memory (not copied), or a copy. Only read. */
+  input: Uint8Array;
+  codec: CodecSettings;
+  /** Decode bounds (config `limits`). */
+  maxOutputSize: number;
+  maxRatio: number;
+  /** What the container declares the bytes decode to (zip's CRC-32 and size); absent for MAR. */
+  expect?: DecodedFacts;
+}
+
+export type CheckEntryResult =
+  | {
+      ok: true;
+      /** Bytes the entry decoded to. */
+      decodedSize: number;
+      /** Thread time of the decode and compare. */
+      ms: number;
     }
   | { ok: false; error: PlainError };
 

@@ -33,7 +33,7 @@ export interface LocaleSigner {
     inputs: string[],
     ledger: RunLedger,
     signal?: AbortSignal,
-    options?: { outputCache?: boolean; skipInvalid?: boolean },
+    options?: { outputCache?: boolean; skipInvalid?: boolean; verifyPassthrough?: boolean },
   ): Promise<ReleasePlan>;
   signLocale(options: SignLocaleOptions & { ledger?: RunLedger }): Promise<LocaleManifest>;
 }
@@ -53,6 +53,8 @@ export interface ReleaseLocaleReport {
   totals?: LocaleTotals;
   /** The locale-output tier's answer for this locale (absent when the tier was off). */
   outputCache?: 'hit' | 'miss';
+  /** Whether every passthrough entry of the locale was checked before it was signed (locale manifest). */
+  passthroughVerified?: boolean;
   /** Number of non-fatal warnings in the locale manifest. */
   warnings?: number;
   ms?: number;
@@ -113,6 +115,8 @@ export interface SignReleaseOptions {
   profile: string;
   dryRun?: boolean;
   skipInvalid?: boolean;
+  /** Check passthrough entries before signing (default: the policy's `verifyPassthrough`, true). */
+  verifyPassthrough?: boolean;
   /** The locale-output tier (default: the pipeline's; `--no-output-cache` turns it off). */
   outputCache?: boolean;
   /** Locales signed at once (default 2). */
@@ -151,6 +155,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
         opts.signal,
         {
           skipInvalid: opts.skipInvalid === true,
+          ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
           ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
         },
       );
@@ -206,6 +211,7 @@ async function signOne(
       ledger,
       dryRun: opts.dryRun === true,
       skipInvalid: opts.skipInvalid === true,
+      ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
       ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(plan ? { plan } : {}),
@@ -225,6 +231,7 @@ async function signOne(
       ...(m.outputSize !== undefined ? { outputSize: m.outputSize } : {}),
       totals: m.totals,
       ...(m.outputCache ? { outputCache: m.outputCache } : {}),
+      passthroughVerified: m.passthroughVerified,
       ...(m.warnings?.length ? { warnings: m.warnings.length } : {}),
       ms: performance.now() - t,
     };

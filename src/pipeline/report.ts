@@ -28,6 +28,7 @@ export function localeTotals(
     shared,
     cached,
     skippedInvalid: n('skipped-invalid'),
+    passthroughDecoded: records.filter((r) => r.action === 'passthrough' && r.check === 'decoded').length,
     signOperations: signed,
     hits: shared + cached,
     misses: signed,
@@ -44,6 +45,8 @@ export interface ManifestParts {
   dryRun: boolean;
   digests?: { sha256: string; sha512: string; size: number };
   outputCache?: 'hit' | 'miss';
+  /** Whether the run checked passthrough entries (each record's `check` says how it went). */
+  verifyPassthrough: boolean;
   records: EntryRecord[];
   warnings?: string[];
   inputBytes: number;
@@ -79,6 +82,10 @@ export function buildManifest(p: ManifestParts): LocaleManifest {
         }
       : {}),
     ...(p.outputCache ? { outputCache: p.outputCache } : {}),
+    passthroughVerified:
+      p.verifyPassthrough &&
+      !p.dryRun &&
+      p.records.every((r) => r.action !== 'passthrough' || r.check === 'decoded' || r.check === 'cached'),
     entries: p.records,
     ...(p.warnings?.length ? { warnings: p.warnings } : {}),
     totals: localeTotals(p.records, p.inputBytes, p.digests?.size ?? 0),

@@ -1,5 +1,6 @@
 /**
- * Stage 2, resolve: each entry's output bytes. A passthrough entry is its stored bytes; a signable one
+ * Stage 2, resolve: each entry's output bytes. A passthrough entry is its stored bytes (checked in the
+ * pool meanwhile, passthrough.ts, unless the run opted out); a signable one
  * comes from the cache (straight into its slot of an output assembled in memory when the layout is
  * known), from bytes this run produced, or from the single-flight slot of its key, whose work signs it in
  * the pool (produce.ts). The record says what happened here (types.ts `EntryAction`), from the run ledger.
@@ -11,6 +12,7 @@ import type { FileSource } from '../io/byte-source.js';
 import type { Produced, RunLedger, SigningContext } from './context.js';
 import { sha256Hex } from './manifest.js';
 import type { EntryKey, EntryPlan } from './plan.js';
+import { checkPassthrough } from './passthrough.js';
 import { cacheLookup, produceEntry } from './produce.js';
 import type { Coordinator, EntryAction, EntryRecord } from './types.js';
 
@@ -26,6 +28,8 @@ export interface LocaleInput {
   /** The whole input, when it was read into memory (a locale signed alone). */
   bytes?: Buffer;
   skipInvalid: boolean;
+  /** Check passthrough entries before the container is signed (never in a dry run). */
+  verifyPassthrough: boolean;
   dryRun: boolean;
   signal?: AbortSignal;
 }
@@ -41,6 +45,11 @@ export interface EntryOutcome {
    * written to the output only after it resolved.
    */
   verified?: Promise<boolean>;
+  /**
+   * A passthrough entry's check in flight (it sets `record.check` when it passes; rejects with the typed
+   * error naming the entry). The assembler awaits every one before the output is finished and signed.
+   */
+  checked?: Promise<void>;
 }
 
 /** An entry's stored bytes in a buffer of their own (transferable to a pool thread). */
@@ -93,7 +102,7 @@ export async function resolveEntry(
       raw = slot;
     }
     const sha = sha256Hex(raw);
-    return {
+    const out: EntryOutcome = {
       record: {
         ...base(entry),
         action: 'passthrough',
@@ -101,10 +110,18 @@ export async function resolveEntry(
         codec: codecLabel(l.archive, entry, raw),
         outputSize: raw.length,
         outputSha256: sha,
+        check: 'unchecked',
         ms: performance.now() - t0,
       },
       data: { bytes: raw },
     };
+    if (l.verifyPassthrough && !l.dryRun) {
+      out.checked = checkPassthrough(l, entry, raw, sha).then((c) => {
+        out.record.check = c;
+      });
+      out.checked.catch(() => undefined); // awaited by the assembler
+    }
+    return out;
   }
   if (plan.kind === 'invalid') return skipInvalid(l, entry, plan.error, t0);
   if (l.dryRun) return dryRunEntry(l, plan, t0);

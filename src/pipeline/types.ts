@@ -11,6 +11,15 @@ import type { PlainError } from '../errors.js';
  */
 export type EntryAction = 'passthrough' | 'signed' | 'shared' | 'cached' | 'skipped-invalid';
 
+/**
+ * How a passthrough entry was found intact before the container was signed:
+ * - `decoded`: decoded whole in this run (and its CRC-32 compared, zip); a stored MAR entry: within bounds;
+ * - `cached`: a check of the same stored bytes, codec and bounds passed before (a marker in the cache,
+ *   or another entry of this process);
+ * - `unchecked`: not checked (`--no-verify-passthrough`, `policy.verifyPassthrough: false`, a dry run).
+ */
+export type PassthroughCheck = 'decoded' | 'cached' | 'unchecked';
+
 /** Progress of one locale, emitted as entries finish (CLI progress bar, BullMQ job progress). */
 export interface LocaleProgress {
   entriesDone: number;
@@ -34,6 +43,8 @@ export interface EntryRecord {
   outputSize: number;
   inputSha256: string;
   outputSha256: string;
+  /** A passthrough entry: whether (and how) it was checked before the container was signed. */
+  check?: PassthroughCheck;
   /** Why an entry was skipped (skipped-invalid), with the typed error. */
   error?: PlainError;
   /**
@@ -67,6 +78,11 @@ export interface LocaleManifest {
    * store failed). Absent when the tier is off (`--no-output-cache`, `cache.outputs: false`, dry run).
    */
   outputCache?: 'hit' | 'miss';
+  /**
+   * Whether every passthrough entry was found intact before the output was signed (each entry's `check`
+   * says how); false when the check was turned off (`--no-verify-passthrough`) or in a dry run.
+   */
+  passthroughVerified: boolean;
   entries: EntryRecord[];
   /** Problems that did not fail the locale (e.g. a cache entry that could not be stored). */
   warnings?: string[];
@@ -82,6 +98,8 @@ export interface LocaleTotals {
   shared: number;
   cached: number;
   skippedInvalid: number;
+  /** Passthrough entries decoded (checked) by this run; those found checked already are not counted. */
+  passthroughDecoded: number;
   /** Authenticode signatures made by this locale's work (= `signed`; 0 on a warm run). */
   signOperations: number;
   /** Older names kept for scripts: `hits` = shared + cached, `misses` = signed. */

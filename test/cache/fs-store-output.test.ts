@@ -153,6 +153,7 @@ test('putOutput/getOutput round trip: every byte through the sink, digests and m
     signature: { entries: 0, bytes: 0 },
     output: { entries: 2, bytes: s.bytes },
     blob: { entries: 0, bytes: 0 },
+    check: { entries: 0, bytes: 0 },
   });
   assert.deepEqual(s.outputs, { hits: 2, misses: 1, corrupt: 0, puts: 2 });
   assert.equal(s.hits + s.misses, 1, 'the get() of the entry namespace');

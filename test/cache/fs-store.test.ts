@@ -77,6 +77,7 @@ test('put/get round trip, layout, counters, transferable payload', async () => {
       signature: { entries: 0, bytes: 0 },
       output: { entries: 0, bytes: 0 },
       blob: { entries: 0, bytes: 0 },
+      check: { entries: 0, bytes: 0 },
     },
     outputs: { hits: 0, misses: 0, corrupt: 0, puts: 0 },
   });

@@ -441,3 +441,47 @@ test('blobs (remote transfer) are read and received like every cache file: no li
   assert.deepEqual(r, { complete: true, offset: bytes.length, created: true });
   assert.ok(Buffer.from((await store.getBlob(sha))!).equals(bytes));
 });
+
+test('passthrough check markers: a planted link, FIFO or forged file is never a pass, never followed or waited on', async () => {
+  const root = tempDir();
+  const { store, problems } = logged(root);
+  const good = keyIn('c1', 1);
+  await store.putCheck(good);
+  assert.equal(await store.hasCheck(good), true);
+  assert.equal((await store.stats()).byKind?.check.entries, 1);
+
+  // A valid marker moved outside and linked in under its own name: not followed, the link removed.
+  const outside = join(tempDir(), 'marker.chk');
+  renameSync(store.checkPath(good), outside);
+  symlinkSync(outside, store.checkPath(good));
+  assert.equal(await store.hasCheck(good), false);
+  assert.ok(!existsSync(store.checkPath(good)) && existsSync(outside), 'the link goes, its target stays');
+
+  // A FIFO where a marker belongs: refused at once.
+  const fifoKey = keyIn('c1', 2);
+  mkdirSync(join(root, 'c1'), { recursive: true });
+  mkfifo(store.checkPath(fifoKey));
+  assert.equal(await noHang('hasCheck', [store.checkPath(fifoKey)], store.hasCheck(fifoKey)), false);
+
+  // A forged marker (the layout without the secret's HMAC), and a valid one moved to another key.
+  const forged = keyIn('c1', 3);
+  writeFileSync(store.checkPath(forged), randomBytes(HEADER_SIZE));
+  assert.equal(await store.hasCheck(forged), false);
+  const moved = keyIn('c1', 4);
+  await store.putCheck(good);
+  renameSync(store.checkPath(good), store.checkPath(moved));
+  assert.equal(await store.hasCheck(moved), false, 'the HMAC binds a marker to its key');
+  assert.ok(problems.length >= 3, `bad markers are reported: ${problems.join(', ')}`);
+
+  // verify names a bad marker's kind.
+  await store.putCheck(good);
+  const f = store.checkPath(good);
+  const bytes = readFileSync(f);
+  bytes[0x40] = bytes[0x40]! ^ 1;
+  writeFileSync(f, bytes);
+  const report = await store.verify();
+  assert.deepEqual(
+    report.bad.map((b) => b.kind),
+    ['check'],
+  );
+});

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { assertCacheKey, cacheKey, outputCacheKey } from '../../cache/key.js';
-import type { CacheKeyParts, OutputKeyParts } from '../../cache/types.js';
+import { assertCacheKey, cacheKey, checkKey, outputCacheKey } from '../../cache/key.js';
+import type { CacheKeyParts, CheckKeyParts, OutputKeyParts } from '../../cache/types.js';
 
 const base: CacheKeyParts = {
   signerFingerprint: 'ab'.repeat(32),
@@ -72,6 +72,7 @@ const out: OutputKeyParts = {
   marAlgorithm: 'sha384',
   policy: { include: ['**/*.exe', '**/*.dll'], exclude: [], onInvalid: 'error' },
   toolVersion: '0.1.0',
+  verifyPassthrough: true,
 };
 
 test('outputCacheKey is a stable hex sha256, distinct from any entry key', () => {
@@ -98,6 +99,8 @@ test('every part of an output key changes it', () => {
     ['exclude', { ...out, policy: { ...out.policy, exclude: ['vendor/**'] } }],
     ['onInvalid', { ...out, policy: { ...out.policy, onInvalid: 'skip' } }],
     ['marsign version', { ...out, toolVersion: '0.1.1' }],
+    // An output made without checking its passthrough entries is never served to a run that checks them.
+    ['passthrough check off', { ...out, verifyPassthrough: false }],
   ];
   // Pairwise distinct too ('second MAR key' and 'MAR key order' hold the same keys in two orders).
   const seen = new Set([k]);
@@ -127,6 +130,7 @@ test('bad output key parts are refused with CACHE_BAD_KEY_PART', () => {
     { policy: { include: [''], exclude: [], onInvalid: 'error' } },
     { policy: { include: [], exclude: [], onInvalid: 'maybe' as 'skip' } },
     { toolVersion: '' },
+    { verifyPassthrough: 'yes' as unknown as boolean },
   ];
   for (const b of bad)
     assert.throws(
@@ -134,4 +138,43 @@ test('bad output key parts are refused with CACHE_BAD_KEY_PART', () => {
       (e: { code?: string }) => e.code === 'CACHE_BAD_KEY_PART',
       JSON.stringify(b),
     );
+});
+
+const chk: CheckKeyParts = {
+  inputSha256: '05'.repeat(32),
+  codecSettings: 'bz2:9',
+  maxEntrySize: 1024,
+  maxCompressionRatio: 1000,
+  expect: null,
+};
+
+test('every part of a passthrough check key changes it, and it is no other kind of key', () => {
+  const k = checkKey(chk);
+  assert.match(k, /^[0-9a-f]{64}$/);
+  assert.equal(checkKey({ ...chk }), k);
+  const variants: [string, CheckKeyParts][] = [
+    ['stored bytes', { ...chk, inputSha256: '06'.repeat(32) }],
+    ['codec', { ...chk, codecSettings: 'bz2:8' }],
+    ['size bound', { ...chk, maxEntrySize: 1025 }],
+    ['ratio bound', { ...chk, maxCompressionRatio: Infinity }],
+    ['declared facts', { ...chk, expect: { size: 1, crc32: 2 } }],
+    ['declared CRC', { ...chk, expect: { size: 1, crc32: 3 } }],
+  ];
+  const seen = new Set([
+    k,
+    cacheKey({ signerFingerprint: 'ab', codecSettings: 'bz2:9', inputSha256: chk.inputSha256 }),
+  ]);
+  for (const [what, parts] of variants) {
+    const v = checkKey(parts);
+    assert.ok(!seen.has(v), `${what} must change the key`);
+    seen.add(v);
+  }
+  for (const b of [
+    { inputSha256: 'x' },
+    { codecSettings: '' },
+    { maxEntrySize: -1 },
+    { maxCompressionRatio: 0 },
+    { expect: { size: 1, crc32: 2 ** 32 } },
+  ] as Partial<CheckKeyParts>[])
+    assert.throws(() => checkKey({ ...chk, ...b }), { code: 'CACHE_BAD_KEY_PART' }, JSON.stringify(b));
 });

@@ -58,6 +58,7 @@ test('stats, verify and prune on a cache that does not exist: CACHE_NOT_FOUND (e
 test('stats counts entries and bytes by kind; $MARSIGN_CACHE_DIR is the default root', async () => {
   const { dir, store } = await populated();
   await store.putSignature(key(9), new Uint8Array(300));
+  await store.putCheck(key(8));
   const [json, human] = await Promise.all([
     runCli(['cache', 'stats', '--json'], { env: { MARSIGN_CACHE_DIR: dir } }),
     runCli(['cache', 'stats', '--cache-dir', dir]),
@@ -66,17 +67,19 @@ test('stats counts entries and bytes by kind; $MARSIGN_CACHE_DIR is the default 
   const bytes = 4 * (HEADER_SIZE + 1000);
   assert.deepEqual(JSON.parse(json.stdout), {
     root: dir,
-    entries: 5,
-    bytes: bytes + HEADER_SIZE + 300,
+    entries: 6,
+    bytes: bytes + HEADER_SIZE + 300 + HEADER_SIZE,
     signedEntries: { entries: 4, bytes },
     peSignatures: { entries: 1, bytes: HEADER_SIZE + 300 },
     localeOutputs: { entries: 0, bytes: 0 },
     blobs: { entries: 0, bytes: 0 },
+    passthroughChecks: { entries: 1, bytes: HEADER_SIZE },
   });
   assert.equal(human.code, 0);
-  assert.match(human.stdout, /entries\s+5\n/);
+  assert.match(human.stdout, /entries\s+6\n/);
   assert.match(human.stdout, /PE signatures\s+1 /);
-  assert.match(human.stdout, new RegExp(`\\(${bytes + HEADER_SIZE + 300} bytes\\)`));
+  assert.match(human.stdout, /passthrough checks\s+1 /);
+  assert.match(human.stdout, new RegExp(`\\(${bytes + 2 * HEADER_SIZE + 300} bytes\\)`));
 });
 
 test('verify exits 1 on bad entries, 0 after --repair removed them', async () => {
@@ -197,6 +200,7 @@ test('stats, verify and prune treat a locale output (.out + linked .mar) as one 
     peSignatures: { entries: 0, bytes: 0 },
     localeOutputs: { entries: 2, bytes: 2 * pair },
     blobs: { entries: 0, bytes: 0 },
+    passthroughChecks: { entries: 0, bytes: 0 },
   });
 
   // key(2)'s payload lost: verify names it; --repair removes its .out; the user's output is untouched.

@@ -108,6 +108,8 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
   );
   const keyOf = (e: LocaleManifest['entries'][number]) => `${e.codec}|${e.inputSha256}`;
   let total = 0;
+  /** The distinct passthrough blobs checked (a stored MAR entry needs no decode, so no marker). */
+  const checkedBlobs = new Set<string>();
   for (const [i, r] of runs.entries()) {
     assert.equal(r.code, 0, r.stderr);
     const m = JSON.parse(r.stdout) as ReleaseManifest;
@@ -118,8 +120,12 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
     const misses = new Map<string, number>();
     for (const l of m.locales) {
       const lm = JSON.parse(readFileSync(l.manifest!, 'utf8')) as LocaleManifest;
-      for (const e of lm.entries)
+      for (const e of lm.entries) {
         if (e.action === 'signed') misses.set(keyOf(e), (misses.get(keyOf(e)) ?? 0) + 1);
+        if (e.action !== 'passthrough') continue;
+        assert.ok(e.check === 'decoded' || e.check === 'cached', `${e.name}: checked`);
+        if (lm.container === 'zip' || e.codec !== 'none') checkedBlobs.add(keyOf(e));
+      }
     }
     assert.ok(
       [...misses.values()].every((n) => n === 1),
@@ -140,9 +146,15 @@ test('two sign-release processes on one cache at once: both outputs correct, no 
   const v = await runCli(['cache', 'verify', '--json'], { env });
   assert.equal(v.code, 0, v.stdout);
   // The signed entries (3 PEs × 2 codecs + the helpers, and the zip's 4 in deflate/stored), each PE's
-  // signature, one output per container.
+  // signature, one output per container, one passthrough check marker per distinct blob checked.
+  assert.ok(checkedBlobs.size > 0);
   assert.equal(
     (JSON.parse(v.stdout) as { checked: number }).checked,
-    3 * 2 + LOCALES.length + ZIP_SIGNED.length + DISTINCT_SIGNABLE + RELEASE_CONTAINERS.length,
+    3 * 2 +
+      LOCALES.length +
+      ZIP_SIGNED.length +
+      DISTINCT_SIGNABLE +
+      RELEASE_CONTAINERS.length +
+      checkedBlobs.size,
   );
 });

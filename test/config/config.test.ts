@@ -185,6 +185,10 @@ test('validation names the field, one rule at a time', () => {
       { profiles: { p: { mar: { keys: ['k'] }, policy: { onInvalid: 'ignore' } } } },
       'profiles.p.policy.onInvalid',
     ],
+    [
+      { profiles: { p: { mar: { keys: ['k'] }, policy: { verifyPassthrough: 'no' } } } },
+      'profiles.p.policy.verifyPassthrough',
+    ],
     [{ profiles: {}, server: { port: 70000 } }, 'server.port'],
     [{ profiles: {}, redis: { url: 'redis://user:pw@host:6379' } }, 'redis.url'],
     [{ profiles: {}, cache: { hmacSecretEnv: 'A', hmacSecretFile: 'f' } }, 'cache.hmacSecretEnv'],

@@ -6,7 +6,9 @@
  *   FUZZ_FORMATS      `mar,zip` (default both)
  * MAR properties: mutated MARs give a consistent MarInfo or a FormatError with a MAR_ code (never another
  * exception, never an out-of-range read, never more bytes read than the file has); mutated compressed
- * entries give only CodedErrors when decompressed under a 4 MiB cap.
+ * entries give only CodedErrors when decompressed under a 4 MiB cap; a MAR whose passthrough entry is such a
+ * mutated stream is either refused by sign-locale (a CodedError naming the entry, no output) or signed with
+ * every passthrough entry decodable — never MAR-signed over an entry that cannot be unpacked.
  * Zip properties (test/formats/zip/mutate.ts): mutated zips and header-field edits give a FormatError with
  * a ZIP_ code, or entries that tile the file, decode or fail with a CodedError, are reproduced byte for byte
  * by the writer and rewrite readably with one entry replaced; mutated deflate streams give only CodedErrors
@@ -14,8 +16,17 @@
  * exceeds 1 GiB (unbounded memory).
  */
 import fc from 'fast-check';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CodedError } from '../../src/errors.js';
-import { decompress } from '../../src/codecs/index.js';
+import { loadConfig } from '../../src/config/index.js';
+import { buildPe } from '../../src/formats/pe/synth.js';
+import { FileSource } from '../../src/io/byte-source.js';
+import { MarWriter } from '../../src/mar/writer.js';
+import { Pipeline } from '../../src/pipeline/index.js';
+import { PROJECT_ROOT } from '../../src/version.js';
+import { compress, decompress } from '../../src/codecs/index.js';
 import { inflateRaw } from '../../src/codecs/deflate.js';
 import { readEntryData, readZip } from '../../src/formats/zip/index.js';
 import { BufferSource } from '../../src/io/byte-source.js';
@@ -130,7 +141,73 @@ if (FORMATS.has('mar')) {
         },
       ),
     );
+    await signMutatedPassthrough(compressed);
   }
+}
+
+/**
+ * sign-locale over MARs whose passthrough entry is a mutated compressed stream: refused (a CodedError naming
+ * the entry, `details.check: 'passthrough'`, no output) or signed with every entry decodable.
+ */
+async function signMutatedPassthrough(compressed: Uint8Array[]): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'marsign-fuzz-'));
+  const config = await loadConfig(join(PROJECT_ROOT, 'fixtures', 'release', 'marsign.config.json'));
+  const pipeline = await Pipeline.create({ config, threads: 1, cache: null, outputCache: false });
+  const pe = await compress(buildPe({ arch: 'x64', kind: 'exe', name: 'fuzz' }), { codec: 'bz2', level: 9 });
+  let n = 0;
+  try {
+    await run(
+      'sign-locale with a mutated passthrough entry',
+      fc.asyncProperty(
+        fc.nat({ max: compressed.length - 1 }),
+        fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
+        async (i, muts) => {
+          let b = compressed[i]!;
+          for (const { pos, m } of muts) b = applyMutation(b, pos, m, 6);
+          const input = join(dir, `in-${n}.mar`);
+          const output = join(dir, `out-${n++}.mar`);
+          const w = await MarWriter.create(input, { productInfo: { channel: 'fuzz', version: '1' } });
+          await w.addEntry('firefox.exe', 0o755, pe);
+          await w.addEntry('omni.ja', 0o644, b);
+          await w.finish();
+          await w.commit();
+          try {
+            await timed(() => signOrRefuse(pipeline, input, output));
+          } finally {
+            rmSync(input, { force: true });
+            rmSync(output, { force: true });
+          }
+        },
+      ),
+    );
+  } finally {
+    await pipeline.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function signOrRefuse(pipeline: Pipeline, input: string, output: string): Promise<void> {
+  try {
+    await pipeline.signLocale({ profile: 'dev', input, output, writeManifest: false });
+  } catch (e) {
+    if (!(e instanceof CodedError)) throw e;
+    if (e.details?.check !== 'passthrough' || !e.message.includes('omni.ja'))
+      throw new Error(`refused without naming the passthrough entry: ${e.code}: ${e.message}`, { cause: e });
+    if (existsSync(output)) throw new Error(`refused, but ${output} was written`, { cause: e });
+    count(`refused passthrough ${e.code}`);
+    return;
+  }
+  // Signed: the entry must decode (within the default bounds, as the pipeline checked it).
+  const src = await FileSource.open(output);
+  try {
+    for (const e of (await readMar(src)).entries)
+      if (e.name === 'omni.ja') await decompress(await readEntryBytes(src, e));
+  } catch (e) {
+    throw new Error(`MAR-signed over an entry that does not decode: ${String(e)}`, { cause: e });
+  } finally {
+    await src.close();
+  }
+  count('signed (passthrough decodes)');
 }
 
 if (FORMATS.has('zip')) {

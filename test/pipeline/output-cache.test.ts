@@ -2,7 +2,7 @@
  * The locale-output tier end to end: a re-run of the same input is served whole from the cache
  * (byte-identical, no signature, verified), the stored payload is a hard link to the output file (a copy
  * across filesystems), tampered outputs are misses that get repaired, and every input of the output key
- * (profile, MAR key, policy, --skip-invalid, the input bytes) turns a hit into a miss.
+ * (profile, MAR key, policy, --skip-invalid, --no-verify-passthrough, the input bytes) turns a hit into a miss.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -93,7 +93,13 @@ async function sign(
   cache: FsCacheStore,
   input: string,
   output: string,
-  more: { profile?: string; skipInvalid?: boolean; outputCache?: boolean; cfg?: LoadedConfig } = {},
+  more: {
+    profile?: string;
+    skipInvalid?: boolean;
+    outputCache?: boolean;
+    verifyPassthrough?: boolean;
+    cfg?: LoadedConfig;
+  } = {},
 ): Promise<{ m: LocaleManifest; p: Pipeline }> {
   const p = await Pipeline.create({ config: more.cfg ?? config, threads: 2, cache });
   try {
@@ -103,6 +109,7 @@ async function sign(
       output,
       ...(more.skipInvalid ? { skipInvalid: true } : {}),
       ...(more.outputCache !== undefined ? { outputCache: more.outputCache } : {}),
+      ...(more.verifyPassthrough !== undefined ? { verifyPassthrough: more.verifyPassthrough } : {}),
     });
     return { m, p };
   } finally {
@@ -135,9 +142,9 @@ test('a re-run is served whole: byte-identical, no signature, signable entries c
   assert.equal(b.m.totals.inputBytes, statSync(fixtureMar('de')).size);
   assert.equal(b.m.totals.outputBytes, statSync(second).size);
   assert.deepEqual(
-    b.m.entries.map(({ ms: _ms, action, ...r }) => ({ ...r, signable: action !== 'passthrough' })),
-    a.m.entries.map(({ ms: _ms, action, ...r }) => ({ ...r, signable: action !== 'passthrough' })),
-    'the same records; only the actions differ',
+    b.m.entries.map(({ ms: _ms, action, check: _c, ...r }) => ({ ...r, signable: action !== 'passthrough' })),
+    a.m.entries.map(({ ms: _ms, action, check: _c, ...r }) => ({ ...r, signable: action !== 'passthrough' })),
+    'the same records; only the actions (and how passthrough entries were found intact) differ',
   );
   for (const e of b.m.entries)
     assert.equal(e.action, FIXTURE_SIGNED.includes(e.name) ? 'cached' : 'passthrough', e.name);
@@ -278,7 +285,7 @@ test('an output on another filesystem than the cache is stored as a copy and ser
   }
 });
 
-test('another profile, MAR key, policy, --skip-invalid or input bytes is a miss; the same bytes elsewhere a hit', async () => {
+test('another profile, MAR key, policy, --skip-invalid, --no-verify-passthrough or input bytes is a miss; the same bytes elsewhere a hit', async () => {
   const dir = tempDir();
   const root = join(dir, 'cache');
   const cache = (): FsCacheStore => newCache(root, Buffer.alloc(32, 6));
@@ -309,7 +316,10 @@ test('another profile, MAR key, policy, --skip-invalid or input bytes is a miss;
   assert.equal(skip.m.outputCache, 'miss', '--skip-invalid');
   assert.equal(skip.m.totals.signOperations, 0, 'entries are still cached');
 
-  // Flip one byte of a passthrough entry (never decompressed, so the MAR stays valid).
+  const unchecked = await sign(cache(), input, join(dir, 'unchecked.mar'), { verifyPassthrough: false });
+  assert.equal(unchecked.m.outputCache, 'miss', '--no-verify-passthrough');
+
+  // Flip one byte of a passthrough entry: refused when checked; signed (another input: a miss) unchecked.
   const src = await FileSource.open(input);
   const entry = (await readMar(src)).entries.find((e) => e.name === 'locale.ini')!;
   await src.close();
@@ -317,14 +327,15 @@ test('another profile, MAR key, policy, --skip-invalid or input bytes is a miss;
   bytes[entry.offset + Math.floor(entry.size / 2)]! ^= 0x01;
   writeFileSync(input, bytes);
   const changed = join(dir, 'changed.mar');
-  const c = await sign(cache(), input, changed);
+  await assert.rejects(sign(cache(), input, changed), { code: 'CODEC_CORRUPT' });
+  const c = await sign(cache(), input, changed, { verifyPassthrough: false });
   assert.equal(c.m.outputCache, 'miss', 'input bytes');
   assert.equal(c.m.totals.signOperations, 0);
   assert.equal(c.m.totals.hits, 4);
   const [x, y] = [await readAll(changed), await readAll(join(dir, 'base.mar'))];
   for (const e of x.info.entries)
     assert.equal(x.raw.get(e.name)!.equals(y.raw.get(e.name)!), e.name !== 'locale.ini', e.name);
-  assert.equal(outputFiles(root).length, 6, 'one stored output per distinct key');
+  assert.equal(outputFiles(root).length, 7, 'one stored output per distinct key');
 });
 
 test('the tier is off with outputCache: false, config cache.outputs: false, and in a dry run', async () => {

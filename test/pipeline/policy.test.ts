@@ -35,3 +35,11 @@ test('bad policy values are ConfigError CONFIG_BAD_POLICY naming the value', () 
     );
   }
 });
+
+test('verifyPassthrough: on by default, off when the config says so, anything else refused', () => {
+  assert.equal(compilePolicy(undefined).verifyPassthrough, true);
+  assert.equal(compilePolicy({ verifyPassthrough: false }).verifyPassthrough, false);
+  assert.throws(() => compilePolicy({ verifyPassthrough: 'no' as unknown as boolean }), {
+    code: 'CONFIG_BAD_POLICY',
+  });
+});

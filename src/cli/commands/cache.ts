@@ -106,6 +106,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
       signature: none,
       output: none,
       blob: none,
+      check: none,
     };
     // All kinds share one LRU (prune); the split is by file name, so it costs no extra reads.
     const out = {
@@ -116,6 +117,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
       peSignatures: kinds.signature,
       localeOutputs: kinds.output,
       blobs: kinds.blob,
+      passthroughChecks: kinds.check,
     };
     emit(argv, out, (v) =>
       [
@@ -125,6 +127,7 @@ const stats: CommandModule<CacheArgs, CacheArgs> = {
         `  PE signatures   ${v.peSignatures.entries} (${formatSize(v.peSignatures.bytes)})`,
         `  locale outputs  ${v.localeOutputs.entries} (${formatSize(v.localeOutputs.bytes)})`,
         `  blobs           ${v.blobs.entries} (${formatSize(v.blobs.bytes)})`,
+        `  passthrough checks ${v.passthroughChecks.entries} (${formatSize(v.passthroughChecks.bytes)})`,
         `size        ${formatSize(v.bytes)} (${v.bytes} bytes)`,
       ].join('\n'),
     );
@@ -156,7 +159,7 @@ const verify: CommandModule<CacheArgs, CacheArgs & { repair: boolean }> = {
       const lines = [`checked ${v.checked} entries in ${v.root}: ${v.ok} ok, ${v.bad.length} bad`];
       for (const b of v.bad)
         lines.push(
-          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : b.kind === 'blob' ? ' (blob)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
+          `bad ${b.key}${b.kind === 'output' ? ' (locale output)' : b.kind === 'signature' ? ' (PE signature)' : b.kind === 'blob' ? ' (blob)' : b.kind === 'check' ? ' (passthrough check)' : ''} ${b.reason}${v.repaired ? ' (removed)' : ''}`,
         );
       for (const u of v.unsafe)
         lines.push(

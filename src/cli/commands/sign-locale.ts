@@ -13,6 +13,7 @@ interface Args extends OutputOptions {
   config?: string;
   'dry-run'?: boolean;
   'skip-invalid'?: boolean;
+  'verify-passthrough'?: boolean;
   'output-cache'?: boolean;
   threads?: number;
   progress?: boolean;
@@ -44,6 +45,11 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       .option('skip-invalid', {
         type: 'boolean',
         describe: 'pass matched entries that are not valid PEs through unsigned (recorded in the manifest)',
+      })
+      .option('verify-passthrough', {
+        type: 'boolean',
+        describe:
+          'decode every entry not signed (check zip CRCs) before signing the container (default: config policy.verifyPassthrough, else on; --no-verify-passthrough)',
       })
       .option('output-cache', {
         type: 'boolean',
@@ -90,6 +96,9 @@ export const signLocaleCommand: CommandModule<object, Args> = {
         output: argv.output ?? `${argv.input}.dry-run`,
         dryRun: argv['dry-run'] === true,
         skipInvalid: argv['skip-invalid'] === true,
+        ...(argv['verify-passthrough'] !== undefined
+          ? { verifyPassthrough: argv['verify-passthrough'] }
+          : {}),
         ...(argv['output-cache'] !== undefined ? { outputCache: argv['output-cache'] } : {}),
         ...(argv.release !== undefined ? { release: argv.release } : {}),
         ...(argv.locale !== undefined ? { locale: argv.locale } : {}),
@@ -131,7 +140,15 @@ export function renderLocaleSummary(m: LocaleManifest): string {
     `${m.output}: ${t.entries} entries: ${t.misses} signed, ${t.hits} cache hits, ${t.passthrough} passthrough` +
       (t.skippedInvalid ? `, ${t.skippedInvalid} skipped (invalid)` : '') +
       (m.outputCache === 'hit' ? ' (whole output served from the cache)' : ''),
+    // What was not checked is said so, never implied by silence.
+    t.passthrough > 0
+      ? m.passthroughVerified
+        ? `  passthrough entries checked: ${t.passthroughDecoded} decoded, ${t.passthrough - t.passthroughDecoded} checked before`
+        : '  passthrough entries NOT checked (--no-verify-passthrough)'
+      : undefined,
     `  ${formatBytes(t.inputBytes)} → ${formatBytes(t.outputBytes)} in ${(m.timings.ms / 1000).toFixed(2)} s; sha512 ${m.outputSha512 ?? '-'}`,
     ...(m.warnings ?? []).map((w) => `  warning: ${w}`),
-  ].join('\n');
+  ]
+    .filter((line) => line !== undefined)
+    .join('\n');
 }

@@ -15,6 +15,7 @@ interface Args extends OutputOptions {
   config?: string;
   'dry-run'?: boolean;
   'skip-invalid'?: boolean;
+  'verify-passthrough'?: boolean;
   'output-cache'?: boolean;
   threads?: number;
   concurrency?: number;
@@ -55,6 +56,11 @@ export const signReleaseCommand: CommandModule<object, Args> = {
       .option('skip-invalid', {
         type: 'boolean',
         describe: 'pass matched non-PE entries through unsigned (recorded)',
+      })
+      .option('verify-passthrough', {
+        type: 'boolean',
+        describe:
+          'decode every entry not signed (check zip CRCs) before signing the container (default: config policy.verifyPassthrough, else on; --no-verify-passthrough)',
       })
       .option('output-cache', {
         type: 'boolean',
@@ -126,6 +132,9 @@ export const signReleaseCommand: CommandModule<object, Args> = {
         profile,
         dryRun: argv['dry-run'] === true,
         skipInvalid: argv['skip-invalid'] === true,
+        ...(argv['verify-passthrough'] !== undefined
+          ? { verifyPassthrough: argv['verify-passthrough'] }
+          : {}),
         ...(argv['output-cache'] !== undefined ? { outputCache: argv['output-cache'] } : {}),
         ...(argv.concurrency !== undefined ? { concurrency: argv.concurrency } : {}),
         client: (await import('../../audit/identity.js')).cliClient(),
@@ -154,6 +163,12 @@ export const signReleaseCommand: CommandModule<object, Args> = {
 /** `sign-release --remote`: the release signed by a marsign serve (src/transfer/remote-release.ts). */
 async function signRemote(argv: Args): Promise<void> {
   if (argv['dry-run']) throw new UsageError('USAGE', '--dry-run is not available with --remote');
+  // The server's config decides (policy.verifyPassthrough): a flag it would not honour is refused, not ignored.
+  if (argv['verify-passthrough'] === false)
+    throw new UsageError(
+      'USAGE',
+      "--no-verify-passthrough is not available with --remote (the server's policy.verifyPassthrough decides)",
+    );
   const { loadReleaseRequest, resolveRequest } = await import('../../release/request.js');
   const { clientCache, progressLine, remoteClient } = await import('../../transfer/cli.js');
   const { remoteRelease } = await import('../../transfer/remote-release.js');
