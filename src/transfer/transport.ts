@@ -4,7 +4,8 @@
  *   every request a stream on it — the default;
  * - `h1`: a keep-alive pool of HTTP/1.1 connections (`--transport h1`, for proxies without HTTP/2);
  * - `h1-close`: a new connection per request (the benchmark's baseline only).
- * Each counts the body bytes it sent and received. Responses are read whole (a blob is capped).
+ * Each counts the body bytes it sent and received. Responses are read whole (a blob is capped), or
+ * streamed to `onChunk` (blob downloads).
  */
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -21,6 +22,11 @@ export interface TransportRequest {
   body?: Uint8Array;
   /** Refuse a response body larger than this (default 1 GiB + 1 MiB). */
   maxResponseBytes?: number;
+  /**
+   * A 2xx response's body is handed here chunk by chunk as it arrives (and not kept in `body`), so a
+   * caller keeps what arrived before a cut: a ranged download resumes from there.
+   */
+  onChunk?: (chunk: Buffer, status: number) => void;
 }
 
 export interface TransportResponse {
@@ -120,7 +126,8 @@ class H2Transport implements Transport {
           reject(new TransientError('REMOTE_RESPONSE_TOO_LARGE', `${r.path}: response over ${max} bytes`));
           return;
         }
-        chunks.push(c);
+        if (r.onChunk && status >= 200 && status < 300) r.onChunk(c, status);
+        else chunks.push(c);
       });
       stream.on('error', (e) => reject(networkError(e, this.origin)));
       stream.on('close', () => {
@@ -136,10 +143,10 @@ class H2Transport implements Transport {
         }
         const body = Buffer.concat(chunks);
         const declared = Number(responseHeaders['content-length']);
-        if (Number.isSafeInteger(declared) && declared !== body.length && r.method !== 'HEAD') {
+        if (Number.isSafeInteger(declared) && declared !== size && r.method !== 'HEAD') {
           reject(
             networkError(
-              Object.assign(new Error(`response ended after ${body.length} of ${declared} bytes`), {
+              Object.assign(new Error(`response ended after ${size} of ${declared} bytes`), {
                 code: 'ERR_TRUNCATED',
               }),
               this.origin,
@@ -206,7 +213,9 @@ class H1Transport implements Transport {
               );
               return;
             }
-            chunks.push(c);
+            const status = res.statusCode ?? 0;
+            if (r.onChunk && status >= 200 && status < 300) r.onChunk(c, status);
+            else chunks.push(c);
           });
           res.on('error', (e) => reject(networkError(e, this.url.origin)));
           res.on('end', () => {

@@ -12,11 +12,13 @@ import { tmpdir } from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { FsCacheStore } from '../../cache/fs-store.js';
 import { MarWriter } from '../../src/mar/writer.js';
+import { RemoteClient } from '../../src/transfer/client.js';
 import { encodeRecipe, sha256Hex } from '../../src/transfer/recipe.js';
-import { runCli } from '../helpers/env.js';
+import { PROJECT_ROOT, TSX_IMPORT, runCli } from '../helpers/env.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
 import {
   KEYS,
@@ -24,6 +26,7 @@ import {
   spawnWorker,
   startServer,
   writeConfig,
+  waitFor,
   type RunningServer,
   type WorkerProcess,
 } from '../service/harness.js';
@@ -35,33 +38,49 @@ const errorOf = async (res: Response) =>
 const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 /**
- * A TCP proxy counting client→server bytes; `cutAfter` drops the first connection after that many,
- * which it forwards at `rate` bytes/s (a link, not loopback: the server reads as the bytes arrive).
+ * A TCP proxy counting the bytes each way; `cutAfter` drops the first connection after that many
+ * client→server bytes (`cutDownAfter`: server→client), which it forwards at `rate` bytes/s (a link,
+ * not loopback: the other side reads as the bytes arrive); `throttleAll`: every connection's uploads.
  */
-async function tcpProxy(target: URL, cutAfter?: number, rate = 16 * 1024 * 1024) {
+async function tcpProxy(
+  target: URL,
+  o: { cutAfter?: number; cutDownAfter?: number; rate?: number; throttleAll?: boolean } = {},
+) {
+  const { cutAfter, cutDownAfter, rate = 16 * 1024 * 1024 } = o;
   let up = 0;
+  let down = 0;
   let connections = 0;
+  const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const n = connections++;
     let sent = 0;
+    let received = 0;
     const upstream = net.connect(Number(target.port), target.hostname);
-    client.on('data', (d: Buffer) => {
-      up += d.length;
-      sent += d.length;
-      upstream.write(d);
-      if (n === 0 && cutAfter !== undefined && sent >= cutAfter) {
-        client.destroy();
-        upstream.destroy();
-      } else if (n === 0 && cutAfter !== undefined) {
-        client.pause();
-        setTimeout(() => client.resume(), (d.length / rate) * 1000);
-      }
-    });
-    upstream.on('data', (d: Buffer) => client.write(d));
+    sockets.add(client).add(upstream);
     const end = () => {
       client.destroy();
       upstream.destroy();
     };
+    client.on('data', (d: Buffer) => {
+      up += d.length;
+      sent += d.length;
+      upstream.write(d);
+      if (n === 0 && cutAfter !== undefined && sent >= cutAfter) end();
+      else if ((n === 0 && cutAfter !== undefined) || o.throttleAll) {
+        client.pause();
+        setTimeout(() => client.resume(), (d.length / rate) * 1000);
+      }
+    });
+    upstream.on('data', (d: Buffer) => {
+      down += d.length;
+      received += d.length;
+      client.write(d);
+      if (n === 0 && cutDownAfter !== undefined && received >= cutDownAfter) end();
+      else if (n === 0 && cutDownAfter !== undefined) {
+        upstream.pause();
+        setTimeout(() => upstream.resume(), (d.length / rate) * 1000);
+      }
+    });
     client.on('error', end);
     upstream.on('error', end);
     client.on('close', end);
@@ -71,8 +90,11 @@ async function tcpProxy(target: URL, cutAfter?: number, rate = 16 * 1024 * 1024)
   const port = (server.address() as net.AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
-    stats: () => ({ up, connections }),
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    stats: () => ({ up, down, connections }),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
   };
 }
 
@@ -339,7 +361,7 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       JSON.stringify({ release: 'big-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
     );
     const cut = 3 * 1024 * 1024;
-    const proxy = await tcpProxy(new URL(server.url), cut);
+    const proxy = await tcpProxy(new URL(server.url), { cutAfter: cut });
     try {
       const r = await remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
       assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr} ${r.stdout}`);
@@ -348,6 +370,131 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       // Restarting from 0 would send cut + 6 MiB; resuming sends about 6 MiB in all.
       assert.ok(up < payload.length + cut / 2, `sent ${up} bytes for a ${payload.length}-byte blob`);
       assert.equal(await store.blobSize(sha(payload)), payload.length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a download cut mid-blob resumes by range: in the same call, and in the next run from the client cache', async () => {
+    const put = async (b: Buffer) => {
+      const res = await api(`/blobs/${sha(b)}`, {
+        method: 'PUT',
+        body: b,
+        headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': String(b.length) },
+      });
+      assert.equal(res.status, 201);
+    };
+    const size = 6 * 1024 * 1024;
+    const cut = 2 * 1024 * 1024;
+    const payload = randomBytes(size);
+    await put(payload);
+    const cc = new FsCacheStore({ root: join(dir, 'cc-ranged'), hmacSecret: randomBytes(32) }).blobs;
+
+    // A run that gives up at the cut (one try): what arrived stays in the client cache's partial file.
+    const p1 = await tcpProxy(new URL(server.url), { cutDownAfter: cut });
+    const c1 = new RemoteClient({ url: p1.url, token: ROBOT, retries: 1 });
+    try {
+      await assert.rejects(c1.blob(sha(payload), { size, cache: cc }), { code: 'REMOTE_UNREACHABLE' });
+    } finally {
+      await c1.close();
+      await p1.close();
+    }
+    const kept = await cc.uploadOffset(sha(payload));
+    assert.ok(kept > 0 && kept < size, `the client cache kept ${kept} bytes`);
+    assert.equal(await cc.blobSize(sha(payload)), undefined, 'no blob before it is whole and checked');
+
+    // The next run asks only for the rest.
+    const p2 = await tcpProxy(new URL(server.url));
+    const c2 = new RemoteClient({ url: p2.url, token: ROBOT });
+    try {
+      const b = await c2.blob(sha(payload), { size, cache: cc });
+      assert.equal(sha(b), sha(payload));
+    } finally {
+      await c2.close();
+      await p2.close();
+    }
+    const rest = p2.stats().down;
+    assert.ok(rest < size - kept + 64 * 1024, `received ${rest} bytes for the ${size - kept} left`);
+    assert.equal(await cc.blobSize(sha(payload)), size);
+
+    // Cut mid-blob with retries left, no client cache: the same call resumes from what it holds.
+    const other = randomBytes(size);
+    await put(other);
+    const p3 = await tcpProxy(new URL(server.url), { cutDownAfter: cut });
+    const c3 = new RemoteClient({ url: p3.url, token: ROBOT, backoffMs: 10 });
+    try {
+      const b = await c3.blob(sha(other), { size });
+      assert.equal(sha(b), sha(other));
+    } finally {
+      await c3.close();
+      await p3.close();
+    }
+    const { down, connections } = p3.stats();
+    assert.ok(connections >= 2, 'the first connection was cut and a new one made');
+    assert.ok(down < size + cut / 2, `received ${down} bytes for a ${size}-byte blob`);
+  });
+
+  test('a run interrupted mid-upload (SIGINT) resumes without re-sending what the server holds', async () => {
+    const rel = join(dir, 'interrupted');
+    mkdirSync(join(rel, 'de'), { recursive: true });
+    const payloads = Array.from({ length: 6 }, () => randomBytes(1024 * 1024));
+    const w = await MarWriter.create(join(rel, 'de', 'complete.mar'), {
+      additionalHeader: true,
+      productInfo: { channel: 'test', version: '1.0' },
+    });
+    for (const [i, p] of payloads.entries()) await w.addEntry(`data/p${i}.bin`, 0o644, p);
+    await w.finish();
+    await w.commit();
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({ release: 'interrupted-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
+    );
+    const total = payloads.length * 1024 * 1024;
+    const heldNow = async () => {
+      let n = 0;
+      for (const p of payloads)
+        n += (await store.blobSize(sha(p))) === p.length ? p.length : await store.uploadOffset(sha(p));
+      return n;
+    };
+    // A slow link (2 MiB/s) so the run is interrupted with part of the release on the server.
+    const slow = await tcpProxy(new URL(server.url), { rate: 2 * 1024 * 1024, throttleAll: true });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        TSX_IMPORT,
+        join(PROJECT_ROOT, 'src/cli/main.ts'),
+        'enqueue',
+        join(rel, 'release.json'),
+        '--remote',
+        slow.url,
+        '--token-env',
+        'MARSIGN_T_ROBOT',
+        '--json',
+      ],
+      { env: { ...process.env, ...env }, stdio: 'ignore' },
+    );
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+      await waitFor('a third of the uploads', async () => (await heldNow()) >= total / 3, 60_000);
+      child.kill('SIGINT');
+      await exited;
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await slow.close();
+    }
+    const held = await heldNow();
+    assert.ok(held < total, `the run was interrupted before the end (${held} of ${total} held)`);
+
+    const proxy = await tcpProxy(new URL(server.url));
+    try {
+      const r = await remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
+      assert.equal(r.code, 0, r.stderr);
+      const t = JSON.parse(r.stdout).transfer;
+      assert.ok(t.bytesSkipped >= held, `skipped ${t.bytesSkipped} of the ${held} bytes held`);
+      const { up } = proxy.stats();
+      assert.ok(up < total - held + 256 * 1024, `sent ${up} bytes; ${total - held} were left`);
+      for (const p of payloads) assert.equal(await store.blobSize(sha(p)), p.length);
     } finally {
       await proxy.close();
     }
