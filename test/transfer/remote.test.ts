@@ -1,13 +1,21 @@
 /**
  * Remote signing over loopback with a real `marsign serve` (in-process), a real `marsign worker` and a
  * private Redis: a release signed with `sign-release --remote` is byte-identical to the same release
- * signed locally; the blob API refuses what it must (digest mismatch, oversize, a recipe naming blobs
+ * signed locally (MAR and zip containers); the blob API refuses what it must (digest mismatch, oversize, a recipe naming blobs
  * the server lacks, a profile out of scope before any upload); a connection cut mid-upload resumes
  * from the server's offset; a blob tampered on the way down is caught before an output is written.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
@@ -21,6 +29,7 @@ import { encodeRecipe, sha256Hex } from '../../src/transfer/recipe.js';
 import { PROJECT_ROOT, TSX_IMPORT, runCli } from '../helpers/env.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
 import {
+  FIXTURE,
   KEYS,
   copyRelease,
   spawnWorker,
@@ -190,12 +199,18 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
   test('sign-release --remote is byte-identical to a local sign-release; a re-run fetches nothing it has', async () => {
     const rel = join(dir, 'rel');
     copyRelease(rel, ['de', 'fr', 'ja', 'en-US']);
+    // A zip container too (the sample release's `win64`): its directory is the skeleton, its entries blobs.
+    mkdirSync(join(rel, 'win64'), { recursive: true });
+    copyFileSync(join(FIXTURE, 'target.zip'), join(rel, 'win64', 'target.zip'));
     writeFileSync(
       join(rel, 'release.json'),
       JSON.stringify({
         release: 'remote-1',
         profile: 'dev',
-        locales: Object.fromEntries(['de', 'fr', 'ja', 'en-US'].map((l) => [l, `${l}/complete.mar`])),
+        locales: {
+          ...Object.fromEntries(['de', 'fr', 'ja', 'en-US'].map((l) => [l, `${l}/complete.mar`])),
+          win64: 'win64/target.zip',
+        },
       }),
     );
     const clientCache = join(dir, 'client-cache');
@@ -222,13 +237,22 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       '--json',
     ]);
     assert.equal(l.code, 0, l.stderr);
-    for (const loc of ['de', 'fr', 'ja', 'en-US']) {
-      const a = readFileSync(join(out, loc, 'complete.mar'));
-      const b = readFileSync(join(local, loc, 'complete.mar'));
+    for (const [loc, name] of [
+      ['de', 'complete.mar'],
+      ['fr', 'complete.mar'],
+      ['ja', 'complete.mar'],
+      ['en-US', 'complete.mar'],
+      ['win64', 'target.zip'],
+    ] as const) {
+      const a = readFileSync(join(out, loc, name));
+      const b = readFileSync(join(local, loc, name));
       assert.equal(sha(a), sha(b), `${loc}: remote and local outputs differ`);
-      const m = JSON.parse(readFileSync(join(out, loc, 'complete.mar.manifest.json'), 'utf8'));
-      assert.equal(m.output, join(out, loc, 'complete.mar'));
+      assert.notEqual(sha(a), sha(readFileSync(join(rel, loc, name))), `${loc}: the output was signed`);
+      const m = JSON.parse(readFileSync(join(out, loc, `${name}.manifest.json`), 'utf8'));
+      assert.equal(m.output, join(out, loc, name));
       assert.equal(m.output_sha256, sha(a));
+      if (loc === 'win64')
+        assert.equal(m.totals.signed + m.totals.hits, 4, "the zip's four PE entries were signed (or shared)");
     }
     assert.equal(
       readFileSync(join(out, 'SHA512SUMS'), 'utf8'),
