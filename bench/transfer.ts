@@ -24,7 +24,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -138,7 +138,8 @@ function startProcess(args: string[], readyText: string): { proc: ChildProcess; 
   let out = '';
   const ready = new Promise<void>((resolve, reject) => {
     const on = (d: Buffer) => {
-      out += d.toString();
+      if (process.env.MARSIGN_BENCH_LOG) process.stderr.write(`[${args[0]}] ${d.toString()}`);
+      out = (out + d.toString()).slice(-20_000);
       if (out.includes(readyText)) resolve();
     };
     proc.stdout!.on('data', on);
@@ -191,7 +192,7 @@ async function deriveBuild(
     JSON.stringify({ release: `bench-transfer-build${n}`, profile: 'dev', locales: out }, null, 2) + '\n',
   );
   await rm(dir, { recursive: true, force: true });
-  await (await import('node:fs/promises')).rename(tmp, dir);
+  await rename(tmp, dir);
   return releaseJson;
 }
 
@@ -610,6 +611,7 @@ function bar(v: number, max: number, width = 40): string {
   return '█'.repeat(n);
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the report document built just above
 function markdown(doc: Record<string, any>, naive: Row, naiveBytes: number): string {
   const mb = (b: number) => (b / MB).toFixed(2);
   const rows = doc.rows as (Row & { bytesRatioToNaive: number; wallRatioToNaive: number })[];
@@ -655,7 +657,7 @@ function markdown(doc: Record<string, any>, naive: Row, naiveBytes: number): str
     '|---|---:|---:|---:|---:|---:|',
     ...small.map(
       (x) =>
-        `| ${x.scenario} | ${x.wallSeconds.toFixed(2)} | ${x.speedupOverConnectionPerRequest.toFixed(1)} | ${(x.notes as any).connections} | ` +
+        `| ${x.scenario} | ${x.wallSeconds.toFixed(2)} | ${x.speedupOverConnectionPerRequest.toFixed(1)} | ${String(x.notes?.connections)} | ` +
         `${mb(x.bytesUp)} | ${(x.cpuSeconds.client + x.cpuSeconds.server).toFixed(1)} |`,
     ),
     '',

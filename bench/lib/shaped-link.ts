@@ -75,20 +75,35 @@ export async function shapedLink(
   let connections = 0;
   const sockets = new Set<net.Socket>();
 
-  /** Forward `from` → `to` through direction `d`; the end is forwarded after the last byte arrives. */
+  /**
+   * Forward `from` → `to` through direction `d`, in order: one FIFO and one timer per pipe (a timer
+   * per chunk would reorder chunks, timers being armed against the loop's cached clock); the end is
+   * forwarded after the last byte arrives. Returns when the last queued byte arrives.
+   */
   const pipe = (from: net.Socket, to: net.Socket, d: Direction): (() => number) => {
+    const queue: { chunk: Buffer; at: number }[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let ended = false;
     let lastDue = 0;
-    from.on('data', (chunk: Buffer) => {
-      const due = d.schedule(chunk.length);
-      lastDue = performance.now() + due;
-      setTimeout(() => {
+    const pump = () => {
+      timer = undefined;
+      while (queue.length > 0 && queue[0]!.at <= performance.now()) {
+        const { chunk } = queue.shift()!;
         if (!to.destroyed) to.write(chunk);
-        d.release();
-      }, due);
+      }
+      d.release();
+      if (queue.length > 0) timer = setTimeout(pump, Math.max(1, queue[0]!.at - performance.now()));
+      else if (ended && !to.destroyed) to.end();
+    };
+    from.on('data', (chunk: Buffer) => {
+      lastDue = performance.now() + d.schedule(chunk.length);
+      queue.push({ chunk, at: lastDue });
+      timer ??= setTimeout(pump, Math.max(1, lastDue - performance.now()));
       d.hold(from);
     });
     from.on('end', () => {
-      setTimeout(() => to.end(), Math.max(0, lastDue - performance.now()) + 1);
+      ended = true;
+      timer ??= setTimeout(pump, 1);
     });
     return () => lastDue;
   };

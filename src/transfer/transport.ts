@@ -47,6 +47,11 @@ export interface Transport {
 const H2_STREAM_WINDOW = 16 * 1024 * 1024;
 const H2_SESSION_WINDOW = 64 * 1024 * 1024;
 const DEFAULT_MAX_RESPONSE = 1024 * 1024 * 1024 + 1024 * 1024;
+/**
+ * A stream that moves no byte for this long is cancelled and its session dropped (the retry opens a
+ * new connection): a stalled connection never hangs a run.
+ */
+export const H2_IDLE_MS = 60_000;
 /** Connections of the HTTP/1.1 keep-alive pool. */
 export const H1_POOL_SIZE = 8;
 
@@ -70,6 +75,8 @@ class H2Transport implements Transport {
   readonly counters = { sent: 0, received: 0 };
   private session: http2.ClientHttp2Session | undefined;
   private readonly origin: string;
+  private pending = 0;
+  private alive: NodeJS.Timeout | undefined;
 
   constructor(base: string) {
     this.origin = new URL(base).origin;
@@ -90,7 +97,21 @@ class H2Transport implements Transport {
     return s;
   }
 
+  /**
+   * While a request is pending the process stays up: a session whose socket is not reading (its peer
+   * slow, flow control waiting) holds no active handle, and Node would exit mid-transfer (code 13).
+   */
   request(r: TransportRequest): Promise<TransportResponse> {
+    if (this.pending++ === 0) this.alive = setInterval(() => undefined, 1 << 30);
+    const done = () => {
+      if (--this.pending === 0) clearInterval(this.alive);
+    };
+    const p = this.send(r);
+    p.then(done, done);
+    return p;
+  }
+
+  private send(r: TransportRequest): Promise<TransportResponse> {
     return new Promise((resolve, reject) => {
       let session: http2.ClientHttp2Session;
       try {
@@ -109,6 +130,11 @@ class H2Transport implements Transport {
         reject(networkError(e, this.origin));
         return;
       }
+      stream.setTimeout(H2_IDLE_MS, () => {
+        // Nothing moved for a minute: the connection is stuck; the retry starts a new one.
+        if (this.session === session) this.session = undefined;
+        session.destroy();
+      });
       const max = r.maxResponseBytes ?? DEFAULT_MAX_RESPONSE;
       const chunks: Buffer[] = [];
       let size = 0;
