@@ -78,13 +78,12 @@ export async function shapedLink(
   /**
    * Forward `from` → `to` through direction `d`, in order: one FIFO and one timer per pipe (a timer
    * per chunk would reorder chunks, timers being armed against the loop's cached clock); the end is
-   * forwarded after the last byte arrives. Returns when the last queued byte arrives.
+   * forwarded after the last byte arrives. Returns whether bytes are still on the way.
    */
-  const pipe = (from: net.Socket, to: net.Socket, d: Direction): (() => number) => {
+  const pipe = (from: net.Socket, to: net.Socket, d: Direction): (() => boolean) => {
     const queue: { chunk: Buffer; at: number }[] = [];
     let timer: NodeJS.Timeout | undefined;
     let ended = false;
-    let lastDue = 0;
     const pump = () => {
       timer = undefined;
       while (queue.length > 0 && queue[0]!.at <= performance.now()) {
@@ -96,16 +95,16 @@ export async function shapedLink(
       else if (ended && !to.destroyed) to.end();
     };
     from.on('data', (chunk: Buffer) => {
-      lastDue = performance.now() + d.schedule(chunk.length);
-      queue.push({ chunk, at: lastDue });
-      timer ??= setTimeout(pump, Math.max(1, lastDue - performance.now()));
+      const at = performance.now() + d.schedule(chunk.length);
+      queue.push({ chunk, at });
+      timer ??= setTimeout(pump, Math.max(1, at - performance.now()));
       d.hold(from);
     });
     from.on('end', () => {
       ended = true;
       timer ??= setTimeout(pump, 1);
     });
-    return () => lastDue;
+    return () => queue.length > 0;
   };
 
   const server = net.createServer((client) => {
@@ -118,8 +117,8 @@ export async function shapedLink(
     // the proxy's own accept is local): the client's bytes wait in the socket for 2 × delay.
     client.pause();
     setTimeout(() => client.resume(), 2 * o.delayMs);
-    const upDue = pipe(client, upstream, up);
-    const downDue = pipe(upstream, client, down);
+    const upPending = pipe(client, upstream, up);
+    const downPending = pipe(upstream, client, down);
     const kill = () => {
       client.destroy();
       upstream.destroy();
@@ -129,8 +128,10 @@ export async function shapedLink(
     client.on('error', kill);
     upstream.on('error', kill);
     // A side closed: the other is closed once what is still on the link has arrived.
-    const later = () =>
-      setTimeout(kill, Math.max(0, upDue() - performance.now(), downDue() - performance.now()) + 1);
+    const later = (): void => {
+      if (upPending() || downPending()) setTimeout(later, 2);
+      else kill();
+    };
     client.on('close', later);
     upstream.on('close', later);
   });
