@@ -21,6 +21,8 @@ export interface RemoteOptions {
   /** First backoff delay (doubles, capped at 8 s). */
   backoffMs?: number;
   onRetry?: (what: string, err: unknown, attempt: number) => void;
+  /** A request moving no byte for this long is cut and retried on a new connection (default 60 s). */
+  idleMs?: number;
 }
 
 /** A typed error from the server's `{ error: { name, code, message } }` body. */
@@ -65,7 +67,7 @@ export class RemoteClient {
         'REMOTE_URL',
         `--remote must be an http:// or https:// URL, got ${JSON.stringify(o.url)}`,
       );
-    this.transport = createTransport(o.transport ?? 'h2', o.url);
+    this.transport = createTransport(o.transport ?? 'h2', o.url, o.idleMs);
     this.auth = `Bearer ${o.token}`;
   }
 

@@ -48,10 +48,10 @@ const H2_STREAM_WINDOW = 16 * 1024 * 1024;
 const H2_SESSION_WINDOW = 64 * 1024 * 1024;
 const DEFAULT_MAX_RESPONSE = 1024 * 1024 * 1024 + 1024 * 1024;
 /**
- * A stream that moves no byte for this long is cancelled and its session dropped (the retry opens a
- * new connection): a stalled connection never hangs a run.
+ * A request that moves no byte for this long is cancelled and its connection dropped (the retry opens
+ * a new one): a stalled connection never hangs a run.
  */
-export const H2_IDLE_MS = 60_000;
+export const IDLE_MS = 60_000;
 /** Connections of the HTTP/1.1 keep-alive pool. */
 export const H1_POOL_SIZE = 8;
 
@@ -66,8 +66,8 @@ function networkError(err: unknown, origin: string): TransientError {
   );
 }
 
-export function createTransport(kind: TransportKind, base: string): Transport {
-  return kind === 'h2' ? new H2Transport(base) : new H1Transport(base, kind === 'h1');
+export function createTransport(kind: TransportKind, base: string, idleMs = IDLE_MS): Transport {
+  return kind === 'h2' ? new H2Transport(base, idleMs) : new H1Transport(base, kind === 'h1', idleMs);
 }
 
 class H2Transport implements Transport {
@@ -78,7 +78,10 @@ class H2Transport implements Transport {
   private pending = 0;
   private alive: NodeJS.Timeout | undefined;
 
-  constructor(base: string) {
+  constructor(
+    base: string,
+    private readonly idleMs: number,
+  ) {
     this.origin = new URL(base).origin;
   }
 
@@ -130,8 +133,8 @@ class H2Transport implements Transport {
         reject(networkError(e, this.origin));
         return;
       }
-      stream.setTimeout(H2_IDLE_MS, () => {
-        // Nothing moved for a minute: the connection is stuck; the retry starts a new one.
+      stream.setTimeout(this.idleMs, () => {
+        // Nothing moved for so long: the connection is stuck; the retry starts a new one.
         if (this.session === session) this.session = undefined;
         session.destroy();
       });
@@ -202,7 +205,11 @@ class H1Transport implements Transport {
   private readonly agent: http.Agent | false;
   private readonly url: URL;
 
-  constructor(base: string, keepAlive: boolean) {
+  constructor(
+    base: string,
+    keepAlive: boolean,
+    private readonly idleMs: number,
+  ) {
     this.url = new URL(base);
     this.kind = keepAlive ? 'h1' : 'h1-close';
     const Agent = this.url.protocol === 'https:' ? https.Agent : http.Agent;
@@ -264,6 +271,10 @@ class H1Transport implements Transport {
         },
       );
       req.on('error', (e) => reject(networkError(e, this.url.origin)));
+      // Nothing moved for so long: the socket is destroyed (not reused) and the request retried.
+      req.setTimeout(this.idleMs, () =>
+        req.destroy(Object.assign(new Error(`no byte for ${this.idleMs} ms`), { code: 'ETIMEDOUT' })),
+      );
       if (r.body) this.counters.sent += r.body.length;
       req.end(r.body);
     });

@@ -51,11 +51,18 @@ const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('h
 /**
  * A TCP proxy counting the bytes each way; `cutAfter` drops the first connection after that many
  * client→server bytes (`cutDownAfter`: server→client), which it forwards at `rate` bytes/s (a link,
- * not loopback: the other side reads as the bytes arrive); `throttleAll`: every connection's uploads.
+ * not loopback: the other side reads as the bytes arrive); `throttleAll`: every connection's uploads;
+ * `stallDownAfter`: the first connection stops passing server→client bytes after that many (no close).
  */
 async function tcpProxy(
   target: URL,
-  o: { cutAfter?: number; cutDownAfter?: number; rate?: number; throttleAll?: boolean } = {},
+  o: {
+    cutAfter?: number;
+    cutDownAfter?: number;
+    stallDownAfter?: number;
+    rate?: number;
+    throttleAll?: boolean;
+  } = {},
 ) {
   const { cutAfter, cutDownAfter, rate = 16 * 1024 * 1024 } = o;
   let up = 0;
@@ -83,6 +90,8 @@ async function tcpProxy(
       }
     });
     upstream.on('data', (d: Buffer) => {
+      // A stalled link: bytes stop arriving, nothing is closed.
+      if (n === 0 && o.stallDownAfter !== undefined && received >= o.stallDownAfter) return;
       down += d.length;
       received += d.length;
       client.write(d);
@@ -458,6 +467,31 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
     const { down, connections } = p3.stats();
     assert.ok(connections >= 2, 'the first connection was cut and a new one made');
     assert.ok(down < size + cut / 2, `received ${down} bytes for a ${size}-byte blob`);
+  });
+
+  test('a stalled connection (bytes stop, nothing closes) is dropped after the idle time; the download resumes', async () => {
+    const size = 4 * 1024 * 1024;
+    const payload = randomBytes(size);
+    const res = await api(`/blobs/${sha(payload)}`, {
+      method: 'PUT',
+      body: payload,
+      headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': String(size) },
+    });
+    assert.equal(res.status, 201);
+    for (const transport of ['h2', 'h1'] as const) {
+      const proxy = await tcpProxy(new URL(server.url), { stallDownAfter: 1024 * 1024 });
+      const c = new RemoteClient({ url: proxy.url, token: ROBOT, transport, idleMs: 500, backoffMs: 10 });
+      try {
+        const b = await c.blob(sha(payload), { size });
+        assert.equal(sha(b), sha(payload), transport);
+      } finally {
+        await c.close();
+        await proxy.close();
+      }
+      const { connections, down } = proxy.stats();
+      assert.ok(connections >= 2, `${transport}: the stalled connection was dropped and a new one made`);
+      assert.ok(down < size + 512 * 1024, `${transport}: ${down} bytes down; the rest was asked by range`);
+    }
   });
 
   test('a run interrupted mid-upload (SIGINT) resumes without re-sending what the server holds', async () => {
