@@ -226,11 +226,18 @@ export class BullReleaseQueue implements ReleaseQueue {
 
   private async localeStatus(release: string, locale: string): Promise<LocaleStatus> {
     const jobId = localeJobId(release, locale);
-    const job = await this.locales.getJob(jobId);
+    let job = await this.locales.getJob(jobId);
     if (!job) {
       return { locale, jobId, state: 'unknown', input: '', output: '', attempts: 0, progress: {} };
     }
-    const state = localeState(await job.getState(), job);
+    let raw = await job.getState();
+    // The job finished between reading it and reading its state: read it again, else a completed
+    // locale is reported without its result (a remote client saw REMOTE_NO_OUTPUT).
+    if (raw === 'completed' && job.returnvalue == null) {
+      job = (await this.locales.getJob(jobId)) ?? job;
+      raw = await job.getState();
+    }
+    const state = localeState(raw, job);
     const progress: LocaleJobProgress =
       typeof job.progress === 'object' && job.progress !== null ? (job.progress as LocaleJobProgress) : {};
     const s: LocaleStatus = {
