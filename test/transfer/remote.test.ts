@@ -55,7 +55,7 @@ const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('h
  * `stallDownAfter`: the first connection stops passing server→client bytes after that many (no close).
  */
 async function tcpProxy(
-  target: URL,
+  target: URL | (() => URL),
   o: {
     cutAfter?: number;
     cutDownAfter?: number;
@@ -73,7 +73,8 @@ async function tcpProxy(
     const n = connections++;
     let sent = 0;
     let received = 0;
-    const upstream = net.connect(Number(target.port), target.hostname);
+    const to = typeof target === 'function' ? target() : target;
+    const upstream = net.connect(Number(to.port), to.hostname);
     sockets.add(client).add(upstream);
     const end = () => {
       client.destroy();
@@ -554,6 +555,50 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       assert.ok(t.bytesSkipped >= held, `skipped ${t.bytesSkipped} of the ${held} bytes held`);
       const { up } = proxy.stats();
       assert.ok(up < total - held + 256 * 1024, `sent ${up} bytes; ${total - held} were left`);
+      for (const p of payloads) assert.equal(await store.blobSize(sha(p)), p.length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a server restart mid-upload: the run carries on and continues the uploads where they stood', async () => {
+    const rel = join(dir, 'restart');
+    mkdirSync(join(rel, 'de'), { recursive: true });
+    const payloads = Array.from({ length: 4 }, () => randomBytes(1024 * 1024));
+    const w = await MarWriter.create(join(rel, 'de', 'complete.mar'), {
+      additionalHeader: true,
+      productInfo: { channel: 'test', version: '1.0' },
+    });
+    for (const [i, p] of payloads.entries()) await w.addEntry(`data/r${i}.bin`, 0o644, p);
+    await w.finish();
+    await w.commit();
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({ release: 'restart-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
+    );
+    const total = payloads.length * 1024 * 1024;
+    const heldNow = async () => {
+      let n = 0;
+      for (const p of payloads)
+        n += (await store.blobSize(sha(p))) === p.length ? p.length : await store.uploadOffset(sha(p));
+      return n;
+    };
+    // The client talks to a fixed address; the server behind it is replaced mid-upload.
+    const proxy = await tcpProxy(() => new URL(server.url), { rate: 2 * 1024 * 1024, throttleAll: true });
+    try {
+      const run = remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
+      await waitFor('a third of the uploads', async () => (await heldNow()) >= total / 3, 60_000);
+      await server.close();
+      const held = await heldNow();
+      server = await startServer(cfg);
+      const r = await run;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /retrying upload/, 'the uploads were cut by the restart and retried');
+      assert.ok(held < total, `the restart came before the end (${held} of ${total} held)`);
+      assert.ok(
+        proxy.stats().up < total + 512 * 1024,
+        `sent ${proxy.stats().up} for ${total} bytes of blobs`,
+      );
       for (const p of payloads) assert.equal(await store.blobSize(sha(p)), p.length);
     } finally {
       await proxy.close();
