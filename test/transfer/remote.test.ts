@@ -3,9 +3,9 @@
  * private Redis: a release signed with `sign-release --remote` is byte-identical to the same release
  * signed locally (MAR and zip containers); the blob API refuses what it must (digest mismatch,
  * oversize, a recipe naming blobs the server lacks, a profile out of scope before any upload); a
- * connection cut mid-upload resumes from the server's offset, a cut download by range, an interrupted
- * run without re-sending what the server holds; a blob tampered on the way down is caught before an
- * output is written.
+ * connection cut mid-upload resumes from the server's offset, a cut or stalled download by range, an
+ * interrupted run (SIGINT, server restart) without re-sending what the server holds; a blob tampered on
+ * the way down is caught before an output is written.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
