@@ -260,13 +260,20 @@ export class BullReleaseQueue implements ReleaseQueue {
     beats: Map<string, WorkerHeartbeat>,
   ): Promise<{ status: LocaleStatus; inputBytes?: number }> {
     const jobId = localeJobId(release, locale);
-    const job = await this.locales.getJob(jobId);
+    let job = await this.locales.getJob(jobId);
     if (!job) {
       return {
         status: { locale, jobId, state: 'unknown', input: '', output: '', attempts: 0, progress: {} },
       };
     }
-    let state = localeState(await job.getState(), job);
+    let raw = await job.getState();
+    // The job finished between reading it and reading its state: read it again, else a completed
+    // locale is reported without its result (a remote client saw REMOTE_NO_OUTPUT).
+    if (raw === 'completed' && job.returnvalue == null) {
+      job = (await this.locales.getJob(jobId)) ?? job;
+      raw = await job.getState();
+    }
+    let state = localeState(raw, job);
     // Active in BullMQ, but its worker went silent (killed, frozen, cut off): stalled until BullMQ's
     // stalled-job check moves it. A worker without a heartbeat (older version) is not judged.
     const beat = job.processedBy ? beats.get(job.processedBy) : undefined;

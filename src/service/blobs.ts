@@ -11,7 +11,8 @@
  *   connection, or a chunk on purpose: 202) leaves the bytes for the next PUT at that offset; a wrong
  *   offset is 409 with the right one. Over the size cap: 413 before a byte is read.
  * - `GET /blobs/:sha256`: the bytes, hashed as they are sent; a blob found corrupt is cut off (the
- *   response ends early, never with wrong bytes and a clean end) and removed.
+ *   response ends early, never with wrong bytes and a clean end) and removed. `Range: bytes=N-` sends
+ *   the rest from N (206): a cut download resumes where it stopped.
  * - `GET /profiles/:name`: the profile's MAR signature algorithm and public keys (SPKI, base64), as the
  *   workers published them, for the client's check of its outputs; 403 `AUTH_PROFILE` for a client
  *   that may not use the profile, so nothing is uploaded before that is known.
@@ -150,9 +151,31 @@ export function registerBlobRoutes(app: FastifyInstance, o: BlobRoutesOptions): 
       return fail(reply, 400, 'BLOB_BAD_DIGEST', 'a blob is named by 64 lowercase hex digits');
     const reader = await o.blobs.openBlob(sha256);
     if (!reader) return fail(reply, 404, 'BLOB_NOT_FOUND', `the server holds no blob ${sha256}`);
+    // `Range: bytes=N-` (a resumed download): the rest from N. Any other range form is ignored (200).
+    const m = /^bytes=(\d{1,15})-$/.exec(String(req.headers.range ?? ''));
+    const from = m ? Number(m[1]) : 0;
+    if (m && from >= reader.size && reader.size > 0) {
+      await reader.close();
+      return reply
+        .code(416)
+        .header('content-range', `bytes */${reader.size}`)
+        .send({
+          error: {
+            name: 'UsageError',
+            code: 'BLOB_RANGE',
+            message: `blob ${sha256} has ${reader.size} bytes; a range from ${from} is past its end`,
+          },
+        });
+    }
+    // The whole blob is still read and hashed (a corrupt one is cut off), only the range is sent.
     async function* verified() {
       try {
-        yield* reader!.chunks();
+        let at = 0;
+        for await (const chunk of reader!.chunks()) {
+          const skip = Math.max(0, Math.min(chunk.length, from - at));
+          at += chunk.length;
+          if (skip < chunk.length) yield skip > 0 ? chunk.subarray(skip) : chunk;
+        }
       } finally {
         await reader!.close();
       }
@@ -161,9 +184,11 @@ export function registerBlobRoutes(app: FastifyInstance, o: BlobRoutesOptions): 
     stream.on('error', (err) =>
       req.log.warn({ sha256, code: (err as CodedError).code }, 'blob download cut'),
     );
+    if (from > 0) reply.code(206).header('content-range', `bytes ${from}-${reader.size - 1}/${reader.size}`);
     return reply
       .type('application/octet-stream')
-      .header('content-length', reader.size)
+      .header('content-length', reader.size - from)
+      .header('accept-ranges', 'bytes')
       .header('cache-control', 'no-store')
       .send(stream);
   });

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CodedError, TransientError, UsageError, isRetryable } from '../errors.js';
+import type { BlobStore } from '../../cache/types.js';
 import type { ReleaseStatus, SubmitResult } from '../queue/types.js';
 import { createTransport, type Transport, type TransportKind, type TransportResponse } from './transport.js';
 
@@ -20,6 +21,8 @@ export interface RemoteOptions {
   /** First backoff delay (doubles, capped at 8 s). */
   backoffMs?: number;
   onRetry?: (what: string, err: unknown, attempt: number) => void;
+  /** A request moving no byte for this long is cut and retried on a new connection (default 60 s). */
+  idleMs?: number;
 }
 
 /** A typed error from the server's `{ error: { name, code, message } }` body. */
@@ -64,7 +67,7 @@ export class RemoteClient {
         'REMOTE_URL',
         `--remote must be an http:// or https:// URL, got ${JSON.stringify(o.url)}`,
       );
-    this.transport = createTransport(o.transport ?? 'h2', o.url);
+    this.transport = createTransport(o.transport ?? 'h2', o.url, o.idleMs);
     this.auth = `Bearer ${o.token}`;
   }
 
@@ -180,16 +183,94 @@ export class RemoteClient {
     return JSON.parse(res.body.toString('utf8')) as ReleaseStatus;
   }
 
-  /** A blob's bytes, checked against its digest here (a tampered or cut blob is retried, then refused). */
-  async blob(sha256: string): Promise<Uint8Array> {
+  /**
+   * A blob's bytes, checked against its digest here (a tampered or cut blob is retried, then refused:
+   * `BLOB_DIGEST_MISMATCH`). With its `size` known and a `cache`, the download is ranged and resumable:
+   * what arrived before a cut is kept in the cache's partial file for the blob (confined in the cache
+   * like an upload on the server, removed by prune once stale) and the next try asks only for the rest
+   * (`Range: bytes=N-`), in this run or the next; the finished blob is stored in the cache. Without a
+   * cache what arrived is kept in memory for the retries of this call.
+   */
+  async blob(
+    sha256: string,
+    o: { size?: number; cache?: BlobStore | null; onBytes?: (n: number) => void } = {},
+  ): Promise<Uint8Array> {
+    const what = `download ${sha256}`;
+    const { size } = o;
+    const cache = size !== undefined ? (o.cache ?? null) : null;
     const retries = this.o.retries ?? 8;
+    let delay = this.o.backoffMs ?? 250;
+    let mismatches = 0;
+    let memory: Buffer[] = [];
+    let at = cache ? await cache.uploadOffset(sha256) : 0;
+    if (size !== undefined && at > size) at = 0;
     for (let attempt = 1; ; attempt++) {
-      const res = await this.call(`download ${sha256}`, 'GET', `/blobs/${sha256}`);
-      const actual = createHash('sha256').update(res.body).digest('hex');
-      if (actual === sha256) return res.body;
-      const message = `blob ${sha256} arrived as ${res.body.length} bytes hashing to ${actual}`;
-      if (attempt >= Math.min(retries, 3)) throw new CodedError('BLOB_DIGEST_MISMATCH', message);
-      this.o.onRetry?.(`download ${sha256}`, new TransientError('BLOB_DIGEST_MISMATCH', message), attempt);
+      let got: Buffer[] = [];
+      let failure: unknown;
+      let whole = false;
+      try {
+        const res = await this.transport.request({
+          method: 'GET',
+          path: this.path(`/blobs/${sha256}`),
+          headers: { authorization: this.auth, ...(at > 0 ? { range: `bytes=${at}-` } : {}) },
+          ...(size !== undefined ? { maxResponseBytes: size } : {}),
+          onChunk: (c, status) => {
+            // A 200 is the whole blob (no range asked, or the server ignored it): start over.
+            if (status === 200 && !whole) {
+              whole = true;
+              at = 0;
+              memory = [];
+              got = [];
+            }
+            got.push(c);
+            o.onBytes?.(c.length);
+          },
+        });
+        if (res.status !== 200 && res.status !== 206) throw errorOf(res, what);
+        if (res.status === 200) whole = true;
+      } catch (err) {
+        failure = err;
+      }
+      if (whole) at = 0;
+      let bad: string | undefined;
+      if (cache && (got.length > 0 || failure === undefined)) {
+        try {
+          const r = await cache.receiveBlob(sha256, { size: size!, offset: at, body: got });
+          at = r.offset;
+          if (r.complete) {
+            const b = await cache.getBlob(sha256);
+            if (b) return b;
+            at = 0;
+          } else if (failure === undefined) bad = `blob ${sha256} arrived as ${r.offset} of ${size} bytes`;
+        } catch (e) {
+          const code = (e as CodedError).code;
+          if (code === 'BLOB_UPLOAD_OFFSET') at = Number((e as CodedError).details?.offset ?? 0);
+          else if (code === 'BLOB_DIGEST_MISMATCH' || code === 'BLOB_SIZE_MISMATCH') {
+            bad = (e as Error).message;
+            at = 0;
+          } else throw e;
+        }
+      } else if (!cache) {
+        memory.push(...got);
+        at += got.reduce((n, c) => n + c.length, 0);
+        if (failure === undefined) {
+          const body = Buffer.concat(memory);
+          const actual = createHash('sha256').update(body).digest('hex');
+          if (actual === sha256 && (size === undefined || body.length === size)) return body;
+          bad = `blob ${sha256} arrived as ${body.length} bytes hashing to ${actual}`;
+          memory = [];
+          at = 0;
+        }
+      }
+      if (bad !== undefined) {
+        if (++mismatches >= Math.min(retries, 3)) throw new CodedError('BLOB_DIGEST_MISMATCH', bad);
+        this.o.onRetry?.(what, new TransientError('BLOB_DIGEST_MISMATCH', bad), attempt);
+        continue;
+      }
+      if (!isRetryable(failure) || attempt >= retries) throw failure;
+      this.o.onRetry?.(what, failure, attempt);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 8_000);
     }
   }
 

@@ -207,7 +207,7 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
   const byLocale = new Map(prepared.map((p) => [p.l.locale, p]));
   const reports = new Map<string, ReleaseLocaleReport>();
   const inflight = new Map<string, Promise<Uint8Array>>();
-  const fetchBlob = (sha256: string): Promise<Uint8Array> => {
+  const fetchBlob = (sha256: string, size?: number): Promise<Uint8Array> => {
     let p = inflight.get(sha256);
     if (!p) {
       p = (async () => {
@@ -216,12 +216,18 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
           totals.blobsFromCache++;
           return cached;
         }
-        const b = await client.blob(sha256);
+        // Ranged and resumable into the client cache when the size is known (entries, skeletons).
+        const b = await client.blob(sha256, {
+          ...(size !== undefined ? { size } : {}),
+          cache: o.cache,
+          onBytes: (n) => {
+            totals.bytesDown += n;
+            progress.bytesDown += n;
+          },
+        });
         totals.blobsDownloaded++;
-        totals.bytesDown += b.length;
-        progress.bytesDown += b.length;
         tick();
-        await o.cache?.putBlob(sha256, b);
+        if (size === undefined) await o.cache?.putBlob(sha256, b);
         return b;
       })();
       p.catch(() => undefined);
@@ -329,7 +335,7 @@ async function fetchLocale(
   o: RemoteReleaseOptions,
   l: ResolvedLocale,
   ls: LocaleStatus,
-  fetchBlob: (sha256: string) => Promise<Uint8Array>,
+  fetchBlob: (sha256: string, size?: number) => Promise<Uint8Array>,
   profile: () => { mar: { publicKeys: string[] } | null },
 ): Promise<ReleaseLocaleReport> {
   const t = performance.now();
@@ -356,7 +362,7 @@ async function fetchLocale(
   // Every piece fetched at once (each request one round trip), then the file assembled in order.
   const pieces = new Map<string, Uint8Array>();
   await mapLimit(recipeBlobs(recipe), o.parallel ?? 16, async (b) => {
-    pieces.set(b.sha256, await fetchBlob(b.sha256));
+    pieces.set(b.sha256, await fetchBlob(b.sha256, b.size));
   });
   await mkdir(l.outputDir, { recursive: true });
   const f = await AtomicFile.create(l.output);

@@ -4,7 +4,8 @@
  *   every request a stream on it — the default;
  * - `h1`: a keep-alive pool of HTTP/1.1 connections (`--transport h1`, for proxies without HTTP/2);
  * - `h1-close`: a new connection per request (the benchmark's baseline only).
- * Each counts the body bytes it sent and received. Responses are read whole (a blob is capped).
+ * Each counts the body bytes it sent and received. Responses are read whole (a blob is capped), or
+ * streamed to `onChunk` (blob downloads).
  */
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -21,6 +22,11 @@ export interface TransportRequest {
   body?: Uint8Array;
   /** Refuse a response body larger than this (default 1 GiB + 1 MiB). */
   maxResponseBytes?: number;
+  /**
+   * A 2xx response's body is handed here chunk by chunk as it arrives (and not kept in `body`), so a
+   * caller keeps what arrived before a cut: a ranged download resumes from there.
+   */
+  onChunk?: (chunk: Buffer, status: number) => void;
 }
 
 export interface TransportResponse {
@@ -41,6 +47,11 @@ export interface Transport {
 const H2_STREAM_WINDOW = 16 * 1024 * 1024;
 const H2_SESSION_WINDOW = 64 * 1024 * 1024;
 const DEFAULT_MAX_RESPONSE = 1024 * 1024 * 1024 + 1024 * 1024;
+/**
+ * A request that moves no byte for this long is cancelled and its connection dropped (the retry opens
+ * a new one): a stalled connection never hangs a run.
+ */
+export const IDLE_MS = 60_000;
 /** Connections of the HTTP/1.1 keep-alive pool. */
 export const H1_POOL_SIZE = 8;
 
@@ -55,8 +66,8 @@ function networkError(err: unknown, origin: string): TransientError {
   );
 }
 
-export function createTransport(kind: TransportKind, base: string): Transport {
-  return kind === 'h2' ? new H2Transport(base) : new H1Transport(base, kind === 'h1');
+export function createTransport(kind: TransportKind, base: string, idleMs = IDLE_MS): Transport {
+  return kind === 'h2' ? new H2Transport(base, idleMs) : new H1Transport(base, kind === 'h1', idleMs);
 }
 
 class H2Transport implements Transport {
@@ -64,8 +75,13 @@ class H2Transport implements Transport {
   readonly counters = { sent: 0, received: 0 };
   private session: http2.ClientHttp2Session | undefined;
   private readonly origin: string;
+  private pending = 0;
+  private alive: NodeJS.Timeout | undefined;
 
-  constructor(base: string) {
+  constructor(
+    base: string,
+    private readonly idleMs: number,
+  ) {
     this.origin = new URL(base).origin;
   }
 
@@ -84,7 +100,21 @@ class H2Transport implements Transport {
     return s;
   }
 
+  /**
+   * While a request is pending the process stays up: a session whose socket is not reading (its peer
+   * slow, flow control waiting) holds no active handle, and Node would exit mid-transfer (code 13).
+   */
   request(r: TransportRequest): Promise<TransportResponse> {
+    if (this.pending++ === 0) this.alive = setInterval(() => undefined, 1 << 30);
+    const done = () => {
+      if (--this.pending === 0) clearInterval(this.alive);
+    };
+    const p = this.send(r);
+    p.then(done, done);
+    return p;
+  }
+
+  private send(r: TransportRequest): Promise<TransportResponse> {
     return new Promise((resolve, reject) => {
       let session: http2.ClientHttp2Session;
       try {
@@ -103,6 +133,11 @@ class H2Transport implements Transport {
         reject(networkError(e, this.origin));
         return;
       }
+      stream.setTimeout(this.idleMs, () => {
+        // Nothing moved for so long: the connection is stuck; the retry starts a new one.
+        if (this.session === session) this.session = undefined;
+        session.destroy();
+      });
       const max = r.maxResponseBytes ?? DEFAULT_MAX_RESPONSE;
       const chunks: Buffer[] = [];
       let size = 0;
@@ -120,7 +155,8 @@ class H2Transport implements Transport {
           reject(new TransientError('REMOTE_RESPONSE_TOO_LARGE', `${r.path}: response over ${max} bytes`));
           return;
         }
-        chunks.push(c);
+        if (r.onChunk && status >= 200 && status < 300) r.onChunk(c, status);
+        else chunks.push(c);
       });
       stream.on('error', (e) => reject(networkError(e, this.origin)));
       stream.on('close', () => {
@@ -136,10 +172,10 @@ class H2Transport implements Transport {
         }
         const body = Buffer.concat(chunks);
         const declared = Number(responseHeaders['content-length']);
-        if (Number.isSafeInteger(declared) && declared !== body.length && r.method !== 'HEAD') {
+        if (Number.isSafeInteger(declared) && declared !== size && r.method !== 'HEAD') {
           reject(
             networkError(
-              Object.assign(new Error(`response ended after ${body.length} of ${declared} bytes`), {
+              Object.assign(new Error(`response ended after ${size} of ${declared} bytes`), {
                 code: 'ERR_TRUNCATED',
               }),
               this.origin,
@@ -169,7 +205,11 @@ class H1Transport implements Transport {
   private readonly agent: http.Agent | false;
   private readonly url: URL;
 
-  constructor(base: string, keepAlive: boolean) {
+  constructor(
+    base: string,
+    keepAlive: boolean,
+    private readonly idleMs: number,
+  ) {
     this.url = new URL(base);
     this.kind = keepAlive ? 'h1' : 'h1-close';
     const Agent = this.url.protocol === 'https:' ? https.Agent : http.Agent;
@@ -206,7 +246,9 @@ class H1Transport implements Transport {
               );
               return;
             }
-            chunks.push(c);
+            const status = res.statusCode ?? 0;
+            if (r.onChunk && status >= 200 && status < 300) r.onChunk(c, status);
+            else chunks.push(c);
           });
           res.on('error', (e) => reject(networkError(e, this.url.origin)));
           res.on('end', () => {
@@ -229,6 +271,10 @@ class H1Transport implements Transport {
         },
       );
       req.on('error', (e) => reject(networkError(e, this.url.origin)));
+      // Nothing moved for so long: the socket is destroyed (not reused) and the request retried.
+      req.setTimeout(this.idleMs, () =>
+        req.destroy(Object.assign(new Error(`no byte for ${this.idleMs} ms`), { code: 'ETIMEDOUT' })),
+      );
       if (r.body) this.counters.sent += r.body.length;
       req.end(r.body);
     });

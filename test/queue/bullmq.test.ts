@@ -116,3 +116,35 @@ test(
     }
   },
 );
+
+test(
+  'a locale that completes between reading its job and its state is reported with its result',
+  { skip: REDIS_SKIP },
+  async () => {
+    const result = { entries: 1, outputSha256: 'a'.repeat(64) };
+    const base = { data: { input: 'recipe:x', output: 'de/a.mar' }, attemptsMade: 1, progress: {} };
+    // The job as read before the worker finished (no return value yet), then as it is afterwards.
+    const stale = { ...base, returnvalue: null, getState: async () => 'completed' };
+    const fresh = {
+      ...base,
+      returnvalue: result,
+      finishedOn: 2,
+      processedOn: 1,
+      getState: async () => 'completed',
+    };
+    const q = queue as unknown as {
+      locales: { getJob(id: string): Promise<unknown> };
+      localeStatus(release: string, locale: string): Promise<{ state: string; result?: unknown }>;
+    };
+    const reads = [stale, fresh];
+    const real = q.locales.getJob;
+    q.locales.getJob = async () => reads.shift() ?? fresh;
+    try {
+      const s = await q.localeStatus('race-1', 'de');
+      assert.equal(s.state, 'completed');
+      assert.deepEqual(s.result, result);
+    } finally {
+      q.locales.getJob = real;
+    }
+  },
+);

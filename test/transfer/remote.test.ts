@@ -1,29 +1,43 @@
 /**
  * Remote signing over loopback with a real `marsign serve` (in-process), a real `marsign worker` and a
  * private Redis: a release signed with `sign-release --remote` is byte-identical to the same release
- * signed locally; the blob API refuses what it must (digest mismatch, oversize, a recipe naming blobs
- * the server lacks, a profile out of scope before any upload); a connection cut mid-upload resumes
- * from the server's offset; a blob tampered on the way down is caught before an output is written.
+ * signed locally (MAR and zip containers); the blob API refuses what it must (digest mismatch,
+ * oversize, a recipe naming blobs the server lacks, a profile out of scope before any upload); a
+ * connection cut mid-upload resumes from the server's offset, a cut or stalled download by range, an
+ * interrupted run (SIGINT, server restart) without re-sending what the server holds; a blob tampered on
+ * the way down is caught before an output is written.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { FsCacheStore } from '../../cache/fs-store.js';
 import { MarWriter } from '../../src/mar/writer.js';
+import { RemoteClient } from '../../src/transfer/client.js';
 import { encodeRecipe, sha256Hex } from '../../src/transfer/recipe.js';
-import { runCli } from '../helpers/env.js';
+import { PROJECT_ROOT, TSX_IMPORT, runCli } from '../helpers/env.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
 import {
+  FIXTURE,
   KEYS,
   copyRelease,
   spawnWorker,
   startServer,
   writeConfig,
+  waitFor,
   type RunningServer,
   type WorkerProcess,
 } from '../service/harness.js';
@@ -35,33 +49,59 @@ const errorOf = async (res: Response) =>
 const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 /**
- * A TCP proxy counting client→server bytes; `cutAfter` drops the first connection after that many,
- * which it forwards at `rate` bytes/s (a link, not loopback: the server reads as the bytes arrive).
+ * A TCP proxy counting the bytes each way; `cutAfter` drops the first connection after that many
+ * client→server bytes (`cutDownAfter`: server→client), which it forwards at `rate` bytes/s (a link,
+ * not loopback: the other side reads as the bytes arrive); `throttleAll`: every connection's uploads;
+ * `stallDownAfter`: the first connection stops passing server→client bytes after that many (no close).
  */
-async function tcpProxy(target: URL, cutAfter?: number, rate = 16 * 1024 * 1024) {
+async function tcpProxy(
+  target: URL | (() => URL),
+  o: {
+    cutAfter?: number;
+    cutDownAfter?: number;
+    stallDownAfter?: number;
+    rate?: number;
+    throttleAll?: boolean;
+  } = {},
+) {
+  const { cutAfter, cutDownAfter, rate = 16 * 1024 * 1024 } = o;
   let up = 0;
+  let down = 0;
   let connections = 0;
+  const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const n = connections++;
     let sent = 0;
-    const upstream = net.connect(Number(target.port), target.hostname);
-    client.on('data', (d: Buffer) => {
-      up += d.length;
-      sent += d.length;
-      upstream.write(d);
-      if (n === 0 && cutAfter !== undefined && sent >= cutAfter) {
-        client.destroy();
-        upstream.destroy();
-      } else if (n === 0 && cutAfter !== undefined) {
-        client.pause();
-        setTimeout(() => client.resume(), (d.length / rate) * 1000);
-      }
-    });
-    upstream.on('data', (d: Buffer) => client.write(d));
+    let received = 0;
+    const to = typeof target === 'function' ? target() : target;
+    const upstream = net.connect(Number(to.port), to.hostname);
+    sockets.add(client).add(upstream);
     const end = () => {
       client.destroy();
       upstream.destroy();
     };
+    client.on('data', (d: Buffer) => {
+      up += d.length;
+      sent += d.length;
+      upstream.write(d);
+      if (n === 0 && cutAfter !== undefined && sent >= cutAfter) end();
+      else if ((n === 0 && cutAfter !== undefined) || o.throttleAll) {
+        client.pause();
+        setTimeout(() => client.resume(), (d.length / rate) * 1000);
+      }
+    });
+    upstream.on('data', (d: Buffer) => {
+      // A stalled link: bytes stop arriving, nothing is closed.
+      if (n === 0 && o.stallDownAfter !== undefined && received >= o.stallDownAfter) return;
+      down += d.length;
+      received += d.length;
+      client.write(d);
+      if (n === 0 && cutDownAfter !== undefined && received >= cutDownAfter) end();
+      else if (n === 0 && cutDownAfter !== undefined) {
+        upstream.pause();
+        setTimeout(() => upstream.resume(), (d.length / rate) * 1000);
+      }
+    });
     client.on('error', end);
     upstream.on('error', end);
     client.on('close', end);
@@ -71,8 +111,11 @@ async function tcpProxy(target: URL, cutAfter?: number, rate = 16 * 1024 * 1024)
   const port = (server.address() as net.AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
-    stats: () => ({ up, connections }),
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    stats: () => ({ up, down, connections }),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
   };
 }
 
@@ -168,12 +211,18 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
   test('sign-release --remote is byte-identical to a local sign-release; a re-run fetches nothing it has', async () => {
     const rel = join(dir, 'rel');
     copyRelease(rel, ['de', 'fr', 'ja', 'en-US']);
+    // A zip container too (the sample release's `win64`): its directory is the skeleton, its entries blobs.
+    mkdirSync(join(rel, 'win64'), { recursive: true });
+    copyFileSync(join(FIXTURE, 'target.zip'), join(rel, 'win64', 'target.zip'));
     writeFileSync(
       join(rel, 'release.json'),
       JSON.stringify({
         release: 'remote-1',
         profile: 'dev',
-        locales: Object.fromEntries(['de', 'fr', 'ja', 'en-US'].map((l) => [l, `${l}/complete.mar`])),
+        locales: {
+          ...Object.fromEntries(['de', 'fr', 'ja', 'en-US'].map((l) => [l, `${l}/complete.mar`])),
+          win64: 'win64/target.zip',
+        },
       }),
     );
     const clientCache = join(dir, 'client-cache');
@@ -200,13 +249,22 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       '--json',
     ]);
     assert.equal(l.code, 0, l.stderr);
-    for (const loc of ['de', 'fr', 'ja', 'en-US']) {
-      const a = readFileSync(join(out, loc, 'complete.mar'));
-      const b = readFileSync(join(local, loc, 'complete.mar'));
+    for (const [loc, name] of [
+      ['de', 'complete.mar'],
+      ['fr', 'complete.mar'],
+      ['ja', 'complete.mar'],
+      ['en-US', 'complete.mar'],
+      ['win64', 'target.zip'],
+    ] as const) {
+      const a = readFileSync(join(out, loc, name));
+      const b = readFileSync(join(local, loc, name));
       assert.equal(sha(a), sha(b), `${loc}: remote and local outputs differ`);
-      const m = JSON.parse(readFileSync(join(out, loc, 'complete.mar.manifest.json'), 'utf8'));
-      assert.equal(m.output, join(out, loc, 'complete.mar'));
+      assert.notEqual(sha(a), sha(readFileSync(join(rel, loc, name))), `${loc}: the output was signed`);
+      const m = JSON.parse(readFileSync(join(out, loc, `${name}.manifest.json`), 'utf8'));
+      assert.equal(m.output, join(out, loc, name));
       assert.equal(m.output_sha256, sha(a));
+      if (loc === 'win64')
+        assert.equal(m.totals.signed + m.totals.hits, 4, "the zip's four PE entries were signed (or shared)");
     }
     assert.equal(
       readFileSync(join(out, 'SHA512SUMS'), 'utf8'),
@@ -339,7 +397,7 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       JSON.stringify({ release: 'big-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
     );
     const cut = 3 * 1024 * 1024;
-    const proxy = await tcpProxy(new URL(server.url), cut);
+    const proxy = await tcpProxy(new URL(server.url), { cutAfter: cut });
     try {
       const r = await remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
       assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr} ${r.stdout}`);
@@ -348,6 +406,200 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
       // Restarting from 0 would send cut + 6 MiB; resuming sends about 6 MiB in all.
       assert.ok(up < payload.length + cut / 2, `sent ${up} bytes for a ${payload.length}-byte blob`);
       assert.equal(await store.blobSize(sha(payload)), payload.length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a download cut mid-blob resumes by range: in the same call, and in the next run from the client cache', async () => {
+    const put = async (b: Buffer) => {
+      const res = await api(`/blobs/${sha(b)}`, {
+        method: 'PUT',
+        body: b,
+        headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': String(b.length) },
+      });
+      assert.equal(res.status, 201);
+    };
+    const size = 6 * 1024 * 1024;
+    const cut = 2 * 1024 * 1024;
+    const payload = randomBytes(size);
+    await put(payload);
+    const cc = new FsCacheStore({ root: join(dir, 'cc-ranged'), hmacSecret: randomBytes(32) }).blobs;
+
+    // A run that gives up at the cut (one try): what arrived stays in the client cache's partial file.
+    const p1 = await tcpProxy(new URL(server.url), { cutDownAfter: cut });
+    const c1 = new RemoteClient({ url: p1.url, token: ROBOT, retries: 1 });
+    try {
+      await assert.rejects(c1.blob(sha(payload), { size, cache: cc }), { code: 'REMOTE_UNREACHABLE' });
+    } finally {
+      await c1.close();
+      await p1.close();
+    }
+    const kept = await cc.uploadOffset(sha(payload));
+    assert.ok(kept > 0 && kept < size, `the client cache kept ${kept} bytes`);
+    assert.equal(await cc.blobSize(sha(payload)), undefined, 'no blob before it is whole and checked');
+
+    // The next run asks only for the rest.
+    const p2 = await tcpProxy(new URL(server.url));
+    const c2 = new RemoteClient({ url: p2.url, token: ROBOT });
+    try {
+      const b = await c2.blob(sha(payload), { size, cache: cc });
+      assert.equal(sha(b), sha(payload));
+    } finally {
+      await c2.close();
+      await p2.close();
+    }
+    const rest = p2.stats().down;
+    assert.ok(rest < size - kept + 64 * 1024, `received ${rest} bytes for the ${size - kept} left`);
+    assert.equal(await cc.blobSize(sha(payload)), size);
+
+    // Cut mid-blob with retries left, no client cache: the same call resumes from what it holds.
+    const other = randomBytes(size);
+    await put(other);
+    const p3 = await tcpProxy(new URL(server.url), { cutDownAfter: cut });
+    const c3 = new RemoteClient({ url: p3.url, token: ROBOT, backoffMs: 10 });
+    try {
+      const b = await c3.blob(sha(other), { size });
+      assert.equal(sha(b), sha(other));
+    } finally {
+      await c3.close();
+      await p3.close();
+    }
+    const { down, connections } = p3.stats();
+    assert.ok(connections >= 2, 'the first connection was cut and a new one made');
+    assert.ok(down < size + cut / 2, `received ${down} bytes for a ${size}-byte blob`);
+  });
+
+  test('a stalled connection (bytes stop, nothing closes) is dropped after the idle time; the download resumes', async () => {
+    const size = 4 * 1024 * 1024;
+    const payload = randomBytes(size);
+    const res = await api(`/blobs/${sha(payload)}`, {
+      method: 'PUT',
+      body: payload,
+      headers: { 'content-type': 'application/octet-stream', 'x-marsign-blob-size': String(size) },
+    });
+    assert.equal(res.status, 201);
+    for (const transport of ['h2', 'h1'] as const) {
+      const proxy = await tcpProxy(new URL(server.url), { stallDownAfter: 1024 * 1024 });
+      const c = new RemoteClient({ url: proxy.url, token: ROBOT, transport, idleMs: 500, backoffMs: 10 });
+      try {
+        const b = await c.blob(sha(payload), { size });
+        assert.equal(sha(b), sha(payload), transport);
+      } finally {
+        await c.close();
+        await proxy.close();
+      }
+      const { connections, down } = proxy.stats();
+      assert.ok(connections >= 2, `${transport}: the stalled connection was dropped and a new one made`);
+      assert.ok(down < size + 512 * 1024, `${transport}: ${down} bytes down; the rest was asked by range`);
+    }
+  });
+
+  test('a run interrupted mid-upload (SIGINT) resumes without re-sending what the server holds', async () => {
+    const rel = join(dir, 'interrupted');
+    mkdirSync(join(rel, 'de'), { recursive: true });
+    const payloads = Array.from({ length: 6 }, () => randomBytes(1024 * 1024));
+    const w = await MarWriter.create(join(rel, 'de', 'complete.mar'), {
+      additionalHeader: true,
+      productInfo: { channel: 'test', version: '1.0' },
+    });
+    for (const [i, p] of payloads.entries()) await w.addEntry(`data/p${i}.bin`, 0o644, p);
+    await w.finish();
+    await w.commit();
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({ release: 'interrupted-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
+    );
+    const total = payloads.length * 1024 * 1024;
+    const heldNow = async () => {
+      let n = 0;
+      for (const p of payloads)
+        n += (await store.blobSize(sha(p))) === p.length ? p.length : await store.uploadOffset(sha(p));
+      return n;
+    };
+    // A slow link (2 MiB/s) so the run is interrupted with part of the release on the server.
+    const slow = await tcpProxy(new URL(server.url), { rate: 2 * 1024 * 1024, throttleAll: true });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        TSX_IMPORT,
+        join(PROJECT_ROOT, 'src/cli/main.ts'),
+        'enqueue',
+        join(rel, 'release.json'),
+        '--remote',
+        slow.url,
+        '--token-env',
+        'MARSIGN_T_ROBOT',
+        '--json',
+      ],
+      { env: { ...process.env, ...env }, stdio: 'ignore' },
+    );
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+      await waitFor('a third of the uploads', async () => (await heldNow()) >= total / 3, 60_000);
+      child.kill('SIGINT');
+      await exited;
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await slow.close();
+    }
+    const held = await heldNow();
+    assert.ok(held < total, `the run was interrupted before the end (${held} of ${total} held)`);
+
+    const proxy = await tcpProxy(new URL(server.url));
+    try {
+      const r = await remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
+      assert.equal(r.code, 0, r.stderr);
+      const t = JSON.parse(r.stdout).transfer;
+      assert.ok(t.bytesSkipped >= held, `skipped ${t.bytesSkipped} of the ${held} bytes held`);
+      const { up } = proxy.stats();
+      assert.ok(up < total - held + 256 * 1024, `sent ${up} bytes; ${total - held} were left`);
+      for (const p of payloads) assert.equal(await store.blobSize(sha(p)), p.length);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a server restart mid-upload: the run carries on and continues the uploads where they stood', async () => {
+    const rel = join(dir, 'restart');
+    mkdirSync(join(rel, 'de'), { recursive: true });
+    const payloads = Array.from({ length: 4 }, () => randomBytes(1024 * 1024));
+    const w = await MarWriter.create(join(rel, 'de', 'complete.mar'), {
+      additionalHeader: true,
+      productInfo: { channel: 'test', version: '1.0' },
+    });
+    for (const [i, p] of payloads.entries()) await w.addEntry(`data/r${i}.bin`, 0o644, p);
+    await w.finish();
+    await w.commit();
+    writeFileSync(
+      join(rel, 'release.json'),
+      JSON.stringify({ release: 'restart-1', profile: 'dev', locales: { de: 'de/complete.mar' } }),
+    );
+    const total = payloads.length * 1024 * 1024;
+    const heldNow = async () => {
+      let n = 0;
+      for (const p of payloads)
+        n += (await store.blobSize(sha(p))) === p.length ? p.length : await store.uploadOffset(sha(p));
+      return n;
+    };
+    // The client talks to a fixed address; the server behind it is replaced mid-upload.
+    const proxy = await tcpProxy(() => new URL(server.url), { rate: 2 * 1024 * 1024, throttleAll: true });
+    try {
+      const run = remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
+      await waitFor('a third of the uploads', async () => (await heldNow()) >= total / 3, 60_000);
+      await server.close();
+      const held = await heldNow();
+      server = await startServer(cfg);
+      const r = await run;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /retrying upload/, 'the uploads were cut by the restart and retried');
+      assert.ok(held < total, `the restart came before the end (${held} of ${total} held)`);
+      assert.ok(
+        proxy.stats().up < total + 512 * 1024,
+        `sent ${proxy.stats().up} for ${total} bytes of blobs`,
+      );
+      for (const p of payloads) assert.equal(await store.blobSize(sha(p)), p.length);
     } finally {
       await proxy.close();
     }
