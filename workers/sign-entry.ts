@@ -29,7 +29,9 @@ import type {
   ClaimRequest,
   SignEntryResult,
   SignEntryTask,
+  TaskProgress,
 } from '../src/pipeline/protocol.js';
+import { TASK_PROGRESS_INTERVAL_MS } from '../src/pipeline/protocol.js';
 import type { AuthenticodeOptions } from '../src/signing/types.js';
 import {
   applySignature,
@@ -127,8 +129,29 @@ async function signed(
   }
 }
 
+/**
+ * The task's progress reporter (protocol.ts TaskProgress): codec callbacks in, at most one message per
+ * TASK_PROGRESS_INTERVAL_MS out (a clock read per codec window/chunk/block is all it costs otherwise).
+ * `pass` 0 = decode (stored bytes consumed), 1 = encode (uncompressed bytes taken in, scaled).
+ */
+function progressReporter(
+  port: MessagePort | undefined,
+  stored: number,
+): (pass: 0 | 1) => (done: number, total: number) => void {
+  let last = performance.now();
+  return (pass) => (done, total) => {
+    if (!port || total <= 0) return;
+    const now = performance.now();
+    if (now - last < TASK_PROGRESS_INTERVAL_MS) return;
+    last = now;
+    const work = pass * stored + Math.min(stored, Math.round((done / total) * stored));
+    port.postMessage({ type: 'progress', done: work, total: 2 * stored } satisfies TaskProgress);
+  };
+}
+
 export default async function signEntry(task: SignEntryTask): Promise<unknown> {
   try {
+    const progress = progressReporter(task.claims, task.input.length);
     const profile = await profileFor(task);
     if (!profile.authenticode)
       throw new ConfigError(
@@ -144,6 +167,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
       settings: task.codec,
       maxOutputSize: Math.min(task.maxOutputSize, profile.limits.maxEntrySize),
       maxRatio: profile.limits.maxCompressionRatio,
+      onProgress: progress(0),
     });
     const pe = decoded.data;
     const decompressMs = performance.now() - t;
@@ -170,7 +194,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
 
     t = performance.now();
     // bzip2: the blocks the signature did not touch are copied from the input (bz2-blocks.ts).
-    const output = owned((await recompressEntry(signedPe, decoded)).output);
+    const output = owned((await recompressEntry(signedPe, decoded, progress(1))).output);
     // Self-describing streams are read back; a codec the container names (zip's deflate) cannot be.
     const sniffable = task.codec.codec === 'bz2' || task.codec.codec === 'xz';
     const outKey = sniffable ? settingsKey(readSettings(output)) : key;

@@ -34,6 +34,7 @@ import {
   yieldToLoop,
 } from './bz2.js';
 import type { DecodeContext } from './limits.js';
+import type { CodecProgress } from './types.js';
 
 const BLOCK_MAGIC = 0x314159265359n;
 const HEADER_BITS = 32;
@@ -267,6 +268,7 @@ export async function decodeBz2Blocks(
         const last = i === layout.blocks.length - 1;
         ctx.prefix.offer(parts.length === 1 ? parts[0]! : joinParts(parts, total), last);
       }
+      ctx.progress(Math.min(bytes.length, Math.ceil(b.end / 8)), bytes.length);
     }
   } finally {
     dropDecoderIfLarge(m);
@@ -294,6 +296,7 @@ interface Piece {
 export async function encodeBz2Reusing(
   data: Uint8Array,
   original: Bz2Decoded,
+  onProgress?: CodecProgress,
 ): Promise<{ output: Uint8Array; stats: Bz2ReuseStats } | undefined> {
   const { layout, source, ends } = original;
   const pieces: Piece[] = [];
@@ -306,6 +309,7 @@ export async function encodeBz2Reusing(
     if (!l) return false;
     pieces.push({ src: stream, from: HEADER_BITS, to: l.eos, crcs: l.blocks.map((b) => b.crc) });
     stats.encodedBytes += to - from;
+    onProgress?.(to, data.length);
     return true;
   };
   for (const [i, b] of layout.blocks.entries()) {
@@ -318,6 +322,7 @@ export async function encodeBz2Reusing(
     stats.reusedBlocks++;
     stats.reusedBytes += end - start;
     covered = end;
+    onProgress?.(end, data.length);
   }
   if (!(await fresh(covered, data.length))) return undefined;
 

@@ -8,7 +8,7 @@
  */
 import { constants, crc32 as zlibCrc32, createInflateRaw, deflateRaw as zlibDeflateRaw } from 'node:zlib';
 import { FormatError } from '../errors.js';
-import { DEFAULT_MAX_OUTPUT_SIZE } from './types.js';
+import { DEFAULT_MAX_OUTPUT_SIZE, type CodecProgress } from './types.js';
 
 /**
  * zlib level for re-deflated entries: 6 (zlib's default). On PE files level 9 costs 3-4× the CPU for
@@ -28,6 +28,8 @@ export interface InflateOptions {
   maxRatio?: number;
   /** Default DEFLATE_RATIO_MIN_SIZE. */
   ratioMinSize?: number;
+  /** Compressed bytes zlib has consumed, of `input.length`, as output chunks arrive. */
+  onProgress?: CodecProgress;
 }
 
 const fail = (
@@ -87,6 +89,7 @@ export function inflateRaw(input: Uint8Array, options: InflateOptions = {}): Pro
           ),
         );
       chunks.push(chunk);
+      options.onProgress?.(z.bytesWritten, input.length);
     });
     z.on('error', (e: NodeJS.ErrnoException) =>
       stop(fail('CODEC_CORRUPT', `zlib: ${e.message}${e.code ? ` (${e.code})` : ''}`, e)),

@@ -7,10 +7,17 @@ import { readBz2Level } from './bz2.js';
 import { deflateRaw, deflateSettingsKey, inflateRaw } from './deflate.js';
 import { decodeContext } from './limits.js';
 import type { Bz2Decoded, Bz2ReuseStats } from './bz2-blocks.js';
-import type { CodecName, CodecSettings, DecodeOptions } from './types.js';
+import type { CodecName, CodecProgress, CodecSettings, DecodeOptions } from './types.js';
 import { readXzSettings, XZ_MAGIC } from './xz-header.js';
 
-export type { CodecName, CodecSettings, DecodeOptions, DecodeStats, XzCheck } from './types.js';
+export type {
+  CodecName,
+  CodecProgress,
+  CodecSettings,
+  DecodeOptions,
+  DecodeStats,
+  XzCheck,
+} from './types.js';
 export { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO, PREFIX_CHECK_BYTES, RATIO_FREE_BYTES } from './types.js';
 
 /** The codecs a stream's first bytes tell apart (raw deflate has no magic: a container names it). */
@@ -77,7 +84,9 @@ async function decodeEntry(bytes: Uint8Array, options: DecodeOptions | undefined
       const blocks = await decodeBz2Blocks(bytes, ctx);
       if (blocks) return { data: blocks.data, settings, bz2Blocks: blocks };
       const { decodeBz2 } = await import('./bz2.js');
-      return { data: await decodeBz2(bytes, ctx), settings };
+      const data = await decodeBz2(bytes, ctx);
+      ctx.progress(bytes.length, bytes.length);
+      return { data, settings };
     }
     case 'xz': {
       const { decodeXz } = await import('./xz.js');
@@ -97,6 +106,7 @@ async function decodeEntry(bytes: Uint8Array, options: DecodeOptions | undefined
         );
       }
       ctx.prefix.offer(bytes, true);
+      ctx.progress(bytes.length, bytes.length);
       return { data: copy(bytes), settings };
     }
   }
@@ -174,38 +184,56 @@ function startsLikePe(b: Uint8Array): boolean {
 export async function recompressEntry(
   data: Uint8Array,
   decoded: DecodedEntry,
+  onProgress?: CodecProgress,
 ): Promise<{ output: Uint8Array; reuse?: ReuseStats }> {
   if (decoded.bz2Blocks && decoded.settings.codec === 'bz2' && data.buffer !== decoded.data.buffer) {
     const { encodeBz2Reusing } = await import('./bz2-blocks.js');
-    const r = await encodeBz2Reusing(data, decoded.bz2Blocks);
+    const r = await encodeBz2Reusing(data, decoded.bz2Blocks, onProgress);
     if (r) return { output: r.output, reuse: r.stats };
   }
-  return { output: await compress(data, decoded.settings) };
+  return { output: await compress(data, decoded.settings, onProgress) };
 }
 
-/** Encodes `data` with exactly these settings (bz2 block size; xz dictionary, x86 BCJ, check). */
-export async function compress(data: Uint8Array, settings: CodecSettings): Promise<Uint8Array> {
+/**
+ * Encodes `data` with exactly these settings (bz2 block size; xz dictionary, x86 BCJ, check).
+ * `onProgress`: uncompressed bytes taken in, of `data.length` (xz streams it; the one-shot encoders
+ * report once, when done).
+ */
+export async function compress(
+  data: Uint8Array,
+  settings: CodecSettings,
+  onProgress?: CodecProgress,
+): Promise<Uint8Array> {
+  let out: Uint8Array;
   switch (settings.codec) {
     case 'bz2': {
       const { encodeBz2 } = await import('./bz2.js');
-      return encodeBz2(data, settings.level);
+      out = await encodeBz2(data, settings.level);
+      break;
     }
     case 'xz': {
       const { encodeXz } = await import('./xz.js');
-      return encodeXz(data, settings);
+      return encodeXz(data, settings, onProgress ? { onProgress } : {});
     }
     case 'deflate':
-      return deflateRaw(data, settings.level);
+      out = await deflateRaw(data, settings.level);
+      break;
     case 'none':
-      return copy(data);
+      out = copy(data);
   }
+  onProgress?.(data.length, data.length);
+  return out;
 }
 
 /** Raw inflate within the decode's bound (size cap and ratio cap, whichever is lower), counted. */
 async function inflateBounded(bytes: Uint8Array, ctx: ReturnType<typeof decodeContext>): Promise<Uint8Array> {
   let data: Uint8Array;
   try {
-    data = await inflateRaw(bytes, { maxOutputSize: ctx.limit, maxRatio: Infinity });
+    data = await inflateRaw(bytes, {
+      maxOutputSize: ctx.limit,
+      maxRatio: Infinity,
+      onProgress: ctx.progress,
+    });
   } catch (err) {
     if ((err as { code?: string }).code === 'CODEC_OUTPUT_TOO_LARGE') {
       ctx.stats.decodedBytes += ctx.limit;

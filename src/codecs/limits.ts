@@ -4,7 +4,7 @@
  * and the early prefix check. Shared by bz2.ts, bz2-blocks.ts and xz.ts.
  */
 import { FormatError } from '../errors.js';
-import type { CodecName, DecodeOptions, DecodeStats } from './types.js';
+import type { CodecName, CodecProgress, DecodeOptions, DecodeStats } from './types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO, PREFIX_CHECK_BYTES, RATIO_FREE_BYTES } from './types.js';
 
 export interface DecodeContext {
@@ -15,6 +15,8 @@ export interface DecodeContext {
   stats: DecodeStats;
   /** Runs `checkPrefix` once, on at least PREFIX_CHECK_BYTES bytes or the complete output. */
   prefix: PrefixCheck;
+  /** Stored bytes consumed so far of the whole entry (DecodeOptions.onProgress); a no-op when unset. */
+  progress: CodecProgress;
 }
 
 export class PrefixCheck {
@@ -36,6 +38,8 @@ export class PrefixCheck {
     this.check!(decoded);
   }
 }
+
+const noProgress: CodecProgress = () => undefined;
 
 function validated(name: string, v: number, allowInfinity: boolean): number {
   const ok = allowInfinity
@@ -59,11 +63,13 @@ export function decodeContext(storedSize: number, options: DecodeOptions | undef
   const byRatio = Math.max(RATIO_FREE_BYTES, Math.floor(ratio * storedSize));
   const stats = options?.stats ?? { decodedBytes: 0 };
   const prefix = new PrefixCheck(options?.checkPrefix);
+  const progress = options?.onProgress ?? noProgress;
   if (byRatio < cap) {
     return {
       limit: byRatio,
       stats,
       prefix,
+      progress,
       exceeded: (format, declared) =>
         new FormatError(
           format,
@@ -76,6 +82,7 @@ export function decodeContext(storedSize: number, options: DecodeOptions | undef
     limit: cap,
     stats,
     prefix,
+    progress,
     exceeded: (format, declared) =>
       new FormatError(
         format,

@@ -42,7 +42,19 @@ export interface DecodeOptions {
   checkPrefix?: (prefix: Uint8Array) => void;
   /** Filled in while decoding (also when it fails): how much work was done before stopping. */
   stats?: DecodeStats;
+  /**
+   * Told how far a streaming decode is, in stored (input) bytes consumed of the total (see
+   * CodecProgress). Not throttled here: the caller decides how often to pass it on.
+   */
+  onProgress?: CodecProgress;
 }
+
+/**
+ * Where a codec is in one stream: `done` of `total` units, units being what it streams over — stored
+ * bytes consumed (decode) or uncompressed bytes consumed (encode). Called between windows, blocks or
+ * chunks, never per byte; a one-shot codec (whole-stream bzip2 via WASM) calls it only when done, if at all.
+ */
+export type CodecProgress = (done: number, total: number) => void;
 
 export interface DecodeStats {
   /**

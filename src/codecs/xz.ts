@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { FormatError } from '../errors.js';
 import type { DecodeContext } from './limits.js';
-import type { XzCheck } from './types.js';
+import type { CodecProgress, XzCheck } from './types.js';
 import { PREFIX_CHECK_BYTES } from './types.js';
 import { inspectXz, lzma2DictSize, XZ_FILTER_X86, XZ_MAX_DICT_SIZE } from './xz-header.js';
 
@@ -118,6 +118,7 @@ export async function decodeXz(bytes: Uint8Array, ctx: DecodeContext): Promise<U
       }
       // Complete only when the stream ended with the declared size (else the error below comes first).
       ctx.prefix.offer(out.subarray(0, produced), ret === LZMA_STREAM_END && produced === expected);
+      ctx.progress(inOff, bytes.length);
       if (ret === LZMA_STREAM_END) break;
       if (availOut !== 0 && availIn === 0) {
         throw new FormatError('xz', 'CODEC_CORRUPT', 'xz stream ended early', bytes.length);
@@ -176,7 +177,7 @@ function validateEncodeSettings(s: XzEncodeSettings): void {
 export async function encodeXz(
   data: Uint8Array,
   s: XzEncodeSettings,
-  opts: { extreme?: boolean; presetOverride?: number } = {},
+  opts: { extreme?: boolean; presetOverride?: number; onProgress?: CodecProgress } = {},
 ): Promise<Uint8Array> {
   validateEncodeSettings(s);
   const extreme = opts.extreme ?? XZ_EXTREME;
@@ -194,7 +195,7 @@ export async function encodeXz(
       threads: 1,
       chunkSize: ENCODE_CHUNK,
     });
-    out = await collect(stream, input);
+    out = await collect(stream, input, opts.onProgress);
   } else {
     const ln = loadLzmaNative();
     // lzma-native applies a `preset` after (over) dictSize, so the preset's other parameters are spelled out.
@@ -203,7 +204,11 @@ export async function encodeXz(
       options: { dictSize: s.dictSize, ...lzmaPresetParams(level, extreme) },
     };
     const filters = s.x86 ? [{ id: ln.FILTER_X86 }, lzma2] : [lzma2];
-    out = await collect(ln.createStream('streamEncoder', { filters, check: CHECK_CODES[s.check] }), input);
+    out = await collect(
+      ln.createStream('streamEncoder', { filters, check: CHECK_CODES[s.check] }),
+      input,
+      opts.onProgress,
+    );
   }
   // One copy out of Node's pooled/shared memory so the result can be transferred to another thread.
   const result = new Uint8Array(out.length);
@@ -249,18 +254,25 @@ export function lzmaPresetParams(
 
 /**
  * Feeds `input` in ENCODE_CHUNK pieces (node-liblzma rejects a single input buffer over 512 MB; the
- * liblzma output does not depend on how the input is split) and concatenates the output.
+ * liblzma output does not depend on how the input is split) and concatenates the output. A piece's
+ * write callback runs once the encoder has taken it in: that is the progress reported.
  */
-function collect(stream: NodeJS.ReadWriteStream, input: Buffer): Promise<Buffer> {
+function collect(stream: NodeJS.ReadWriteStream, input: Buffer, onProgress?: CodecProgress): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let fed = 0;
+    const taken = (n: number) => (): void => {
+      fed += n;
+      onProgress?.(fed, input.length);
+    };
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('error', reject);
     stream.on('end', () => resolve(Buffer.concat(chunks)));
     for (let i = ENCODE_CHUNK; i < input.length; i += ENCODE_CHUNK) {
-      stream.write(input.subarray(i - ENCODE_CHUNK, i));
+      stream.write(input.subarray(i - ENCODE_CHUNK, i), taken(ENCODE_CHUNK));
     }
-    stream.end(input.subarray(Math.max(0, Math.ceil(input.length / ENCODE_CHUNK) - 1) * ENCODE_CHUNK));
+    const last = input.subarray(Math.max(0, Math.ceil(input.length / ENCODE_CHUNK) - 1) * ENCODE_CHUNK);
+    stream.end(last, taken(last.length));
   });
 }
 

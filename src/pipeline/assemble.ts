@@ -53,6 +53,7 @@ export async function assemble(
     return buffer.subarray(s.offset, s.offset + s.size);
   };
   const progress: LocaleProgress = {
+    stage: 'signing',
     entriesDone: 0,
     entriesTotal: plans.length,
     bytesDone: 0,
@@ -60,7 +61,14 @@ export async function assemble(
     hits: 0,
     misses: 0,
     passthrough: 0,
+    workBytesDone: 0,
   };
+  const report = (): void => {
+    progress.workBytesDone = l.ledger.work.inFlight(l.input);
+    onProgress?.({ ...progress });
+  };
+  const unwatch = onProgress ? l.ledger.work.watch(l.input, report) : undefined;
+  report();
   const records: EntryRecord[] = [];
   const warnings: string[] = [];
   let ok = layout !== undefined;
@@ -114,7 +122,7 @@ export async function assemble(
       );
       checks.push(settled);
     } else lease.release();
-    onProgress?.({ ...progress });
+    report();
   };
 
   try {
@@ -145,6 +153,7 @@ export async function assemble(
     await Promise.allSettled(checks);
     throw err;
   } finally {
+    unwatch?.();
     for (const lease of leases) lease.release();
   }
   if (ok && layout?.digest) return { records, warnings, asPredicted: true, digest: layout.digest.final() };

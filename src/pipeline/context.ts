@@ -12,6 +12,7 @@ import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
 import type { SideHasher } from './side-hash.js';
 import type { Coordinator, EntryAction } from './types.js';
+import { WorkMeter } from './work.js';
 
 export interface PipelineCounters {
   /** New Authenticode signatures made. */
@@ -98,6 +99,8 @@ interface Production {
  * the single-flight slot was still open.
  */
 export class RunLedger {
+  /** Signing work in flight per owner (pool progress within entries, work.ts). */
+  readonly work = new WorkMeter();
   private readonly byKey = new Map<string, Production>();
   /** PE signature keys whose signature this run's work made → the timestamp authority it used ('' none). */
   private readonly madeSignatures = new Map<string, string>();

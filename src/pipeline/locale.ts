@@ -35,7 +35,7 @@ import {
 import { buildManifest, writeManifest } from './report.js';
 import type { LocaleInput } from './resolve.js';
 import { startScheduler } from './schedule.js';
-import type { Coordinator, LocaleManifest, LocaleProgress } from './types.js';
+import type { Coordinator, LocaleManifest, LocaleProgress, LocaleStage } from './types.js';
 
 export interface SignLocaleOptions {
   profile: string;
@@ -77,8 +77,11 @@ export interface SignLocaleOptions {
 export async function signLocale(
   ctx: SigningContext,
   ledger: RunLedger,
-  opts: SignLocaleOptions,
+  options: SignLocaleOptions,
 ): Promise<LocaleManifest> {
+  const stages = new StageReporter(options.onProgress);
+  const opts: SignLocaleOptions = stages.wrap(options);
+  stages.stage('planning');
   const started = performance.now();
   const startedAt = new Date().toISOString();
   if (!opts.dryRun && resolve(opts.output) === resolve(opts.input))
@@ -143,7 +146,9 @@ export async function signLocale(
     };
     const plans = await planLocale(l, planned, snapshot);
     const planMs = performance.now() - started;
-    const { assembly, finished, signMs, writeMs } = await writeOutput(l, plans, opts, held, settling);
+    const { assembly, finished, signMs, writeMs } = await writeOutput(l, plans, opts, held, settling, () =>
+      stages.stage('writing'),
+    );
     const stored =
       tier && outputKey && finished?.bytes
         ? storeOutput(tier, outputKey, finished, assembly, opts.output)
@@ -169,6 +174,7 @@ export async function signLocale(
       timings: { startedAt, ms: performance.now() - started, planMs, signMs, writeMs },
     });
     await report(manifest, !l.dryRun && opts.writeManifest !== false, stored, confine);
+    stages.stage('done');
     if (audit)
       await audit.locale(
         auditRun(ctx, opts, manifest, await (inputSha256 ?? hashFileSha256(source.reopenPath))),
@@ -227,10 +233,12 @@ async function writeOutput(
   opts: SignLocaleOptions,
   held: Lease[],
   settling: Promise<unknown>[],
+  onAssembled: () => void,
 ): Promise<{ assembly: Assembly; finished?: Finished; signMs: number; writeMs: number }> {
   const t0 = performance.now();
   if (l.dryRun) {
     const assembly = await assemble(l, plans, {}, opts.onProgress);
+    onAssembled();
     return { assembly, signMs: performance.now() - t0, writeMs: 0 };
   }
   const signing = l.ctx.profile.mar ? { mar: l.ctx.profile.mar } : {};
@@ -246,6 +254,7 @@ async function writeOutput(
     if (lease) held.push(lease);
     const target = { writer, ...(layout ? { layout } : {}), ...(lease ? { buffer: lease.buffer } : {}) };
     const assembly = await assemble(l, plans, target, opts.onProgress);
+    onAssembled();
     const t1 = performance.now();
     const finished = await finish(writer, opts.output, assembly, layout, lease, l.ctx);
     if (finished.lease && finished.lease !== lease) held.push(finished.lease);
@@ -394,4 +403,47 @@ async function report(
   if (!warning) return;
   manifest.warnings = [...(manifest.warnings ?? []), warning];
   if (toDisk) await writeManifest(manifest, confine);
+}
+
+/**
+ * The locale's stage changes, told through `onProgress` with the last figures it carried (zeros
+ * before the first): `planning` at the start, `writing` once every entry is assembled, `done` at the end.
+ */
+class StageReporter {
+  private last: LocaleProgress = {
+    stage: 'planning',
+    entriesDone: 0,
+    entriesTotal: 0,
+    bytesDone: 0,
+    bytesTotal: 0,
+    workBytesDone: 0,
+    hits: 0,
+    misses: 0,
+    passthrough: 0,
+  };
+
+  private told = false;
+
+  constructor(private readonly onProgress: ((p: LocaleProgress) => void) | undefined) {}
+
+  /** `opts` with an onProgress that remembers what it last told. */
+  wrap(opts: SignLocaleOptions): SignLocaleOptions {
+    const to = this.onProgress;
+    if (!to) return opts;
+    return {
+      ...opts,
+      onProgress: (p) => {
+        this.last = p;
+        this.told = true;
+        to(p);
+      },
+    };
+  }
+
+  stage(stage: LocaleStage): void {
+    if (!this.onProgress || (this.told && this.last.stage === stage)) return;
+    this.told = true;
+    this.last = { ...this.last, stage, ...(stage === 'signing' ? {} : { workBytesDone: 0 }) };
+    this.onProgress({ ...this.last });
+  }
 }

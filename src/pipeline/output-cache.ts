@@ -199,6 +199,8 @@ export async function serveOutput(
   const t = manifest.totals;
   const inputBytes = entries.reduce((n, e) => n + e.inputSize, 0);
   o.onProgress?.({
+    stage: 'done',
+    workBytesDone: 0,
     entriesDone: entries.length,
     entriesTotal: entries.length,
     bytesDone: inputBytes,

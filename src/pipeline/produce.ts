@@ -11,7 +11,7 @@ import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
 import { fromPlainError, toPlainError } from '../errors.js';
 import type { Produced, RunLedger, SigningContext } from './context.js';
 import { peSignatureKey } from './keys.js';
-import type { ClaimOutcome, ClaimReply, ClaimRequest } from './protocol.js';
+import type { ClaimOutcome, ClaimReply, ClaimRequest, TaskProgress } from './protocol.js';
 
 /** One miss to produce: the entry's key, name (messages), stored bytes (transferred) and codec. */
 export interface WorkItem {
@@ -40,7 +40,11 @@ export async function produceEntry(
   signal?: AbortSignal,
   onPoolDone?: () => void,
 ): Promise<Produced> {
-  const claim = new SignatureClaim(ctx, ledger);
+  const stored = item.raw.length;
+  const task = ledger.work.begin(item.owner);
+  const claim = new SignatureClaim(ctx, ledger, (done, total) =>
+    ledger.work.update(task, stored, done, total),
+  );
   let result;
   try {
     result = await ctx.pool.run(
@@ -61,6 +65,7 @@ export async function produceEntry(
     throw err;
   } finally {
     claim.close();
+    ledger.work.end(task);
     onPoolDone?.();
   }
   if (result.madeSignature) ctx.counters.signOperations++;
@@ -109,8 +114,9 @@ class SignatureClaim {
   constructor(
     private readonly ctx: SigningContext,
     private readonly ledger: RunLedger,
+    private readonly onProgress: (done: number, total: number) => void,
   ) {
-    this.channel.port1.on('message', (m: ClaimRequest | ClaimOutcome) => this.onMessage(m));
+    this.channel.port1.on('message', (m: ClaimRequest | ClaimOutcome | TaskProgress) => this.onMessage(m));
   }
 
   get workerPort(): MessagePort {
@@ -121,8 +127,9 @@ class SignatureClaim {
     this.channel.port1.postMessage(r);
   }
 
-  private onMessage(m: ClaimRequest | ClaimOutcome): void {
-    if (m.type === 'claim') void this.onClaim(m);
+  private onMessage(m: ClaimRequest | ClaimOutcome | TaskProgress): void {
+    if (m.type === 'progress') this.onProgress(m.done, m.total);
+    else if (m.type === 'claim') void this.onClaim(m);
     else if (m.type === 'signed') this.outcome?.resolve(m);
     else if (m.type === 'failed') this.outcome?.reject(fromPlainError(m.error));
   }

@@ -3,7 +3,7 @@
  * - `workers/sign-entry.ts` (the piscina pool): `SignEntryTask` → `SignEntryResult`, with a claim channel
  *   (`ClaimRequest` / `ClaimReply` on a MessagePort) through which a thread asks the main thread whether
  *   a PE's signature already exists or is being made (single-flight on the signature key), so a PE found
- *   in two containers is signed once.
+ *   in two containers is signed once; the same port carries the task's throttled `TaskProgress`.
  * - `workers/check-entry.ts` (the same pool, export `checkEntry`): `CheckEntryTask` → `CheckEntryResult`,
  *   a passthrough entry decoded whole (and its CRC-32 compared, zip) before the container is signed.
  * - `workers/side-hash.ts` (a plain thread): `DigestRequest` → `DigestReply` over shared memory.
@@ -98,6 +98,21 @@ export interface ClaimRequest {
   /** Bytes that digest covers. */
   imageLength: number;
 }
+
+/**
+ * Thread → main, on the claim port while a task runs: how far it is, in "work bytes" of the entry's
+ * stored size S: the decode pass counts stored bytes consumed (0..S), the encode pass uncompressed bytes
+ * taken in scaled to S (S..2S); `total` = 2S. Sent at most every TASK_PROGRESS_INTERVAL_MS, so a big
+ * entry moves the progress display while it is decoded and recompressed; the result says it is done.
+ */
+export interface TaskProgress {
+  type: 'progress';
+  done: number;
+  total: number;
+}
+
+/** The least time between two TaskProgress messages of one task. */
+export const TASK_PROGRESS_INTERVAL_MS = 100;
 
 /** Main → thread: sign it yourself, or use this signature (DER SignedData), or fail. */
 export type ClaimReply =

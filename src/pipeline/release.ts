@@ -5,7 +5,7 @@
  * then the locales run `concurrency` at a time, sharing one run ledger, so each entry's action says what
  * happened to it in this run and the locales' `signed` totals add up to the signatures made.
  */
-import { mkdir, unlink } from 'node:fs/promises';
+import { mkdir, stat, unlink } from 'node:fs/promises';
 import { basename, join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { toPlainError, UsageError, type PlainError } from '../errors.js';
@@ -102,6 +102,10 @@ export interface ReleaseProgress {
   bytesDone: number;
   hits: number;
   misses: number;
+  /** Size of every locale's input file (measured before signing; an unreadable one counts 0). */
+  inputBytesTotal: number;
+  /** Size of the input files of the locales finished (signed or failed). */
+  inputBytesDone: number;
 }
 
 export interface SignReleaseOptions {
@@ -143,7 +147,9 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   await opts.signer.profile(opts.profile);
   if (!opts.dryRun) await mkdir(outDir, { recursive: true });
   const ledger = new RunLedger();
-  const progress = new ProgressTally(opts.locales.length, opts.onProgress);
+  const sizes = opts.onProgress ? await inputSizes(opts.locales) : new Map<string, number>();
+  const progress = new ProgressTally(opts.locales.length, opts.onProgress, sizes);
+  progress.start();
   // Plan every locale first and sign the release's unique misses in scheduling order (an unreadable
   // locale is left out here and fails below with its own typed error).
   const plan = opts.dryRun
@@ -293,9 +299,12 @@ class ProgressTally {
 
   constructor(
     locales: number,
-    private readonly onProgress?: (p: ReleaseProgress) => void,
+    private readonly onProgress: ((p: ReleaseProgress) => void) | undefined,
+    private readonly sizes: ReadonlyMap<string, number>,
   ) {
     this.p = {
+      inputBytesTotal: [...sizes.values()].reduce((n, s) => n + s, 0),
+      inputBytesDone: 0,
       localesDone: 0,
       localesTotal: locales,
       current: {},
@@ -309,7 +318,8 @@ class ProgressTally {
 
   update(locale: string, now: LocaleProgress): void {
     const before = this.seen.get(locale);
-    if (!before) this.p.entriesTotal += now.entriesTotal;
+    // A locale first reports while planning (no entries yet): its total arrives with a later report.
+    this.p.entriesTotal += now.entriesTotal - (before?.entriesTotal ?? 0);
     this.p.entriesDone += now.entriesDone - (before?.entriesDone ?? 0);
     this.p.bytesDone += now.bytesDone - (before?.bytesDone ?? 0);
     this.p.hits += now.hits - (before?.hits ?? 0);
@@ -322,10 +332,29 @@ class ProgressTally {
   localeDone(locale: string): void {
     delete this.p.current[locale];
     this.p.localesDone++;
+    this.p.inputBytesDone += this.sizes.get(locale) ?? 0;
+    this.emit();
+  }
+
+  /** The first report, before any locale has: the display shows the release at once. */
+  start(): void {
     this.emit();
   }
 
   private emit(): void {
     this.onProgress?.({ ...this.p, current: { ...this.p.current } });
   }
+}
+
+/** Each locale's input size, for the progress display's totals (a file that cannot be read counts 0). */
+async function inputSizes(locales: readonly ResolvedLocale[]): Promise<Map<string, number>> {
+  const sizes = await Promise.all(
+    locales.map((l) =>
+      stat(l.input).then(
+        (s) => s.size,
+        () => 0,
+      ),
+    ),
+  );
+  return new Map(locales.map((l, i) => [l.locale, sizes[i]!]));
 }

@@ -20,13 +20,27 @@ export type EntryAction = 'passthrough' | 'signed' | 'shared' | 'cached' | 'skip
  */
 export type PassthroughCheck = 'decoded' | 'cached' | 'unchecked';
 
-/** Progress of one locale, emitted as entries finish (CLI progress bar, BullMQ job progress). */
+/** Where a locale is: reading and planning its entries, signing them, finishing the output, done. */
+export type LocaleStage = 'planning' | 'signing' | 'writing' | 'done';
+
+/**
+ * Progress of one locale, emitted as its stage changes, as entries finish and (throttled by the pool
+ * threads, protocol.ts TaskProgress) while entries are being signed (CLI progress, BullMQ job progress).
+ */
 export interface LocaleProgress {
+  stage: LocaleStage;
   entriesDone: number;
   entriesTotal: number;
   /** Input (compressed) bytes of finished entries / of all entries. */
   bytesDone: number;
   bytesTotal: number;
+  /**
+   * Stored bytes of this locale's entries still being signed, weighted by how far their pool tasks are
+   * (decoded and re-encoded bytes measured by the codecs, work.ts): `bytesDone + workBytesDone` moves
+   * smoothly within one big entry. Not yet in `bytesDone`; it may drop back when a task ends before the
+   * locale has assembled its entry (a display keeps the maximum).
+   */
+  workBytesDone: number;
   hits: number;
   misses: number;
   passthrough: number;
