@@ -138,7 +138,7 @@ export class LiveLines {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.lastDraw = this.now();
-    const width = Math.max(20, (this.stream.columns ?? 100) - 1);
+    const width = Math.max(20, (this.stream.columns || 100) - 1);
     const lines = this.lines().map((l) => (l.length > width ? l.slice(0, width - 1) + '…' : l));
     this.stream.write(this.clearText() + lines.map((l) => l + '\n').join(''));
     this.drawn = lines.length;
