@@ -264,11 +264,12 @@ export async function decodeBz2Blocks(
         if (size > WASM_MAX_OUTPUT) return undefined;
       }
       if (total > cap) throw ctx.exceeded('bz2');
+      const last = i === layout.blocks.length - 1;
       if (ctx.prefix.pending) {
-        const last = i === layout.blocks.length - 1;
         ctx.prefix.offer(parts.length === 1 ? parts[0]! : joinParts(parts, total), last);
       }
-      ctx.progress(Math.min(bytes.length, Math.ceil(b.end / 8)), bytes.length);
+      // The last block's end is followed only by the end-of-stream marker and CRC: the stream is consumed.
+      ctx.progress(last ? bytes.length : Math.min(bytes.length, Math.ceil(b.end / 8)), bytes.length);
     }
   } finally {
     dropDecoderIfLarge(m);
