@@ -157,7 +157,7 @@ export class LiveLines {
   }
 }
 
-function bar(fraction: number, size = 20): string {
+function bar(fraction: number, size = 16): string {
   const full = Math.round(Math.min(1, Math.max(0, fraction)) * size);
   return `[${'#'.repeat(full)}${'-'.repeat(size - full)}]`;
 }
@@ -201,7 +201,7 @@ export function localeProgress(
         p.stage === 'planning'
           ? `${label} planning…`
           : `${label} ${bar(frac)} ${Math.floor(frac * 100)}% ${formatBytes(done)}/${formatBytes(p.bytesTotal)}` +
-            `${rateText(speed, p.bytesTotal)} · ${p.entriesDone}/${p.entriesTotal} entries · ${counts(p)} passthrough ${p.passthrough}` +
+            `${rateText(speed, p.bytesTotal)} · ${p.entriesDone}/${p.entriesTotal} entries, ${counts(p)} passthrough ${p.passthrough}` +
             (p.stage === 'signing' ? '' : ` · ${p.stage}`);
       live.set(() => [line]);
     },

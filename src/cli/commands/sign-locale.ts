@@ -87,7 +87,7 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
       ...(audit ? { audit } : {}),
     });
-    const bar = localeProgress(wantProgress(argv), argv.input);
+    const bar = localeProgress(wantProgress(argv), basename(argv.input));
     let manifest: LocaleManifest;
     try {
       manifest = await pipeline.signLocale({
