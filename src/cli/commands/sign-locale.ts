@@ -62,7 +62,7 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       .option('progress', {
         type: 'boolean',
         default: true,
-        describe: 'progress bar on a terminal (--no-progress)',
+        describe: 'progress line on a terminal (--no-progress)',
       })
       .option('json', { type: 'boolean', describe: 'print the manifest as JSON' }) as never,
   handler: handler<Args>(async (argv) => {

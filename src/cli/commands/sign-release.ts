@@ -72,7 +72,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
       .option('progress', {
         type: 'boolean',
         default: true,
-        describe: 'progress bars on a terminal (--no-progress)',
+        describe: 'progress lines on a terminal (--no-progress)',
       })
       .option('remote', {
         type: 'string',
