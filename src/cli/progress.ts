@@ -245,7 +245,8 @@ export function releaseProgress(
       speed.sample(now(), done);
       const overall =
         `release ${p.localesDone}/${localesTotal} locales · ${formatBytes(done)}/${formatBytes(total)}` +
-        `${rateText(speed, total)} · ${p.entriesDone}/${p.entriesTotal} entries · ${counts(p)}`;
+        // No entry total here: locales not started yet have not been counted (their bytes have).
+        `${rateText(speed, total)} · ${counts(p)}`;
       live.set(() => [overall, ...lines]);
     },
     stop() {
