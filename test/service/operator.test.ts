@@ -177,7 +177,7 @@ describe('operator figures from a measured run', { skip: REDIS_SKIP, timeout: 24
     );
     assert.match(metrics, /^marsign_redis_up 1$/m);
     assert.match(metrics, /^marsign_pool_busy_seconds_total \d/m);
-    // The worker's memory: its resident size and the pipeline budget's lease while it signs.
+    // The worker's memory: its resident size and its pipeline's budget (what it leases: test/pipeline/budget.test.ts).
     const rss = Number(
       new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="rss"\\} (\\S+)$`, 'm').exec(
         metrics,
@@ -190,7 +190,7 @@ describe('operator figures from a measured run', { skip: REDIS_SKIP, timeout: 24
     );
     assert.match(
       metrics,
-      new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="peak_leased"\\} [1-9]`, 'm'),
+      new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="peak_leased"\\} \\d`, 'm'),
     );
     assert.match(
       metrics,

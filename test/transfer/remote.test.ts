@@ -112,6 +112,11 @@ async function tcpProxy(
   return {
     url: `http://127.0.0.1:${port}`,
     stats: () => ({ up, down, connections }),
+    /** Drop every open connection (what a server process that goes away does to them). */
+    cutAll: () => {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
     close: () => {
       for (const s of sockets) s.destroy();
       return new Promise<void>((r) => server.close(() => r()));
@@ -588,6 +593,8 @@ describe('remote signing over the blob API', { skip: REDIS_SKIP, timeout: 240_00
     try {
       const run = remote(['enqueue', join(rel, 'release.json')], 'MARSIGN_T_ROBOT', proxy.url);
       await waitFor('a third of the uploads', async () => (await heldNow()) >= total / 3, 60_000);
+      // The restart: connections drop at once (a graceful close alone would let the uploads finish).
+      proxy.cutAll();
       await server.close();
       const held = await heldNow();
       server = await startServer(cfg);
