@@ -10,6 +10,9 @@
  * Options: --locales N (20) --codec bz2|xz|both (both) --mb-per-locale MB (80) --quick
  *   --baseline-locales K (1) --skip-baseline --skip-pipeline --skip-floors --threads N --json
  *   --passthrough (also: cold and warm releases with the passthrough check on and off, entry cache only)
+ *   --scale N,M,... (instead of the above: cold and warm entry-cache-only releases of N, M, ... locales of
+ *   --mb-per-locale each (default 8 here), reporting max RSS, CPU and wall per locale count: memory must not
+ *   grow with the release's size)
  *   --out docs/BENCHMARKS.md (rewrite its "Release benchmark" section and the charts in docs/bench/)
  * Without --out the markdown is printed to stdout (or the JSON with --json).
  */
@@ -56,6 +59,8 @@ interface Options {
   skipFloors: boolean;
   /** Compare the passthrough check on / off (`--no-verify-passthrough`), cold and warm. */
   passthrough: boolean;
+  /** Scale mode: locale counts to sign (memory vs release size). */
+  scale?: number[];
   threads?: number;
   runner: 'dist' | 'tsx';
   json: boolean;
@@ -76,6 +81,7 @@ function parseOptions(argv: string[]): Options {
       'skip-pipeline': { type: 'boolean', default: false },
       'skip-floors': { type: 'boolean', default: false },
       passthrough: { type: 'boolean', default: false },
+      scale: { type: 'string' },
       'baseline-locales': { type: 'string' },
       threads: { type: 'string' },
       runner: { type: 'string', default: 'dist' },
@@ -88,7 +94,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       'usage: npm run bench:release -- [--locales N] [--codec bz2|xz|both] [--mb-per-locale MB] [--quick]\n' +
         '  [--baseline-locales K] [--skip-baseline] [--skip-pipeline] [--skip-floors] [--threads N]\n' +
-        '  [--passthrough]\n' +
+        '  [--passthrough] [--scale N,M,...]\n' +
         '  [--runner dist|tsx]\n' +
         '  [--json] [--out docs/BENCHMARKS.md]\n',
     );
@@ -105,7 +111,9 @@ function parseOptions(argv: string[]): Options {
   const codec = values.codec ?? 'both';
   if (!['bz2', 'xz', 'both'].includes(codec))
     throw new Error(`--codec must be bz2, xz or both, got ${codec}`);
-  const mb = values['mb-per-locale'] === undefined ? (quick ? 4 : 80) : Number(values['mb-per-locale']);
+  const scale = values.scale?.split(',').map((v) => int('scale', v, 1));
+  const mb =
+    values['mb-per-locale'] === undefined ? (quick ? 4 : scale ? 8 : 80) : Number(values['mb-per-locale']);
   if (!(mb > 0)) throw new Error(`--mb-per-locale must be positive, got ${values['mb-per-locale']}`);
   const locales = int('locales', values.locales, quick ? 3 : 20);
   const runner = values.runner ?? 'dist';
@@ -119,6 +127,7 @@ function parseOptions(argv: string[]): Options {
     skipPipeline: values['skip-pipeline'] === true,
     skipFloors: values['skip-floors'] === true,
     passthrough: values.passthrough === true,
+    ...(scale ? { scale } : {}),
     ...(values.threads !== undefined ? { threads: int('threads', values.threads, 1) } : {}),
     runner,
     json: values.json === true,
@@ -790,7 +799,90 @@ export interface BenchResults {
   options: Omit<Options, 'argv' | 'json' | 'out'>;
   machine: Machine;
   codecs: CodecResult[];
+  scale?: ScaleRow[];
   totalS: number;
+}
+
+/** One locale count of the scale mode. */
+export interface ScaleRow {
+  codec: BenchCodec;
+  locales: number;
+  releaseMb: number;
+  cold: { wallS: number; cpuS?: number; maxRssMb?: number; load1: number; signOperations?: number };
+  warmEntries: { wallS: number; cpuS?: number; maxRssMb?: number; load1: number };
+}
+
+/**
+ * Scale mode: memory against release size. Each locale count gets its own generated release (same
+ * binaries, so its unique work is the same), signed cold on a fresh cache, then again with the entry cache
+ * only (`--no-output-cache`): the two figures that grew with the number of locales before the budget.
+ */
+async function benchScale(o: Options, configPath: string, log: (m: string) => void): Promise<ScaleRow[]> {
+  const rows: ScaleRow[] = [];
+  for (const codec of o.codecs)
+    for (const n of o.scale ?? []) {
+      const rel = await generateRelease({ codec, locales: n, mbPerLocale: o.mbPerLocale, log });
+      const work = join(BENCH_ROOT, `run-${process.pid}`, `scale-${codec}-${n}`);
+      await rm(work, { recursive: true, force: true });
+      await mkdir(work, { recursive: true });
+      log(`${codec} ×${n}: cold release (${(rel.totalBytes / MB).toFixed(0)} MB)`);
+      const cold = await signReleaseCli(
+        rel,
+        join(work, 'out-cold'),
+        join(work, 'cache'),
+        configPath,
+        o.threads,
+      );
+      await rm(join(work, 'out-cold'), { recursive: true, force: true });
+      log(
+        `${codec} ×${n}: cold ${formatSeconds(cold.wallMs / 1000)}, ${f0(cold.maxRssMb)} MB; warm (entries)`,
+      );
+      const warm = await signReleaseCli(
+        rel,
+        join(work, 'out-warm'),
+        join(work, 'cache'),
+        configPath,
+        o.threads,
+        ['--no-output-cache'],
+      );
+      log(`${codec} ×${n}: warm ${formatSeconds(warm.wallMs / 1000)}, ${f0(warm.maxRssMb)} MB`);
+      await rm(work, { recursive: true, force: true });
+      const figures = (r: PipelineRun) => ({
+        wallS: r.wallMs / 1000,
+        load1: r.load1,
+        ...(r.cpuS !== undefined ? { cpuS: r.cpuS } : {}),
+        ...(r.maxRssMb !== undefined ? { maxRssMb: r.maxRssMb } : {}),
+      });
+      rows.push({
+        codec,
+        locales: n,
+        releaseMb: rel.totalBytes / MB,
+        cold: {
+          ...figures(cold),
+          ...(cold.signOperations !== undefined ? { signOperations: cold.signOperations } : {}),
+        },
+        warmEntries: figures(warm),
+      });
+    }
+  return rows;
+}
+
+const f0 = (n: number | undefined): string => (n === undefined ? '–' : n.toFixed(0));
+
+function scaleMarkdown(res: BenchResults): string {
+  const rows = res.scale ?? [];
+  const lines = [
+    `Command: \`${res.command}\` (commit ${res.machine.commit}, ${res.machine.date.slice(0, 16)} UTC, ` +
+      `${res.machine.cores} cores, load ${res.machine.loadBefore.map((l) => l.toFixed(1)).join(' / ')} at the start).`,
+    '',
+    '| codec | locales | release MB | cold wall s | cold CPU s | cold max RSS MB | warm (entries) wall s | warm CPU s | warm max RSS MB | load1 |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${r.codec} | ${r.locales} | ${f0(r.releaseMb)} | ${f1(r.cold.wallS)} | ${r.cold.cpuS !== undefined ? f1(r.cold.cpuS) : '–'} | ${f0(r.cold.maxRssMb)} | ${f1(r.warmEntries.wallS)} | ${r.warmEntries.cpuS !== undefined ? f1(r.warmEntries.cpuS) : '–'} | ${f0(r.warmEntries.maxRssMb)} | ${f1(r.cold.load1)} |`,
+    );
+  return lines.join('\n') + '\n';
 }
 
 // ---- report ----------------------------------------------------------------------------------
@@ -1224,7 +1316,8 @@ async function main(): Promise<void> {
 
   if (o.runner === 'dist' && (!o.skipPipeline || o.passthrough)) CLI = await buildCli(log);
   const codecs: CodecResult[] = [];
-  for (const c of o.codecs) codecs.push(await benchCodec(c, o, configPath, log));
+  if (!o.scale) for (const c of o.codecs) codecs.push(await benchCodec(c, o, configPath, log));
+  const scale = o.scale ? await benchScale(o, configPath, log) : undefined;
   machine.loadAfter = loadavg();
   const { argv: _a, json: _j, out: _o, ...options } = o;
   const res: BenchResults = {
@@ -1232,8 +1325,14 @@ async function main(): Promise<void> {
     options,
     machine,
     codecs,
+    ...(scale ? { scale } : {}),
     totalS: s(performance.now() - t0),
   };
+  if (scale) {
+    await rm(join(BENCH_ROOT, `run-${process.pid}`), { recursive: true, force: true });
+    process.stdout.write(o.json ? JSON.stringify(res, null, 2) + '\n' : scaleMarkdown(res));
+    return;
+  }
   await rm(join(BENCH_ROOT, `run-${process.pid}`), { recursive: true, force: true });
 
   if (o.out) {

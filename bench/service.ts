@@ -11,6 +11,9 @@
  * `--threads <cores>`; 2 workers use `--threads <cores/2>` each.
  *
  * Options: --locales N (6) --mb-per-locale MB (8) --codec bz2|xz (bz2) --concurrency N (2) --json
+ *   --soak N: instead, one worker signs N releases one after another (the first cold, the rest from the
+ *   entry cache: the locale-output tier is off so every locale is assembled again) and its resident size
+ *   (VmRSS) is read after each — a long-running worker must not grow with the releases it has seen.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -59,6 +62,7 @@ const { values } = parseArgs({
     'mb-per-locale': { type: 'string', default: '8' },
     codec: { type: 'string', default: 'bz2' },
     concurrency: { type: 'string', default: '2' },
+    soak: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -69,7 +73,15 @@ const concurrency = Number(values.concurrency);
 const cores = availableParallelism();
 const log = (m: string) => process.stderr.write(`# ${m}\n`);
 
+/** Resident set size of a process in MB (/proc/<pid>/status VmRSS). */
+function procRssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) / 1024;
+}
+
 async function main(): Promise<void> {
+  if (values.soak !== undefined) return soak(Number(values.soak));
   await mkdir(ROOT, { recursive: true });
   const keysDir = join(ROOT, 'keys');
   if (!existsSync(join(keysDir, 'marsign.config.json'))) await generateDevKeys(keysDir, { marKeyBits: 4096 });
@@ -216,6 +228,91 @@ async function main(): Promise<void> {
     }),
   ];
   process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** Worker RSS after each of `n` releases (see --soak). */
+async function soak(n: number): Promise<void> {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--soak must be a positive integer, got ${values.soak}`);
+  await mkdir(ROOT, { recursive: true });
+  const keysDir = join(ROOT, 'keys');
+  if (!existsSync(join(keysDir, 'marsign.config.json'))) await generateDevKeys(keysDir, { marKeyBits: 4096 });
+  const release = await generateRelease({ codec, locales, mbPerLocale, log });
+  const redis = await TestRedis.start();
+  const runDir = join(ROOT, `run-${process.pid}`);
+  await mkdir(runDir, { recursive: true });
+  const base = JSON.parse(await readFile(join(keysDir, 'marsign.config.json'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+  const cfgPath = join(keysDir, 'bench-service-soak.json');
+  await writeFile(
+    cfgPath,
+    JSON.stringify({
+      ...base,
+      cache: { dir: join(runDir, 'cache'), outputs: false },
+      redis: { url: redis.url, prefix: 'b-soak' },
+      server: { roots: [runDir, release.dir] },
+    }),
+  );
+  const config = await loadConfig(cfgPath);
+  const { request, base: requestBase } = await loadReleaseRequest(release.releaseJson);
+  const w = startWorker(cfgPath, cores);
+  const samples: { release: number; rssMb: number; seconds: number }[] = [];
+  const queue = new BullReleaseQueue(redisSettings(config));
+  try {
+    await w.ready;
+    for (let i = 1; i <= n; i++) {
+      const id = `soak-${i}`;
+      const manifest = await validateRelease(
+        {
+          release: id,
+          profile: 'dev',
+          locales: request.locales.map((l) => ({
+            locale: l.locale,
+            input: resolve(requestBase, l.input),
+            output: join(runDir, 'out', l.locale),
+          })),
+        },
+        { profiles: ['dev'], roots: [runDir, release.dir], baseDir: runDir },
+      );
+      const t = performance.now();
+      await queue.submit(manifest, { client: 'bench' });
+      for (;;) {
+        const st = await queue.get(id);
+        if (st?.state === 'failed') throw new Error(`release ${id} failed: ${JSON.stringify(st.error)}`);
+        if (st?.state === 'completed') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      samples.push({ release: i, rssMb: procRssMb(w.proc.pid!), seconds: (performance.now() - t) / 1000 });
+      log(`release ${i}: worker RSS ${samples.at(-1)!.rssMb.toFixed(0)} MB`);
+    }
+  } finally {
+    await queue.close();
+    w.proc.kill('SIGTERM');
+    await new Promise((r) => (w.proc.exitCode !== null ? r(undefined) : w.proc.once('exit', r)));
+    await redis.stop();
+    await rm(runDir, { recursive: true, force: true });
+  }
+  const at = (k: number) => samples[Math.min(k, samples.length) - 1]!.rssMb;
+  const result = { locales, mbPerLocale, codec, cores, releases: n, samples, rssAt5: at(5), rssAtEnd: at(n) };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    return;
+  }
+  const pick = samples.filter((x) => x.release === 1 || x.release % 5 === 0 || x.release === n);
+  process.stdout.write(
+    [
+      `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${cores} cores, load average ` +
+        `${loadavg()[0]!.toFixed(1)} at the end. One worker (${cores} threads), ${n} releases of ${locales} locales × ` +
+        `${mbPerLocale} MB (${codec}); the first cold, the rest from the entry cache (output tier off).`,
+      '',
+      '| after release | worker RSS MB | release s |',
+      '|---:|---:|---:|',
+      ...pick.map((x) => `| ${x.release} | ${x.rssMb.toFixed(0)} | ${x.seconds.toFixed(2)} |`),
+      '',
+      `RSS after ${n} releases / after 5: ${(result.rssAtEnd / result.rssAt5).toFixed(3)}`,
+    ].join('\n') + '\n',
+  );
 }
 
 function startWorker(config: string, threads: number): { proc: ChildProcess; ready: Promise<void> } {

@@ -49,6 +49,11 @@ export interface WorkerSnapshot {
    * thread-seconds since the pool started (absent from workers before it was measured).
    */
   pool: { threads: number; utilisation: number; queued: number; busySeconds?: number };
+  /**
+   * Bytes: the process's resident size, and its pipeline's memory budget, what is leased from it now and
+   * the most ever leased (src/pipeline/budget.ts; absent from workers before the budget).
+   */
+  memory?: { rss: number; budget?: number; leased?: number; peakLeased?: number };
   counters: {
     signOperations: number;
     cacheHits: number;

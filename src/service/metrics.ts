@@ -171,6 +171,23 @@ export class ServiceMetrics {
         for (const s of snaps()) this.set({ worker: s.id }, s.pool.threads);
       },
     });
+    new Gauge({
+      name: 'marsign_worker_memory_bytes',
+      help: "Each worker's resident size (kind=rss) and its pipeline's memory budget (budget), leased now (leased) and at most (peak_leased)",
+      labelNames: ['worker', 'kind'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const s of snaps()) {
+          const m = s.memory;
+          if (!m) continue;
+          this.set({ worker: s.id, kind: 'rss' }, m.rss);
+          if (m.budget !== undefined) this.set({ worker: s.id, kind: 'budget' }, m.budget);
+          if (m.leased !== undefined) this.set({ worker: s.id, kind: 'leased' }, m.leased);
+          if (m.peakLeased !== undefined) this.set({ worker: s.id, kind: 'peak_leased' }, m.peakLeased);
+        }
+      },
+    });
     new Counter({
       name: 'marsign_pool_busy_seconds_total',
       help: 'Busy signing-thread seconds of live workers',

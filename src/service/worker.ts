@@ -53,6 +53,7 @@ export interface LocaleSigner {
     queued: number;
     signOperations: number;
     cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
+    memory?: { budget: number; inUse: number; peak: number };
   };
   canary(profile: string): Promise<{ ok: boolean; ms: number; error?: PlainError }>;
   /** The profile's MAR algorithm and public keys (SPKI DER), null when it does not MAR-sign. */
@@ -465,6 +466,10 @@ export class WorkerService {
         utilisation: s.utilisation,
         queued: s.queued,
         ...(s.busySeconds !== undefined ? { busySeconds: s.busySeconds } : {}),
+      },
+      memory: {
+        rss: process.memoryUsage.rss(),
+        ...(s.memory ? { budget: s.memory.budget, leased: s.memory.inUse, peakLeased: s.memory.peak } : {}),
       },
       counters: {
         signOperations: s.signOperations,

@@ -134,13 +134,17 @@ test(
     };
     const q = queue as unknown as {
       locales: { getJob(id: string): Promise<unknown> };
-      localeStatus(release: string, locale: string): Promise<{ state: string; result?: unknown }>;
+      localeStatus(
+        release: string,
+        locale: string,
+        beats: Map<string, unknown>,
+      ): Promise<{ status: { state: string; result?: unknown } }>;
     };
     const reads = [stale, fresh];
     const real = q.locales.getJob;
     q.locales.getJob = async () => reads.shift() ?? fresh;
     try {
-      const s = await q.localeStatus('race-1', 'de');
+      const { status: s } = await q.localeStatus('race-1', 'de', new Map());
       assert.equal(s.state, 'completed');
       assert.deepEqual(s.result, result);
     } finally {

@@ -177,6 +177,21 @@ describe('operator figures from a measured run', { skip: REDIS_SKIP, timeout: 24
     );
     assert.match(metrics, /^marsign_redis_up 1$/m);
     assert.match(metrics, /^marsign_pool_busy_seconds_total \d/m);
+    // The worker's memory: its resident size and its pipeline's budget (what it leases: test/pipeline/budget.test.ts).
+    const rss = Number(
+      new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="rss"\\} (\\S+)$`, 'm').exec(
+        metrics,
+      )?.[1],
+    );
+    assert.ok(rss > 10e6 && rss < 4e9, `worker rss ${rss}`);
+    assert.match(
+      metrics,
+      new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="budget"\\} 536870912$`, 'm'),
+    );
+    assert.match(
+      metrics,
+      new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="peak_leased"\\} \\d`, 'm'),
+    );
     assert.match(
       metrics,
       new RegExp(`^marsign_worker_heartbeat_age_seconds\\{worker="${id1}",state="alive"\\} `, 'm'),
@@ -296,8 +311,11 @@ describe('operator figures from a measured run', { skip: REDIS_SKIP, timeout: 24
       assert.doesNotMatch(text, /^marsign_jobs\{/m);
       assert.doesNotMatch(text, /^marsign_locale_duration_seconds_count/m);
     } finally {
-      // Closing clients of a stopped Redis must not hang the suite.
-      await Promise.race([srv.close().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+      // The server's Redis clients close cleanly (and stop reconnecting, which would keep this file's
+      // process alive) once a Redis answers on their port again.
+      const back = await TestRedis.start(own.port).catch(() => undefined);
+      await Promise.race([srv.close().catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
+      await back?.stop();
       await own.stop();
       rmSync(d, { recursive: true, force: true });
     }
