@@ -29,7 +29,7 @@ const SERVICE_STACK = [
   'playwright-core',
 ];
 /** Loaded only when a pool starts (piscina), a PKCS#12 or dev key is made (node-forge), a bar is drawn. */
-const ON_DEMAND = ['piscina', 'node-forge', 'cli-progress'];
+const ON_DEMAND = ['piscina', 'node-forge'];
 
 interface Loaded {
   r: CliResult;
@@ -119,7 +119,7 @@ test('sign-locale starts piscina only on a miss; warm sign-locale (entry or outp
   assert.equal(cold.r.code, 0, cold.r.stderr);
   assert.ok(JSON.parse(cold.r.stdout).totals.misses > 0);
   assert.ok(cold.packages.has('piscina'), 'a cold locale starts the pool');
-  assertNotLoaded(cold, [...SERVICE_STACK, 'node-forge', 'cli-progress'], 'cold sign-locale');
+  assertNotLoaded(cold, [...SERVICE_STACK, 'node-forge'], 'cold sign-locale');
 
   // Warm, entry cache only: every signable entry is a hit; no thread pool, no node-forge, no progress
   // bar (no TTY).
