@@ -11,7 +11,7 @@
  */
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
-import { FormatError } from '../errors.js';
+import { codecError } from './errors.js';
 import type { DecodeContext } from './limits.js';
 import type { DecodeStats } from './types.js';
 import { PREFIX_CHECK_BYTES } from './types.js';
@@ -116,11 +116,11 @@ function loadEncoder(heap: number): Promise<LibBzip2Module> {
 /** The block-size digit of a `BZh1`..`BZh9` header, validated with the first block/EOS magic. */
 export function readBz2Level(bytes: Uint8Array): number {
   if (bytes.length < 4 || bytes[0] !== 0x42 || bytes[1] !== 0x5a || bytes[2] !== 0x68) {
-    throw new FormatError('bz2', 'CODEC_CORRUPT', 'not a bzip2 stream (no BZh header)', 0);
+    throw codecError('bz2', 'CODEC_CORRUPT', 'not a bzip2 stream (no BZh header)', 0);
   }
   const level = bytes[3]! - 0x30;
   if (level < 1 || level > 9) {
-    throw new FormatError(
+    throw codecError(
       'bz2',
       'CODEC_CORRUPT',
       `bzip2 block size byte 0x${bytes[3]!.toString(16)} is not 1-9`,
@@ -128,10 +128,10 @@ export function readBz2Level(bytes: Uint8Array): number {
     );
   }
   if (bytes.length < 10)
-    throw new FormatError('bz2', 'CODEC_CORRUPT', 'bzip2 stream truncated after its header', 4);
+    throw codecError('bz2', 'CODEC_CORRUPT', 'bzip2 stream truncated after its header', 4);
   const magic = Buffer.from(bytes.buffer, bytes.byteOffset + 4, 6).toString('hex');
   if (magic !== '314159265359' && magic !== '177245385090') {
-    throw new FormatError('bz2', 'CODEC_CORRUPT', `bzip2 block magic is ${magic}`, 4);
+    throw codecError('bz2', 'CODEC_CORRUPT', `bzip2 block magic is ${magic}`, 4);
   }
   return level;
 }
@@ -222,7 +222,7 @@ export async function decodeBz2(bytes: Uint8Array, ctx: DecodeContext): Promise<
     if (first !== undefined && streamEndFor(first) < bytes.length) {
       // Tell "stream + trailing bytes" from a chance match by decoding only up to that marker below.
     } else {
-      throw new FormatError(
+      throw codecError(
         'bz2',
         'CODEC_CORRUPT',
         'bzip2 stream has no end-of-stream marker at its end',
@@ -253,7 +253,7 @@ export async function decodeBz2(bytes: Uint8Array, ctx: DecodeContext): Promise<
     }
     if (r.code !== BZ_OUTBUFF_FULL) {
       dropDecoderIfLarge(m);
-      throw new FormatError('bz2', 'CODEC_CORRUPT', `libbzip2: ${BZ_ERRORS[r.code] ?? r.code}`);
+      throw codecError('bz2', 'CODEC_CORRUPT', `libbzip2: ${BZ_ERRORS[r.code] ?? r.code}`);
     }
     if (size > limit) {
       dropDecoderIfLarge(m);
@@ -273,7 +273,7 @@ export async function decodeBz2(bytes: Uint8Array, ctx: DecodeContext): Promise<
         ? startsStream(bytes, end)
         : endsStream(m, bytes, end, out.length)
     ) {
-      throw new FormatError(
+      throw codecError(
         'bz2',
         'CODEC_TRAILING_DATA',
         `${bytes.length - end} bytes after the end of the bzip2 stream`,
@@ -282,7 +282,7 @@ export async function decodeBz2(bytes: Uint8Array, ctx: DecodeContext): Promise<
     }
   }
   if (atEnd.length === 0) {
-    throw new FormatError(
+    throw codecError(
       'bz2',
       'CODEC_CORRUPT',
       'bzip2 stream has no end-of-stream marker at its end',
@@ -361,9 +361,7 @@ export function decodeBz2Streaming(bytes: Uint8Array, ctx: DecodeContext): Promi
       }
     });
     stream.on('error', (e: Error) =>
-      finish(
-        new FormatError('bz2', 'CODEC_CORRUPT', `unbzip2-stream: ${e.message}`, undefined, { cause: e }),
-      ),
+      finish(codecError('bz2', 'CODEC_CORRUPT', `unbzip2-stream: ${e.message}`, undefined, { cause: e })),
     );
     stream.on('end', () => finish(undefined));
     source.pipe(stream as unknown as NodeJS.WritableStream);
@@ -391,7 +389,7 @@ function* chunked(bytes: Uint8Array): Generator<Buffer> {
 /** Encodes `data` as one bzip2 stream with block size `level` (1-9), like `bzip2 -level`. */
 export async function encodeBz2(data: Uint8Array, level: number): Promise<Uint8Array> {
   if (!Number.isInteger(level) || level < 1 || level > 9) {
-    throw new FormatError('bz2', 'CODEC_UNSUPPORTED', `bzip2 block size ${level} is not 1-9`);
+    throw codecError('bz2', 'CODEC_UNSUPPORTED', `bzip2 block size ${level} is not 1-9`);
   }
   // libbzip2-wasm copies the input in, and compresses into a buffer of ~1.01×input + 600 bytes.
   const need = 2 * data.length + level * 1_000_000 + 16 * 1024 * 1024;
@@ -399,7 +397,7 @@ export async function encodeBz2(data: Uint8Array, level: number): Promise<Uint8A
   const r = m.compressBZ2(data, level, 30);
   if (r.error !== 0) {
     encoder = undefined;
-    throw new FormatError(
+    throw codecError(
       'bz2',
       'CODEC_ENCODE_FAILED',
       `libbzip2 compression failed: ${BZ_ERRORS[r.error] ?? r.error}`,

@@ -7,7 +7,8 @@
  * Not wired into src/codecs/index.ts (MAR entries are never deflate); zip code imports this module.
  */
 import { constants, crc32 as zlibCrc32, createInflateRaw, deflateRaw as zlibDeflateRaw } from 'node:zlib';
-import { FormatError } from '../errors.js';
+import type { FormatError } from '../errors.js';
+import { codecError, type CodecErrorCode } from './errors.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, type CodecProgress } from './types.js';
 
 /**
@@ -33,12 +34,12 @@ export interface InflateOptions {
 }
 
 const fail = (
-  code: string,
+  code: Exclude<CodecErrorCode, 'POLICY_NOT_PE'>,
   message: string,
   cause?: unknown,
   details?: Record<string, unknown>,
 ): FormatError =>
-  new FormatError('deflate', code, message, undefined, {
+  codecError('deflate', code, message, undefined, {
     ...(cause === undefined ? {} : { cause }),
     ...(details ? { details } : {}),
   });

@@ -2,7 +2,7 @@
  * In-process MAR entry codecs (docs/ARCHITECTURE.md "Codecs"): detect, read settings, decode with
  * hostile-input limits, re-encode with the original settings. Library modules load on first use.
  */
-import { FormatError, PolicyError } from '../errors.js';
+import { codecError, codecPolicyError } from './errors.js';
 import { readBz2Level } from './bz2.js';
 import { deflateRaw, deflateSettingsKey, inflateRaw } from './deflate.js';
 import { decodeContext } from './limits.js';
@@ -19,6 +19,7 @@ export type {
   XzCheck,
 } from './types.js';
 export { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO, PREFIX_CHECK_BYTES, RATIO_FREE_BYTES } from './types.js';
+export type { CodecErrorCode } from './errors.js';
 
 /** The codecs a stream's first bytes tell apart (raw deflate has no magic: a container names it). */
 export type SniffedCodec = Exclude<CodecName, 'deflate'>;
@@ -99,7 +100,7 @@ async function decodeEntry(bytes: Uint8Array, options: DecodeOptions | undefined
     }
     case 'none': {
       if (bytes.length > ctx.limit) {
-        throw new FormatError(
+        throw codecError(
           'none',
           'CODEC_OUTPUT_TOO_LARGE',
           `stored entry of ${bytes.length} bytes is over the ${ctx.limit}-byte limit`,
@@ -159,7 +160,7 @@ export function decodeForSigning(
     ...rest,
     checkPrefix: (prefix) => {
       if (!startsLikePe(prefix)) {
-        throw new PolicyError(
+        throw codecPolicyError(
           'POLICY_NOT_PE',
           `${name} matches the signing policy but is not a PE file (starts ${Buffer.from(prefix.subarray(0, 4)).toString('hex') || '(empty)'})`,
           { details: { entry: name } },

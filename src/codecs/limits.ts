@@ -3,7 +3,8 @@
  * and the compression-ratio cap, whichever is lower, the typed error for passing it, the work counter
  * and the early prefix check. Shared by bz2.ts, bz2-blocks.ts and xz.ts.
  */
-import { FormatError } from '../errors.js';
+import type { FormatError } from '../errors.js';
+import { codecError } from './errors.js';
 import type { CodecName, CodecProgress, DecodeOptions, DecodeStats } from './types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MAX_RATIO, PREFIX_CHECK_BYTES, RATIO_FREE_BYTES } from './types.js';
 
@@ -71,7 +72,7 @@ export function decodeContext(storedSize: number, options: DecodeOptions | undef
       prefix,
       progress,
       exceeded: (format, declared) =>
-        new FormatError(
+        codecError(
           format,
           'CODEC_RATIO_TOO_HIGH',
           `${format} entry of ${storedSize} bytes ${declared === undefined ? 'decodes to more than' : 'declares'} ${declared ?? byRatio} bytes: over the ${ratio}:1 compression-ratio limit (${byRatio} bytes)`,
@@ -84,7 +85,7 @@ export function decodeContext(storedSize: number, options: DecodeOptions | undef
     prefix,
     progress,
     exceeded: (format, declared) =>
-      new FormatError(
+      codecError(
         format,
         'CODEC_OUTPUT_TOO_LARGE',
         declared === undefined

@@ -8,7 +8,7 @@
  * uncompressed size over the caller's cap.
  */
 import { crc32 } from 'node:zlib';
-import { FormatError } from '../errors.js';
+import { codecError, type CodecErrorCode } from './errors.js';
 import { Cursor } from '../formats/cursor.js';
 import type { XzCheck } from './types.js';
 
@@ -52,8 +52,8 @@ export interface XzStreamInfo {
   streamSize: number;
 }
 
-function fail(code: string, message: string, offset?: number): never {
-  throw new FormatError('xz', code, message, offset);
+function fail(code: Exclude<CodecErrorCode, 'POLICY_NOT_PE'>, message: string, offset?: number): never {
+  throw codecError('xz', code, message, offset);
 }
 
 function corrupt(message: string, offset?: number): never {

@@ -4,7 +4,7 @@
  * Libraries are imported lazily so loading this module costs nothing until an xz entry is seen.
  */
 import { createRequire } from 'node:module';
-import { FormatError } from '../errors.js';
+import { codecError } from './errors.js';
 import type { DecodeContext } from './limits.js';
 import type { CodecProgress, XzCheck } from './types.js';
 import { PREFIX_CHECK_BYTES } from './types.js';
@@ -76,11 +76,7 @@ const loadLiblzma = (): Promise<NodeLiblzma> => (liblzma ??= import('node-liblzm
  */
 export async function decodeXz(bytes: Uint8Array, ctx: DecodeContext): Promise<Uint8Array> {
   if (bytes.length > XZ_MAX_INPUT) {
-    throw new FormatError(
-      'xz',
-      'CODEC_UNSUPPORTED',
-      `xz entry of ${bytes.length} bytes is over ${XZ_MAX_INPUT}`,
-    );
+    throw codecError('xz', 'CODEC_UNSUPPORTED', `xz entry of ${bytes.length} bytes is over ${XZ_MAX_INPUT}`);
   }
   const info = inspectXz(bytes);
   if (info.uncompressedSize > ctx.limit) throw ctx.exceeded('xz', info.uncompressedSize);
@@ -107,10 +103,10 @@ export async function decodeXz(bytes: Uint8Array, ctx: DecodeContext): Promise<U
       ctx.stats.decodedBytes += window - availOut;
       inOff = input.length - availIn;
       if (ret !== LZMA_OK && ret !== LZMA_STREAM_END) {
-        throw new FormatError('xz', 'CODEC_CORRUPT', `liblzma: ${LZMA_RET_NAMES[ret] ?? ret}`, inOff);
+        throw codecError('xz', 'CODEC_CORRUPT', `liblzma: ${LZMA_RET_NAMES[ret] ?? ret}`, inOff);
       }
       if (produced > expected) {
-        throw new FormatError(
+        throw codecError(
           'xz',
           'CODEC_CORRUPT',
           `xz data decodes to more than the ${expected} bytes its index declares`,
@@ -121,14 +117,14 @@ export async function decodeXz(bytes: Uint8Array, ctx: DecodeContext): Promise<U
       ctx.progress(inOff, bytes.length);
       if (ret === LZMA_STREAM_END) break;
       if (availOut !== 0 && availIn === 0) {
-        throw new FormatError('xz', 'CODEC_CORRUPT', 'xz stream ended early', bytes.length);
+        throw codecError('xz', 'CODEC_CORRUPT', 'xz stream ended early', bytes.length);
       }
     }
   } finally {
     coder.close();
   }
   if (produced !== expected) {
-    throw new FormatError('xz', 'CODEC_CORRUPT', `decoded ${produced} bytes, index declares ${expected}`);
+    throw codecError('xz', 'CODEC_CORRUPT', `decoded ${produced} bytes, index declares ${expected}`);
   }
   return out.subarray(0, expected);
 }
@@ -163,14 +159,13 @@ function validateEncodeSettings(s: XzEncodeSettings): void {
   // The block header can only express 2^n or 2^n + 2^(n-1); anything else would be rounded up.
   if (ok) ok = [...Array(40).keys()].some((p) => lzma2DictSize(p) === s.dictSize);
   if (!ok) {
-    throw new FormatError(
+    throw codecError(
       'xz',
       'CODEC_UNSUPPORTED',
       `cannot encode with an LZMA2 dictionary of ${s.dictSize} bytes`,
     );
   }
-  if (!(s.check in CHECK_CODES))
-    throw new FormatError('xz', 'CODEC_UNSUPPORTED', `unknown xz check ${s.check}`);
+  if (!(s.check in CHECK_CODES)) throw codecError('xz', 'CODEC_UNSUPPORTED', `unknown xz check ${s.check}`);
 }
 
 /** Encodes `data` as one xz stream with the given dictionary, BCJ filter and check. */
