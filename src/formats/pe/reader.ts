@@ -9,6 +9,7 @@ import {
   WIN_CERT_REVISION_2_0,
   WIN_CERT_TYPE_PKCS_SIGNED_DATA,
   type CertificateEntry,
+  type PeErrorCode,
   type PeInfo,
   type PeSection,
 } from './types.js';
@@ -25,7 +26,11 @@ export const MAGIC_PE32 = 0x10b;
 export const MAGIC_PE32_PLUS = 0x20b;
 const CERT_DIRECTORY_INDEX = 4;
 
-function err(code: string, message: string, offset?: number): FormatError {
+function err(
+  code: Exclude<PeErrorCode, 'PE_SYNTH_BAD_OPTION'>,
+  message: string,
+  offset?: number,
+): FormatError {
   return new FormatError(FORMAT, code, message, offset);
 }
 
@@ -40,7 +45,7 @@ export function isPe(bytes: Uint8Array): boolean {
 }
 
 export function parsePe(bytes: Uint8Array): PeInfo {
-  const c = new Cursor(bytes, FORMAT, 0, 'PE_TRUNCATED');
+  const c = new Cursor(bytes, FORMAT, 0, 'PE_TRUNCATED' satisfies PeErrorCode);
   if (bytes.length < 2 || c.u16le() !== MZ) {
     const found = Buffer.from(bytes.subarray(0, 2)).toString('hex');
     throw err('PE_NOT_PE', `no MZ signature (found 0x${found || 'empty'})`, 0);
@@ -178,7 +183,12 @@ export function parsePe(bytes: Uint8Array): PeInfo {
 export function readCertificateTable(bytes: Uint8Array, info: PeInfo): CertificateEntry[] {
   const t = info.certTable;
   if (!t) return [];
-  const c = new Cursor(bytes.subarray(t.offset, t.offset + t.size), FORMAT, t.offset, 'PE_BAD_CERT_TABLE');
+  const c = new Cursor(
+    bytes.subarray(t.offset, t.offset + t.size),
+    FORMAT,
+    t.offset,
+    'PE_BAD_CERT_TABLE' satisfies PeErrorCode,
+  );
   const out: CertificateEntry[] = [];
   while (c.remaining > 0) {
     if (out.length >= MAX_CERT_ENTRIES)

@@ -6,6 +6,11 @@
  */
 import { UsageError } from '../../errors.js';
 import { computeChecksum } from './checksum.js';
+import type { PeErrorCode } from './types.js';
+
+function optionError(code: Extract<PeErrorCode, 'PE_SYNTH_BAD_OPTION'>, message: string): UsageError {
+  return new UsageError(code, message);
+}
 
 export interface BuildPeOptions {
   arch: 'x86' | 'x64';
@@ -39,9 +44,9 @@ export function buildPe(options: BuildPeOptions): Uint8Array {
   const { arch } = options;
   const kind = options.kind ?? 'exe';
   if (arch !== 'x86' && arch !== 'x64')
-    throw new UsageError('PE_SYNTH_BAD_OPTION', `options.arch must be 'x86' or 'x64', got ${String(arch)}`);
+    throw optionError('PE_SYNTH_BAD_OPTION', `options.arch must be 'x86' or 'x64', got ${String(arch)}`);
   if (kind !== 'exe' && kind !== 'dll')
-    throw new UsageError('PE_SYNTH_BAD_OPTION', `options.kind must be 'exe' or 'dll', got ${String(kind)}`);
+    throw optionError('PE_SYNTH_BAD_OPTION', `options.kind must be 'exe' or 'dll', got ${String(kind)}`);
   const plus = arch === 'x64';
   const label = new TextEncoder().encode(`marsign synthetic ${arch} ${kind}: ${options.name ?? ''}\0`);
   const payload = options.payload ?? new Uint8Array(0);

@@ -49,5 +49,15 @@ export interface CertificateEntry {
 
 export type PeHash = 'sha256' | 'sha1';
 
+/** Every code src/formats/pe raises (FormatError 'pe', except PE_SYNTH_BAD_OPTION: a UsageError). */
+export type PeErrorCode =
+  | 'PE_NOT_PE'
+  | 'PE_TRUNCATED'
+  | 'PE_UNSUPPORTED_MAGIC'
+  | 'PE_NO_CERT_DIRECTORY'
+  | 'PE_BAD_CERT_TABLE'
+  | 'PE_CERT_TABLE_NOT_AT_EOF'
+  | 'PE_SYNTH_BAD_OPTION';
+
 export const WIN_CERT_REVISION_2_0 = 0x0200;
 export const WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002;
