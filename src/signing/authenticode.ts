@@ -6,6 +6,7 @@
  */
 import { createHash, verify as cryptoVerify } from 'node:crypto';
 import { ConfigError, VerificationError } from '../errors.js';
+import { signingError } from './errors.js';
 import {
   algorithmId,
   ascii,
@@ -57,25 +58,29 @@ function attribute(type: string, ...values: Uint8Array[]): Uint8Array {
 
 function validate(options: AuthenticodeOptions): void {
   if (options.digest !== 'sha256' && options.digest !== 'sha1')
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'AUTHENTICODE_BAD_OPTION',
       `options.digest must be 'sha256' or 'sha1', got ${String(options.digest)}`,
     );
   if (!options.key || typeof options.key.signDigest !== 'function')
-    throw new ConfigError('AUTHENTICODE_BAD_OPTION', 'options.key must be a SigningKey');
+    throw signingError(ConfigError, 'AUTHENTICODE_BAD_OPTION', 'options.key must be a SigningKey');
   if (!Array.isArray(options.certChainDer) || options.certChainDer.length === 0)
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'AUTHENTICODE_BAD_OPTION',
       'options.certChainDer must hold at least the signer certificate',
     );
   if (options.programName !== undefined && options.programName.length > MAX_PROGRAM_NAME)
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'AUTHENTICODE_BAD_OPTION',
       `options.programName is ${options.programName.length} characters (max ${MAX_PROGRAM_NAME})`,
     );
   if (options.programUrl !== undefined) {
     if (options.programUrl.length > MAX_PROGRAM_URL || !/^[\x20-\x7e]*$/.test(options.programUrl))
-      throw new ConfigError(
+      throw signingError(
+        ConfigError,
         'AUTHENTICODE_BAD_OPTION',
         `options.programUrl must be printable ASCII up to ${MAX_PROGRAM_URL} characters`,
       );
@@ -105,14 +110,16 @@ export async function buildAuthenticodeSignature(
   try {
     parts = certificateParts(signerCert);
   } catch (e) {
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'AUTHENTICODE_BAD_CERTIFICATE',
       `signer certificate is not a DER X.509 certificate: ${(e as Error).message}`,
       { cause: e },
     );
   }
   if (!bytesEqual(parts.spkiDer, options.key.publicKeyDer))
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'KEY_CERT_MISMATCH',
       `key ${options.key.id} does not match the signer certificate's public key`,
     );
@@ -142,7 +149,8 @@ export async function buildAuthenticodeSignature(
   // A backend returning a wrong signature (wrong key, HSM fault) must not produce a signed file.
   const spki = { key: Buffer.from(parts.spkiDer), format: 'der' as const, type: 'spki' as const };
   if (!cryptoVerify(hash, signedAttrsSet, spki, signature))
-    throw new VerificationError(
+    throw signingError(
+      VerificationError,
       'SIGNATURE_SELF_CHECK_FAILED',
       `the signature from key ${options.key.id} does not verify with the signer certificate`,
     );
@@ -211,7 +219,8 @@ export async function signatureWithAuthority(
 ): Promise<{ der: Uint8Array; tsa?: string }> {
   validate(options);
   if (pe.hash !== options.digest)
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'AUTHENTICODE_BAD_OPTION',
       `the PE was prepared for ${pe.hash}, the profile signs with ${options.digest}`,
     );

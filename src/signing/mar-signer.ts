@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../errors.js';
+import { signingError } from './errors.js';
 import { FileSource } from '../io/byte-source.js';
 import {
   MAR_MAX_SIGNATURES,
@@ -23,20 +24,26 @@ export interface MarSignOptions {
 
 function checkKeys(keys: SigningKey[], algorithm: MarAlgorithm): void {
   if (!(algorithm in MAR_ALGORITHM_IDS)) {
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'MAR_ALGORITHM_UNSUPPORTED',
       `MAR algorithm must be sha384 or sha1, got ${String(algorithm)}`,
     );
   }
   if (keys.length === 0 || keys.length > MAR_MAX_SIGNATURES) {
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'MAR_KEYS_INVALID',
       `a MAR takes 1 to ${MAR_MAX_SIGNATURES} signatures, got ${keys.length} keys`,
     );
   }
   for (const [i, k] of keys.entries()) {
     if (k.type !== 'rsa')
-      throw new ConfigError('KEY_UNSUPPORTED', `MAR key ${i} is ${String(k.type)}, only RSA is supported`);
+      throw signingError(
+        ConfigError,
+        'KEY_UNSUPPORTED',
+        `MAR key ${i} is ${String(k.type)}, only RSA is supported`,
+      );
   }
 }
 

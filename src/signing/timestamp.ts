@@ -5,7 +5,8 @@
  * The HTTP exchange sits behind `TimestampTransport`, so callers never hold a client.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { AuthorityError, ConfigError, FormatError, TransientError, type CodedError } from '../errors.js';
+import { AuthorityError, ConfigError, TransientError, type CodedError } from '../errors.js';
+import { signingError, signingFormatError } from './errors.js';
 import {
   algorithmId,
   boolean,
@@ -67,7 +68,7 @@ export const httpTransport: TimestampTransport = async (url, body, timeoutMs) =>
     for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
       size += chunk.length;
       if (size > MAX_TSA_RESPONSE) {
-        throw new AuthorityError('TSA_BAD_REPLY', `reply is larger than ${MAX_TSA_RESPONSE} bytes`);
+        throw signingError(AuthorityError, 'TSA_BAD_REPLY', `reply is larger than ${MAX_TSA_RESPONSE} bytes`);
       }
       chunks.push(chunk);
     }
@@ -106,7 +107,7 @@ export interface TimestampToken {
 export function readTimestampToken(token: Uint8Array): TimestampToken {
   const signedData = parseSignedData(token);
   if (signedData.contentType !== OID.tstInfo)
-    throw new FormatError(
+    throw signingFormatError(
       'rfc3161',
       'TSA_BAD_TOKEN',
       `token content type ${signedData.contentType} is not TSTInfo`,
@@ -170,13 +171,14 @@ export function checkTimestampResponse(
     );
     token = tok;
   } catch (e) {
-    throw new AuthorityError('TSA_BAD_REPLY', `not a TimeStampResp: ${(e as Error).message}`, {
+    throw signingError(AuthorityError, 'TSA_BAD_REPLY', `not a TimeStampResp: ${(e as Error).message}`, {
       cause: e,
     });
   }
   // 0 granted, 1 grantedWithMods (RFC 3161 2.4.2); anything else carries no usable token.
   if (status > 1 || !token)
-    throw new AuthorityError(
+    throw signingError(
+      AuthorityError,
       'TSA_REJECTED',
       `authority answered status ${status} (${PKI_STATUS[status] ?? 'unknown'})${token ? '' : ' without a token'}`,
       { details: { status } },
@@ -185,31 +187,34 @@ export function checkTimestampResponse(
   try {
     parsed = readTimestampToken(token.der);
   } catch (e) {
-    throw new AuthorityError('TSA_BAD_REPLY', `bad timeStampToken: ${(e as Error).message}`, { cause: e });
+    throw signingError(AuthorityError, 'TSA_BAD_REPLY', `bad timeStampToken: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   const t = parsed.tstInfo;
   if (t.hashAlgorithm !== DIGEST_OIDS[hash] || !bytesEqual(t.imprint, imprint))
-    throw new AuthorityError(
+    throw signingError(
+      AuthorityError,
       'TSA_IMPRINT_MISMATCH',
       `token imprint ${Buffer.from(t.imprint).toString('hex')} (${t.hashAlgorithm}) is not the ${hash} of our signature ${Buffer.from(imprint).toString('hex')}`,
     );
   if (nonce && (!t.nonceDer || !bytesEqual(t.nonceDer, uintFromBytes(nonce))))
-    throw new AuthorityError('TSA_NONCE_MISMATCH', 'token nonce does not match the request');
+    throw signingError(AuthorityError, 'TSA_NONCE_MISMATCH', 'token nonce does not match the request');
   return new Uint8Array(token.der);
 }
 
 function validateOptions(o: TimestampOptions): Required<TimestampOptions> {
   if (!Array.isArray(o.urls) || o.urls.length === 0)
-    throw new ConfigError('TSA_BAD_OPTION', 'timestamp.urls must list at least one authority');
+    throw signingError(ConfigError, 'TSA_BAD_OPTION', 'timestamp.urls must list at least one authority');
   for (const u of o.urls) {
     let p: URL;
     try {
       p = new URL(u);
     } catch {
-      throw new ConfigError('TSA_BAD_OPTION', `timestamp url ${JSON.stringify(u)} is not a URL`);
+      throw signingError(ConfigError, 'TSA_BAD_OPTION', `timestamp url ${JSON.stringify(u)} is not a URL`);
     }
     if (p.protocol !== 'http:' && p.protocol !== 'https:')
-      throw new ConfigError('TSA_BAD_OPTION', `timestamp url ${u} must be http or https`);
+      throw signingError(ConfigError, 'TSA_BAD_OPTION', `timestamp url ${u} must be http or https`);
   }
   const r = {
     urls: o.urls,
@@ -219,13 +224,21 @@ function validateOptions(o: TimestampOptions): Required<TimestampOptions> {
     digest: o.digest ?? TIMESTAMP_DEFAULTS.digest,
   };
   if (!Number.isInteger(r.retries) || r.retries < 1)
-    throw new ConfigError('TSA_BAD_OPTION', `timestamp.retries must be a positive integer, got ${r.retries}`);
+    throw signingError(
+      ConfigError,
+      'TSA_BAD_OPTION',
+      `timestamp.retries must be a positive integer, got ${r.retries}`,
+    );
   if (!Number.isFinite(r.backoffMs) || r.backoffMs < 0)
-    throw new ConfigError('TSA_BAD_OPTION', `timestamp.backoffMs must be >= 0, got ${r.backoffMs}`);
+    throw signingError(ConfigError, 'TSA_BAD_OPTION', `timestamp.backoffMs must be >= 0, got ${r.backoffMs}`);
   if (!Number.isFinite(r.timeoutMs) || r.timeoutMs <= 0)
-    throw new ConfigError('TSA_BAD_OPTION', `timestamp.timeoutMs must be > 0, got ${r.timeoutMs}`);
+    throw signingError(ConfigError, 'TSA_BAD_OPTION', `timestamp.timeoutMs must be > 0, got ${r.timeoutMs}`);
   if (!(r.digest in DIGEST_OIDS))
-    throw new ConfigError('TSA_BAD_OPTION', `timestamp.digest ${String(r.digest)} is not supported`);
+    throw signingError(
+      ConfigError,
+      'TSA_BAD_OPTION',
+      `timestamp.digest ${String(r.digest)} is not supported`,
+    );
   return r;
 }
 
@@ -308,7 +321,7 @@ export async function fetchTimestamp(
       }
       try {
         if (reply.status !== 200)
-          throw new AuthorityError('TSA_BAD_REPLY', `HTTP ${reply.status}`, {
+          throw signingError(AuthorityError, 'TSA_BAD_REPLY', `HTTP ${reply.status}`, {
             details: { status: reply.status },
           });
         return { token: checkTimestampResponse(reply.body, imprint, o.digest, nonce), url };
@@ -321,11 +334,13 @@ export async function fetchTimestamp(
     }
   }
   if (anyTransient || !firstBad)
-    throw new TransientError(
+    throw signingError(
+      TransientError,
       'TSA_UNAVAILABLE',
       `no timestamp authority answered: ${describeFailures(failures)}`,
       { details: { failures } },
     );
+  // firstBad.code is passed through: usually a SigningErrorCode, but a custom transport may raise its own.
   throw new AuthorityError(firstBad.code, `no usable timestamp token: ${describeFailures(failures)}`, {
     cause: firstBad,
     details: { failures },
@@ -340,7 +355,7 @@ export async function fetchTimestamp(
 export function embedTimestampToken(contentInfoDer: Uint8Array, token: Uint8Array): Uint8Array {
   const sd = parseSignedData(contentInfoDer);
   const si = sd.signerInfos[0];
-  if (!si) throw new FormatError('pkcs7', 'PKCS7_MALFORMED', 'SignedData has no SignerInfo');
+  if (!si) throw signingFormatError('pkcs7', 'PKCS7_MALFORMED', 'SignedData has no SignerInfo');
   const kept = si.unsignedAttrs
     .filter((a) => a.oid !== OID.spcRfc3161Timestamp && a.oid !== OID.counterSignature)
     .map((a) => a.node.der);

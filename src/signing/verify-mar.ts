@@ -1,6 +1,7 @@
 import { constants, createHash, publicDecrypt, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { ConfigError } from '../errors.js';
+import { signingError } from './errors.js';
 import { FileSource } from '../io/byte-source.js';
 import { readMar, signableChunks } from '../formats/mar/index.js';
 import { digestInfo } from '../keys/node-rsa.js';
@@ -40,14 +41,16 @@ export async function marPublicKey(certOrKey: Uint8Array | string): Promise<KeyO
   let bytes: Uint8Array | string = certOrKey;
   if (typeof certOrKey === 'string' && !certOrKey.includes('-----BEGIN')) {
     bytes = await readFile(certOrKey).catch((e: NodeJS.ErrnoException) => {
-      throw new ConfigError(
+      throw signingError(
+        ConfigError,
         'CERT_NOT_FOUND',
         `certificate ${certOrKey} cannot be read: ${e.code ?? 'error'}`,
       );
     });
   }
   if (bytes.length > MAX_MAR_CERT_BYTES) {
-    throw new ConfigError(
+    throw signingError(
+      ConfigError,
       'CERT_INVALID',
       `certificate is ${bytes.length} bytes (libmar limit ${MAX_MAR_CERT_BYTES})`,
     );

@@ -7,6 +7,7 @@
  */
 import { createHash, verify as cryptoVerify, X509Certificate } from 'node:crypto';
 import { ConfigError, FormatError } from '../errors.js';
+import { signingError, signingFormatError } from './errors.js';
 import { bytesEqual, children, decodeAt, readOid, TAG, type DerNode } from '../formats/asn1/der.js';
 import { digestNameFromOid, OID, RSA_SIGNATURE_OIDS, type DigestName } from '../formats/asn1/oids.js';
 import {
@@ -74,7 +75,8 @@ function toX509(der: Uint8Array): X509Certificate | undefined {
 function trustAnchors(ders: Uint8Array[] | undefined, what: string): X509Certificate[] {
   return (ders ?? []).map((der, i) => {
     const c = toX509(der);
-    if (!c) throw new ConfigError('CERT_INVALID', `${what} certificate ${i} does not parse as X.509`);
+    if (!c)
+      throw signingError(ConfigError, 'CERT_INVALID', `${what} certificate ${i} does not parse as X.509`);
     return c;
   });
 }
@@ -236,7 +238,7 @@ function malformed(pos: Position, ctx: Context, e: unknown): PeSignatureResult {
 /** Verify one Authenticode SignedData (an entry's own or a nested one) against the image. */
 function verifySignedData(sd: SignedData, pos: Position, ctx: Context): PeSignatureResult {
   if (sd.contentType !== OID.spcIndirectData || !sd.content || sd.content.tag !== TAG.SEQUENCE)
-    throw new FormatError(
+    throw signingFormatError(
       'pkcs7',
       'PKCS7_MALFORMED',
       `signed content type ${sd.contentType} is not SpcIndirectDataContent`,
@@ -267,7 +269,7 @@ function verifySignedData(sd: SignedData, pos: Position, ctx: Context): PeSignat
 
   // Authenticode: exactly one SignerInfo (authenticode.md §3); another would go unchecked.
   if (sd.signerInfos.length !== 1)
-    throw new FormatError(
+    throw signingFormatError(
       'pkcs7',
       'PKCS7_MALFORMED',
       `${sd.signerInfos.length} SignerInfos, Authenticode has one`,
@@ -391,7 +393,7 @@ export function verifyPe(bytes: Uint8Array, options: VerifyPeOptions = {}): PeVe
     const pos = (nested: boolean): Position => ({ index: sigs.length, entry, nested });
     if (cert.revision !== WIN_CERT_REVISION_2_0 || cert.certificateType !== WIN_CERT_TYPE_PKCS_SIGNED_DATA) {
       const what = `WIN_CERTIFICATE revision 0x${cert.revision.toString(16)} type 0x${cert.certificateType.toString(16)} is not PKCS#7 SignedData`;
-      sigs.push(malformed(pos(false), ctx, new FormatError('pe', 'PE_BAD_CERT_TABLE', what, cert.offset)));
+      sigs.push(malformed(pos(false), ctx, signingFormatError('pe', 'PE_BAD_CERT_TABLE', what, cert.offset)));
       continue;
     }
     let sd: SignedData;
@@ -407,7 +409,7 @@ export function verifyPe(bytes: Uint8Array, options: VerifyPeOptions = {}): PeVe
       .filter((a) => a.oid === OID.spcNestedSignature)
       .flatMap((a) => a.values);
     if (nestedValues.length > MAX_NESTED_SIGNATURES) {
-      const e = new FormatError(
+      const e = signingFormatError(
         'pkcs7',
         'PKCS7_MALFORMED',
         `${nestedValues.length} nested signatures (max ${MAX_NESTED_SIGNATURES})`,
