@@ -5,6 +5,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { defaultCacheDir, loadOrCreateSecret, readSecretFile } from '../../cache/defaults.js';
 import { MIN_SECRET_BYTES } from '../../cache/fs-store.js';
 import { CodedError, ConfigError } from '../errors.js';
+import { configError } from './errors.js';
 // pem.js and registry.js directly, not the keys/ barrel: the barrel pulls in node-forge (PKCS#12, dev
 // keys), which only a pkcs12 profile needs; backends load their heavy parts on use.
 import { certificateSpki, pemCertificates } from '../keys/pem.js';
@@ -58,17 +59,14 @@ export async function loadConfig(path?: string): Promise<LoadedConfig> {
   try {
     const st = await stat(abs);
     if (!st.isFile())
-      throw new ConfigError('CONFIG_NOT_FOUND', `config ${abs} (from ${how}) is not a regular file`);
+      throw configError('CONFIG_NOT_FOUND', `config ${abs} (from ${how}) is not a regular file`);
     if (st.size > MAX_CONFIG_BYTES) {
-      throw new ConfigError(
-        'CONFIG_INVALID',
-        `config ${abs} is ${st.size} bytes (limit ${MAX_CONFIG_BYTES})`,
-      );
+      throw configError('CONFIG_INVALID', `config ${abs} is ${st.size} bytes (limit ${MAX_CONFIG_BYTES})`);
     }
     bytes = await readFile(abs);
   } catch (e) {
     if (e instanceof CodedError) throw e;
-    throw new ConfigError(
+    throw configError(
       'CONFIG_NOT_FOUND',
       `config ${abs} (from ${how}) cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
       { cause: e },
@@ -81,7 +79,7 @@ export async function loadConfig(path?: string): Promise<LoadedConfig> {
     // V8's message quotes the surrounding text, which could hold a misplaced secret: give a position only.
     const m = /position (\d+)/.exec(String((e as Error).message));
     const where = m ? ` at ${lineCol(bytes, Number(m[1]))}` : '';
-    throw new ConfigError('CONFIG_INVALID', `${abs}: not valid JSON${where}`);
+    throw configError('CONFIG_INVALID', `${abs}: not valid JSON${where}`);
   }
   const file = validateConfig(raw, abs);
   const dir = dirname(abs);
@@ -110,7 +108,7 @@ function checkReferencedFiles(file: ConfigFile, dir: string, cfgPath: string): v
     if (p === undefined) return;
     const abs = resolvePath(dir, p);
     if (!existsSync(abs))
-      throw new ConfigError('CONFIG_FILE_MISSING', `${cfgPath}: ${field}: ${abs} does not exist`, {
+      throw configError('CONFIG_FILE_MISSING', `${cfgPath}: ${field}: ${abs} does not exist`, {
         details: { field },
       });
   };
@@ -165,11 +163,11 @@ export function resolveSecretSync(
   if (ref.env !== undefined) {
     const v = process.env[ref.env];
     if (v === undefined)
-      throw new ConfigError('SECRET_MISSING', `${where}: environment variable ${ref.env} is not set`, {
+      throw configError('SECRET_MISSING', `${where}: environment variable ${ref.env} is not set`, {
         details: { variable: ref.env },
       });
     if (v === '')
-      throw new ConfigError('SECRET_MISSING', `${where}: environment variable ${ref.env} is empty`, {
+      throw configError('SECRET_MISSING', `${where}: environment variable ${ref.env} is empty`, {
         details: { variable: ref.env },
       });
     return v;
@@ -179,14 +177,11 @@ export function resolveSecretSync(
     let text: string;
     try {
       if (statSync(abs).size > MAX_KEY_FILE_BYTES)
-        throw new ConfigError(
-          'SECRET_INVALID',
-          `${where}: ${abs} is larger than ${MAX_KEY_FILE_BYTES} bytes`,
-        );
+        throw configError('SECRET_INVALID', `${where}: ${abs} is larger than ${MAX_KEY_FILE_BYTES} bytes`);
       text = readFileSync(abs, 'utf8');
     } catch (e) {
       if (e instanceof CodedError) throw e;
-      throw new ConfigError(
+      throw configError(
         'SECRET_MISSING',
         `${where}: secret file ${abs} cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
         { details: { file: abs } },
@@ -194,7 +189,7 @@ export function resolveSecretSync(
     }
     const v = text.replace(/\r?\n$/, '');
     if (v === '')
-      throw new ConfigError('SECRET_MISSING', `${where}: secret file ${abs} is empty`, {
+      throw configError('SECRET_MISSING', `${where}: secret file ${abs} is empty`, {
         details: { file: abs },
       });
     return v;
@@ -206,14 +201,11 @@ async function readLimited(path: string, where: string): Promise<Buffer> {
   try {
     const st = await stat(path);
     if (st.size > MAX_KEY_FILE_BYTES)
-      throw new ConfigError(
-        'KEY_INVALID',
-        `${where}: ${path} is ${st.size} bytes (limit ${MAX_KEY_FILE_BYTES})`,
-      );
+      throw configError('KEY_INVALID', `${where}: ${path} is ${st.size} bytes (limit ${MAX_KEY_FILE_BYTES})`);
     return await readFile(path);
   } catch (e) {
     if (e instanceof CodedError) throw e;
-    throw new ConfigError(
+    throw configError(
       'CONFIG_FILE_MISSING',
       `${where}: ${path} cannot be read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`,
     );
@@ -241,7 +233,7 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
   const pf = Object.hasOwn(config.file.profiles, name) ? config.file.profiles[name] : undefined;
   if (!pf) {
     const known = Object.keys(config.file.profiles);
-    throw new ConfigError(
+    throw configError(
       'PROFILE_NOT_FOUND',
       `profile "${name}" is not in ${config.path} (profiles: ${known.length ? known.join(', ') : 'none'})`,
     );
@@ -261,7 +253,7 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
   if (pf.authenticode) {
     const a = pf.authenticode;
     const ref = keyRefs('authenticode', a as Record<string, unknown>)[0];
-    if (!ref) throw new ConfigError('CONFIG_INVALID', `${at('authenticode')}: no key or pkcs12`);
+    if (!ref) throw configError('CONFIG_INVALID', `${at('authenticode')}: no key or pkcs12`);
     const loaded = await inField(at(ref.field), () =>
       loadKeyRef(ref, keyContext(config, a as Record<string, unknown>, at, a.certChain === undefined)),
     );
@@ -277,9 +269,9 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
       chainFrom = loaded.chainFrom ?? ref.field;
     }
     const leaf = chainDer[0];
-    if (!leaf) throw new ConfigError('CERT_INVALID', `${at('authenticode.certChain')}: no certificate`);
+    if (!leaf) throw configError('CERT_INVALID', `${at('authenticode.certChain')}: no certificate`);
     if (!Buffer.from(certificateSpki(leaf)).equals(Buffer.from(key.publicKeyDer))) {
-      throw new ConfigError(
+      throw configError(
         'KEY_CERT_MISMATCH',
         `${at(ref.field)}: the private key does not match the first certificate of ${chainFrom} (${new X509Certificate(leaf).subject.replace(/\n/g, ', ')})`,
         { details: { field: ref.field } },
@@ -287,7 +279,7 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
     }
     const eku = new X509Certificate(leaf).keyUsage;
     if (eku !== undefined && !eku.includes(EKU_CODE_SIGNING)) {
-      throw new ConfigError(
+      throw configError(
         'CERT_NOT_CODE_SIGNING',
         `${at('authenticode.certChain')}: the signer certificate's extended key usage (${eku.join(', ')}) lacks codeSigning ${EKU_CODE_SIGNING}`,
       );
@@ -308,7 +300,7 @@ export async function loadProfile(config: LoadedConfig, name: string): Promise<S
       const field = ref.field;
       const { key } = await inField(at(field), () => loadKeyRef(ref, ctx));
       if (key.bits / 8 > MAX_MAR_SIGNATURE_BYTES) {
-        throw new ConfigError(
+        throw configError(
           'KEY_UNSUPPORTED',
           `${at(field)}: a ${key.bits}-bit key makes ${key.bits / 8}-byte signatures; MAR allows ${MAX_MAR_SIGNATURE_BYTES}`,
         );
@@ -418,14 +410,14 @@ export async function cacheSettings(config?: LoadedConfig, dirOverride?: string)
   if (c?.hmacSecretEnv !== undefined) {
     const hex = resolveSecretSync({ env: c.hmacSecretEnv }, 'cache.hmacSecretEnv', base) as string;
     if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex.trim())) {
-      throw new ConfigError(
+      throw configError(
         'CACHE_SECRET_INVALID',
         `cache.hmacSecretEnv: environment variable ${c.hmacSecretEnv} does not hold a hex secret`,
       );
     }
     const bytes = new Uint8Array(Buffer.from(hex.trim(), 'hex'));
     if (bytes.length < MIN_SECRET_BYTES) {
-      throw new ConfigError(
+      throw configError(
         'CACHE_SECRET_TOO_SHORT',
         `cache.hmacSecretEnv: ${c.hmacSecretEnv} holds ${bytes.length} bytes, at least ${MIN_SECRET_BYTES} are needed`,
       );

@@ -4,6 +4,7 @@
  * (src/keys/registry.ts), which is why it lives apart from validate.ts (no import cycle).
  */
 import { ConfigError } from '../errors.js';
+import { configError } from './errors.js';
 
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -13,10 +14,10 @@ export class Validator {
   constructor(private readonly file: string) {}
 
   fail(path: string, rule: string): never {
-    throw new ConfigError('CONFIG_INVALID', `${this.file}: ${path} ${rule}`, { details: { field: path } });
+    throw configError('CONFIG_INVALID', `${this.file}: ${path} ${rule}`, { details: { field: path } });
   }
 
-  /** Like fail, with a backend's own code (`PKCS11_URI_INVALID`). */
+  /** Like fail, with a backend's own code (`PKCS11_URI_INVALID`): typed by the backend, so `string` here. */
   failWith(code: string, path: string, rule: string): never {
     throw new ConfigError(code, `${this.file}: ${path}: ${rule}`, { details: { field: path } });
   }
