@@ -6,6 +6,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError } from '../src/errors.js';
 import { READ_FLAGS, typeOf } from './confined.js';
 import { MIN_SECRET_BYTES } from './fs-store.js';
+import type { CacheErrorCode } from './errors.js';
 
 /** Name of the generated secret inside the cache root (not a two-hex-digit dir, so never scanned). */
 export const SECRET_FILE_NAME = '.hmac-secret';
@@ -52,7 +53,7 @@ export async function readSecretFile(path: string, options: { inCache?: boolean 
     fh = await open(path, flags);
   } catch (e) {
     throw new ConfigError(
-      'CACHE_SECRET_UNREADABLE',
+      'CACHE_SECRET_UNREADABLE' satisfies CacheErrorCode,
       code(e) === 'ELOOP'
         ? `cache secret file ${path} is a symbolic link; it is never followed inside the cache (remove it)`
         : `cannot read the cache secret file ${path}: ${code(e)}`,
@@ -63,23 +64,23 @@ export async function readSecretFile(path: string, options: { inCache?: boolean 
     const st = await fh.stat();
     if (!st.isFile())
       throw new ConfigError(
-        'CACHE_SECRET_UNREADABLE',
+        'CACHE_SECRET_UNREADABLE' satisfies CacheErrorCode,
         `cache secret ${path} is not a regular file (${typeOf(st)})`,
       );
     if (st.size > MAX_SECRET_FILE_BYTES)
       throw new ConfigError(
-        'CACHE_SECRET_INVALID',
+        'CACHE_SECRET_INVALID' satisfies CacheErrorCode,
         `cache secret file ${path} is ${st.size} bytes, expected a hex line`,
       );
     if (process.platform !== 'win32' && (st.mode & 0o077) !== 0)
       throw new ConfigError(
-        'CACHE_SECRET_PERMISSIONS',
+        'CACHE_SECRET_PERMISSIONS' satisfies CacheErrorCode,
         `cache secret file ${path} has mode ${(st.mode & 0o777).toString(8)}; make it private (chmod 600)`,
       );
     const uid = process.getuid?.();
     if (options.inCache && uid !== undefined && st.uid !== uid && st.uid !== 0)
       throw new ConfigError(
-        'CACHE_SECRET_PERMISSIONS',
+        'CACHE_SECRET_PERMISSIONS' satisfies CacheErrorCode,
         `cache secret file ${path} is owned by uid ${st.uid}, not by this user (uid ${uid}) or root; remove it`,
       );
     const buf = Buffer.alloc(st.size);
@@ -91,11 +92,14 @@ export async function readSecretFile(path: string, options: { inCache?: boolean 
     }
     const text = buf.toString('latin1', 0, n).trim();
     if (!/^(?:[0-9a-fA-F]{2})+$/.test(text))
-      throw new ConfigError('CACHE_SECRET_INVALID', `cache secret file ${path} does not hold a hex secret`);
+      throw new ConfigError(
+        'CACHE_SECRET_INVALID' satisfies CacheErrorCode,
+        `cache secret file ${path} does not hold a hex secret`,
+      );
     const secret = new Uint8Array(Buffer.from(text, 'hex'));
     if (secret.length < MIN_SECRET_BYTES)
       throw new ConfigError(
-        'CACHE_SECRET_TOO_SHORT',
+        'CACHE_SECRET_TOO_SHORT' satisfies CacheErrorCode,
         `cache secret in ${path} is ${secret.length} bytes, at least ${MIN_SECRET_BYTES} are needed`,
       );
     return secret;

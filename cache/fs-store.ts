@@ -55,6 +55,7 @@ import {
   type PayloadDigester,
   type RangedReads,
 } from './types.js';
+import type { CacheErrorCode } from './errors.js';
 
 /** Largest payload stored or read back (a compressed MAR entry; xul.dll is well under this). */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024 * 1024;
@@ -297,18 +298,18 @@ export class FsCacheStore
   constructor(options: FsCacheStoreOptions) {
     if (typeof options?.root !== 'string' || options.root === '')
       throw new ConfigError(
-        'CACHE_BAD_ROOT',
+        'CACHE_BAD_ROOT' satisfies CacheErrorCode,
         `options.root must be a non-empty path, got ${typeof options?.root}`,
       );
     const secret: unknown = options.hmacSecret;
     if (!(secret instanceof Uint8Array))
       throw new ConfigError(
-        'CACHE_BAD_SECRET',
+        'CACHE_BAD_SECRET' satisfies CacheErrorCode,
         `options.hmacSecret must be a Uint8Array, got ${typeof secret}`,
       );
     if (secret.length < MIN_SECRET_BYTES)
       throw new ConfigError(
-        'CACHE_SECRET_TOO_SHORT',
+        'CACHE_SECRET_TOO_SHORT' satisfies CacheErrorCode,
         `options.hmacSecret must be at least ${MIN_SECRET_BYTES} bytes, got ${secret.length}`,
       );
     this.root = resolve(options.root);
@@ -475,14 +476,20 @@ export class FsCacheStore
   ): Promise<void> {
     assertCacheKey(key);
     if (!(payload instanceof Uint8Array))
-      throw new CodedError('CACHE_BAD_PAYLOAD', `payload must be a Uint8Array, got ${typeof payload}`);
+      throw new CodedError(
+        'CACHE_BAD_PAYLOAD' satisfies CacheErrorCode,
+        `payload must be a Uint8Array, got ${typeof payload}`,
+      );
     if (payload.length > MAX_PAYLOAD_BYTES)
       throw new CodedError(
-        'CACHE_PAYLOAD_TOO_LARGE',
+        'CACHE_PAYLOAD_TOO_LARGE' satisfies CacheErrorCode,
         `payload is ${payload.length} bytes, more than the ${MAX_PAYLOAD_BYTES} a cache entry may hold`,
       );
     if (facts !== undefined && !validFacts(facts))
-      throw new CodedError('CACHE_BAD_PAYLOAD', 'facts must hold a u64 size and a u32 crc32');
+      throw new CodedError(
+        'CACHE_BAD_PAYLOAD' satisfies CacheErrorCode,
+        'facts must hold a u64 size and a u32 crc32',
+      );
     const header = buildHeader(key, payload, this.secret, facts);
     await this.inDir(key.slice(0, 2), true, async (dir) => {
       const f = await AtomicFile.create(join(dir.path, key + suffix), 0o644);
@@ -573,14 +580,20 @@ export class FsCacheStore
   ): Promise<{ linked: boolean }> {
     assertCacheKey(key);
     if (!(payload instanceof Uint8Array) || !(info?.meta instanceof Uint8Array))
-      throw new CodedError('CACHE_BAD_PAYLOAD', 'payload and meta must be Uint8Arrays');
+      throw new CodedError(
+        'CACHE_BAD_PAYLOAD' satisfies CacheErrorCode,
+        'payload and meta must be Uint8Arrays',
+      );
     if (payload.length > MAX_PAYLOAD_BYTES || info.meta.length > MAX_OUTPUT_META_BYTES)
       throw new CodedError(
-        'CACHE_PAYLOAD_TOO_LARGE',
+        'CACHE_PAYLOAD_TOO_LARGE' satisfies CacheErrorCode,
         `output ${payload.length} bytes / meta ${info.meta.length} bytes exceed ${MAX_PAYLOAD_BYTES} / ${MAX_OUTPUT_META_BYTES}`,
       );
     if (!/^[0-9a-f]{64}$/.test(info.sha256))
-      throw new CodedError('CACHE_BAD_PAYLOAD', 'sha256 must be 64 lowercase hex digits');
+      throw new CodedError(
+        'CACHE_BAD_PAYLOAD' satisfies CacheErrorCode,
+        'sha256 must be 64 lowercase hex digits',
+      );
     const linked = await this.inDir(key.slice(0, 2), true, async (dir) => {
       const outName = key + OUTPUT_SUFFIX;
       const payloadName = key + PAYLOAD_SUFFIX;
@@ -607,7 +620,10 @@ export class FsCacheStore
         await f.write(info.meta, OUTPUT_HEADER_SIZE);
         const sha512 = await info.sha512;
         if (!/^[0-9a-f]{128}$/.test(sha512))
-          throw new CodedError('CACHE_BAD_PAYLOAD', 'sha512 must be 128 lowercase hex digits');
+          throw new CodedError(
+            'CACHE_BAD_PAYLOAD' satisfies CacheErrorCode,
+            'sha512 must be 128 lowercase hex digits',
+          );
         const h = Buffer.alloc(OUTPUT_HEADER_SIZE);
         OUT_MAGIC.copy(h, 0);
         h.writeUInt32BE(OUTPUT_FORMAT_VERSION, OFF_VERSION);
@@ -742,7 +758,10 @@ export class FsCacheStore
   async putBlob(sha256: string, bytes: Uint8Array): Promise<{ created: boolean }> {
     assertBlobDigest(sha256);
     if (!(bytes instanceof Uint8Array))
-      throw new CodedError('CACHE_BAD_PAYLOAD', `blob bytes must be a Uint8Array, got ${typeof bytes}`);
+      throw new CodedError(
+        'CACHE_BAD_PAYLOAD' satisfies CacheErrorCode,
+        `blob bytes must be a Uint8Array, got ${typeof bytes}`,
+      );
     if (bytes.length > MAX_BLOB_BYTES)
       throw new UsageError(
         'BLOB_TOO_LARGE' satisfies BlobErrorCode,
@@ -919,7 +938,10 @@ export class FsCacheStore
 
   async prune(maxBytes: number): Promise<CachePruneResult> {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0)
-      throw new CodedError('CACHE_BAD_MAX_SIZE', `maxBytes must be a non-negative integer, got ${maxBytes}`);
+      throw new CodedError(
+        'CACHE_BAD_MAX_SIZE' satisfies CacheErrorCode,
+        `maxBytes must be a non-negative integer, got ${maxBytes}`,
+      );
     const scan = await scanRoot(await this.base(false));
     const staleTempRemoved = await this.removeStaleTemps(scan);
     let remaining = 0;
@@ -1051,7 +1073,7 @@ export class FsCacheStore
       if (!create) return undefined;
       if (r.why === 'elsewhere' || attempt > DIR_ATTEMPTS)
         throw new CodedError(
-          'CACHE_UNSAFE_PATH',
+          'CACHE_UNSAFE_PATH' satisfies CacheErrorCode,
           r.why === 'elsewhere'
             ? `cache directory ${path} is really ${r.at}: a directory above it was replaced; nothing written`
             : `cache directory ${path} keeps being replaced by something that is not a directory; nothing written`,

@@ -1,5 +1,6 @@
 /** The content-addressed cache: key derivation, the filesystem store, defaults and size parsing. */
 export * from './types.js';
+export type { CacheErrorCode } from './errors.js';
 export {
   cacheKey,
   checkKey,

@@ -8,6 +8,7 @@ import {
   type OutputKeyParts,
   type SignatureKeyParts,
 } from './types.js';
+import type { CacheErrorCode } from './errors.js';
 
 /** A cache key (and entry file name): lowercase hex sha256. */
 export const CACHE_KEY_PATTERN = /^[0-9a-f]{64}$/;
@@ -40,7 +41,7 @@ export function cacheKey(parts: CacheKeyParts): string {
     !HEX_DIGEST.test(signerFingerprint)
   )
     throw new CodedError(
-      'CACHE_BAD_KEY_PART',
+      'CACHE_BAD_KEY_PART' satisfies CacheErrorCode,
       `signerFingerprint must be a lowercase hex digest, got ${describe(signerFingerprint)}`,
     );
   if (
@@ -49,12 +50,12 @@ export function cacheKey(parts: CacheKeyParts): string {
     codecSettings.length > MAX_CODEC_SETTINGS_LENGTH
   )
     throw new CodedError(
-      'CACHE_BAD_KEY_PART',
+      'CACHE_BAD_KEY_PART' satisfies CacheErrorCode,
       `codecSettings must be a non-empty string of at most ${MAX_CODEC_SETTINGS_LENGTH} characters, got ${describe(codecSettings)}`,
     );
   if (typeof inputSha256 !== 'string' || !CACHE_KEY_PATTERN.test(inputSha256))
     throw new CodedError(
-      'CACHE_BAD_KEY_PART',
+      'CACHE_BAD_KEY_PART' satisfies CacheErrorCode,
       `inputSha256 must be 64 lowercase hex digits, got ${describe(inputSha256)}`,
     );
 
@@ -203,13 +204,16 @@ function digestFields(fields: string[]): string {
 }
 
 function badPart(what: string, v: unknown): CodedError {
-  return new CodedError('CACHE_BAD_KEY_PART', `${what}, got ${describe(v)}`);
+  return new CodedError('CACHE_BAD_KEY_PART' satisfies CacheErrorCode, `${what}, got ${describe(v)}`);
 }
 
 /** Throw unless `key` is a well-formed cache key (it becomes a file name, so this also stops `../`). */
 export function assertCacheKey(key: unknown): asserts key is string {
   if (typeof key !== 'string' || !CACHE_KEY_PATTERN.test(key))
-    throw new CodedError('CACHE_BAD_KEY', `cache key must be 64 lowercase hex digits, got ${describe(key)}`);
+    throw new CodedError(
+      'CACHE_BAD_KEY' satisfies CacheErrorCode,
+      `cache key must be 64 lowercase hex digits, got ${describe(key)}`,
+    );
 }
 
 function describe(v: unknown): string {

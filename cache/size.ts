@@ -1,4 +1,5 @@
 import { UsageError } from '../src/errors.js';
+import type { CacheErrorCode } from './errors.js';
 
 const UNITS: Record<string, number> = {
   '': 1,
@@ -28,12 +29,12 @@ export function parseSize(text: string): number {
   const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
   if (!m || unit === undefined)
     throw new UsageError(
-      'BAD_SIZE',
+      'BAD_SIZE' satisfies CacheErrorCode,
       `cannot parse size ${JSON.stringify(text)}: expected a number with an optional unit (K, M, G, T, KiB…, KB…), e.g. 500M`,
     );
   const bytes = Math.floor(Number(m[1]) * unit);
   if (!Number.isSafeInteger(bytes))
-    throw new UsageError('BAD_SIZE', `size ${JSON.stringify(text)} is too large`);
+    throw new UsageError('BAD_SIZE' satisfies CacheErrorCode, `size ${JSON.stringify(text)} is too large`);
   return bytes;
 }
 
