@@ -19,7 +19,13 @@ import type { LoadedConfig } from '../config/types.js';
 import { ConfigError, CodedError, TransientError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { lineDigest, MAX_RECORD_BYTES, parseRecord, serializeLogStart, serializeRecord } from './record.js';
-import { GENESIS, type AnyAuditRecord, type AuditEvent, type AuditWriter } from './types.js';
+import {
+  GENESIS,
+  type AnyAuditRecord,
+  type AuditErrorCode,
+  type AuditEvent,
+  type AuditWriter,
+} from './types.js';
 
 /** Overrides the default log location (the config's `audit.log` still wins). */
 export const AUDIT_LOG_ENV = 'MARSIGN_AUDIT_LOG';
@@ -113,7 +119,7 @@ export async function readTail(path: string): Promise<LogTail> {
 
 function corrupt(path: string, why: string): CodedError {
   return new ConfigError(
-    'AUDIT_LOG_CORRUPT',
+    'AUDIT_LOG_CORRUPT' satisfies AuditErrorCode,
     `audit log ${path}: ${why}; check it with \`marsign audit verify ${path}\`, then start a new file with \`marsign audit rotate --log ${path}\``,
     { details: { log: path } },
   );
@@ -166,7 +172,7 @@ export class AuditLog implements AuditWriter {
       await mkdir(dirname(log.path), { recursive: true, mode: 0o750 });
     } catch (e) {
       throw new ConfigError(
-        'AUDIT_LOG_UNWRITABLE',
+        'AUDIT_LOG_UNWRITABLE' satisfies AuditErrorCode,
         `cannot create the audit log's directory ${dirname(log.path)}: ${errno(e)}; set "audit": { "log": … } in the config or $${AUDIT_LOG_ENV}`,
         { cause: e, details: { log: log.path } },
       );
@@ -262,12 +268,12 @@ export class AuditLog implements AuditWriter {
     } catch (e) {
       if (errno(e) === 'ELOCKED')
         throw new TransientError(
-          'AUDIT_LOG_LOCKED',
+          'AUDIT_LOG_LOCKED' satisfies AuditErrorCode,
           `audit log ${this.path} stayed locked by another process for ${LOCK_WAIT_MS / 1000} s`,
           { cause: e, details: { log: this.path } },
         );
       throw new ConfigError(
-        'AUDIT_LOG_UNWRITABLE',
+        'AUDIT_LOG_UNWRITABLE' satisfies AuditErrorCode,
         `cannot lock the audit log ${this.path} (${errno(e)}): is its directory writable?`,
         { cause: e, details: { log: this.path } },
       );
@@ -276,7 +282,7 @@ export class AuditLog implements AuditWriter {
       const out = await fn();
       if (compromised)
         throw new TransientError(
-          'AUDIT_WRITE_FAILED',
+          'AUDIT_WRITE_FAILED' satisfies AuditErrorCode,
           `the audit log's lock was lost while writing (${compromised.message})`,
           { details: { log: this.path } },
         );
@@ -296,10 +302,14 @@ export class AuditLog implements AuditWriter {
       tail = await readTail(this.path);
     } catch (e) {
       if (e instanceof CodedError) throw e;
-      throw new ConfigError('AUDIT_LOG_UNWRITABLE', `cannot read the audit log ${this.path}: ${errno(e)}`, {
-        cause: e,
-        details: { log: this.path },
-      });
+      throw new ConfigError(
+        'AUDIT_LOG_UNWRITABLE' satisfies AuditErrorCode,
+        `cannot read the audit log ${this.path}: ${errno(e)}`,
+        {
+          cause: e,
+          details: { log: this.path },
+        },
+      );
     }
     if (tail.torn > 0 && !allowTorn)
       throw corrupt(this.path, `its last line is incomplete (${tail.torn} bytes after the last line break)`);
@@ -373,10 +383,14 @@ export class AuditLog implements AuditWriter {
       await fh.write(text);
       await fh.sync();
     } catch (e) {
-      throw new TransientError('AUDIT_WRITE_FAILED', `cannot write the audit log ${this.path}: ${errno(e)}`, {
-        cause: e,
-        details: { log: this.path },
-      });
+      throw new TransientError(
+        'AUDIT_WRITE_FAILED' satisfies AuditErrorCode,
+        `cannot write the audit log ${this.path}: ${errno(e)}`,
+        {
+          cause: e,
+          details: { log: this.path },
+        },
+      );
     } finally {
       await fh?.close().catch(() => undefined);
     }
@@ -393,10 +407,14 @@ export class AuditLog implements AuditWriter {
     try {
       await writeFileAtomic(headPath(this.path), JSON.stringify(head) + '\n', 0o640);
     } catch (e) {
-      throw new TransientError('AUDIT_WRITE_FAILED', `cannot write ${headPath(this.path)}: ${errno(e)}`, {
-        cause: e,
-        details: { log: this.path },
-      });
+      throw new TransientError(
+        'AUDIT_WRITE_FAILED' satisfies AuditErrorCode,
+        `cannot write ${headPath(this.path)}: ${errno(e)}`,
+        {
+          cause: e,
+          details: { log: this.path },
+        },
+      );
     }
   }
 }

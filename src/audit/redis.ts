@@ -17,7 +17,7 @@ import type { Redis } from 'ioredis';
 import { TransientError, toPlainError } from '../errors.js';
 import type { Logger } from '../service/logger.js';
 import type { AuditLog } from './log.js';
-import type { AuditEvent, AuditWriter } from './types.js';
+import type { AuditErrorCode, AuditEvent, AuditWriter } from './types.js';
 
 export const DEFAULT_MAX_BACKLOG = 100_000;
 export const DRAIN_DEFAULTS = { batch: 500, blockMs: 1_000, leaseMs: 15_000 } as const;
@@ -60,7 +60,7 @@ export class RedisAuditQueue implements AuditWriter {
       backlog = await this.redis.xlen(this.keys.stream);
     } catch (e) {
       throw new TransientError(
-        'AUDIT_QUEUE_FAILED',
+        'AUDIT_QUEUE_FAILED' satisfies AuditErrorCode,
         `cannot read the audit stream: ${(e as Error).message}`,
         {
           cause: e,
@@ -69,7 +69,7 @@ export class RedisAuditQueue implements AuditWriter {
     }
     if (backlog >= this.maxBacklog)
       throw new TransientError(
-        'AUDIT_BACKLOG',
+        'AUDIT_BACKLOG' satisfies AuditErrorCode,
         `${backlog} audit records wait for the drainer (audit.maxBacklog ${this.maxBacklog}): is \`marsign serve\` or \`marsign audit drain\` running? This locale is retried later`,
         { details: { backlog, maxBacklog: this.maxBacklog } },
       );
@@ -83,13 +83,20 @@ export class RedisAuditQueue implements AuditWriter {
     try {
       res = await m.exec();
     } catch (e) {
-      throw new TransientError('AUDIT_QUEUE_FAILED', `cannot queue audit records: ${(e as Error).message}`, {
-        cause: e,
-      });
+      throw new TransientError(
+        'AUDIT_QUEUE_FAILED' satisfies AuditErrorCode,
+        `cannot queue audit records: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
     }
     const failed = res?.find(([err]) => err) ?? (res ? undefined : [new Error('transaction discarded')]);
     if (failed)
-      throw new TransientError('AUDIT_QUEUE_FAILED', `cannot queue audit records: ${failed[0]!.message}`);
+      throw new TransientError(
+        'AUDIT_QUEUE_FAILED' satisfies AuditErrorCode,
+        `cannot queue audit records: ${failed[0]!.message}`,
+      );
   }
 }
 
