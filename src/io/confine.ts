@@ -30,7 +30,7 @@ import { ConfigError, PolicyError } from '../errors.js';
 import { FileSource } from './byte-source.js';
 
 export type ConfinementErrorCode =
-  'PATH_ESCAPE' | 'PATH_NOT_FILE' | 'PATH_NOT_DIRECTORY' | 'CONFINEMENT_UNSUPPORTED';
+  'PATH_ESCAPE' | 'PATH_NOT_FILE' | 'PATH_NOT_DIRECTORY' | 'CONFINEMENT_UNSUPPORTED' | 'CONFIG_INVALID';
 
 /** Where the kernel lists this process's descriptors (Linux). */
 const FD_DIR = '/proc/self/fd';
@@ -106,7 +106,11 @@ export class Confinement {
    * a directory.
    */
   static async create(roots: readonly string[]): Promise<Confinement> {
-    if (roots.length === 0) throw new ConfigError('CONFIG_INVALID', 'a confinement needs at least one root');
+    if (roots.length === 0)
+      throw new ConfigError(
+        'CONFIG_INVALID' satisfies ConfinementErrorCode,
+        'a confinement needs at least one root',
+      );
     const real = await Promise.all(
       roots.map((r) =>
         realpath(resolve(r)).catch((e: unknown) => {

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { FoundRecord } from '../../audit/find.js';
+import type { AuditErrorCode } from '../../audit/types.js';
 import type { VerifyReport } from '../../audit/verify.js';
 import type { LoadedConfig } from '../../config/types.js';
 import { CodedError, UsageError } from '../../errors.js';
@@ -57,11 +58,16 @@ const verify: CommandModule<object, VerifyArgs> = {
     const reports: VerifyReport[] = [];
     for (const log of argv.logs) {
       if (!existsSync(log))
-        throw new CodedError('AUDIT_LOG_UNREADABLE', `${log}: no such audit log`, { details: { log } });
+        throw new CodedError('AUDIT_LOG_UNREADABLE' satisfies AuditErrorCode, `${log}: no such audit log`, {
+          details: { log },
+        });
       try {
         reports.push(await verifyLog(log));
       } catch (e) {
-        throw new CodedError('AUDIT_LOG_UNREADABLE', (e as Error).message, { cause: e, details: { log } });
+        throw new CodedError('AUDIT_LOG_UNREADABLE' satisfies AuditErrorCode, (e as Error).message, {
+          cause: e,
+          details: { log },
+        });
       }
     }
     const ok = reports.every((r) => r.ok);
@@ -113,10 +119,13 @@ const find: CommandModule<object, FindArgs> = {
       }) as never,
   handler: handler<FindArgs>(async (argv) => {
     if ((argv.sha256 === undefined) === (argv.release === undefined))
-      throw new UsageError('AUDIT_BAD_QUERY', 'give exactly one of --sha256 HEX or --release ID');
+      throw new UsageError(
+        'AUDIT_BAD_QUERY' satisfies AuditErrorCode,
+        'give exactly one of --sha256 HEX or --release ID',
+      );
     if (argv.sha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(argv.sha256))
       throw new UsageError(
-        'AUDIT_BAD_QUERY',
+        'AUDIT_BAD_QUERY' satisfies AuditErrorCode,
         `--sha256 must be 64 hex digits, got ${argv.sha256.length} characters`,
       );
     const { findRecords } = await import('../../audit/find.js');
@@ -124,7 +133,9 @@ const find: CommandModule<object, FindArgs> = {
     if (argv.all) logs = (await Promise.all(logs.map(predecessors))).flat();
     for (const l of logs)
       if (!existsSync(l))
-        throw new CodedError('AUDIT_LOG_UNREADABLE', `${l}: no such audit log`, { details: { log: l } });
+        throw new CodedError('AUDIT_LOG_UNREADABLE' satisfies AuditErrorCode, `${l}: no such audit log`, {
+          details: { log: l },
+        });
     const found = await findRecords(logs, {
       ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}),
       ...(argv.release !== undefined ? { release: argv.release } : {}),
