@@ -4,7 +4,7 @@ import { isMainThread, threadId } from 'node:worker_threads';
 import { CodedError, ConfigError, TransientError } from '../errors.js';
 import { digestInfo } from './node-rsa.js';
 import { MAX_CHAIN_CERTS, orderChain } from './pem.js';
-import { PKCS11_MODULE_ENV, parsePkcs11Uri, type Pkcs11Uri } from './pkcs11-uri.js';
+import { PKCS11_MODULE_ENV, parsePkcs11Uri, type Pkcs11Uri, type Pkcs11UriErrorCode } from './pkcs11-uri.js';
 import type { HashName, SigningKey } from './types.js';
 
 /**
@@ -627,7 +627,7 @@ export function keyUri(ref: string): Pkcs11Uri {
   const uri = parsePkcs11Uri(ref);
   if (uri.moduleName !== undefined)
     throw new ConfigError(
-      'PKCS11_URI_INVALID',
+      'PKCS11_URI_INVALID' satisfies Pkcs11UriErrorCode,
       `PKCS#11 URI ${uri.text}: module-name is not supported; set pkcs11.module in the config, $${PKCS11_MODULE_ENV}, or module-path`,
     );
   return uri;

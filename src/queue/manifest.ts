@@ -12,7 +12,12 @@ import { openArchive } from '../archive/registry.js';
 import type { LoadedConfig } from '../config/types.js';
 import { PolicyError, UsageError } from '../errors.js';
 import { FileSource } from '../io/byte-source.js';
-import { resolveRequest, type ReleaseRequest, type ResolvedLocale } from '../release/request.js';
+import {
+  resolveRequest,
+  type ReleaseRequest,
+  type ReleaseRequestErrorCode,
+  type ResolvedLocale,
+} from '../release/request.js';
 import type { ResolvedRelease } from './types.js';
 
 export type QueueRequestErrorCode =
@@ -143,7 +148,9 @@ export async function validateRelease(
     const clash = outputs.get(real.output);
     if (clash || real.output === real.input)
       throw new UsageError(
-        clash ? 'RELEASE_DUPLICATE_OUTPUT' : 'OUTPUT_IS_INPUT',
+        clash
+          ? ('RELEASE_DUPLICATE_OUTPUT' satisfies ReleaseRequestErrorCode)
+          : ('OUTPUT_IS_INPUT' satisfies ReleaseRequestErrorCode),
         clash
           ? `locales ${clash} and ${l.locale} both write ${real.output}`
           : `locales.${l.locale}: its output would overwrite its input ${real.input}`,
