@@ -31,6 +31,11 @@ export interface Lease {
 /** A shared buffer of exactly the bytes asked for, under a lease. */
 export interface SharedLease extends Lease {
   readonly buffer: Buffer;
+  /**
+   * Return the bytes to the budget but never reuse the buffer: for a failed or aborted run, whose pool
+   * tasks or side-thread digests may still read it (V8 frees it once the last of them lets go).
+   */
+  discard(): void;
 }
 
 export class MemoryBudget {
@@ -80,18 +85,21 @@ export class MemoryBudget {
       sab = this.free.splice(i, 1)[0]!;
       this.freeBytes -= sab.byteLength;
     }
-    const lease = this.grant(size);
+    // A reused buffer is counted whole (it may be up to twice the size asked for).
+    const lease = this.grant(sab ? sab.byteLength : size);
     const shared = sab ?? new SharedArrayBuffer(size);
     let done = false;
+    const end = (keep: boolean): void => {
+      if (done) return;
+      done = true;
+      lease.release();
+      if (keep) this.keep(shared);
+    };
     return {
-      bytes: size,
+      bytes: lease.bytes,
       buffer: Buffer.from(shared, 0, size),
-      release: () => {
-        if (done) return;
-        done = true;
-        lease.release();
-        this.keep(shared);
-      },
+      release: () => end(true),
+      discard: () => end(false),
     };
   }
 

@@ -51,7 +51,13 @@ export async function finish(
     const d = await hashFile(output);
     return { sha256: d.sha256, sha512: Promise.resolve(d.sha512), size: d.size };
   }
-  const fh = await open(writer.tempPath, 'r');
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(writer.tempPath, 'r');
+  } catch (err) {
+    if (lease !== assembled) lease.discard();
+    throw err;
+  }
   // fsync through a second descriptor flushes the same file; commit's fsync then has little left.
   const early = fh.sync();
   early.catch(() => undefined);
@@ -70,7 +76,8 @@ export async function finish(
   } catch (err) {
     await early.catch(() => undefined);
     await fh.close();
-    if (lease !== assembled) lease.release();
+    // A failed sign may leave the writer's reads of the buffer behind: it is not reused.
+    if (lease !== assembled) lease.discard();
     throw err;
   }
   // The final bytes' two digests now: sha512 (the slower pass) on the side thread, sha256 here, while
@@ -85,7 +92,7 @@ export async function finish(
   } catch (err) {
     // The side thread may still be reading the buffer: it goes back to the budget only after.
     await sha512.catch(() => undefined);
-    if (lease !== assembled) lease.release();
+    if (lease !== assembled) lease.discard();
     throw err;
   }
   return { sha256, sha512, size: buf.length, bytes: buf, lease };

@@ -15,7 +15,7 @@ import { BufferSource, FileSource, type ByteSource } from '../io/byte-source.js'
 import type { Confinement } from '../io/confine.js';
 import { assemble, type Assembly } from './assemble.js';
 import type { RunLedger, SigningContext } from './context.js';
-import type { Lease, SharedLease } from './budget.js';
+import type { SharedLease } from './budget.js';
 import { finish, type Finished } from './finish.js';
 import { readInput, type InputSnapshot } from './input.js';
 import { localeOutputKey } from './keys.js';
@@ -95,7 +95,8 @@ export async function signLocale(
   const source = confine ? await confine.openInput(opts.input) : await FileSource.open(opts.input);
   // Buffers leased from the pipeline's memory budget (the input snapshot, the output), released at the
   // end once nothing (the side thread's hashing, the output tier's store) still reads them.
-  const held: Lease[] = [];
+  const held: SharedLease[] = [];
+  let failed = false;
   const settling: Promise<unknown>[] = [];
   try {
     let planned = opts.plan?.inputs.get(opts.input);
@@ -180,9 +181,17 @@ export async function signLocale(
         auditRun(ctx, opts, manifest, await (inputSha256 ?? hashFileSha256(source.reopenPath))),
       );
     return manifest;
+  } catch (err) {
+    failed = true;
+    throw err;
   } finally {
     await Promise.allSettled(settling);
-    for (const lease of held) lease.release();
+    // A failed or aborted locale may leave pool tasks and side-thread digests reading its buffers (a
+    // passthrough check, a hit's verification still in flight): their bytes go back, the buffers are
+    // never handed to another locale.
+    for (const lease of held)
+      if (failed) lease.discard();
+      else lease.release();
     await source.close();
   }
 }
@@ -231,7 +240,7 @@ async function writeOutput(
   l: LocaleInput,
   plans: EntryPlan[],
   opts: SignLocaleOptions,
-  held: Lease[],
+  held: SharedLease[],
   settling: Promise<unknown>[],
   onAssembled: () => void,
 ): Promise<{ assembly: Assembly; finished?: Finished; signMs: number; writeMs: number }> {

@@ -52,6 +52,24 @@ test('MemoryBudget: shared buffers are reused after release and counted while he
   z.release();
 });
 
+test('MemoryBudget: a discarded buffer (a failed run may still have readers) is never handed out again', () => {
+  const b = new MemoryBudget(1000);
+  const x = b.trySharedBuffer(400)!;
+  const backing = x.buffer.buffer;
+  x.discard();
+  x.release(); // after discard: nothing more
+  assert.equal(b.inUse, 0);
+  const y = b.trySharedBuffer(400)!;
+  assert.notEqual(y.buffer.buffer, backing);
+  y.release();
+  // A reused buffer bigger than asked is counted whole.
+  const z = b.trySharedBuffer(300)!;
+  assert.equal(z.buffer.buffer, y.buffer.buffer);
+  assert.equal(z.bytes, 400);
+  assert.equal(b.inUse, 400);
+  z.release();
+});
+
 test('config limits.memoryBudget is validated (at least 1 MiB)', () => {
   const base = { profiles: {} };
   assert.throws(() => validateConfig({ ...base, limits: { memoryBudget: 1000 } }, 'c.json'), /memoryBudget/);
