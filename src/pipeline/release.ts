@@ -253,8 +253,9 @@ async function signOne(
   }
 }
 
-function releaseReport(
-  opts: SignReleaseOptions,
+/** The release report over its locales' results (sign-release, and `--remote`'s report of the same shape). */
+export function releaseReport(
+  opts: Pick<SignReleaseOptions, 'release' | 'profile' | 'source' | 'dryRun'>,
   outDir: string,
   results: ReleaseLocaleReport[],
   startedAt: string,

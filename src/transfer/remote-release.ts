@@ -21,13 +21,12 @@ import { CodedError, VerificationError, toPlainError } from '../errors.js';
 import { AtomicFile, writeFileAtomic } from '../io/atomic.js';
 import { FileSource } from '../io/byte-source.js';
 import { sha512Sums } from '../pipeline/manifest.js';
-import type { ReleaseLocaleReport, ReleaseReport } from '../pipeline/release.js';
+import { releaseReport, type ReleaseLocaleReport, type ReleaseReport } from '../pipeline/release.js';
 import { manifestPath } from '../pipeline/report.js';
 import type { LocaleManifest } from '../pipeline/types.js';
 import type { LocaleStatus, ReleaseStatus, SubmitResult } from '../queue/types.js';
 import type { ResolvedLocale } from '../release/request.js';
 import { verifyMar } from '../signing/verify-mar.js';
-import { VERSION } from '../version.js';
 import type { RemoteClient } from './client.js';
 import { encodeRecipe, parseRecipe, rebuild, recipeBlobs, sha256Hex, splitContainer } from './recipe.js';
 
@@ -412,41 +411,3 @@ async function fetchLocale(
   };
 }
 
-function releaseReport(
-  o: RemoteReleaseOptions,
-  outDir: string,
-  results: ReleaseLocaleReport[],
-  startedAt: string,
-  ms: number,
-): ReleaseReport {
-  const sum = (f: (t: NonNullable<ReleaseLocaleReport['totals']>) => number): number =>
-    results.reduce((n, r) => n + (r.totals ? f(r.totals) : 0), 0);
-  const signed = sum((t) => t.signed);
-  const hits = sum((t) => t.hits);
-  return {
-    marsignVersion: VERSION,
-    release: o.release,
-    profile: o.profile,
-    source: o.source,
-    outDir,
-    dryRun: false,
-    locales: results,
-    totals: {
-      locales: results.length,
-      failed: results.filter((r) => !r.ok).length,
-      entries: sum((t) => t.entries),
-      signed,
-      shared: sum((t) => t.shared),
-      cached: sum((t) => t.cached),
-      hits,
-      passthrough: sum((t) => t.passthrough),
-      skippedInvalid: sum((t) => t.skippedInvalid),
-      signOperations: sum((t) => t.signOperations),
-      inputBytes: sum((t) => t.inputBytes),
-      outputBytes: sum((t) => t.outputBytes),
-      cacheHitRate: hits + signed === 0 ? 0 : hits / (hits + signed),
-      outputHits: results.filter((r) => r.outputCache === 'hit').length,
-    },
-    timings: { startedAt, ms },
-  };
-}

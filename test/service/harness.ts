@@ -96,7 +96,11 @@ export class WorkerProcess {
   }
 }
 
-export function spawnWorker(config: string, extra: string[] = []): WorkerProcess {
+export function spawnWorker(
+  config: string,
+  extra: string[] = [],
+  o: { concurrency?: number; threads?: number; lockDuration?: number } = {},
+): WorkerProcess {
   const proc = spawn(
     process.execPath,
     [
@@ -107,12 +111,12 @@ export function spawnWorker(config: string, extra: string[] = []): WorkerProcess
       '-c',
       config,
       '--concurrency',
-      '2',
+      String(o.concurrency ?? 2),
       '--threads',
-      '1',
+      String(o.threads ?? 1),
       // Short job locks so a SIGKILLed worker's job is re-run within seconds.
       '--lock-duration',
-      '3000',
+      String(o.lockDuration ?? 3000),
       '--stalled-interval',
       '1000',
       '--shutdown-timeout',

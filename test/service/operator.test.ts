@@ -7,7 +7,6 @@
  * `marsign_redis_up 0` when Redis is down.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,12 +18,13 @@ import { BullReleaseQueue } from '../../src/queue/bullmq.js';
 import { redisSettings } from '../../src/queue/connection.js';
 import type { WorkerHeartbeat } from '../../src/queue/heartbeat.js';
 import type { ReleaseStatus } from '../../src/queue/types.js';
-import { PROJECT_ROOT, runCli } from '../helpers/env.js';
+import { runCli } from '../helpers/env.js';
 import { REDIS_SKIP, TestRedis } from '../helpers/redis.js';
 import { BZ2, buildMar } from '../pipeline/_support.js';
 import {
   TOKEN_ENV,
   WorkerProcess,
+  spawnWorker,
   startServer,
   waitFor,
   writeConfig,
@@ -41,35 +41,11 @@ const PAYLOAD = 1536 * 1024;
  * worker's job stays `active` in BullMQ for a while: long enough to see it shown as stalled.
  */
 function spawnOperatorWorker(config: string): WorkerProcess {
-  const proc = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      join(PROJECT_ROOT, 'src/cli/main.ts'),
-      'worker',
-      '-c',
-      config,
-      '--concurrency',
-      '1',
-      '--threads',
-      '2',
-      '--heartbeat-interval',
-      '300',
-      '--lock-duration',
-      '8000',
-      '--stalled-interval',
-      '1000',
-      '--sign-lock',
-      '3000',
-      '--shutdown-timeout',
-      '20000',
-      '--canary-interval',
-      '0',
-    ],
-    { cwd: PROJECT_ROOT, env: { ...process.env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  return new WorkerProcess(proc);
+  return spawnWorker(config, ['--heartbeat-interval', '300', '--canary-interval', '0'], {
+    concurrency: 1,
+    threads: 2,
+    lockDuration: 8000,
+  });
 }
 
 /** User + system CPU seconds of a process so far (Linux /proc). */
