@@ -410,4 +410,3 @@ async function fetchLocale(
     ms: (ls.durationMs ?? 0) + (performance.now() - t),
   };
 }
-
