@@ -101,10 +101,14 @@ async function signed(
   pe: PreparedPe,
   options: AuthenticodeOptions,
   claims: MessagePort | undefined,
-): Promise<{ bytes: Uint8Array; made: boolean; tsa?: string }> {
+): Promise<{ bytes: Uint8Array; made?: { der: Uint8Array; tsa?: string }; tsa?: string }> {
   if (!claims) {
     const { der, tsa } = await signatureWithAuthority(pe, options);
-    return { bytes: applySignature(pe, der), made: true, ...(tsa ? { tsa } : {}) };
+    return {
+      bytes: applySignature(pe, der),
+      made: { der, ...(tsa ? { tsa } : {}) },
+      ...(tsa ? { tsa } : {}),
+    };
   }
   const reply = new Promise<ClaimReply>((resolve) => claims.once('message', resolve));
   claims.postMessage({
@@ -114,13 +118,16 @@ async function signed(
   } satisfies ClaimRequest);
   const r = await reply;
   if (r.type === 'fail') throw fromPlainError(r.error);
-  if (r.type === 'use')
-    return { bytes: applySignature(pe, r.der), made: false, ...(r.tsa ? { tsa: r.tsa } : {}) };
+  if (r.type === 'use') return { bytes: applySignature(pe, r.der), ...(r.tsa ? { tsa: r.tsa } : {}) };
   let outcome: ClaimOutcome;
   try {
     const { der, tsa } = await signatureWithAuthority(pe, options);
     outcome = { type: 'signed', der, ...(tsa ? { tsa } : {}) };
-    return { bytes: applySignature(pe, der), made: true, ...(tsa ? { tsa } : {}) };
+    return {
+      bytes: applySignature(pe, der),
+      made: { der, ...(tsa ? { tsa } : {}) },
+      ...(tsa ? { tsa } : {}),
+    };
   } catch (err) {
     outcome = { type: 'failed', error: toPlainError(err) };
     throw err;
@@ -213,7 +220,8 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
         decoded: { size: signedPe.length, crc32: crc32(signedPe) },
         decodedSize: pe.length,
         outputSha256: createHash('sha256').update(output).digest('hex'),
-        madeSignature: made,
+        madeSignature: made !== undefined,
+        ...(made ? { signature: made } : {}),
         ...(tsa ? { tsa } : {}),
         timings: { decompressMs, signMs, verifyMs, compressMs },
       },

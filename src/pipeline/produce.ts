@@ -61,13 +61,15 @@ export async function produceEntry(
       signal,
     );
   } catch (err) {
-    claim.abandon(err);
+    claim.close(err);
     throw err;
   } finally {
-    claim.close();
     ledger.work.end(task);
     onPoolDone?.();
   }
+  // The entry is done once the signature it made is stored (a later locale or process finds it), not
+  // merely sent: the result may overtake the claim port's message, so it carries the signature too.
+  await claim.finish(result.signature);
   if (result.madeSignature) ctx.counters.signOperations++;
   const produced: Produced = {
     bytes: result.output,
@@ -107,6 +109,8 @@ class SignatureClaim {
   private readonly channel = new MessageChannel();
   /** Where the signature this task applied came from, when it did not make one. */
   reusedFrom: 'run' | 'cache' | undefined;
+  /** The task's claim being answered (and, when it signed, its signature stored); never rejects. */
+  private claiming: Promise<void> = Promise.resolve();
   private outcome:
     | { resolve: (made: { der: Uint8Array; tsa?: string }) => void; reject: (err: unknown) => void }
     | undefined;
@@ -129,7 +133,7 @@ class SignatureClaim {
 
   private onMessage(m: ClaimRequest | ClaimOutcome | TaskProgress): void {
     if (m.type === 'progress') this.onProgress(m.done, m.total);
-    else if (m.type === 'claim') void this.onClaim(m);
+    else if (m.type === 'claim') this.claiming = this.onClaim(m);
     else if (m.type === 'signed') this.outcome?.resolve(m);
     else if (m.type === 'failed') this.outcome?.reject(fromPlainError(m.error));
   }
@@ -177,12 +181,19 @@ class SignatureClaim {
   }
 
   /** The task failed or was aborted: a claim it held must not leave other claimants waiting. */
-  abandon(err: unknown): void {
+  close(err: unknown): void {
     this.outcome?.reject(err);
+    this.channel.port1.close();
   }
 
-  close(): void {
+  /**
+   * The task succeeded, with the signature it made (if it made one): settle the claim with it (the
+   * port's own message may still be on its way) and wait until the claim is answered and stored.
+   */
+  async finish(made: { der: Uint8Array; tsa?: string } | undefined): Promise<void> {
+    if (made) this.outcome?.resolve(made);
     this.outcome?.reject(new Error('the signing task ended without reporting its signature'));
     this.channel.port1.close();
+    await this.claiming;
   }
 }

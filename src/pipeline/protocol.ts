@@ -58,6 +58,12 @@ export type SignEntryResult =
       /** Whether this task made a new Authenticode signature (false: it applied an existing one). */
       madeSignature: boolean;
       /**
+       * The signature this task made (also sent on the claim port as soon as it was made, for the tasks
+       * waiting on it). Repeated here because messages on two ports have no order: the result may reach
+       * the main thread before the claim port's message does.
+       */
+      signature?: { der: Uint8Array; tsa?: string };
+      /**
        * The timestamp authority (its configured URL) that answered for the signature this task made, or
        * that the main thread named with a signature it handed over; absent when unknown or not timestamped.
        */

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { MessagePort } from 'node:worker_threads';
+import { test } from 'node:test';
+import type { SigningContext } from '../../src/pipeline/context.js';
+import { newCounters, RunLedger } from '../../src/pipeline/context.js';
+import { produceEntry } from '../../src/pipeline/produce.js';
+import type { ClaimReply, SignEntryResult, SignEntryTask } from '../../src/pipeline/protocol.js';
+import { InProcessCoordinator } from '../../src/pipeline/single-flight.js';
+
+const DER = Uint8Array.from([0x30, 0x03, 0x02, 0x01, 0x07]);
+
+/**
+ * A pool whose task claims a signature, is told to sign, and returns its result — while the claim port's
+ * own `signed` message comes later (`late`) or not at all: messages on two ports have no order, and a
+ * fast machine delivers the pool's result first.
+ */
+function fakePool(late: 'never' | 'after-result'): { run(task: SignEntryTask): Promise<unknown> } {
+  return {
+    async run(task) {
+      const port = task.claims as MessagePort;
+      port.postMessage({ type: 'claim', imageDigest: 'ab'.repeat(32), imageLength: 1000 });
+      const [reply] = (await once(port, 'message')) as [ClaimReply];
+      const made = reply.type === 'sign';
+      if (made && late === 'after-result')
+        setTimeout(() => port.postMessage({ type: 'signed', der: DER }), 50);
+      return {
+        ok: true,
+        output: Uint8Array.from([1, 2, 3]),
+        codecSettings: 'stored',
+        decoded: { size: 3, crc32: 0 },
+        decodedSize: 3,
+        outputSha256: '00'.repeat(32),
+        madeSignature: made,
+        ...(made ? { signature: { der: DER } } : {}),
+        timings: { decompressMs: 0, signMs: 0, verifyMs: 0, compressMs: 0 },
+      } satisfies SignEntryResult;
+    },
+  };
+}
+
+function context(late: 'never' | 'after-result') {
+  const signatures = new Map<string, Uint8Array>();
+  const entries = new Map<string, Uint8Array>();
+  const store = {
+    getSignature: (key: string) => Promise.resolve(signatures.get(key)),
+    putSignature: (key: string, der: Uint8Array) => {
+      signatures.set(key, der);
+      return Promise.resolve();
+    },
+    put: (key: string, bytes: Uint8Array) => {
+      entries.set(key, bytes);
+      return Promise.resolve();
+    },
+  };
+  const ctx = {
+    config: { path: '/nonexistent/config.json', sha256: '00'.repeat(32) },
+    profile: { name: 'dev', fingerprint: 'cd'.repeat(32) },
+    pool: fakePool(late),
+    store,
+    coordinator: new InProcessCoordinator(),
+    counters: newCounters(),
+  } as unknown as SigningContext;
+  return { ctx, signatures };
+}
+
+for (const late of ['never', 'after-result'] as const) {
+  test(`a signature the task made is stored before the entry is done, though its claim message comes ${late === 'never' ? 'never' : 'after the result'}`, async () => {
+    const { ctx, signatures } = context(late);
+    const ledger = new RunLedger();
+    const item = {
+      key: 'e1',
+      name: 'a.exe',
+      raw: Uint8Array.from([9]),
+      codec: { codec: 'stored' },
+      owner: 'en-US',
+    };
+    const first = await produceEntry(ctx, ledger, item as never);
+    assert.deepEqual([...first.bytes], [1, 2, 3]);
+    assert.equal(ctx.counters.signOperations, 1);
+    // Stored when produceEntry resolved: the next locale (or process) applies it instead of signing again.
+    assert.equal(signatures.size, 1, 'the signature is in the store');
+    assert.deepEqual([...[...signatures.values()][0]!], [...DER]);
+    const second = await produceEntry(ctx, ledger, { ...item, key: 'e2', owner: 'de' } as never);
+    assert.deepEqual([...second.bytes], [1, 2, 3]);
+    assert.equal(
+      ctx.counters.signOperations,
+      1,
+      'the second entry with the same image applied the stored signature',
+    );
+  });
+}
