@@ -14,6 +14,7 @@ import type { CodecSettings, DecodedFacts } from '../codecs/types.js';
 import { FormatError, fromPlainError, toPlainError } from '../errors.js';
 import type { SigningContext } from './context.js';
 import { passthroughCheckKey } from './keys.js';
+import { isAbortError, joinUnlessAborted } from './single-flight.js';
 import type { PassthroughCheck } from './types.js';
 
 /**
@@ -44,11 +45,15 @@ export async function checkPassthrough(
     }
     const key = passthroughCheckKey(codec, sha256, limits, expect);
     const markers = ctx.store?.checks ?? null;
-    const outcome = await ctx.checks.once(
-      key,
-      // A marker that cannot be read is a miss: the entry is decoded, never waved through or failed.
-      async () => (markers ? markers.hasCheck(key).catch(() => false) : false),
-      () => decode(ctx, entry, raw, codec, expect, key, l.signal),
+    const outcome = await joinUnlessAborted(
+      () =>
+        ctx.checks.once(
+          key,
+          // A marker that cannot be read is a miss: the entry is decoded, never waved through or failed.
+          async () => (markers ? markers.hasCheck(key).catch(() => false) : false),
+          () => decode(ctx, entry, raw, codec, expect, key, l.signal),
+        ),
+      l.signal,
     );
     if (outcome === 'cached') ctx.counters.passthroughCached++;
     return outcome;
@@ -85,7 +90,7 @@ async function decode(
 /** The check's error with the entry named (message and details), its class and code kept. */
 function corrupt(err: unknown, name: string): unknown {
   const p = toPlainError(err);
-  if (p.code === 'ABORTED') return err;
+  if (isAbortError(err)) return err;
   const message = p.message.includes(name) ? p.message : `${name}: ${p.message}`;
   const details = { ...p.details, entry: name, check: 'passthrough' };
   if (p.name !== 'FormatError') return fromPlainError({ ...p, message, details });

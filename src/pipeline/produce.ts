@@ -12,6 +12,7 @@ import { fromPlainError, toPlainError } from '../errors.js';
 import type { Produced, RunLedger, SigningContext } from './context.js';
 import { peSignatureKey } from './keys.js';
 import type { ClaimOutcome, ClaimReply, ClaimRequest, TaskProgress } from './protocol.js';
+import { joinUnlessAborted } from './single-flight.js';
 
 /** One miss to produce: the entry's key, name (messages), stored bytes (transferred) and codec. */
 export interface WorkItem {
@@ -42,8 +43,11 @@ export async function produceEntry(
 ): Promise<Produced> {
   const stored = item.raw.length;
   const task = ledger.work.begin(item.owner);
-  const claim = new SignatureClaim(ctx, ledger, (done, total) =>
-    ledger.work.update(task, stored, done, total),
+  const claim = new SignatureClaim(
+    ctx,
+    ledger,
+    (done, total) => ledger.work.update(task, stored, done, total),
+    signal,
   );
   let result;
   try {
@@ -119,6 +123,8 @@ class SignatureClaim {
     private readonly ctx: SigningContext,
     private readonly ledger: RunLedger,
     private readonly onProgress: (done: number, total: number) => void,
+    /** The task's own abort signal: another task's abort of a signature it was making is not this one's. */
+    private readonly signal: AbortSignal | undefined,
   ) {
     this.channel.port1.on('message', (m: ClaimRequest | ClaimOutcome | TaskProgress) => this.onMessage(m));
   }
@@ -150,25 +156,29 @@ class SignatureClaim {
     }
     let fromCache = false;
     try {
-      const der = await ctx.coordinator.once<Uint8Array>(
-        key,
-        async () => {
-          const got = ctx.store ? await ctx.store.getSignature(key) : undefined;
-          if (got) fromCache = true;
-          return got;
-        },
-        async () => {
-          mine = true;
-          const made = new Promise<{ der: Uint8Array; tsa?: string }>(
-            (resolve, reject) => (this.outcome = { resolve, reject }),
-          );
-          this.reply({ type: 'sign' });
-          const { der, tsa } = await made;
-          this.ledger.signatureMade(key, tsa);
-          // Stored before the slot settles: a process waiting on the distributed lock then finds it.
-          await ctx.store?.putSignature(key, der).catch(() => undefined);
-          return der;
-        },
+      const der = await joinUnlessAborted(
+        () =>
+          ctx.coordinator.once<Uint8Array>(
+            key,
+            async () => {
+              const got = ctx.store ? await ctx.store.getSignature(key) : undefined;
+              if (got) fromCache = true;
+              return got;
+            },
+            async () => {
+              mine = true;
+              const made = new Promise<{ der: Uint8Array; tsa?: string }>(
+                (resolve, reject) => (this.outcome = { resolve, reject }),
+              );
+              this.reply({ type: 'sign' });
+              const { der, tsa } = await made;
+              this.ledger.signatureMade(key, tsa);
+              // Stored before the slot settles: a process waiting on the distributed lock then finds it.
+              await ctx.store?.putSignature(key, der).catch(() => undefined);
+              return der;
+            },
+          ),
+        this.signal,
       );
       if (!mine) {
         this.reusedFrom = fromCache ? this.ledger.signatureSource(key) : 'run';

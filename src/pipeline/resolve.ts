@@ -14,6 +14,7 @@ import { sha256Hex } from './manifest.js';
 import type { EntryKey, EntryPlan } from './plan.js';
 import { checkPassthrough } from './passthrough.js';
 import { cacheLookup, produceEntry } from './produce.js';
+import { joinUnlessAborted } from './single-flight.js';
 import type { Coordinator, EntryAction, EntryRecord } from './types.js';
 
 /** One locale's inputs to the resolve stage. */
@@ -218,23 +219,27 @@ async function signEntry(
   try {
     produced ??=
       ledger.held(key) ??
-      (await l.coordinator.once<Produced>(
-        key,
-        async () => {
-          const got = await cacheLookup(ctx, key);
-          if (got) how = 'lookup';
-          return got;
-        },
-        async () => {
-          how = 'work';
-          const raw = await storedBytes(l, entry);
-          return produceEntry(
-            ctx,
-            ledger,
-            { key, name: entry.name, raw, codec: plan.codec, owner: l.input },
-            l.signal,
-          );
-        },
+      (await joinUnlessAborted(
+        () =>
+          l.coordinator.once<Produced>(
+            key,
+            async () => {
+              const got = await cacheLookup(ctx, key);
+              if (got) how = 'lookup';
+              return got;
+            },
+            async () => {
+              how = 'work';
+              const raw = await storedBytes(l, entry);
+              return produceEntry(
+                ctx,
+                ledger,
+                { key, name: entry.name, raw, codec: plan.codec, owner: l.input },
+                l.signal,
+              );
+            },
+          ),
+        l.signal,
       ));
   } catch (err) {
     return skipInvalid(l, entry, err, t0);

@@ -29,3 +29,31 @@ export class InProcessCoordinator implements Coordinator {
     return this.inFlight.size;
   }
 }
+
+/** Whether `err` is an abort (piscina's AbortError, an AbortSignal's reason, the pipeline's ABORTED). */
+export function isAbortError(err: unknown): boolean {
+  const e = err as { name?: unknown; code?: unknown } | null;
+  return e?.name === 'AbortError' || e?.code === 'ABORTED' || e?.code === 'ABORT_ERR';
+}
+
+/** How often a caller re-tries a key whose shared work other callers' aborts ended. */
+const MAX_JOINS = 8;
+
+/**
+ * Run single-flight work (`join`: a `once` call) for a caller with its own abort signal. Work another
+ * caller started runs under that caller's signal: when it was aborted (a cancelled release, a job of
+ * another release) and this caller's was not, the key is tried again — the aborted slot is forgotten, so
+ * the retry finds the result stored or does the work itself — instead of failing with another's abort.
+ */
+export async function joinUnlessAborted<T>(
+  join: () => Promise<T>,
+  signal: AbortSignal | undefined,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await join();
+    } catch (err) {
+      if (!isAbortError(err) || signal?.aborted || attempt >= MAX_JOINS) throw err;
+    }
+  }
+}

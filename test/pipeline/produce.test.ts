@@ -2,8 +2,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { MessagePort } from 'node:worker_threads';
 import { test } from 'node:test';
+import type { ArchiveEntry, OpenedArchive } from '../../src/archive/types.js';
+import { PassthroughChecks } from '../../src/pipeline/check-flight.js';
 import type { SigningContext } from '../../src/pipeline/context.js';
 import { newCounters, RunLedger } from '../../src/pipeline/context.js';
+import { checkPassthrough } from '../../src/pipeline/passthrough.js';
 import { produceEntry } from '../../src/pipeline/produce.js';
 import type { ClaimReply, SignEntryResult, SignEntryTask } from '../../src/pipeline/protocol.js';
 import { InProcessCoordinator } from '../../src/pipeline/single-flight.js';
@@ -90,3 +93,42 @@ for (const late of ['never', 'after-result'] as const) {
     );
   });
 }
+
+test("a passthrough check joined by a locale whose signal is not aborted is done again when its owner's abort ends it", async () => {
+  let decodes = 0;
+  const pool = {
+    async check(_task: unknown, signal?: AbortSignal) {
+      decodes++;
+      await new Promise((r) => setTimeout(r, 20));
+      if (signal?.aborted)
+        throw Object.assign(new Error('The task has been aborted'), { name: 'AbortError' });
+      return { ok: true };
+    },
+  };
+  const ctx = {
+    profile: { limits: { maxEntrySize: 1 << 20, maxCompressionRatio: 1000 } },
+    pool,
+    store: null,
+    checks: new PassthroughChecks(),
+    counters: newCounters(),
+  } as unknown as SigningContext;
+  const archive = { codecOf: () => ({ codec: 'bz2' }) } as unknown as OpenedArchive;
+  const entry = { name: 'update.manifest', offset: 0, size: 3 } as unknown as ArchiveEntry;
+  const a = new AbortController();
+  const first = checkPassthrough(
+    { ctx, archive, signal: a.signal },
+    entry,
+    Uint8Array.of(1, 2, 3),
+    'ef'.repeat(32),
+  );
+  const second = checkPassthrough(
+    { ctx, archive, signal: new AbortController().signal },
+    entry,
+    Uint8Array.of(1, 2, 3),
+    'ef'.repeat(32),
+  );
+  a.abort();
+  await assert.rejects(first, { name: 'AbortError' });
+  assert.equal(await second, 'decoded');
+  assert.equal(decodes, 2);
+});
