@@ -24,6 +24,7 @@ import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { buildCli } from './lib/compiled-cli.js';
 import { loadConfig } from '../src/config/index.js';
 import { compress, decompress } from '../src/codecs/index.js';
 import { buildPe } from '../src/formats/pe/synth.js';
@@ -188,28 +189,6 @@ async function timedRun(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}
 
 /** Node arguments that start the marsign CLI: compiled JS (as `npx marsign` runs it) or the sources via tsx. */
 let CLI = ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts')];
-
-/**
- * Compile the product (tsconfig.build.json) into a private folder, so the measured CLI is the compiled
- * one users run without touching the shared dist/. tsc emits even when another engineer's file has a
- * type error; only a missing entry point is fatal.
- */
-async function buildCli(log: (m: string) => void): Promise<string[]> {
-  const outDir = join(BENCH_ROOT, 'dist');
-  await rm(outDir, { recursive: true, force: true });
-  const t0 = performance.now();
-  const tsc = join(PROJECT_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  await timedRun(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', outDir]).catch(
-    (err: Error) =>
-      log(`tsc reported errors (JS still emitted): ${err.message.split('\n').slice(1, 4).join(' | ')}`),
-  );
-  const main = join(outDir, 'src', 'cli', 'main.js');
-  if (!existsSync(main)) throw new Error(`build failed: ${main} missing`);
-  log(
-    `compiled the CLI into ${relative(PROJECT_ROOT, outDir)} in ${formatSeconds((performance.now() - t0) / 1000)}`,
-  );
-  return [main];
-}
 
 interface PipelineRun extends Timed {
   /** The pipeline's own time from its manifest (release or locale), without process start-up. */
@@ -1314,7 +1293,8 @@ async function main(): Promise<void> {
   const configPath = join(keysDir, 'marsign.config.json');
   if (!existsSync(configPath)) await generateDevKeys(keysDir, { marKeyBits: 4096 });
 
-  if (o.runner === 'dist' && (!o.skipPipeline || o.passthrough)) CLI = await buildCli(log);
+  if (o.runner === 'dist' && (!o.skipPipeline || o.passthrough))
+    CLI = await buildCli(PROJECT_ROOT, join(BENCH_ROOT, 'dist'), log);
   const codecs: CodecResult[] = [];
   if (!o.scale) for (const c of o.codecs) codecs.push(await benchCodec(c, o, configPath, log));
   const scale = o.scale ? await benchScale(o, configPath, log) : undefined;

@@ -40,6 +40,7 @@ import { RemoteClient } from '../src/transfer/client.js';
 import { splitContainer } from '../src/transfer/recipe.js';
 import type { TransportKind } from '../src/transfer/transport.js';
 import { PROJECT_ROOT } from '../src/version.js';
+import { buildCli } from './lib/compiled-cli.js';
 import { TestRedis } from '../test/helpers/redis.js';
 import { CODEC_SETTINGS, generateRelease, type BenchCodec } from './lib/release-gen.js';
 import { shapedLink, type ShapedLink } from './lib/shaped-link.js';
@@ -67,6 +68,8 @@ const codec = values.codec as BenchCodec;
 const blobsN = Number(values.blobs);
 const blobKiB = Number(values['blob-kib']);
 const log = (m: string) => process.stderr.write(`# ${m}\n`);
+/** Node arguments that start the marsign CLI: the compiled JS users run (set in main), not tsx. */
+let CLI: string[] = [];
 
 interface Row {
   scenario: string;
@@ -103,19 +106,11 @@ function runCli(
 ): Promise<{ code: number; stdout: string; stderr: string; wall: number; cpu: number }> {
   return new Promise((resolve, reject) => {
     const t = performance.now();
-    const child = spawn(
-      '/usr/bin/time',
-      [
-        '-f',
-        'CPU %U %S',
-        process.execPath,
-        '--import',
-        'tsx',
-        join(PROJECT_ROOT, 'src/cli/main.ts'),
-        ...args,
-      ],
-      { cwd: PROJECT_ROOT, env: { ...process.env, [TOKEN_ENV]: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn('/usr/bin/time', ['-f', 'CPU %U %S', process.execPath, ...CLI, ...args], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, [TOKEN_ENV]: TOKEN },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -130,7 +125,7 @@ function runCli(
 }
 
 function startProcess(args: string[], readyText: string): { proc: ChildProcess; ready: Promise<void> } {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), ...args], {
+  const proc = spawn(process.execPath, [...CLI, ...args], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, [TOKEN_ENV]: TOKEN },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -307,6 +302,9 @@ async function smallBlobs(
 async function main(): Promise<void> {
   const t0 = performance.now();
   await mkdir(ROOT, { recursive: true });
+  // MARSIGN_BENCH_NODE_ARGS: Node flags for every marsign process (e.g. `--cpu-prof --cpu-prof-dir=DIR`).
+  const nodeArgs = process.env.MARSIGN_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  CLI = [...nodeArgs, ...(await buildCli(PROJECT_ROOT, join(ROOT, 'dist'), log))];
   const keysDir = join(ROOT, 'keys');
   if (!existsSync(join(keysDir, 'marsign.config.json'))) await generateDevKeys(keysDir, { marKeyBits: 4096 });
   const gen = await generateRelease({ codec, locales: localesN, mbPerLocale, log });

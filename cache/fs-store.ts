@@ -681,11 +681,7 @@ export class FsCacheStore
     if (!reader) return undefined;
     try {
       const out = new Uint8Array(Buffer.allocUnsafeSlow(reader.size).buffer, 0, reader.size);
-      let at = 0;
-      for await (const chunk of reader.chunks()) {
-        out.set(chunk, at);
-        at += chunk.length;
-      }
+      await reader.readInto(out);
       return out;
     } catch (e) {
       if ((e as CodedError).code === 'BLOB_CORRUPT') return undefined;
@@ -718,34 +714,11 @@ export class FsCacheStore
     let closed = false;
     return {
       size,
-      async *chunks() {
-        const hash = createHash('sha256');
-        const buf = Buffer.allocUnsafe(Math.max(1, Math.min(BLOB_CHUNK, size)));
-        for (let at = 0; at < size;) {
-          const want = Math.min(buf.length, size - at);
-          const got = await readFully(fh, buf.subarray(0, want), at);
-          if (got < want) break;
-          hash.update(buf.subarray(0, want));
-          // A copy: the consumer may keep the chunk while the next one is read into `buf`.
-          yield Buffer.from(buf.subarray(0, want));
-          at += want;
-          if (at === size) {
-            if (hash.digest('hex') !== sha256) {
-              await onBad();
-              throw new CodedError(
-                'BLOB_CORRUPT' satisfies BlobErrorCode,
-                `blob ${sha256} does not hash to its name`,
-              );
-            }
-            return;
-          }
-        }
-        if (size === 0 && hash.digest('hex') === sha256) return;
-        await onBad();
-        throw new CodedError(
-          'BLOB_CORRUPT' satisfies BlobErrorCode,
-          `blob ${sha256} is truncated or does not hash to its name`,
-        );
+      chunks: () => checkedChunks(fh, size, sha256, onBad),
+      async readInto(into: Uint8Array) {
+        if (into.length < size) throw new RangeError(`readInto needs ${size} bytes, got ${into.length}`);
+        // Each chunk is read into its own place in `into`: nothing is reused, so nothing is copied.
+        for await (const _ of checkedChunks(fh, size, sha256, onBad, into));
       },
       async close() {
         if (closed) return;
@@ -1734,4 +1707,38 @@ async function checkBlob(fh: FileHandle, fileSize: number, sha256: string): Prom
   return digest === sha256
     ? { ok: true, payload: undefined, sha256: digest, facts: undefined }
     : { ok: false, problem: 'payload-sha256' };
+}
+
+/**
+ * A blob file's bytes in BLOB_CHUNK pieces, hashed as they come; `BLOB_CORRUPT` (after `onBad`) when the
+ * file ends early or the bytes do not hash to `sha256`. Into a scratch buffer, each chunk yielded as a
+ * copy (a consumer may keep it while the next is read); or straight into `into`, each chunk a view of it.
+ */
+async function* checkedChunks(
+  fh: FileHandle,
+  size: number,
+  sha256: string,
+  onBad: () => Promise<void>,
+  into?: Uint8Array,
+): AsyncGenerator<Uint8Array> {
+  const hash = createHash('sha256');
+  const scratch = into ? undefined : Buffer.allocUnsafe(Math.max(1, Math.min(BLOB_CHUNK, size)));
+  let complete = size === 0;
+  for (let at = 0; at < size;) {
+    const want = Math.min(BLOB_CHUNK, size - at);
+    const view = into ? into.subarray(at, at + want) : scratch!.subarray(0, want);
+    if ((await readFully(fh, view, at)) < want) break;
+    hash.update(view);
+    yield into ? view : Buffer.from(view);
+    at += want;
+    complete = at === size;
+  }
+  if (complete && hash.digest('hex') === sha256) return;
+  await onBad();
+  throw new CodedError(
+    'BLOB_CORRUPT' satisfies BlobErrorCode,
+    complete
+      ? `blob ${sha256} does not hash to its name`
+      : `blob ${sha256} is truncated or does not hash to its name`,
+  );
 }

@@ -216,6 +216,11 @@ export interface BlobReader {
    * iteration completed.
    */
   chunks(): AsyncIterable<Uint8Array>;
+  /**
+   * The whole blob read straight into `into` (at least `size` bytes; no intermediate copy), checked like
+   * `chunks()`: resolves once every byte is in and hashed to the blob's name, else throws `BLOB_CORRUPT`.
+   */
+  readInto(into: Uint8Array): Promise<void>;
   close(): Promise<void>;
 }
 

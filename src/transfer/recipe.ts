@@ -247,19 +247,22 @@ export function recipeBlobs(r: Recipe): { sha256: string; size: number }[] {
 
 /**
  * Rebuild a recipe's file: `write` gets every byte at its position, in file order; `blob` supplies each
- * piece (the skeleton, then entries; it should verify what it returns, and each piece is checked here
- * again). Throws FormatError RECIPE_DIGEST when a piece or the whole does not hash as the recipe says:
- * the caller must not publish what it wrote before this resolved.
+ * piece (the skeleton, then entries). Each piece is hashed here against its digest unless `verified`
+ * says `blob` returns only bytes already checked against it (a blob store read, a checked download);
+ * its size is always checked, and the whole file is always hashed. Throws FormatError RECIPE_DIGEST when
+ * a piece or the whole does not hash as the recipe says: the caller must not publish what it wrote
+ * before this resolved.
  */
 export async function rebuild(
   r: Recipe,
   blob: (sha256: string, size: number) => Promise<Uint8Array>,
   write: (bytes: Uint8Array, position: number) => Promise<void>,
+  options: { verified?: boolean } = {},
 ): Promise<{ sha256: string }> {
   const whole = createHash('sha256');
   const piece = async (sha256: string, size: number): Promise<Uint8Array> => {
     const b = await blob(sha256, size);
-    if (b.length !== size || sha256Hex(b) !== sha256)
+    if (b.length !== size || (!options.verified && sha256Hex(b) !== sha256))
       throw recipeError('RECIPE_DIGEST', `blob ${sha256} does not hold the ${size} bytes the recipe names`);
     return b;
   };

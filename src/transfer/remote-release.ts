@@ -70,6 +70,7 @@ export interface RemoteReleaseOptions {
   marCerts?: string[];
   /** Requests in flight at once (default 16). */
   parallel?: number;
+  /** The longest wait between status polls (default 1000 ms; 100 ms right after a locale finished). */
   pollMs?: number;
   onProgress?: (p: TransferProgress) => void;
   signal?: AbortSignal;
@@ -93,6 +94,10 @@ interface PreparedLocale {
 type BlobSource = { path: string; offset: number; size: number } | { bytes: Uint8Array };
 
 /** Run `fn` over `items`, `limit` at a time; the first error stops the rest and is thrown. */
+/** Status polls: 100 ms after a locale finished, doubling to `pollMs` (default 1 s) while none does. */
+const MIN_POLL_MS = 100;
+const MAX_POLL_MS = 1000;
+
 async function mapLimit<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
   let failed: unknown;
@@ -242,8 +247,10 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
   const downloads: Promise<void>[] = [];
   let status: ReleaseStatus | undefined;
   const started_ = new Set<string>();
+  let pollWait = MIN_POLL_MS;
   for (;;) {
     o.signal?.throwIfAborted();
+    const before = started_.size;
     status = await client.status(o.release);
     for (const ls of status.locales) {
       if (started_.has(ls.locale)) continue;
@@ -284,7 +291,9 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
       if (!info.mar && !o.marCerts?.length) info = await client.profile(o.profile).catch(() => info);
       if (started_.size >= status.locales.length) break;
     }
-    await new Promise((r) => setTimeout(r, o.pollMs ?? 500));
+    // Soon after a change (locales finish in bursts), backing off while nothing moves.
+    pollWait = started_.size > before ? MIN_POLL_MS : Math.min(pollWait * 2, o.pollMs ?? MAX_POLL_MS);
+    await new Promise((r) => setTimeout(r, pollWait));
   }
   await Promise.all(downloads);
   progress.phase = 'done';
@@ -370,6 +379,8 @@ async function fetchLocale(
       recipe,
       async (sha256) => pieces.get(sha256)!,
       (bytes, position) => f.write(bytes, position),
+      // fetchBlob's pieces were checked against their digests (client cache reads, checked downloads).
+      { verified: true },
     );
     pieces.clear();
     if (recipe.container === 'mar') {

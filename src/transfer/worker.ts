@@ -94,6 +94,8 @@ export async function signRecipeLocale(
             done += bytesWritten;
           }
         },
+        // getBlob hashes what it reads against the blob's name.
+        { verified: true },
       );
     } finally {
       await fh.close();
