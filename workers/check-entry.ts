@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { crc32 } from 'node:zlib';
 import { decompress } from '../src/codecs/index.js';
 import { FormatError, toPlainError } from '../src/errors.js';
-import type { CheckEntryResult, CheckEntryTask } from '../src/pipeline/protocol.js';
+import type { CheckEntryResult, CheckEntryTask, WorkerErrorCode } from '../src/pipeline/protocol.js';
 
 export async function checkEntry(task: CheckEntryTask): Promise<CheckEntryResult> {
   const t = performance.now();
@@ -23,7 +23,7 @@ export async function checkEntry(task: CheckEntryTask): Promise<CheckEntryResult
     if (expect && data.length !== expect.size)
       throw new FormatError(
         'zip',
-        'ENTRY_CORRUPT',
+        'ENTRY_CORRUPT' satisfies WorkerErrorCode,
         `${task.name}: decodes to ${data.length} bytes, its headers declare ${expect.size}`,
         undefined,
         { details: { entry: task.name } },
@@ -31,7 +31,7 @@ export async function checkEntry(task: CheckEntryTask): Promise<CheckEntryResult
     if (expect && crc32(data) >>> 0 !== expect.crc32 >>> 0)
       throw new FormatError(
         'zip',
-        'ENTRY_CORRUPT',
+        'ENTRY_CORRUPT' satisfies WorkerErrorCode,
         `${task.name}: decoded CRC-32 ${hex(crc32(data))} does not match ${hex(expect.crc32)} in its headers`,
         undefined,
         { details: { entry: task.name } },

@@ -30,6 +30,7 @@ import type {
   SignEntryResult,
   SignEntryTask,
   TaskProgress,
+  WorkerErrorCode,
 } from '../src/pipeline/protocol.js';
 import { TASK_PROGRESS_INTERVAL_MS } from '../src/pipeline/protocol.js';
 import type { AuthenticodeOptions } from '../src/signing/types.js';
@@ -65,7 +66,7 @@ function profileFor(task: SignEntryTask): Promise<SigningProfile> {
       const config = await loadConfig(task.configPath);
       if (config.sha256 !== task.configSha256)
         throw new ConfigError(
-          'CONFIG_CHANGED',
+          'CONFIG_CHANGED' satisfies WorkerErrorCode,
           `${task.configPath} changed while signing (sha256 ${config.sha256}, expected ${task.configSha256})`,
         );
       return loadProfile(config, task.profile);
@@ -162,7 +163,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
     const profile = await profileFor(task);
     if (!profile.authenticode)
       throw new ConfigError(
-        'CONFIG_NO_AUTHENTICODE',
+        'CONFIG_NO_AUTHENTICODE' satisfies WorkerErrorCode,
         `profile "${task.profile}" has no authenticode section, so it cannot sign ${task.name}`,
       );
     const key = settingsKey(task.codec);
@@ -180,7 +181,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
     const decompressMs = performance.now() - t;
     if (!isPe(pe))
       throw new PolicyError(
-        'POLICY_NOT_PE',
+        'POLICY_NOT_PE' satisfies WorkerErrorCode,
         `${task.name} matches the signing policy but is not a PE file (${pe.length} bytes, starts ${hexStart(pe)})`,
         { details: { entry: task.name } },
       );
@@ -194,7 +195,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
     const v = await verifyPe(signedPe, {});
     if (!v.signed || !v.digestMatches || !v.signatureValid)
       throw new VerificationError(
-        'SIGNED_PE_INVALID',
+        'SIGNED_PE_INVALID' satisfies WorkerErrorCode,
         `${task.name}: the freshly signed PE does not verify (${v.problems.join('; ') || 'no detail'})`,
       );
     const verifyMs = performance.now() - t;
@@ -207,7 +208,7 @@ export default async function signEntry(task: SignEntryTask): Promise<unknown> {
     const outKey = sniffable ? settingsKey(readSettings(output)) : key;
     if (outKey !== key)
       throw new VerificationError(
-        'CODEC_SETTINGS_CHANGED',
+        'CODEC_SETTINGS_CHANGED' satisfies WorkerErrorCode,
         `${task.name}: recompressed entry has codec settings ${outKey}, input had ${key}`,
       );
     const compressMs = performance.now() - t;

@@ -5,6 +5,7 @@
 import type { Argv } from 'yargs';
 import type { LoadedConfig } from '../config/types.js';
 import { UsageError } from '../errors.js';
+import type { CliErrorCode } from './errors.js';
 
 export interface ProfileArgs {
   profile?: string;
@@ -42,7 +43,7 @@ export function chooseProfile(
   const names = Object.keys(config.file.profiles ?? {});
   if (names.length === 1) return names[0]!;
   throw new UsageError(
-    'PROFILE_REQUIRED',
+    'PROFILE_REQUIRED' satisfies CliErrorCode,
     `name a signing profile with --profile; ${config.path} has ${names.length} (${names.join(', ') || 'none'})`,
   );
 }

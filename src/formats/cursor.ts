@@ -1,5 +1,8 @@
 import { FormatError } from '../errors.js';
 
+/** The cursor's own code; a truncation raises the code its caller names (`truncatedCode`). */
+export type CursorErrorCode = 'VALUE_TOO_LARGE';
+
 /**
  * A bounds-checked reader over a byte array (docs/ARCHITECTURE.md "Format code").
  * Every read returns a `subarray` view (no copy) or a number, and throws a FormatError with the
@@ -71,7 +74,12 @@ export class Cursor {
     this.pos += 8;
     const v = this.view().getBigUint64(at, false);
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new FormatError(this.format, 'VALUE_TOO_LARGE', `u64 value ${v} is too large`, this.base + at);
+      throw new FormatError(
+        this.format,
+        'VALUE_TOO_LARGE' satisfies CursorErrorCode,
+        `u64 value ${v} is too large`,
+        this.base + at,
+      );
     }
     return Number(v);
   }

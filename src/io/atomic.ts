@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CodedError } from '../errors.js';
+import type { IoErrorCode } from './errors.js';
 import type { ConfinedDir, Confinement } from './confine.js';
 
 export interface AtomicFileOptions {
@@ -113,7 +114,7 @@ function outputDirError(e: unknown, path: string): unknown {
   if (code !== 'ENOENT' && code !== 'ENOTDIR') return e;
   const dir = dirname(resolve(path));
   return new CodedError(
-    'OUTPUT_DIR_NOT_FOUND',
+    'OUTPUT_DIR_NOT_FOUND' satisfies IoErrorCode,
     `cannot write ${path}: its directory ${dir} ${code === 'ENOENT' ? 'does not exist' : 'is not a directory'}`,
     { details: { path: resolve(path), directory: dir } },
   );

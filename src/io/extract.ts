@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, realpath, rename, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { CodedError, UsageError } from '../errors.js';
+import type { IoErrorCode } from './errors.js';
 import { removeOnSignal } from './signal-cleanup.js';
 
 /**
@@ -32,7 +33,10 @@ export async function extractInto<T>(
   const dest = resolve(destDir);
   const existing = await lstat(dest).catch(() => undefined);
   if (existing && !(existing.isDirectory() && (await readdir(dest)).length === 0))
-    throw new UsageError('DEST_NOT_EMPTY', `${dest} exists and is not an empty directory`);
+    throw new UsageError(
+      'DEST_NOT_EMPTY' satisfies IoErrorCode,
+      `${dest} exists and is not an empty directory`,
+    );
   // The name is chosen (and the signal cleanup armed) before the directory exists, so a signal at any
   // point leaves nothing behind; mkdir fails rather than reuse an existing directory.
   const tmp = join(dirname(dest), `.${basename(dest)}.extract-${randomBytes(6).toString('hex')}`);
@@ -45,7 +49,7 @@ export async function extractInto<T>(
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR')
       throw new CodedError(
-        'OUTPUT_DIR_NOT_FOUND',
+        'OUTPUT_DIR_NOT_FOUND' satisfies IoErrorCode,
         `cannot extract into ${dest}: its directory ${dirname(dest)} ${code === 'ENOENT' ? 'does not exist' : 'is not a directory'}`,
         { details: { path: dest, directory: dirname(dest) } },
       );

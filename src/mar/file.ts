@@ -17,6 +17,9 @@ import {
 } from '../formats/mar/index.js';
 import { MarWriter } from './writer.js';
 
+/** The code src/mar/file.ts raises itself (the MAR reader and writer raise MarErrorCode). */
+export type MarFileErrorCode = 'BAD_INPUT';
+
 /** The codec module is loaded only when an entry is (de)compressed: listing and raw extraction stay light. */
 async function codecs(): Promise<typeof import('../codecs/index.js')> {
   return import('../codecs/index.js');
@@ -160,7 +163,11 @@ export async function collectInputs(inputs: string[]): Promise<CreateInput[]> {
       const st = await stat(p);
       if (st.isDirectory()) await walk(p, `${prefix}${n}/`);
       else if (st.isFile()) out.push({ path: p, name: prefix + n });
-      else throw new UsageError('BAD_INPUT', `${p} is not a regular file or directory`);
+      else
+        throw new UsageError(
+          'BAD_INPUT' satisfies MarFileErrorCode,
+          `${p} is not a regular file or directory`,
+        );
     }
   };
   for (const input of inputs) {
@@ -170,7 +177,11 @@ export async function collectInputs(inputs: string[]): Promise<CreateInput[]> {
       const rel = normalize(input).split(sep).join('/');
       const name = isAbsolute(input) || unsafeNameReason(rel) ? basename(input) : rel;
       out.push({ path: input, name });
-    } else throw new UsageError('BAD_INPUT', `${input} is not a regular file or directory`);
+    } else
+      throw new UsageError(
+        'BAD_INPUT' satisfies MarFileErrorCode,
+        `${input} is not a regular file or directory`,
+      );
   }
   return out;
 }
@@ -183,7 +194,7 @@ export async function createMar(
 ): Promise<MarInfo> {
   const list: CreateInput[] = [];
   for (const i of inputs) list.push(...(typeof i === 'string' ? await collectInputs([i]) : [i]));
-  if (list.length === 0) throw new UsageError('BAD_INPUT', 'no input files');
+  if (list.length === 0) throw new UsageError('BAD_INPUT' satisfies MarFileErrorCode, 'no input files');
   const compression = options.compression ?? 'none';
   const c = compression === 'none' ? undefined : await codecs();
   const settings: CodecSettings =

@@ -17,7 +17,7 @@ import { CodedError } from '../errors.js';
 import type { Lease } from './budget.js';
 import type { EntryPlan } from './plan.js';
 import { resolveEntry, type EntryOutcome, type LocaleInput } from './resolve.js';
-import type { EntryRecord, LocaleProgress } from './types.js';
+import type { EntryRecord, LocaleProgress, PipelineErrorCode } from './types.js';
 
 /** Entries in flight per locale beyond the pool's threads (reading ahead while workers sign). */
 const WINDOW_EXTRA = 4;
@@ -127,7 +127,8 @@ export async function assemble(
 
   try {
     while (next < plans.length || pending.length > 0) {
-      if (l.signal?.aborted) throw l.signal.reason ?? new CodedError('ABORTED', 'aborted');
+      if (l.signal?.aborted)
+        throw l.signal.reason ?? new CodedError('ABORTED' satisfies PipelineErrorCode, 'aborted');
       if (checkFailed) throw checkFailed.err;
       const plan = plans[next];
       // The window's head is always allowed (the locale progresses); more only while the budget has room.

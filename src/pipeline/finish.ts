@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
 import { CodedError } from '../errors.js';
+import type { PipelineErrorCode } from './types.js';
 import type { Assembly } from './assemble.js';
 import { hashFile } from './manifest.js';
 import type { SharedLease } from './budget.js';
@@ -103,7 +104,10 @@ async function readAll(fh: Awaited<ReturnType<typeof open>>, path: string, buf: 
   while (done < buf.length) {
     const { bytesRead } = await fh.read(buf, done, buf.length - done, done);
     if (bytesRead === 0)
-      throw new CodedError('OUTPUT_SHORT_READ', `${path} ended at ${done} of ${buf.length} bytes`);
+      throw new CodedError(
+        'OUTPUT_SHORT_READ' satisfies PipelineErrorCode,
+        `${path} ended at ${done} of ${buf.length} bytes`,
+      );
     done += bytesRead;
   }
   return buf;

@@ -24,7 +24,7 @@ import type { LocaleSigner } from './release.js';
 import { startScheduler, type Scheduler } from './schedule.js';
 import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
-import type { Coordinator, LocaleManifest } from './types.js';
+import type { Coordinator, LocaleManifest, PipelineErrorCode } from './types.js';
 
 export type { SignLocaleOptions } from './locale.js';
 export { manifestPath } from './report.js';
@@ -117,10 +117,13 @@ export class Pipeline implements LocaleSigner {
 
   static async create(options: PipelineOptions): Promise<Pipeline> {
     if (!options || typeof options.config !== 'object' || options.config === null)
-      throw new ConfigError('CONFIG_MISSING', 'Pipeline.create: options.config must be a loaded config');
+      throw new ConfigError(
+        'CONFIG_MISSING' satisfies PipelineErrorCode,
+        'Pipeline.create: options.config must be a loaded config',
+      );
     if (options.outputCache !== undefined && typeof options.outputCache !== 'boolean')
       throw new ConfigError(
-        'CONFIG_INVALID',
+        'CONFIG_INVALID' satisfies PipelineErrorCode,
         `Pipeline.create: options.outputCache must be a boolean, got ${typeof options.outputCache}`,
       );
     const cache = options.cache === undefined ? await openCacheStore(options.config) : options.cache;
@@ -159,7 +162,8 @@ export class Pipeline implements LocaleSigner {
   }
 
   private async context(name: string): Promise<SigningContext> {
-    if (this.closed) throw new ConfigError('PIPELINE_CLOSED', 'the pipeline is closed');
+    if (this.closed)
+      throw new ConfigError('PIPELINE_CLOSED' satisfies PipelineErrorCode, 'the pipeline is closed');
     const { profile, policy } = await this.profile(name);
     return {
       config: this.config,

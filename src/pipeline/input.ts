@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { CodedError } from '../errors.js';
+import type { PipelineErrorCode } from './types.js';
 import type { SideHasher } from './side-hash.js';
 
 /** Read size: small enough that hashing starts early, big enough that syscalls stay few. */
@@ -72,13 +73,20 @@ export async function readInput(
   try {
     const st = await fh.stat();
     if (st.size !== size)
-      throw new CodedError('INPUT_CHANGED', `${path} is ${st.size} bytes, expected ${size}`);
+      throw new CodedError(
+        'INPUT_CHANGED' satisfies PipelineErrorCode,
+        `${path} is ${st.size} bytes, expected ${size}`,
+      );
     const read = async (pos: number): Promise<number> => {
       const want = Math.min(READ_CHUNK, size - pos);
       let done = 0;
       while (done < want) {
         const { bytesRead } = await fh.read(into, pos + done, want - done, pos + done);
-        if (bytesRead === 0) throw new CodedError('INPUT_CHANGED', `${path} shrank while being read`);
+        if (bytesRead === 0)
+          throw new CodedError(
+            'INPUT_CHANGED' satisfies PipelineErrorCode,
+            `${path} shrank while being read`,
+          );
         done += bytesRead;
       }
       return pos + want;

@@ -35,7 +35,7 @@ import {
 import { buildManifest, writeManifest } from './report.js';
 import type { LocaleInput } from './resolve.js';
 import { startScheduler } from './schedule.js';
-import type { Coordinator, LocaleManifest, LocaleProgress, LocaleStage } from './types.js';
+import type { Coordinator, LocaleManifest, LocaleProgress, LocaleStage, PipelineErrorCode } from './types.js';
 
 export interface SignLocaleOptions {
   profile: string;
@@ -85,7 +85,10 @@ export async function signLocale(
   const started = performance.now();
   const startedAt = new Date().toISOString();
   if (!opts.dryRun && resolve(opts.output) === resolve(opts.input))
-    throw new UsageError('OUTPUT_IS_INPUT', `output ${opts.output} is the input file; write elsewhere`);
+    throw new UsageError(
+      'OUTPUT_IS_INPUT' satisfies PipelineErrorCode,
+      `output ${opts.output} is the input file; write elsewhere`,
+    );
   const tier =
     !opts.dryRun && (opts.outputCache ?? ctx.outputTier) ? (ctx.store?.outputs ?? undefined) : undefined;
   // An audit sink that cannot take records refuses the locale before any work (the service's backlog).

@@ -18,7 +18,7 @@ import { CodedError } from '../errors.js';
 import { AtomicFile } from '../io/atomic.js';
 import type { Confinement } from '../io/confine.js';
 import { buildManifest, writeManifest } from './report.js';
-import type { EntryRecord, LocaleManifest, LocaleProgress } from './types.js';
+import type { EntryRecord, LocaleManifest, LocaleProgress, PipelineErrorCode } from './types.js';
 
 /** Version of the stored manifest data (inside the entry, under the entry's own format version). 2: actions. */
 const META_VERSION = 2;
@@ -37,7 +37,10 @@ export async function hashFileSha256(path: string, into?: Buffer): Promise<strin
   try {
     const { size } = await fh.stat();
     if (into && into.length !== size)
-      throw new CodedError('INPUT_CHANGED', `${path} is ${size} bytes, expected ${into.length}`);
+      throw new CodedError(
+        'INPUT_CHANGED' satisfies PipelineErrorCode,
+        `${path} is ${size} bytes, expected ${into.length}`,
+      );
     const h = createHash('sha256');
     const bufs = into ? [] : [Buffer.allocUnsafeSlow(HASH_CHUNK), Buffer.allocUnsafeSlow(HASH_CHUNK)];
     const read = async (i: number): Promise<Buffer> => {
@@ -46,7 +49,11 @@ export async function hashFileSha256(path: string, into?: Buffer): Promise<strin
       let done = 0;
       while (done < want) {
         const { bytesRead } = await fh.read(b, done, want - done, i * HASH_CHUNK + done);
-        if (bytesRead === 0) throw new CodedError('INPUT_CHANGED', `${path} shrank while being hashed`);
+        if (bytesRead === 0)
+          throw new CodedError(
+            'INPUT_CHANGED' satisfies PipelineErrorCode,
+            `${path} shrank while being hashed`,
+          );
         done += bytesRead;
       }
       return b.subarray(0, want);
@@ -162,7 +169,8 @@ export async function serveOutput(
       await file.abort();
       return undefined;
     }
-    if (o.signal?.aborted) throw o.signal.reason ?? new CodedError('ABORTED', 'aborted');
+    if (o.signal?.aborted)
+      throw o.signal.reason ?? new CodedError('ABORTED' satisfies PipelineErrorCode, 'aborted');
     await file.commit();
   } catch (err) {
     await file.abort();

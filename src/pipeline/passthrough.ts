@@ -12,6 +12,7 @@
 import type { ArchiveEntry, OpenedArchive } from '../archive/types.js';
 import type { CodecSettings, DecodedFacts } from '../codecs/types.js';
 import { FormatError, fromPlainError, toPlainError } from '../errors.js';
+import type { CodecErrorCode } from '../codecs/errors.js';
 import type { SigningContext } from './context.js';
 import { passthroughCheckKey } from './keys.js';
 import { isAbortError, joinUnlessAborted } from './single-flight.js';
@@ -38,7 +39,7 @@ export async function checkPassthrough(
       if (raw.length > limits.maxEntrySize)
         throw new FormatError(
           'none',
-          'CODEC_OUTPUT_TOO_LARGE',
+          'CODEC_OUTPUT_TOO_LARGE' satisfies CodecErrorCode,
           `stored entry of ${raw.length} bytes is over the ${limits.maxEntrySize}-byte limit`,
         );
       return 'decoded';

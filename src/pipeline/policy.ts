@@ -6,6 +6,7 @@
 import picomatch from 'picomatch';
 import { DEFAULT_POLICY, type PolicyFile } from '../config/types.js';
 import { ConfigError } from '../errors.js';
+import type { PipelineErrorCode } from './types.js';
 
 export type PolicyDecision = 'sign' | 'passthrough';
 
@@ -31,18 +32,18 @@ export function compilePolicy(policy: PolicyFile | undefined): CompiledPolicy {
   ] as const) {
     if (!Array.isArray(list) || list.some((g) => typeof g !== 'string' || g.length === 0))
       throw new ConfigError(
-        'CONFIG_BAD_POLICY',
+        'CONFIG_BAD_POLICY' satisfies PipelineErrorCode,
         `policy.${what} must be an array of non-empty glob strings, found ${JSON.stringify(list)}`,
       );
   }
   if (onInvalid !== 'error' && onInvalid !== 'skip')
     throw new ConfigError(
-      'CONFIG_BAD_POLICY',
+      'CONFIG_BAD_POLICY' satisfies PipelineErrorCode,
       `policy.onInvalid must be "error" or "skip", found ${JSON.stringify(onInvalid)}`,
     );
   if (typeof verifyPassthrough !== 'boolean')
     throw new ConfigError(
-      'CONFIG_BAD_POLICY',
+      'CONFIG_BAD_POLICY' satisfies PipelineErrorCode,
       `policy.verifyPassthrough must be true or false, found ${JSON.stringify(verifyPassthrough)}`,
     );
   const inc = include.length ? picomatch(include, GLOB_OPTIONS) : () => false;

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import { fromPlainError, UsageError } from '../errors.js';
+import type { PipelineErrorCode } from './types.js';
 import { FROM_SOURCE } from '../version.js';
 import { BusyMeter } from './busy.js';
 import type { CheckEntryResult, CheckEntryTask, SignEntryResult, SignEntryTask } from './protocol.js';
@@ -31,7 +32,10 @@ export interface PoolOptions {
 export function validateThreads(threads: unknown): number {
   if (threads === undefined) return Math.max(1, availableParallelism());
   if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 256)
-    throw new UsageError('BAD_THREADS', `threads must be an integer from 1 to 256, found ${String(threads)}`);
+    throw new UsageError(
+      'BAD_THREADS' satisfies PipelineErrorCode,
+      `threads must be an integer from 1 to 256, found ${String(threads)}`,
+    );
   return threads;
 }
 
@@ -58,7 +62,10 @@ export class SigningPool {
    * itself (imported here, on first use, to keep it out of the CLI's start-up).
    */
   private start(): Promise<Piscina<SignEntryTask, SignEntryResult>> {
-    if (this.closed) return Promise.reject(new UsageError('POOL_CLOSED', 'the signing pool is closed'));
+    if (this.closed)
+      return Promise.reject(
+        new UsageError('POOL_CLOSED' satisfies PipelineErrorCode, 'the signing pool is closed'),
+      );
     this.starting ??= import('piscina').then(({ Piscina }) => {
       this.piscina = new Piscina<SignEntryTask, SignEntryResult>({
         filename: this.filename,

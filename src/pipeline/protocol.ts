@@ -14,6 +14,15 @@ import type { MessagePort } from 'node:worker_threads';
 import type { CodecSettings, DecodedFacts } from '../codecs/types.js';
 import type { PlainError } from '../errors.js';
 
+/** Codes the worker-thread entries (workers/sign-entry.ts, workers/check-entry.ts) raise themselves. */
+export type WorkerErrorCode =
+  | 'CONFIG_CHANGED'
+  | 'CONFIG_NO_AUTHENTICODE'
+  | 'POLICY_NOT_PE'
+  | 'SIGNED_PE_INVALID'
+  | 'CODEC_SETTINGS_CHANGED'
+  | 'ENTRY_CORRUPT';
+
 export interface SignEntryTask {
   /** Absolute path of the config file; the worker loads the profile from it once per thread. */
   configPath: string;

@@ -17,7 +17,7 @@ import type { SignLocaleOptions } from './locale.js';
 import { sha512Sums } from './manifest.js';
 import type { ReleasePlan } from './plan.js';
 import { manifestPath } from './report.js';
-import type { LocaleManifest, LocaleProgress, LocaleTotals } from './types.js';
+import type { LocaleManifest, LocaleProgress, LocaleTotals, PipelineErrorCode } from './types.js';
 
 /** Locales signed at once: their entries share the pool; two overlap one's I/O with another's signing. */
 const DEFAULT_LOCALE_CONCURRENCY = 2;
@@ -142,7 +142,10 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   const outDir = resolve(opts.outDir);
   const concurrency = opts.concurrency ?? DEFAULT_LOCALE_CONCURRENCY;
   if (!Number.isInteger(concurrency) || concurrency < 1)
-    throw new UsageError('BAD_CONCURRENCY', `concurrency must be a positive integer, found ${concurrency}`);
+    throw new UsageError(
+      'BAD_CONCURRENCY' satisfies PipelineErrorCode,
+      `concurrency must be a positive integer, found ${concurrency}`,
+    );
   // Validate the profile once up front so a bad profile is one error, not one per locale.
   await opts.signer.profile(opts.profile);
   if (!opts.dryRun) await mkdir(outDir, { recursive: true });

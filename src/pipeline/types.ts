@@ -1,6 +1,20 @@
 import type { ContainerName } from '../archive/types.js';
 import type { PlainError } from '../errors.js';
 
+/** Codes src/pipeline raises itself (budget.ts: BudgetErrorCode; workers: WorkerErrorCode, protocol.ts). */
+export type PipelineErrorCode =
+  | 'ABORTED'
+  | 'BAD_THREADS'
+  | 'BAD_CONCURRENCY'
+  | 'POOL_CLOSED'
+  | 'PIPELINE_CLOSED'
+  | 'CONFIG_MISSING'
+  | 'CONFIG_INVALID'
+  | 'CONFIG_BAD_POLICY'
+  | 'INPUT_CHANGED'
+  | 'OUTPUT_IS_INPUT'
+  | 'OUTPUT_SHORT_READ';
+
 /**
  * What happened to one entry in this run:
  * - `signed`: this locale's work made a new Authenticode signature for it;

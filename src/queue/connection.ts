@@ -5,6 +5,7 @@
 import type { ConnectionOptions as BullConnectionOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, TransientError } from '../errors.js';
+import type { QueueErrorCode } from './types.js';
 import type { LoadedConfig } from '../config/types.js';
 
 /** Overrides `redis.url` from the config (handy for tests and containers). */
@@ -32,18 +33,21 @@ export function redisSettings(
     url = new URL(raw);
   } catch {
     // Not echoed: an unparseable URL may still hold a password.
-    throw new ConfigError('CONFIG_REDIS_URL', `redis.url is not a URL (${raw.length} characters)`);
+    throw new ConfigError(
+      'CONFIG_REDIS_URL' satisfies QueueErrorCode,
+      `redis.url is not a URL (${raw.length} characters)`,
+    );
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
     throw new ConfigError(
-      'CONFIG_REDIS_URL',
+      'CONFIG_REDIS_URL' satisfies QueueErrorCode,
       `redis.url must be redis:// or rediss://, found ${url.protocol}//`,
     );
   }
   const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
   if (!Number.isInteger(db) || db < 0) {
     throw new ConfigError(
-      'CONFIG_REDIS_URL',
+      'CONFIG_REDIS_URL' satisfies QueueErrorCode,
       `redis.url database must be a non-negative integer, found ${url.pathname}`,
     );
   }
@@ -57,7 +61,10 @@ export function redisSettings(
   if (r.passwordEnv) {
     const pw = env[r.passwordEnv];
     if (pw === undefined || pw === '') {
-      throw new ConfigError('SECRET_MISSING', `redis.passwordEnv names ${r.passwordEnv}, which is not set`);
+      throw new ConfigError(
+        'SECRET_MISSING' satisfies QueueErrorCode,
+        `redis.passwordEnv names ${r.passwordEnv}, which is not set`,
+      );
     }
     options.password = pw;
   }
@@ -65,7 +72,7 @@ export function redisSettings(
   const prefix = r.prefix ?? DEFAULT_PREFIX;
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) {
     throw new ConfigError(
-      'CONFIG_REDIS_PREFIX',
+      'CONFIG_REDIS_PREFIX' satisfies QueueErrorCode,
       `redis.prefix must match [A-Za-z0-9_.-]{1,64}, found ${JSON.stringify(prefix)}`,
     );
   }
@@ -111,9 +118,16 @@ export async function assertRedisReachable(settings: RedisSettings, timeoutMs = 
     await c.ping();
   } catch (err) {
     const auth = authFailure(reason) ?? authFailure(err);
-    if (auth) throw new ConfigError('REDIS_AUTH_FAILED', `Redis at ${settings.display}: ${auth}`);
+    if (auth)
+      throw new ConfigError(
+        'REDIS_AUTH_FAILED' satisfies QueueErrorCode,
+        `Redis at ${settings.display}: ${auth}`,
+      );
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new TransientError('REDIS_UNAVAILABLE', `cannot reach Redis at ${settings.display}: ${code}`);
+    throw new TransientError(
+      'REDIS_UNAVAILABLE' satisfies QueueErrorCode,
+      `cannot reach Redis at ${settings.display}: ${code}`,
+    );
   } finally {
     c.disconnect();
   }

@@ -8,6 +8,16 @@ import type { ResolvedLocale } from '../release/request.js';
 import type { LocaleProgress } from '../pipeline/types.js';
 import type { WorkerHeartbeat } from './heartbeat.js';
 
+/** Codes src/queue connection.ts and worker.ts raise (manifest.ts: QueueRequestErrorCode). */
+export type QueueErrorCode =
+  | 'CONFIG_REDIS_URL'
+  | 'CONFIG_REDIS_PREFIX'
+  | 'SECRET_MISSING'
+  | 'REDIS_AUTH_FAILED'
+  | 'REDIS_UNAVAILABLE'
+  | 'JOB_LOCK_LOST'
+  | 'WORKER_SHUTDOWN';
+
 /**
  * A release request (src/release/request.ts) validated for the queue: the profile decided, every path
  * absolute, real (symlinks resolved) and inside a configured root.

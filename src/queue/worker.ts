@@ -11,6 +11,7 @@ import type {
   LocaleJobData,
   LocaleJobProgress,
   LocaleJobResult,
+  QueueErrorCode,
   ReleaseJobData,
   ReleaseJobResult,
 } from './types.js';
@@ -167,7 +168,7 @@ export class QueueWorkers {
           .get(id)
           ?.abort(
             new TransientError(
-              'JOB_LOCK_LOST',
+              'JOB_LOCK_LOST' satisfies QueueErrorCode,
               `lost the lock on locale job ${id} (Redis restarted, or the job stalled and was handed back)`,
             ),
           );
@@ -194,7 +195,7 @@ export class QueueWorkers {
     if (forced) {
       this.abort.abort(
         new TransientError(
-          'WORKER_SHUTDOWN',
+          'WORKER_SHUTDOWN' satisfies QueueErrorCode,
           'the worker shut down before this locale finished; it will be retried',
         ),
       );

@@ -14,6 +14,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import { resolveSecret } from '../config/index.js';
 import { CLIENT_SCOPES, type ClientScope, type LoadedConfig } from '../config/types.js';
 import { ConfigError } from '../errors.js';
+import type { ServiceErrorCode } from './errors.js';
 
 export const MIN_TOKEN_LENGTH = 16;
 export const SESSION_COOKIE = 'marsign_session';
@@ -188,10 +189,11 @@ export function parseCookies(header: string | undefined): Record<string, string>
 
 async function loadToken(ref: { env?: string; file?: string }, where: string, dir: string): Promise<string> {
   const token = await resolveSecret(ref, where, dir);
-  if (!token) throw new ConfigError('SECRET_MISSING', `${where} is not set or empty`);
+  if (!token)
+    throw new ConfigError('SECRET_MISSING' satisfies ServiceErrorCode, `${where} is not set or empty`);
   if (token.length < MIN_TOKEN_LENGTH) {
     throw new ConfigError(
-      'CONFIG_SERVER_TOKEN',
+      'CONFIG_SERVER_TOKEN' satisfies ServiceErrorCode,
       `${where} holds a token shorter than ${MIN_TOKEN_LENGTH} characters (${token.length})`,
     );
   }
@@ -230,7 +232,7 @@ export async function loadClients(config: LoadedConfig): Promise<ApiClients> {
   }
   if (clients.length === 0) {
     throw new ConfigError(
-      'CONFIG_SERVER_TOKEN',
+      'CONFIG_SERVER_TOKEN' satisfies ServiceErrorCode,
       'server.clients (or the single server.tokenEnv / server.tokenFile) must name the API clients',
     );
   }
@@ -238,7 +240,7 @@ export async function loadClients(config: LoadedConfig): Promise<ApiClients> {
     const a = clients.slice(0, j).find((x) => x.sameToken(b));
     if (a)
       throw new ConfigError(
-        'CONFIG_SERVER_TOKEN',
+        'CONFIG_SERVER_TOKEN' satisfies ServiceErrorCode,
         `server.clients.${b.name} has the same token as server.clients.${a.name}: every client needs its own token`,
         { details: { clients: [a.name, b.name] } },
       );

@@ -23,6 +23,7 @@ import type { Redis } from 'ioredis';
 import { MAX_BLOB_BYTES } from '../../cache/fs-store.js';
 import type { BlobStore } from '../../cache/types.js';
 import { CodedError, UsageError } from '../errors.js';
+import type { ServiceErrorCode } from './errors.js';
 import { readSnapshots } from '../queue/telemetry.js';
 import type { ApiClient } from './auth.js';
 
@@ -205,7 +206,10 @@ export function registerBlobRoutes(app: FastifyInstance, o: BlobRoutesOptions): 
         },
       });
     if (!o.profiles.includes(name))
-      throw new UsageError('RELEASE_UNKNOWN_PROFILE', `profile ${JSON.stringify(name)} is not in the config`);
+      throw new UsageError(
+        'RELEASE_UNKNOWN_PROFILE' satisfies ServiceErrorCode,
+        `profile ${JSON.stringify(name)} is not in the config`,
+      );
     // The newest snapshot of a live worker that loaded the profile: the server never loads keys itself.
     const snaps = (await readSnapshots(o.redis, o.prefix)).sort((a, b) =>
       b.updatedAt.localeCompare(a.updatedAt),

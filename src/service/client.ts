@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { cliClient } from '../audit/identity.js';
 import type { LoadedConfig } from '../config/types.js';
 import { TransientError } from '../errors.js';
+import type { ServiceErrorCode } from './errors.js';
 import { BullReleaseQueue } from '../queue/bullmq.js';
 import { assertRedisReachable, redisSettings } from '../queue/connection.js';
 import { configuredRoots, validateRelease } from '../queue/manifest.js';
@@ -102,7 +103,7 @@ async function releaseLost(
       : `${completed.length} of ${total} locales had completed` +
         (completed.length ? ` (${completed.join(', ')}; their outputs are in place)` : '');
   return new TransientError(
-    'RELEASE_LOST',
+    'RELEASE_LOST' satisfies ServiceErrorCode,
     `Redis lost release ${JSON.stringify(release)}: ${why}, and its persistence is ` +
       `${describePersistence(persistence)}${persistence.state === 'off' ? ', so every job it held is gone' : ''}. ` +
       `${progress}. Submit the same release again (same id): outputs already written are served from ` +

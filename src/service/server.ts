@@ -20,6 +20,7 @@ import { openCacheStore } from '../../cache/factory.js';
 import { resolvePath } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
 import { CodedError, TransientError, toPlainError } from '../errors.js';
+import type { ServiceErrorCode } from './errors.js';
 import { BullReleaseQueue } from '../queue/bullmq.js';
 import { registerQueueBoard } from '../queue/board.js';
 import { createRedis, redisSettings, type RedisSettings } from '../queue/connection.js';
@@ -76,7 +77,7 @@ function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
         () =>
           reject(
             new TransientError(
-              'REDIS_UNAVAILABLE',
+              'REDIS_UNAVAILABLE' satisfies ServiceErrorCode,
               `${what}: no answer from Redis within ${REDIS_REQUEST_TIMEOUT_MS} ms`,
             ),
           ),
@@ -130,7 +131,10 @@ export async function buildServer(options: ServerOptions): Promise<Service> {
   // Blobs live in the cache store the workers share (a blob kind beside the signed entries).
   const store = await openCacheStore(config, options.cacheDir ? { dir: options.cacheDir } : {});
   if (!store.blobs)
-    throw new TransientError('CACHE_NO_BLOBS', `the cache at ${store.location} holds no blobs`);
+    throw new TransientError(
+      'CACHE_NO_BLOBS' satisfies ServiceErrorCode,
+      `the cache at ${store.location} holds no blobs`,
+    );
   const blobs = store.blobs;
 
   const app = Fastify({

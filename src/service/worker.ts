@@ -11,6 +11,7 @@ import type { Redis } from 'ioredis';
 import { probeProfileKeys } from '../config/index.js';
 import type { LoadedConfig } from '../config/types.js';
 import { CodedError, UsageError, toPlainError, type PlainError } from '../errors.js';
+import type { ServiceErrorCode } from './errors.js';
 import { removeStaleTemps } from '../io/atomic.js';
 import { Confinement } from '../io/confine.js';
 import type { Coordinator, LocaleManifest, LocaleProgress } from '../pipeline/types.js';
@@ -96,7 +97,10 @@ export const WORKER_SERVICE_DEFAULTS = {
 
 function positiveInt(name: string, v: number | undefined): void {
   if (v !== undefined && (!Number.isInteger(v) || v < 1)) {
-    throw new UsageError('USAGE', `options.${name} must be a positive integer, found ${v}`);
+    throw new UsageError(
+      'USAGE' satisfies ServiceErrorCode,
+      `options.${name} must be a positive integer, found ${v}`,
+    );
   }
 }
 
@@ -394,7 +398,10 @@ export class WorkerService {
       const { openCacheStore } = await import('../../cache/factory.js');
       const store = await openCacheStore(this.options.config);
       if (!store.blobs)
-        throw new UsageError('CACHE_NO_BLOBS', `the cache at ${store.location} holds no blobs`);
+        throw new UsageError(
+          'CACHE_NO_BLOBS' satisfies ServiceErrorCode,
+          `the cache at ${store.location} holds no blobs`,
+        );
       return store.blobs;
     })();
     const { signRecipeLocale } = await import('../transfer/worker.js');

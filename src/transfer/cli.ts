@@ -7,6 +7,7 @@ import { clientCacheDir } from '../../cache/defaults.js';
 import { FsCacheStore } from '../../cache/fs-store.js';
 import type { BlobStore } from '../../cache/types.js';
 import { UsageError } from '../errors.js';
+import type { TransferErrorCode } from './errors.js';
 import { RemoteClient } from './client.js';
 import type { TransferProgress } from './remote-release.js';
 import { TRANSPORTS, type TransportKind } from './transport.js';
@@ -31,13 +32,13 @@ export function remoteClient(flags: RemoteFlags, onRetry = sayRetry): RemoteClie
   const token = process.env[env];
   if (!token)
     throw new UsageError(
-      'REMOTE_TOKEN_MISSING',
+      'REMOTE_TOKEN_MISSING' satisfies TransferErrorCode,
       `set the API token in $${env} (or name another variable with --token-env)`,
     );
   const transport = (flags.transport ?? 'h2') as TransportKind;
   if (!TRANSPORTS.includes(transport))
     throw new UsageError(
-      'REMOTE_TRANSPORT',
+      'REMOTE_TRANSPORT' satisfies TransferErrorCode,
       `--transport must be one of ${TRANSPORTS.join(', ')}, got ${JSON.stringify(flags.transport)}`,
     );
   return new RemoteClient({

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CodedError, TransientError, UsageError, isRetryable } from '../errors.js';
+import type { TransferErrorCode } from './errors.js';
 import type { BlobStore } from '../../cache/types.js';
 import type { ReleaseStatus, SubmitResult } from '../queue/types.js';
 import { createTransport, type Transport, type TransportKind, type TransportResponse } from './transport.js';
@@ -64,7 +65,7 @@ export class RemoteClient {
   constructor(private readonly o: RemoteOptions) {
     if (!/^https?:\/\//.test(o.url))
       throw new UsageError(
-        'REMOTE_URL',
+        'REMOTE_URL' satisfies TransferErrorCode,
         `--remote must be an http:// or https:// URL, got ${JSON.stringify(o.url)}`,
       );
     this.transport = createTransport(o.transport ?? 'h2', o.url, o.idleMs);
@@ -263,8 +264,13 @@ export class RemoteClient {
         }
       }
       if (bad !== undefined) {
-        if (++mismatches >= Math.min(retries, 3)) throw new CodedError('BLOB_DIGEST_MISMATCH', bad);
-        this.o.onRetry?.(what, new TransientError('BLOB_DIGEST_MISMATCH', bad), attempt);
+        if (++mismatches >= Math.min(retries, 3))
+          throw new CodedError('BLOB_DIGEST_MISMATCH' satisfies TransferErrorCode, bad);
+        this.o.onRetry?.(
+          what,
+          new TransientError('BLOB_DIGEST_MISMATCH' satisfies TransferErrorCode, bad),
+          attempt,
+        );
         continue;
       }
       if (!isRetryable(failure) || attempt >= retries) throw failure;

@@ -18,6 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { mkdir } from 'node:fs/promises';
 import type { BlobStore } from '../../cache/types.js';
 import { CodedError, VerificationError, toPlainError } from '../errors.js';
+import type { TransferErrorCode } from './errors.js';
 import { AtomicFile, writeFileAtomic } from '../io/atomic.js';
 import { FileSource } from '../io/byte-source.js';
 import { sha512Sums } from '../pipeline/manifest.js';
@@ -187,7 +188,10 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
       }
     }
     if (sha256Hex(bytes) !== m.sha256)
-      throw new CodedError('INPUT_CHANGED', `an input changed while it was being sent (blob ${m.sha256})`);
+      throw new CodedError(
+        'INPUT_CHANGED' satisfies TransferErrorCode,
+        `an input changed while it was being sent (blob ${m.sha256})`,
+      );
     const { sent } = await client.upload(m.sha256, bytes, m.offset);
     totals.blobsUploaded++;
     totals.bytesUp += sent;
@@ -309,7 +313,7 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
         ok: false,
         error: {
           name: 'UsageError',
-          code: 'REMOTE_LOCALE_MISSING',
+          code: 'REMOTE_LOCALE_MISSING' satisfies TransferErrorCode,
           message: `the server reported nothing for locale ${l.locale}`,
         },
       },
@@ -350,13 +354,13 @@ async function fetchLocale(
   const r = ls.result;
   if (!r?.outputRecipe || !r.manifestBlob || !r.outputSha256)
     throw new CodedError(
-      'REMOTE_NO_OUTPUT',
+      'REMOTE_NO_OUTPUT' satisfies TransferErrorCode,
       `locale ${l.locale}: the server's result names no output recipe`,
     );
   const recipe = parseRecipe(await fetchBlob(r.outputRecipe), `locale ${l.locale} output recipe`);
   if (recipe.sha256 !== r.outputSha256)
     throw new VerificationError(
-      'REMOTE_OUTPUT_MISMATCH',
+      'REMOTE_OUTPUT_MISMATCH' satisfies TransferErrorCode,
       `locale ${l.locale}: the output recipe describes ${recipe.sha256}, the server's manifest says ${r.outputSha256}`,
     );
   const manifest = JSON.parse(
@@ -364,7 +368,7 @@ async function fetchLocale(
   ) as LocaleManifest;
   if ((manifest.outputSha256 ?? manifest.output_sha256) !== r.outputSha256)
     throw new VerificationError(
-      'REMOTE_OUTPUT_MISMATCH',
+      'REMOTE_OUTPUT_MISMATCH' satisfies TransferErrorCode,
       `locale ${l.locale}: the manifest blob names another output`,
     );
   // Every piece fetched at once (each request one round trip), then the file assembled in order.
@@ -392,7 +396,7 @@ async function fetchLocale(
         const v = await verifyMar(f.tempPath, keys);
         if (!v.valid)
           throw new VerificationError(
-            'REMOTE_OUTPUT_SIGNATURE',
+            'REMOTE_OUTPUT_SIGNATURE' satisfies TransferErrorCode,
             `locale ${l.locale}: the signed output's MAR signature does not verify: ${v.problems.join('; ')}`,
           );
       }

@@ -11,6 +11,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
 import { TransientError } from '../errors.js';
+import type { TransferErrorCode } from './errors.js';
 
 export type TransportKind = 'h2' | 'h1' | 'h1-close';
 export const TRANSPORTS: readonly TransportKind[] = ['h2', 'h1', 'h1-close'];
@@ -58,7 +59,7 @@ export const H1_POOL_SIZE = 8;
 function networkError(err: unknown, origin: string): TransientError {
   const code = (err as NodeJS.ErrnoException)?.code ?? 'ERR_NETWORK';
   return new TransientError(
-    'REMOTE_UNREACHABLE',
+    'REMOTE_UNREACHABLE' satisfies TransferErrorCode,
     `${origin}: ${code}: ${(err as Error)?.message ?? 'network error'}`,
     {
       details: { errno: code },
@@ -152,7 +153,12 @@ class H2Transport implements Transport {
         this.counters.received += c.length;
         if (size > max) {
           stream.close(http2.constants.NGHTTP2_CANCEL);
-          reject(new TransientError('REMOTE_RESPONSE_TOO_LARGE', `${r.path}: response over ${max} bytes`));
+          reject(
+            new TransientError(
+              'REMOTE_RESPONSE_TOO_LARGE' satisfies TransferErrorCode,
+              `${r.path}: response over ${max} bytes`,
+            ),
+          );
           return;
         }
         if (r.onChunk && status >= 200 && status < 300) r.onChunk(c, status);
@@ -242,7 +248,10 @@ class H1Transport implements Transport {
             if (size > max) {
               res.destroy();
               reject(
-                new TransientError('REMOTE_RESPONSE_TOO_LARGE', `${r.path}: response over ${max} bytes`),
+                new TransientError(
+                  'REMOTE_RESPONSE_TOO_LARGE' satisfies TransferErrorCode,
+                  `${r.path}: response over ${max} bytes`,
+                ),
               );
               return;
             }

@@ -15,6 +15,7 @@ import type { LocaleManifest, LocaleProgress } from '../pipeline/types.js';
 import { encodeRecipe, rebuild, sha256Hex, splitContainer } from './recipe.js';
 import { loadRecipe } from './request.js';
 import { UsageError } from '../errors.js';
+import type { RecipeRequestErrorCode } from './request.js';
 
 export interface RecipeSigner {
   signLocale(options: {
@@ -83,7 +84,7 @@ export async function signRecipeLocale(
           const b = await blobs.getBlob(sha256);
           if (!b)
             throw new UsageError(
-              'RECIPE_BLOB_MISSING',
+              'RECIPE_BLOB_MISSING' satisfies RecipeRequestErrorCode,
               `${where}: blob ${sha256} of its recipe is no longer in the store (pruned?); submit the release again`,
             );
           return b;

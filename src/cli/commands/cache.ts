@@ -3,6 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { CacheStore, CacheVerifyReport } from '../../../cache/types.js';
 import type { LoadedConfig } from '../../config/types.js';
 import { UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import { emit, EXIT, handler } from '../output.js';
 
 /** The cache and config libraries, loaded when a cache command runs rather than when the CLI starts. */
@@ -75,7 +76,7 @@ async function requireRoot(L: CacheLib, argv: CacheArgs, config: LoadedConfig | 
   const st = await stat(root).catch(() => undefined);
   if (!st?.isDirectory())
     throw new UsageError(
-      'CACHE_NOT_FOUND',
+      'CACHE_NOT_FOUND' satisfies CliErrorCode,
       `no cache at ${root} (from ${rootSource(argv, config)}): ${st ? 'not a directory' : 'no such directory'}`,
       { details: { root } },
     );

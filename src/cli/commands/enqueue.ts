@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { ReleaseStatus, SubmitResult } from '../../queue/types.js';
 import { emit, EXIT, handler, type OutputOptions } from '../output.js';
+import type { CliErrorCode } from '../errors.js';
 
 interface Args extends OutputOptions {
   manifest: string;
@@ -112,7 +113,10 @@ async function enqueueRemote(argv: Args): Promise<void> {
   const locales = resolveRequest(request, base, join(base, '.marsign-remote'), '.');
   const profile = argv.profile ?? request.profile;
   if (!profile)
-    throw new UsageError('PROFILE_REQUIRED', 'name the signing profile with --profile (or in the request)');
+    throw new UsageError(
+      'PROFILE_REQUIRED' satisfies CliErrorCode,
+      'name the signing profile with --profile (or in the request)',
+    );
   const line = progressLine(process.stderr.isTTY && !argv.json);
   const client = remoteClient({ ...argv, remote: argv.remote! });
   try {

@@ -1,5 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import type { MarInfo } from '../../formats/mar/index.js';
 import type { Compression } from '../../mar/file.js';
 import { emit, handler } from '../output.js';
@@ -223,7 +224,10 @@ const extract: CommandModule<object, ExtractArgs> = {
     const limit = (flag: 'max-entry-size' | 'max-ratio', min: number): number | undefined => {
       const v = argv[flag];
       if (v !== undefined && !(Number.isSafeInteger(v) && v >= min))
-        throw new UsageError('USAGE', `--${flag} must be an integer ≥ ${min}, found ${String(v)}`);
+        throw new UsageError(
+          'USAGE' satisfies CliErrorCode,
+          `--${flag} must be an integer ≥ ${min}, found ${String(v)}`,
+        );
       return v;
     };
     const maxOutputSize = limit('max-entry-size', 0);
@@ -289,11 +293,11 @@ const create: CommandModule<object, CreateArgs> = {
     const version = argv['product-version'];
     if ((channel === undefined) !== (version === undefined))
       throw new UsageError(
-        'USAGE',
+        'USAGE' satisfies CliErrorCode,
         '--channel and --product-version go together (one product-information block)',
       );
     if (argv['x86-filter'] && argv.compression !== 'xz')
-      throw new UsageError('USAGE', '--x86-filter needs --compression xz');
+      throw new UsageError('USAGE' satisfies CliErrorCode, '--x86-filter needs --compression xz');
     const { createMar, algorithms } = await marLib();
     const info = await createMar(argv.file, argv.inputs, {
       compression: argv.compression,

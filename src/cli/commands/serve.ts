@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import { handler, type OutputOptions } from '../output.js';
 
 interface Args extends OutputOptions {
@@ -19,11 +20,14 @@ export function portOption(argv: Pick<Args, 'port' | 'p'>): number | undefined {
   const n = Number(argv.p);
   if (argv.p === '' || !Number.isInteger(n) || n < 0 || n > 65535)
     throw new UsageError(
-      'USAGE',
+      'USAGE' satisfies CliErrorCode,
       `serve takes no profile; -p was its old port option and needs a port number, found ${JSON.stringify(argv.p)} (use --port)`,
     );
   if (argv.port !== undefined && argv.port !== n)
-    throw new UsageError('USAGE', `-p ${n} and --port ${argv.port} disagree (use --port only)`);
+    throw new UsageError(
+      'USAGE' satisfies CliErrorCode,
+      `-p ${n} and --port ${argv.port} disagree (use --port only)`,
+    );
   process.stderr.write('marsign: warning: serve -p is deprecated; use --port\n');
   return n;
 }

@@ -2,6 +2,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import type { LocaleManifest } from '../../pipeline/types.js';
 import { UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import { emit, handler, withoutOutput, type OutputOptions } from '../output.js';
 import { chooseProfile } from '../profile.js';
 import { formatBytes, localeProgress, wantProgress } from '../progress.js';
@@ -67,7 +68,10 @@ export const signLocaleCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', describe: 'print the manifest as JSON' }) as never,
   handler: handler<Args>(async (argv) => {
     if (!argv['dry-run'] && !argv.output)
-      throw new UsageError('OUTPUT_REQUIRED', '-o/--output is required (or use --dry-run)');
+      throw new UsageError(
+        'OUTPUT_REQUIRED' satisfies CliErrorCode,
+        '-o/--output is required (or use --dry-run)',
+      );
     // Loaded on use: the command list stays cheap to import for every other command.
     const { loadConfig } = await import('../../config/index.js');
     const { Pipeline } = await import('../../pipeline/index.js');

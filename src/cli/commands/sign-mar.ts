@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import { emit, handler } from '../output.js';
 import { withProfile, type ProfileArgs } from '../profile.js';
 import { profileFrom } from './sign-pe.js';
@@ -24,7 +25,10 @@ export const signMarCommand: CommandModule<object, SignMarArgs> = {
   handler: handler<SignMarArgs>(async (argv) => {
     const { config, profile } = await profileFrom(argv);
     if (!profile.mar)
-      throw new ConfigError('PROFILE_NO_MAR', `profile "${profile.name}" has no "mar" section`);
+      throw new ConfigError(
+        'PROFILE_NO_MAR' satisfies CliErrorCode,
+        `profile "${profile.name}" has no "mar" section`,
+      );
     const [{ signMarFile }, audit, { cliClient }] = await Promise.all([
       import('../../signing/mar-signer.js'),
       import('../../audit/index.js'),

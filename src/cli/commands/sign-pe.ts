@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { LoadedConfig, SigningProfile } from '../../config/types.js';
 import { ConfigError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import { emit, handler } from '../output.js';
 import { chooseProfile, withProfile, type ProfileArgs } from '../profile.js';
 
@@ -35,7 +36,7 @@ export const signPeCommand: CommandModule<object, SignPeArgs> = {
     const { config, profile } = await profileFrom(argv);
     if (!profile.authenticode) {
       throw new ConfigError(
-        'PROFILE_NO_AUTHENTICODE',
+        'PROFILE_NO_AUTHENTICODE' satisfies CliErrorCode,
         `profile "${profile.name}" has no "authenticode" section`,
       );
     }

@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import type { ReleaseReport } from '../../pipeline/index.js';
 import { emit, errorLine, EXIT, handler, withoutOutput, type OutputOptions } from '../output.js';
 import { chooseProfile } from '../profile.js';
@@ -162,11 +163,12 @@ export const signReleaseCommand: CommandModule<object, Args> = {
 
 /** `sign-release --remote`: the release signed by a marsign serve (src/transfer/remote-release.ts). */
 async function signRemote(argv: Args): Promise<void> {
-  if (argv['dry-run']) throw new UsageError('USAGE', '--dry-run is not available with --remote');
+  if (argv['dry-run'])
+    throw new UsageError('USAGE' satisfies CliErrorCode, '--dry-run is not available with --remote');
   // The server's config decides (policy.verifyPassthrough): a flag it would not honour is refused, not ignored.
   if (argv['verify-passthrough'] === false)
     throw new UsageError(
-      'USAGE',
+      'USAGE' satisfies CliErrorCode,
       "--no-verify-passthrough is not available with --remote (the server's policy.verifyPassthrough decides)",
     );
   const { loadReleaseRequest, resolveRequest } = await import('../../release/request.js');
@@ -176,7 +178,10 @@ async function signRemote(argv: Args): Promise<void> {
   const locales = resolveRequest(request, base, resolve(argv.output), '.');
   const profile = argv.profile ?? request.profile;
   if (!profile)
-    throw new UsageError('PROFILE_REQUIRED', 'name the signing profile with --profile (or in release.json)');
+    throw new UsageError(
+      'PROFILE_REQUIRED' satisfies CliErrorCode,
+      'name the signing profile with --profile (or in release.json)',
+    );
   const line = progressLine(wantProgress(argv));
   const client = remoteClient({ ...argv, remote: argv.remote! });
   try {

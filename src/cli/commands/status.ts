@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import type { WorkerHeartbeat } from '../../queue/heartbeat.js';
 import type { ReleaseStatus } from '../../queue/types.js';
 import { UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import { emit, handler, type OutputOptions } from '../output.js';
 
 interface Args extends OutputOptions {
@@ -42,7 +43,10 @@ export const statusCommand: CommandModule<object, Args> = {
     const { openQueue, warnIfNotPersistent } = await import('../../service/client.js');
     const { renderRelease, renderReleaseList, renderWorkers } = await import('../../service/render.js');
     if (argv.limit !== undefined && (!Number.isInteger(argv.limit) || argv.limit < 1)) {
-      throw new UsageError('USAGE', `--limit must be a positive integer, found ${argv.limit}`);
+      throw new UsageError(
+        'USAGE' satisfies CliErrorCode,
+        `--limit must be a positive integer, found ${argv.limit}`,
+      );
     }
     // Reading the queue needs only Redis: no config is needed (README "marsign status --watch").
     const config = await loadConfigIfPresent(argv.config);
@@ -56,7 +60,7 @@ export const statusCommand: CommandModule<object, Args> = {
           const s = await queue.get(argv.release);
           if (!s)
             throw new UsageError(
-              'RELEASE_NOT_FOUND',
+              'RELEASE_NOT_FOUND' satisfies CliErrorCode,
               `no release ${JSON.stringify(argv.release)} in the queue`,
             );
           return s;

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import { FormatError, UsageError } from '../../errors.js';
+import type { CliErrorCode } from '../errors.js';
 import type { CheckStatus } from '../../signing/check.js';
 import type { PeSignatureResult, PeVerifyResult } from '../../signing/types.js';
 import type { MarVerifyResult } from '../../signing/verify-mar.js';
@@ -54,7 +55,10 @@ interface VerifyReport {
 async function certsOf(path: string | undefined): Promise<Uint8Array[] | undefined> {
   if (path === undefined) return undefined;
   const text = await readFile(path).catch((e: NodeJS.ErrnoException) => {
-    throw new UsageError('CERT_NOT_FOUND', `cannot read ${path}: ${e.code ?? 'error'}`);
+    throw new UsageError(
+      'CERT_NOT_FOUND' satisfies CliErrorCode,
+      `cannot read ${path}: ${e.code ?? 'error'}`,
+    );
   });
   const { pemCertificates } = await import('../../keys/pem.js');
   return pemCertificates(text);
@@ -79,7 +83,7 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
   if (!isMar && !isMz)
     throw new FormatError(
       'verify',
-      'UNKNOWN_FORMAT',
+      'UNKNOWN_FORMAT' satisfies CliErrorCode,
       `${argv.file} is neither a MAR ("MAR1") nor a PE ("MZ")`,
       0,
     );
@@ -104,7 +108,7 @@ export async function verifyFile(argv: VerifyArgs): Promise<VerifyReport> {
   const inner = argv.inner ?? caCertsDer !== undefined;
   if (certs.length === 0 && !inner) {
     throw new UsageError(
-      'NOTHING_TO_VERIFY',
+      'NOTHING_TO_VERIFY' satisfies CliErrorCode,
       'give --mar-cert (MAR signatures) and/or --ca or --inner (inner PE signatures)',
     );
   }

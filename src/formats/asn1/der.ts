@@ -17,6 +17,20 @@ export const MAX_OID_BYTES = 64;
 
 const FORMAT = 'asn1';
 
+/** The DER reader's own codes; `expectTag` raises the code its caller names (default ASN1_UNEXPECTED). */
+export type Asn1ErrorCode =
+  | 'ASN1_BAD_INTEGER'
+  | 'ASN1_BAD_LENGTH'
+  | 'ASN1_BAD_OID'
+  | 'ASN1_BAD_TIME'
+  | 'ASN1_INDEFINITE_LENGTH'
+  | 'ASN1_NOT_CONSTRUCTED'
+  | 'ASN1_TOO_MANY_CHILDREN'
+  | 'ASN1_TRAILING_DATA'
+  | 'ASN1_TRUNCATED'
+  | 'ASN1_UNEXPECTED'
+  | 'ASN1_UNSUPPORTED_TAG';
+
 export const TAG = {
   BOOLEAN: 0x01,
   INTEGER: 0x02,
@@ -185,25 +199,36 @@ function fail(code: string, message: string, offset: number): never {
 /** Decode the single element starting at `offset`; `limit` bounds it (default: end of `bytes`). */
 export function decodeAt(bytes: Uint8Array, offset: number, limit = bytes.length): DerNode {
   if (offset + 2 > limit)
-    fail('ASN1_TRUNCATED', `element header needs 2 bytes, ${limit - offset} left`, offset);
+    fail(
+      'ASN1_TRUNCATED' satisfies Asn1ErrorCode,
+      `element header needs 2 bytes, ${limit - offset} left`,
+      offset,
+    );
   const tag = bytes[offset]!;
-  if ((tag & 0x1f) === 0x1f) fail('ASN1_UNSUPPORTED_TAG', `multi-byte tag 0x${tag.toString(16)}`, offset);
+  if ((tag & 0x1f) === 0x1f)
+    fail('ASN1_UNSUPPORTED_TAG' satisfies Asn1ErrorCode, `multi-byte tag 0x${tag.toString(16)}`, offset);
   const first = bytes[offset + 1]!;
   let len: number;
   let hdr = 2;
   if (first < 0x80) len = first;
-  else if (first === 0x80) fail('ASN1_INDEFINITE_LENGTH', 'indefinite length is not DER', offset + 1);
+  else if (first === 0x80)
+    fail('ASN1_INDEFINITE_LENGTH' satisfies Asn1ErrorCode, 'indefinite length is not DER', offset + 1);
   else {
     const n = first & 0x7f;
-    if (n > 4) fail('ASN1_BAD_LENGTH', `length of ${n} bytes`, offset + 1);
-    if (offset + 2 + n > limit) fail('ASN1_TRUNCATED', `length needs ${n} bytes`, offset + 1);
+    if (n > 4) fail('ASN1_BAD_LENGTH' satisfies Asn1ErrorCode, `length of ${n} bytes`, offset + 1);
+    if (offset + 2 + n > limit)
+      fail('ASN1_TRUNCATED' satisfies Asn1ErrorCode, `length needs ${n} bytes`, offset + 1);
     len = 0;
     for (let i = 0; i < n; i++) len = len * 256 + bytes[offset + 2 + i]!;
     hdr = 2 + n;
   }
   const end = offset + hdr + len;
   if (end > limit)
-    fail('ASN1_TRUNCATED', `element of ${len} bytes overruns its container by ${end - limit}`, offset);
+    fail(
+      'ASN1_TRUNCATED' satisfies Asn1ErrorCode,
+      `element of ${len} bytes overruns its container by ${end - limit}`,
+      offset,
+    );
   return {
     tag,
     offset,
@@ -218,20 +243,32 @@ export function decodeAt(bytes: Uint8Array, offset: number, limit = bytes.length
 export function decode(bytes: Uint8Array): DerNode {
   const n = decodeAt(bytes, 0);
   if (n.der.length !== bytes.length)
-    fail('ASN1_TRAILING_DATA', `${bytes.length - n.der.length} bytes after the element`, n.der.length);
+    fail(
+      'ASN1_TRAILING_DATA' satisfies Asn1ErrorCode,
+      `${bytes.length - n.der.length} bytes after the element`,
+      n.der.length,
+    );
   return n;
 }
 
 /** The children of a constructed element. */
 export function children(node: DerNode): DerNode[] {
   if (!node.constructed)
-    fail('ASN1_NOT_CONSTRUCTED', `tag 0x${node.tag.toString(16)} is primitive`, node.offset);
+    fail(
+      'ASN1_NOT_CONSTRUCTED' satisfies Asn1ErrorCode,
+      `tag 0x${node.tag.toString(16)} is primitive`,
+      node.offset,
+    );
   const out: DerNode[] = [];
   const base = node.offset + node.headerLength;
   let at = 0;
   while (at < node.value.length) {
     if (out.length >= MAX_DER_CHILDREN)
-      fail('ASN1_TOO_MANY_CHILDREN', `more than ${MAX_DER_CHILDREN} elements`, base + at);
+      fail(
+        'ASN1_TOO_MANY_CHILDREN' satisfies Asn1ErrorCode,
+        `more than ${MAX_DER_CHILDREN} elements`,
+        base + at,
+      );
     const c = decodeAt(node.value, at);
     out.push({ ...c, offset: base + c.offset });
     at += c.der.length;
@@ -244,7 +281,7 @@ export function expectTag(
   node: DerNode | undefined,
   tag: number,
   what: string,
-  code = 'ASN1_UNEXPECTED',
+  code = 'ASN1_UNEXPECTED' satisfies Asn1ErrorCode,
 ): DerNode {
   if (!node) fail(code, `${what} missing`, 0);
   if (node.tag !== tag)
@@ -254,10 +291,14 @@ export function expectTag(
 
 export function readOid(node: DerNode): string {
   if (node.tag !== TAG.OID)
-    fail('ASN1_UNEXPECTED', `expected OID, found tag 0x${node.tag.toString(16)}`, node.offset);
+    fail(
+      'ASN1_UNEXPECTED' satisfies Asn1ErrorCode,
+      `expected OID, found tag 0x${node.tag.toString(16)}`,
+      node.offset,
+    );
   const v = node.value;
   if (v.length === 0 || v.length > MAX_OID_BYTES)
-    fail('ASN1_BAD_OID', `OID of ${v.length} bytes`, node.offset);
+    fail('ASN1_BAD_OID' satisfies Asn1ErrorCode, `OID of ${v.length} bytes`, node.offset);
   const arcs: number[] = [];
   let cur = 0;
   for (let i = 0; i < v.length; i++) {
@@ -268,7 +309,8 @@ export function readOid(node: DerNode): string {
         arcs.push(first, cur - first * 40);
       } else arcs.push(cur);
       cur = 0;
-    } else if (i === v.length - 1) fail('ASN1_BAD_OID', 'OID ends inside an arc', node.offset);
+    } else if (i === v.length - 1)
+      fail('ASN1_BAD_OID' satisfies Asn1ErrorCode, 'OID ends inside an arc', node.offset);
   }
   return arcs.join('.');
 }
@@ -282,7 +324,7 @@ export function readSmallInt(node: DerNode): number {
     (node.value[0]! & 0x80) !== 0
   )
     fail(
-      'ASN1_BAD_INTEGER',
+      'ASN1_BAD_INTEGER' satisfies Asn1ErrorCode,
       `expected a small non-negative INTEGER, found tag 0x${node.tag.toString(16)}`,
       node.offset,
     );
@@ -306,5 +348,9 @@ export function readTime(node: DerNode): Date {
     const ms = m[7] ? Math.round(Number(m[7]) * 1000) : 0;
     return new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!, ms));
   }
-  return fail('ASN1_BAD_TIME', `bad time ${JSON.stringify(s.slice(0, 40))}`, node.offset);
+  return fail(
+    'ASN1_BAD_TIME' satisfies Asn1ErrorCode,
+    `bad time ${JSON.stringify(s.slice(0, 40))}`,
+    node.offset,
+  );
 }

@@ -11,7 +11,9 @@ export const MAX_CERTIFICATES = 64;
 export const MAX_SIGNER_INFOS = 16;
 export const MAX_ATTRIBUTES = 64;
 
-const CODE = 'PKCS7_MALFORMED';
+export type Pkcs7ErrorCode = 'PKCS7_MALFORMED';
+
+const CODE = 'PKCS7_MALFORMED' satisfies Pkcs7ErrorCode;
 
 function bad(message: string, offset: number): never {
   throw new FormatError('pkcs7', CODE, message, offset);
