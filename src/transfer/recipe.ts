@@ -58,23 +58,39 @@ function recipeError(code: RecipeErrorCode, message: string): FormatError {
 }
 
 /**
- * Split a container read from `source`: entry ranges from its format reader, each hashed as it is read
- * (in chunks), the gaps gathered into the skeleton, the whole hashed on the way.
+ * Digests the caller already holds for what it splits (a signed output: the pipeline's manifest): the
+ * whole file's sha256, and an entry's stored bytes' sha256 by name and size. Those ranges are not read.
+ * They are claims, not checked here: a wrong one fails later, never silently (a new blob is hashed on
+ * put; the client hashes every piece and the whole it rebuilds).
  */
-export async function splitContainer(source: ByteSource, what = 'input'): Promise<SplitContainer> {
+export interface KnownDigests {
+  sha256: string;
+  entry(name: string, size: number): string | undefined;
+}
+
+/**
+ * Split a container read from `source`: entry ranges from its format reader, each hashed as it is read
+ * (in chunks) unless `known` names its digest, the gaps gathered into the skeleton, the whole hashed on
+ * the way (or taken from `known`).
+ */
+export async function splitContainer(
+  source: ByteSource,
+  what = 'input',
+  known?: KnownDigests,
+): Promise<SplitContainer> {
   const archive = await openArchive(source, what);
   const ranges = [...archive.entries]
     .filter((e) => e.size > 0)
     .sort((a, b) => a.offset - b.offset || b.size - a.size);
-  const kept: { offset: number; size: number }[] = [];
+  const kept: { name: string; offset: number; size: number }[] = [];
   let end = 0;
   for (const r of ranges) {
     // An entry overlapping one already kept (a hostile or odd container) stays in the skeleton.
     if (r.offset < end || r.offset + r.size > source.size) continue;
-    kept.push({ offset: r.offset, size: r.size });
+    kept.push({ name: r.name, offset: r.offset, size: r.size });
     end = r.offset + r.size;
   }
-  const whole = createHash('sha256');
+  const whole = known ? undefined : createHash('sha256');
   const gaps: Uint8Array[] = [];
   const entries: RecipePart[] = [];
   const readRange = async (offset: number, size: number, also?: ReturnType<typeof createHash>) => {
@@ -82,7 +98,7 @@ export async function splitContainer(source: ByteSource, what = 'input'): Promis
     for (let at = 0; at < size;) {
       const n = Math.min(SPLIT_CHUNK, size - at);
       const chunk = await source.read(offset + at, n);
-      whole.update(chunk);
+      whole?.update(chunk);
       if (also) also.update(chunk);
       else parts.push(chunk);
       at += n;
@@ -92,9 +108,13 @@ export async function splitContainer(source: ByteSource, what = 'input'): Promis
   let pos = 0;
   for (const r of kept) {
     if (r.offset > pos) gaps.push(...(await readRange(pos, r.offset - pos)));
-    const h = createHash('sha256');
-    await readRange(r.offset, r.size, h);
-    entries.push({ offset: r.offset, size: r.size, sha256: h.digest('hex') });
+    let sha256 = known?.entry(r.name, r.size);
+    if (!sha256) {
+      const h = createHash('sha256');
+      await readRange(r.offset, r.size, h);
+      sha256 = h.digest('hex');
+    }
+    entries.push({ offset: r.offset, size: r.size, sha256 });
     pos = r.offset + r.size;
   }
   if (pos < source.size) gaps.push(...(await readRange(pos, source.size - pos)));
@@ -105,7 +125,7 @@ export async function splitContainer(source: ByteSource, what = 'input'): Promis
       version: RECIPE_VERSION,
       container: archive.format,
       size: source.size,
-      sha256: whole.digest('hex'),
+      sha256: whole ? whole.digest('hex') : known!.sha256,
       skeleton: { size: skeleton.length, sha256: sha256Hex(skeleton) },
       entries,
     },

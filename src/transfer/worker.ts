@@ -12,7 +12,7 @@ import { basename, join } from 'node:path';
 import type { BlobStore } from '../../cache/types.js';
 import { FileSource } from '../io/byte-source.js';
 import type { LocaleManifest, LocaleProgress } from '../pipeline/types.js';
-import { encodeRecipe, rebuild, sha256Hex, splitContainer } from './recipe.js';
+import { encodeRecipe, rebuild, sha256Hex, splitContainer, type KnownDigests } from './recipe.js';
 import { loadRecipe } from './request.js';
 import { UsageError } from '../errors.js';
 import type { RecipeRequestErrorCode } from './request.js';
@@ -116,7 +116,8 @@ export async function signRecipeLocale(
     const src = await FileSource.open(output);
     let outputRecipe: string;
     try {
-      const split = await splitContainer(src, `${where} output`);
+      // The pipeline hashed what it wrote: its manifest's digests spare reading the output twice more.
+      const split = await splitContainer(src, `${where} output`, knownDigests(signed));
       for (const e of split.recipe.entries) {
         if ((await blobs.blobSize(e.sha256)) === e.size) continue;
         const { created } = await blobs.putBlob(e.sha256, await src.read(e.offset, e.size));
@@ -137,4 +138,18 @@ export async function signRecipeLocale(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A signed locale's digests as its manifest records them (entries by name, only where the size agrees). */
+function knownDigests(m: LocaleManifest): KnownDigests | undefined {
+  const sha256 = m.outputSha256 ?? m.output_sha256;
+  if (!sha256) return undefined;
+  const byName = new Map(m.entries.map((e) => [e.name, e]));
+  return {
+    sha256,
+    entry: (name, size) => {
+      const e = byName.get(name);
+      return e && e.outputSize === size && e.outputSha256 ? e.outputSha256 : undefined;
+    },
+  };
 }

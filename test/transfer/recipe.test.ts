@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { FsCacheStore } from '../../cache/fs-store.js';
+import { openArchive } from '../../src/archive/registry.js';
 import { BufferSource } from '../../src/io/byte-source.js';
 import {
   encodeRecipe,
@@ -53,6 +54,40 @@ for (const path of FIXTURES) {
     assert.ok(out.equals(bytes));
   });
 }
+
+test('split with known digests (a signed output and its manifest) reads no entry and gives the same recipe', async () => {
+  const bytes = readFileSync(FIXTURES[1]!);
+  const { recipe } = await splitContainer(new BufferSource(bytes));
+  const archive = await openArchive(new BufferSource(bytes));
+  const byName = new Map(
+    archive.entries.map((e) => [e.name, recipe.entries.find((r) => r.offset === e.offset)?.sha256]),
+  );
+  let read = 0;
+  const source = new BufferSource(bytes);
+  const counting = Object.assign(Object.create(source) as BufferSource, {
+    read: (offset: number, length: number) => {
+      read += length;
+      return source.read(offset, length);
+    },
+  });
+  const known = await splitContainer(counting, 'output', {
+    sha256: recipe.sha256,
+    entry: (name, size) =>
+      archive.entries.find((e) => e.name === name)?.size === size ? byName.get(name) : undefined,
+  });
+  assert.deepEqual(known.recipe, recipe);
+  const entryBytes = recipe.entries.reduce((n, e) => n + e.size, 0);
+  assert.ok(
+    read < bytes.length - entryBytes / 2,
+    `read ${read} of ${bytes.length} bytes (entries ${entryBytes})`,
+  );
+  // A digest it does not know (another size) is hashed from the bytes as before.
+  const partial = await splitContainer(new BufferSource(bytes), 'output', {
+    sha256: recipe.sha256,
+    entry: () => undefined,
+  });
+  assert.deepEqual(partial.recipe, recipe);
+});
 
 test('rebuild refuses a piece that is not what the recipe names', async () => {
   const bytes = readFileSync(FIXTURES[0]!);
