@@ -95,9 +95,14 @@ export async function splitContainer(
   const entries: RecipePart[] = [];
   const readRange = async (offset: number, size: number, also?: ReturnType<typeof createHash>) => {
     const parts: Uint8Array[] = [];
+    const readAt = (at: number) => source.read(offset + at, Math.min(SPLIT_CHUNK, size - at));
+    // One chunk read ahead: the next read runs in the libuv pool while this one is hashed.
+    let next = size > 0 ? readAt(0) : undefined;
     for (let at = 0; at < size;) {
+      const chunk = await next!;
       const n = Math.min(SPLIT_CHUNK, size - at);
-      const chunk = await source.read(offset + at, n);
+      next = at + n < size ? readAt(at + n) : undefined;
+      next?.catch(() => undefined); // awaited on the next turn, or the error was this one's
       whole?.update(chunk);
       if (also) also.update(chunk);
       else parts.push(chunk);
