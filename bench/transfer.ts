@@ -18,7 +18,7 @@
  * Bytes are counted at the link (wire bytes: HTTP framing and queries included). CPU seconds: the
  * client / local sign-release process (`/usr/bin/time`), the server and worker (`/proc`).
  *
- * Options: --locales N (20) --mb-per-locale MB (20) --codec bz2|xz (bz2) --blobs N (500) --blob-kib K (16)
+ * Options: --locales N (20) --mb-per-locale MB (80, release-gen's default, the issue's release) --codec bz2|xz (bz2) --blobs N (500) --blob-kib K (16)
  *          --no-write (do not write docs/bench/transfer-results.json) --json
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -54,7 +54,7 @@ const MB = 1e6;
 const { values } = parseArgs({
   options: {
     locales: { type: 'string', default: '20' },
-    'mb-per-locale': { type: 'string', default: '20' },
+    'mb-per-locale': { type: 'string', default: '80' },
     codec: { type: 'string', default: 'bz2' },
     blobs: { type: 'string', default: '500' },
     'blob-kib': { type: 'string', default: '16' },
