@@ -103,14 +103,13 @@ async function signed(
   options: AuthenticodeOptions,
   claims: MessagePort | undefined,
 ): Promise<{ bytes: Uint8Array; made?: { der: Uint8Array; tsa?: string }; tsa?: string }> {
-  if (!claims) {
-    const { der, tsa } = await signatureWithAuthority(pe, options);
-    return {
-      bytes: applySignature(pe, der),
-      made: { der, ...(tsa ? { tsa } : {}) },
-      ...(tsa ? { tsa } : {}),
-    };
-  }
+  /** The PE with a signature this task made (`made`: sent back with the result). */
+  const made = (m: { der: Uint8Array; tsa?: string }) => ({
+    bytes: applySignature(pe, m.der),
+    made: m,
+    ...(m.tsa ? { tsa: m.tsa } : {}),
+  });
+  if (!claims) return made(await signatureWithAuthority(pe, options));
   const reply = new Promise<ClaimReply>((resolve) => claims.once('message', resolve));
   claims.postMessage({
     type: 'claim',
@@ -124,11 +123,7 @@ async function signed(
   try {
     const { der, tsa } = await signatureWithAuthority(pe, options);
     outcome = { type: 'signed', der, ...(tsa ? { tsa } : {}) };
-    return {
-      bytes: applySignature(pe, der),
-      made: { der, ...(tsa ? { tsa } : {}) },
-      ...(tsa ? { tsa } : {}),
-    };
+    return made({ der, ...(tsa ? { tsa } : {}) });
   } catch (err) {
     outcome = { type: 'failed', error: toPlainError(err) };
     throw err;

@@ -15,7 +15,7 @@ import { FormatError, fromPlainError, toPlainError } from '../errors.js';
 import type { CodecErrorCode } from '../codecs/errors.js';
 import type { SigningContext } from './context.js';
 import { passthroughCheckKey } from './keys.js';
-import { isAbortError, joinUnlessAborted } from './single-flight.js';
+import { joinUnlessAborted } from './single-flight.js';
 import type { PassthroughCheck } from './types.js';
 
 /**
@@ -91,7 +91,7 @@ async function decode(
 /** The check's error with the entry named (message and details), its class and code kept. */
 function corrupt(err: unknown, name: string): unknown {
   const p = toPlainError(err);
-  if (isAbortError(err)) return err;
+  if (p.code === 'ABORTED') return err;
   const message = p.message.includes(name) ? p.message : `${name}: ${p.message}`;
   const details = { ...p.details, entry: name, check: 'passthrough' };
   if (p.name !== 'FormatError') return fromPlainError({ ...p, message, details });

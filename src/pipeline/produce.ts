@@ -8,11 +8,12 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { CodecSettings } from '../codecs/types.js';
 import { DEFAULT_MAX_OUTPUT_SIZE } from '../codecs/types.js';
-import { fromPlainError, toPlainError } from '../errors.js';
+import { CodedError, fromPlainError, toPlainError } from '../errors.js';
 import type { Produced, RunLedger, SigningContext } from './context.js';
 import { peSignatureKey } from './keys.js';
 import type { ClaimOutcome, ClaimReply, ClaimRequest, TaskProgress } from './protocol.js';
 import { joinUnlessAborted } from './single-flight.js';
+import type { PipelineErrorCode } from './types.js';
 
 /** One miss to produce: the entry's key, name (messages), stored bytes (transferred) and codec. */
 export interface WorkItem {
@@ -115,6 +116,11 @@ class SignatureClaim {
   reusedFrom: 'run' | 'cache' | undefined;
   /** The task's claim being answered (and, when it signed, its signature stored); never rejects. */
   private claiming: Promise<void> = Promise.resolve();
+  /**
+   * Aborted once the task ended (failed, aborted or done): a claim still waiting for another claimant's
+   * work (or for a lookup) then neither retries nor becomes the signer — no thread is left to sign.
+   */
+  private readonly ended = new AbortController();
   private outcome:
     | { resolve: (made: { der: Uint8Array; tsa?: string }) => void; reject: (err: unknown) => void }
     | undefined;
@@ -166,6 +172,11 @@ class SignatureClaim {
               return got;
             },
             async () => {
+              if (this.ended.signal.aborted)
+                throw new CodedError(
+                  'ABORTED' satisfies PipelineErrorCode,
+                  'the claiming task ended before it could sign',
+                );
               mine = true;
               const made = new Promise<{ der: Uint8Array; tsa?: string }>(
                 (resolve, reject) => (this.outcome = { resolve, reject }),
@@ -178,7 +189,7 @@ class SignatureClaim {
               return der;
             },
           ),
-        this.signal,
+        this.signal ? AbortSignal.any([this.signal, this.ended.signal]) : this.ended.signal,
       );
       if (!mine) {
         this.reusedFrom = fromCache ? this.ledger.signatureSource(key) : 'run';
@@ -192,6 +203,7 @@ class SignatureClaim {
 
   /** The task failed or was aborted: a claim it held must not leave other claimants waiting. */
   close(err: unknown): void {
+    this.ended.abort();
     this.outcome?.reject(err);
     this.channel.port1.close();
   }
@@ -201,6 +213,7 @@ class SignatureClaim {
    * port's own message may still be on its way) and wait until the claim is answered and stored.
    */
   async finish(made: { der: Uint8Array; tsa?: string } | undefined): Promise<void> {
+    this.ended.abort();
     if (made) this.outcome?.resolve(made);
     this.outcome?.reject(new Error('the signing task ended without reporting its signature'));
     this.channel.port1.close();

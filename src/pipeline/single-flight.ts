@@ -30,10 +30,15 @@ export class InProcessCoordinator implements Coordinator {
   }
 }
 
-/** Whether `err` is an abort (piscina's AbortError, an AbortSignal's reason, the pipeline's ABORTED). */
+/**
+ * Whether `err` is an abort as shared work ends with one: piscina's `AbortError` (a pool task whose
+ * signal fired), Node's and the DOM's `AbortError`, or a `CodedError` `ABORTED`. Not a signal's custom
+ * reason (the service aborts a job with `JOB_LOCK_LOST` / `WORKER_SHUTDOWN`): shared work only sees its
+ * owner's signal through the pool, which reports every abort as an `AbortError`.
+ */
 export function isAbortError(err: unknown): boolean {
   const e = err as { name?: unknown; code?: unknown } | null;
-  return e?.name === 'AbortError' || e?.code === 'ABORTED' || e?.code === 'ABORT_ERR';
+  return e?.name === 'AbortError' || e?.code === 'ABORTED';
 }
 
 /** How often a caller re-tries a key whose shared work other callers' aborts ended. */

@@ -71,7 +71,7 @@ export interface RemoteReleaseOptions {
   marCerts?: string[];
   /** Requests in flight at once (default 16). */
   parallel?: number;
-  /** The longest wait between status polls (default 1000 ms; 100 ms right after a locale finished). */
+  /** The longest wait between status polls (default 500 ms; 100 ms right after a locale finished). */
   pollMs?: number;
   onProgress?: (p: TransferProgress) => void;
   signal?: AbortSignal;
@@ -94,11 +94,19 @@ interface PreparedLocale {
 
 type BlobSource = { path: string; offset: number; size: number } | { bytes: Uint8Array };
 
-/** Run `fn` over `items`, `limit` at a time; the first error stops the rest and is thrown. */
-/** Status polls: 100 ms after a locale finished, doubling to `pollMs` (default 1 s) while none does. */
+/**
+ * Status polls: 100 ms after a locale finished (they finish in bursts), doubling while none does, up to
+ * `pollMs` (default 500 ms: a quiet spell never delays noticing a finished locale more than before).
+ */
 const MIN_POLL_MS = 100;
-const MAX_POLL_MS = 1000;
+const MAX_POLL_MS = 500;
 
+/** The next wait between status polls. */
+export function nextPollWait(previous: number, changed: boolean, cap = MAX_POLL_MS): number {
+  return changed ? Math.min(MIN_POLL_MS, cap) : Math.min(previous * 2, cap);
+}
+
+/** Run `fn` over `items`, `limit` at a time; the first error stops the rest and is thrown. */
 async function mapLimit<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
   let failed: unknown;
@@ -251,7 +259,7 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
   const downloads: Promise<void>[] = [];
   let status: ReleaseStatus | undefined;
   const started_ = new Set<string>();
-  let pollWait = MIN_POLL_MS;
+  let pollWait = Math.min(MIN_POLL_MS, o.pollMs ?? MIN_POLL_MS);
   for (;;) {
     o.signal?.throwIfAborted();
     const before = started_.size;
@@ -296,7 +304,7 @@ export async function remoteRelease(o: RemoteReleaseOptions): Promise<RemoteRele
       if (started_.size >= status.locales.length) break;
     }
     // Soon after a change (locales finish in bursts), backing off while nothing moves.
-    pollWait = started_.size > before ? MIN_POLL_MS : Math.min(pollWait * 2, o.pollMs ?? MAX_POLL_MS);
+    pollWait = nextPollWait(pollWait, started_.size > before, o.pollMs);
     await new Promise((r) => setTimeout(r, pollWait));
   }
   await Promise.all(downloads);

@@ -128,7 +128,58 @@ test("a passthrough check joined by a locale whose signal is not aborted is done
     'ef'.repeat(32),
   );
   a.abort();
-  await assert.rejects(first, { name: 'AbortError' });
+  await assert.rejects(first, /aborted/);
   assert.equal(await second, 'decoded');
   assert.equal(decodes, 2);
+});
+
+test('a claim whose task ended never becomes the signer: the signature slot settles when the owner is aborted', async () => {
+  let ownerAsked!: () => void;
+  const asked = new Promise<void>((r) => (ownerAsked = r));
+  const pool = {
+    async run(task: SignEntryTask, signal?: AbortSignal) {
+      const port = task.claims as MessagePort;
+      port.postMessage({ type: 'claim', imageDigest: 'ab'.repeat(32), imageLength: 1000 });
+      if (task.name === 'joiner.exe') {
+        // The main thread takes the claim (it joins the owner's slot), then the thread dies: not an abort.
+        await new Promise((r) => setTimeout(r, 30));
+        throw new Error('the worker thread crashed');
+      }
+      await once(port, 'message'); // told to sign
+      ownerAsked();
+      await new Promise((_, reject) =>
+        signal!.addEventListener('abort', () =>
+          reject(Object.assign(new Error('The task has been aborted'), { name: 'AbortError' })),
+        ),
+      );
+    },
+  };
+  const coordinator = new InProcessCoordinator();
+  const ctx = {
+    config: { path: '/nonexistent/config.json', sha256: '00'.repeat(32) },
+    profile: { name: 'dev', fingerprint: 'cd'.repeat(32) },
+    pool,
+    store: null,
+    coordinator,
+    counters: newCounters(),
+  } as unknown as SigningContext;
+  const ledger = new RunLedger();
+  const item = { raw: Uint8Array.from([9]), codec: { codec: 'stored' } };
+  const a = new AbortController();
+  const owner = produceEntry(
+    ctx,
+    ledger,
+    { ...item, key: 'e1', name: 'owner.exe', owner: 'en-US' } as never,
+    a.signal,
+  );
+  owner.catch(() => undefined);
+  await asked;
+  await assert.rejects(
+    produceEntry(ctx, ledger, { ...item, key: 'e2', name: 'joiner.exe', owner: 'de' } as never),
+    /crashed/,
+  );
+  a.abort();
+  await assert.rejects(owner, { name: 'AbortError' });
+  for (let i = 0; i < 50 && coordinator.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(coordinator.size, 0, 'no signature slot left waiting for a task that ended');
 });

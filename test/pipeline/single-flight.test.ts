@@ -77,7 +77,7 @@ test('a failure is shared by waiters but not remembered', async () => {
 
 /**
  * Two callers with their own signals (two locales, two releases in one worker) on one key: the first
- * starts the work under its signal, the second joins it. `abortFirst` aborts the first caller mid-work.
+ * starts the work under its signal, the second joins it; the first caller is aborted mid-work.
  */
 async function joinedAfterAbort(kind: 'coordinator' | 'checks', abortErr: Error) {
   const c = new InProcessCoordinator();

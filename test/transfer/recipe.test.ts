@@ -142,6 +142,40 @@ test('hostile recipes are refused by code', () => {
     );
 });
 
+test('blob store: a blob of several chunks is read straight into its buffer, and refused when edited or cut', async () => {
+  const store = new FsCacheStore({ root: tempDir(), hmacSecret: randomBytes(32) });
+  const big = randomBytes(2.5 * 1024 * 1024 + 7); // three 1 MiB reads, the last one short
+  await store.putBlob(sha(big), big);
+  assert.ok(Buffer.from((await store.getBlob(sha(big)))!).equals(big));
+  const reader = (await store.openBlob(sha(big)))!;
+  assert.ok((await chunks(reader.chunks())).equals(big), 'chunks() gives the same bytes');
+  await reader.close();
+  // One byte changed in the last chunk: a miss (the file is removed), never the bad bytes.
+  const edited = Buffer.from(big);
+  edited[edited.length - 1] = (edited.at(-1) ?? 0) ^ 1;
+  writeFileSync(store.blobPath(sha(big)), edited);
+  assert.equal(await store.getBlob(sha(big)), undefined);
+  assert.equal(await store.blobSize(sha(big)), undefined);
+  // Cut short after it was opened: readInto refuses it too.
+  await store.putBlob(sha(big), big);
+  const cut = (await store.openBlob(sha(big)))!;
+  writeFileSync(store.blobPath(sha(big)), big.subarray(0, 1024 * 1024 + 3));
+  await assert.rejects(cut.readInto(new Uint8Array(big.length)), { code: 'BLOB_CORRUPT' });
+  await cut.close();
+  await assert.rejects(
+    (async () => {
+      await store.putBlob(sha(big), big);
+      const r = (await store.openBlob(sha(big)))!;
+      try {
+        await r.readInto(new Uint8Array(10));
+      } finally {
+        await r.close();
+      }
+    })(),
+    RangeError,
+  );
+});
+
 test('blob store: digest checked on put and read, resumable receive, stats, verify, prune', async () => {
   const root = tempDir();
   const store = new FsCacheStore({ root, hmacSecret: randomBytes(32) });
