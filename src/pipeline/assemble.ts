@@ -79,6 +79,8 @@ export async function assemble(
   let next = 0;
   /** Passthrough checks in flight, and the first that failed. */
   const checks: Promise<void>[] = [];
+  /** Checks still holding their entry's lease (the window's bytes they read). */
+  const holding = new Set<Promise<void>>();
   let checkFailed: { err: unknown } | undefined;
 
   const finishOne = async (): Promise<void> => {
@@ -113,13 +115,18 @@ export async function assemble(
     else progress.passthrough++;
     const lease = leases.shift()!;
     if (out.checked) {
-      const settled = out.checked.then(
-        () => lease.release(),
+      const settled: Promise<void> = out.checked.then(
+        () => {
+          lease.release();
+          holding.delete(settled);
+        },
         (err: unknown) => {
           lease.release();
+          holding.delete(settled);
           checkFailed ??= { err };
         },
       );
+      holding.add(settled);
       checks.push(settled);
     } else lease.release();
     report();
@@ -131,11 +138,13 @@ export async function assemble(
         throw l.signal.reason ?? new CodedError('ABORTED' satisfies PipelineErrorCode, 'aborted');
       if (checkFailed) throw checkFailed.err;
       const plan = plans[next];
-      // The window's head is always allowed (the locale progresses); more only while the budget has room.
+      // The window's head is always allowed when the locale holds nothing else (so it progresses); more
+      // only while the budget has room. Passthrough checks still reading earlier entries hold their bytes:
+      // then the head waits for one of them rather than going over the budget on top of them.
       const lease =
         plan === undefined || pending.length >= windowSize
           ? undefined
-          : pending.length === 0
+          : pending.length === 0 && holding.size === 0
             ? l.ctx.budget.force(plan.entry.size)
             : l.ctx.budget.tryTake(plan.entry.size);
       if (lease) {
@@ -144,7 +153,8 @@ export async function assemble(
         p.catch(() => undefined); // observed by finishOne; avoid unhandled rejections while queued
         pending.push(p);
         next++;
-      } else await finishOne();
+      } else if (pending.length > 0) await finishOne();
+      else await Promise.race(holding);
     }
     await Promise.all(checks);
     if (checkFailed) throw checkFailed.err;

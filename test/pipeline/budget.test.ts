@@ -4,6 +4,7 @@
  * tiny budget still signs (streaming instead of holding), byte-identically, and every lease is returned.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -13,7 +14,7 @@ import { MemoryBudget } from '../../src/pipeline/budget.js';
 import { Pipeline, signRelease } from '../../src/pipeline/index.js';
 import type { ResolvedLocale } from '../../src/release/request.js';
 import { tempDir } from '../helpers/env.js';
-import { CONFIG_PATH, fixtureMar, LOCALES, newCache } from './_support.js';
+import { buildMar, BZ2, CONFIG_PATH, fixtureMar, LOCALES, newCache } from './_support.js';
 
 test('MemoryBudget: refuses what does not fit, forces and counts, returns each lease once', () => {
   const b = new MemoryBudget(100);
@@ -148,4 +149,37 @@ test('a budget smaller than one locale still signs, within the budget but for ea
       readFileSync(roomy.locales[i]!.output),
       `${roomy.locales[i]!.locale}: same bytes under either budget`,
     );
+});
+
+test('passthrough checks still reading earlier entries count: the window head waits for them rather than going over the budget', async () => {
+  const dir = tempDir('budget-checks-');
+  // 24 incompressible passthrough entries of 64 KiB (bz2): each one alone is over the 16 KiB budget, and
+  // each is checked (decoded) in the pool before the MAR is signed — one thread, so checks queue up.
+  const entry = 64 * 1024;
+  const input = join(dir, 'many.mar');
+  await buildMar(
+    input,
+    Array.from({ length: 24 }, (_, i) => ({ name: `data/f${i}.bin`, data: randomBytes(entry), codec: BZ2 })),
+  );
+  const config = await loadConfig(CONFIG_PATH);
+  const limit = 16 * 1024;
+  const p = await Pipeline.create({
+    config,
+    threads: 1,
+    cache: newCache(join(dir, 'cache')),
+    outputCache: false,
+    memoryBudget: limit,
+  });
+  try {
+    const m = await p.signLocale({ profile: 'dev', input, output: join(dir, 'out.mar') });
+    assert.equal(m.totals.passthrough, 24);
+    const stats = p.stats().memory;
+    assert.equal(stats.inUse, 0, 'every lease returned');
+    // bz2 of random bytes is a little bigger than its input: one stored entry, with room for that.
+    const stored = Math.max(...m.entries.map((e) => e.inputSize));
+    assert.ok(stored < 2 * entry);
+    assert.ok(stats.peak <= limit + stored, `peak ${stats.peak} > budget ${limit} + one entry (${stored})`);
+  } finally {
+    await p.close();
+  }
 });
