@@ -42,29 +42,29 @@ function fakePool(late: 'never' | 'after-result'): { run(task: SignEntryTask): P
   };
 }
 
+/** What produceEntry reads of a signing context: a pool, a store (or none), a coordinator, counters. */
+function signingContext(pool: unknown, store: unknown, coordinator = new InProcessCoordinator()) {
+  return {
+    config: { path: '/nonexistent/config.json', sha256: '00'.repeat(32) },
+    profile: { name: 'dev', fingerprint: 'cd'.repeat(32) },
+    pool,
+    store,
+    coordinator,
+    counters: newCounters(),
+  } as unknown as SigningContext;
+}
+
 function context(late: 'never' | 'after-result') {
   const signatures = new Map<string, Uint8Array>();
-  const entries = new Map<string, Uint8Array>();
   const store = {
     getSignature: (key: string) => Promise.resolve(signatures.get(key)),
     putSignature: (key: string, der: Uint8Array) => {
       signatures.set(key, der);
       return Promise.resolve();
     },
-    put: (key: string, bytes: Uint8Array) => {
-      entries.set(key, bytes);
-      return Promise.resolve();
-    },
+    put: () => Promise.resolve(),
   };
-  const ctx = {
-    config: { path: '/nonexistent/config.json', sha256: '00'.repeat(32) },
-    profile: { name: 'dev', fingerprint: 'cd'.repeat(32) },
-    pool: fakePool(late),
-    store,
-    coordinator: new InProcessCoordinator(),
-    counters: newCounters(),
-  } as unknown as SigningContext;
-  return { ctx, signatures };
+  return { ctx: signingContext(fakePool(late), store), signatures };
 }
 
 for (const late of ['never', 'after-result'] as const) {
@@ -155,14 +155,7 @@ test('a claim whose task ended never becomes the signer: the signature slot sett
     },
   };
   const coordinator = new InProcessCoordinator();
-  const ctx = {
-    config: { path: '/nonexistent/config.json', sha256: '00'.repeat(32) },
-    profile: { name: 'dev', fingerprint: 'cd'.repeat(32) },
-    pool,
-    store: null,
-    coordinator,
-    counters: newCounters(),
-  } as unknown as SigningContext;
+  const ctx = signingContext(pool, null, coordinator);
   const ledger = new RunLedger();
   const item = { raw: Uint8Array.from([9]), codec: { codec: 'stored' } };
   const a = new AbortController();

@@ -164,3 +164,15 @@ test('joinUnlessAborted: a caller whose own signal aborted is not retried', asyn
   );
   assert.equal(calls, 1);
 });
+
+test('joinUnlessAborted: work that others keep aborting is tried a bounded number of times, then its abort is thrown', async () => {
+  let calls = 0;
+  await assert.rejects(
+    joinUnlessAborted(async () => {
+      calls++;
+      throw Object.assign(new Error('The task has been aborted'), { name: 'AbortError' });
+    }, new AbortController().signal),
+    { name: 'AbortError' },
+  );
+  assert.equal(calls, 8);
+});
