@@ -20,7 +20,7 @@ import { PassthroughChecks } from './check-flight.js';
 import { planRelease, type PlannedMiss, type ReleasePlan } from './plan.js';
 import { compilePolicy, type CompiledPolicy } from './policy.js';
 import { SigningPool } from './pool.js';
-import type { LocaleSigner } from './release.js';
+import type { LocaleSigner, PlanOptions } from './release.js';
 import { startScheduler, type Scheduler } from './schedule.js';
 import { SideHasher } from './side-hash.js';
 import { InProcessCoordinator } from './single-flight.js';
@@ -186,14 +186,15 @@ export class Pipeline implements LocaleSigner {
    * the misses in scheduling order while planning continues. Pass the plan and the same ledger to each
    * `signLocale`, which then joins the scheduled work instead of signing in index order. With a
    * coordinator that is not local, only the keys are planned (no gated scheduling). With the
-   * locale-output tier on, inputs whose whole output the cache holds are left out.
+   * locale-output tier on, inputs whose whole output the cache holds are left out. `onPlanned` is told
+   * each input as soon as it is planned, so its locale can start while the others are planned.
    */
   async plan(
     profileName: string,
     inputs: string[],
     ledger: RunLedger,
     signal?: AbortSignal,
-    options: { outputCache?: boolean; skipInvalid?: boolean; verifyPassthrough?: boolean } = {},
+    options: PlanOptions = {},
   ): Promise<ReleasePlan> {
     const ctx = await this.context(profileName);
     const skipInvalid = options.skipInvalid === true || ctx.policy.onInvalid === 'skip';
@@ -204,12 +205,10 @@ export class Pipeline implements LocaleSigner {
       if (scheduler) scheduler.add(misses);
       else scheduler = startScheduler(ctx, ledger, misses, signal ? { signal } : {});
     };
-    return planRelease(
-      ctx,
-      inputs,
-      onMisses,
-      (options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid, verifyPassthrough } } : {},
-    );
+    return planRelease(ctx, inputs, onMisses, {
+      ...((options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid, verifyPassthrough } } : {}),
+      ...(options.onPlanned ? { onPlanned: options.onPlanned } : {}),
+    });
   }
 
   /** Sign one locale; alone unless `ledger` joins it to a run (a release). */

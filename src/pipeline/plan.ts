@@ -10,11 +10,12 @@
  */
 import { stat } from 'node:fs/promises';
 import type { ArchiveEntry, OpenedArchive } from '../archive/types.js';
+import type { OutputCacheStore } from '../../cache/types.js';
 import { openArchive } from '../archive/registry.js';
 import type { CodecSettings } from '../codecs/types.js';
 import { FileSource } from '../io/byte-source.js';
 import type { SigningContext } from './context.js';
-import { rangeId } from './input.js';
+import { rangeId, readInput } from './input.js';
 import { entryKey, localeOutputKey, type LocaleSettings } from './keys.js';
 import { sha256Hex } from './manifest.js';
 import { hashFileSha256 } from './output-cache.js';
@@ -59,7 +60,7 @@ export function sameFile(a: FileIdentity | undefined, b: FileIdentity | undefine
 /** One input of a release plan. */
 export interface PlannedInput {
   identity: FileIdentity;
-  /** The whole input's sha256, when the plan consulted the locale-output tier. */
+  /** The whole input's sha256, when the plan took it (for the output tier's key or the audit record). */
   sha256?: string;
   /** Entry index → key, for every signable entry with readable settings; absent when the tier holds it. */
   keys?: Map<number, EntryKey>;
@@ -156,9 +157,11 @@ export async function keysInMemory(
 }
 
 /**
- * Plan a release: each input's keys (its signable entries read one at a time) and the unique keys the
- * cache lacks. With the locale-output tier (`outputs`), each input is hashed whole first and left out when
- * its output is stored (the run's `LocaleSettings` are part of that key). An unreadable input is left to its locale,
+ * Plan a release: each input's keys and the unique keys the cache lacks (`inputKeys`: each input read whole
+ * into one leased buffer when the budget has room, else its signable entries one at a time). With the
+ * locale-output tier (`outputs`), each input is hashed whole first and left out when its output is stored
+ * (the run's `LocaleSettings` are part of that key); with an audit sink, the whole hash is kept for the
+ * locale's audit record. An unreadable input is left to its locale,
  * which reports the typed error. `onMisses` gets each input's new misses as soon as it is planned, so
  * signing starts before the plan is complete.
  */
@@ -166,30 +169,46 @@ export async function planRelease(
   ctx: SigningContext,
   inputs: string[],
   onMisses?: (misses: PlannedMiss[]) => void,
-  options: { outputs?: LocaleSettings } = {},
+  options: {
+    outputs?: LocaleSettings;
+    /**
+     * Told when an input is planned (or left out), with the plan so far (its `inputs` grow as planning
+     * goes on; `misses` is complete only once the promise resolves), so its locale may start at once.
+     */
+    onPlanned?: (input: string, plan: ReleasePlan) => void;
+  } = {},
 ): Promise<ReleasePlan> {
   const seen = new Map<string, PlannedMiss | null>();
   const misses: PlannedMiss[] = [];
   const planned = new Map<string, PlannedInput>();
-  const tier = options.outputs ? ctx.store?.outputs : undefined;
+  const plan: ReleasePlan = { inputs: planned, misses: [] };
+  const tier = options.outputs ? (ctx.store?.outputs ?? undefined) : undefined;
   // One buffer for the whole plan, as big as the largest signable entry: planning N locales allocates once.
   const scratch = new ScratchReader();
+  // The whole input's sha256 is wanted for the output tier's key and for the audit record's input digest.
+  const whole = tier !== undefined || ctx.audit !== undefined;
   for (const [inputIndex, input] of inputs.entries()) {
     const identity = await identityOf(input);
-    if (!identity) continue;
+    if (!identity) {
+      options.onPlanned?.(input, plan);
+      continue;
+    }
     const p: PlannedInput = { identity };
     planned.set(input, p);
-    if (tier) {
-      try {
-        p.sha256 = await hashFileSha256(input);
-        const key = localeOutputKey(ctx.profile, ctx.policy, options.outputs!, p.sha256);
-        if (await tier.hasOutput(key)) continue;
-      } catch {
-        // Unreadable: planned (and failed) below like any input.
-      }
+    const got = await inputKeys(
+      ctx,
+      input,
+      identity.size,
+      { whole, tier, settings: options.outputs },
+      scratch,
+    );
+    if (got.sha256) p.sha256 = got.sha256;
+    if (got.stored) {
+      options.onPlanned?.(input, plan);
+      continue;
     }
     const before = misses.length;
-    const { keys, entries } = await keysFromFile(ctx, input, scratch);
+    const { keys, entries } = got;
     p.keys = keys;
     for (const [index, k] of keys) {
       const prior = seen.get(k.key);
@@ -208,8 +227,79 @@ export async function planRelease(
     }
     // Called even without new misses: `uses` of earlier ones may have changed their order.
     onMisses?.(sortForScheduling(misses.slice(before)));
+    options.onPlanned?.(input, plan);
   }
-  return { inputs: planned, misses: sortForScheduling(misses) };
+  plan.misses = sortForScheduling(misses);
+  return plan;
+}
+
+/** What planning learnt about one input. */
+interface InputKeys {
+  /** The whole file's sha256, when it was wanted and could be taken. */
+  sha256?: string;
+  /** The locale-output tier holds this input's output: its entries were not planned. */
+  stored?: true;
+  keys: Map<number, EntryKey>;
+  entries: Map<number, ArchiveEntry>;
+}
+
+/**
+ * One input's keys and, when `whole` (the output tier's key, the audit record), its whole sha256. With
+ * room in the budget the file is read once, whole, into shared memory (input.ts), its whole-file hash taken
+ * on this thread while the side thread hashes its signable entries; else the file is hashed in chunks and
+ * its entries read one at a time. An input the tier holds is not keyed.
+ */
+async function inputKeys(
+  ctx: SigningContext,
+  input: string,
+  size: number,
+  want: { whole: boolean; tier: OutputCacheStore | undefined; settings: LocaleSettings | undefined },
+  scratch: ScratchReader,
+): Promise<InputKeys> {
+  const { tier, settings } = want;
+  const storedAs = async (sha256: string): Promise<boolean> =>
+    !!tier && (await tier.hasOutput(localeOutputKey(ctx.profile, ctx.policy, settings!, sha256)));
+  const lease = want.whole ? ctx.budget.trySharedBuffer(size) : undefined;
+  if (!lease) {
+    let sha256: string | undefined;
+    if (tier)
+      try {
+        sha256 = await hashFileSha256(input);
+        if (await storedAs(sha256)) return { sha256, stored: true, keys: new Map(), entries: new Map() };
+      } catch {
+        // Unreadable: planned (and failed in its locale) like any input.
+      }
+    return { ...(sha256 ? { sha256 } : {}), ...(await keysFromFile(ctx, input, scratch)) };
+  }
+  const keys = new Map<number, EntryKey>();
+  const entries = new Map<number, ArchiveEntry>();
+  let source: FileSource | undefined;
+  try {
+    source = await FileSource.open(input);
+    const archive = await openArchive(source, input);
+    const signable = signableEntries(ctx, archive);
+    // With the tier, entries are hashed only once the tier has said no (most inputs of a warm release
+    // are served whole).
+    const ranges = tier ? [] : signable.map((e) => ({ offset: e.offset, size: e.size }));
+    const snap = await readInput(source.reopenPath, lease.buffer, { whole: true, ranges, side: ctx.side });
+    const sha256 = snap.sha256!;
+    if (await storedAs(sha256)) return { sha256, stored: true, keys, entries };
+    const known = await keysInMemory(ctx, archive, snap.bytes, ctx.side, snap.entryDigests);
+    for (const e of signable) {
+      const k = known.get(e.index);
+      if (!k) continue;
+      keys.set(e.index, k);
+      entries.set(e.index, e);
+    }
+    return { sha256, keys, entries };
+  } catch {
+    // An unreadable input fails in its own locale with the typed error.
+    return { keys: new Map(), entries: new Map() };
+  } finally {
+    // Every digest of these bytes has settled (readInput and keysInMemory wait for the side thread).
+    lease.release();
+    await source?.close();
+  }
 }
 
 /** The keys of a file's signable entries (and those entries), each read once through one reused buffer. */

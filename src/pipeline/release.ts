@@ -1,8 +1,8 @@
 /**
  * A whole release, in-process (embedded mode, no Redis): every locale through one signer (a Pipeline),
  * so the pool, the cache and single-flight are shared and an entry common to all locales is signed once.
- * The release is planned first (plan.ts: every input's keys, the unique misses scheduled largest first),
- * then the locales run `concurrency` at a time, sharing one run ledger, so each entry's action says what
+ * The release is planned (plan.ts: every input's keys, the unique misses scheduled largest first) while
+ * the locales run `concurrency` at a time, each once its input is planned, sharing one run ledger, so each entry's action says what
  * happened to it in this run and the locales' `signed` totals add up to the signatures made.
  */
 import { mkdir, stat, unlink } from 'node:fs/promises';
@@ -24,6 +24,15 @@ const DEFAULT_LOCALE_CONCURRENCY = 2;
 /** The release's own files in its output directory, written last (after every locale). */
 const RELEASE_FILES = ['release-manifest.json', 'SHA512SUMS'] as const;
 
+/** How a release is planned (`LocaleSigner.plan`). */
+export interface PlanOptions {
+  outputCache?: boolean;
+  skipInvalid?: boolean;
+  verifyPassthrough?: boolean;
+  /** Told each input once it is planned, with the plan so far (plan.ts `planRelease`). */
+  onPlanned?: (input: string, plan: ReleasePlan) => void;
+}
+
 /** What signRelease needs from the pipeline (so this module does not depend on its class). */
 export interface LocaleSigner {
   /** Load (and check) a profile. */
@@ -33,7 +42,7 @@ export interface LocaleSigner {
     inputs: string[],
     ledger: RunLedger,
     signal?: AbortSignal,
-    options?: { outputCache?: boolean; skipInvalid?: boolean; verifyPassthrough?: boolean },
+    options?: PlanOptions,
   ): Promise<ReleasePlan>;
   signLocale(options: SignLocaleOptions & { ledger?: RunLedger }): Promise<LocaleManifest>;
 }
@@ -153,21 +162,10 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   const sizes = opts.onProgress ? await inputSizes(opts.locales) : new Map<string, number>();
   const progress = new ProgressTally(opts.locales.length, opts.onProgress, sizes);
   progress.start();
-  // Plan every locale first and sign the release's unique misses in scheduling order (an unreadable
-  // locale is left out here and fails below with its own typed error).
-  const plan = opts.dryRun
-    ? undefined
-    : await opts.signer.plan(
-        opts.profile,
-        opts.locales.map((l) => l.input),
-        ledger,
-        opts.signal,
-        {
-          skipInvalid: opts.skipInvalid === true,
-          ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
-          ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
-        },
-      );
+  // Plan every locale and sign the release's unique misses in scheduling order; a locale starts as soon
+  // as its own input is planned, while the others are still being read and hashed (an unreadable locale
+  // is left out of the plan and fails below with its own typed error).
+  const planning = opts.dryRun ? undefined : new PlanTracker(opts, ledger);
   if (!opts.dryRun) {
     // A killed run must not leave sums (or a report) that list digests of outputs it has since replaced:
     // they go before the first output is touched and are written again at the end. Temps of earlier
@@ -182,12 +180,20 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   let nextIndex = 0;
   const runOne = async (): Promise<void> => {
     for (let i = nextIndex++; i < opts.locales.length; i = nextIndex++) {
-      results[i] = await signOne(opts, opts.locales[i]!, ledger, plan, progress);
-      progress.localeDone(opts.locales[i]!.locale);
+      const l = opts.locales[i]!;
+      const plan = await planning?.ready(l.input);
+      // A plan that failed fails the release (below); no locale starts after it.
+      if (planning?.failed) return;
+      results[i] = await signOne(opts, l, ledger, plan, progress);
+      progress.localeDone(l.locale);
       opts.onLocaleDone?.(results[i]!);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, opts.locales.length) }, runOne));
+  try {
+    await Promise.all(Array.from({ length: Math.min(concurrency, opts.locales.length) }, runOne));
+  } finally {
+    await planning?.settled();
+  }
   const report = releaseReport(opts, outDir, results, startedAt, performance.now() - started);
   if (!opts.dryRun) {
     await writeFileAtomic(join(outDir, 'release-manifest.json'), JSON.stringify(report, null, 2) + '\n');
@@ -197,6 +203,63 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
     await writeFileAtomic(join(outDir, 'SHA512SUMS'), sha512Sums(rows));
   }
   return report;
+}
+
+/**
+ * The release plan while it is being made: `ready(input)` resolves (with the plan so far) once that input
+ * is planned, or once planning ended; `settled()` rethrows a planning error after the running locales end.
+ */
+class PlanTracker {
+  private plan: ReleasePlan | undefined;
+  private readonly waiting = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+  private readonly done: Promise<void>;
+  private error: { err: unknown } | undefined;
+
+  constructor(opts: SignReleaseOptions, ledger: RunLedger) {
+    for (const l of opts.locales) {
+      if (this.waiting.has(l.input)) continue;
+      let resolve: () => void = () => undefined;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.waiting.set(l.input, { promise, resolve });
+    }
+    this.done = opts.signer
+      .plan(
+        opts.profile,
+        opts.locales.map((l) => l.input),
+        ledger,
+        opts.signal,
+        {
+          skipInvalid: opts.skipInvalid === true,
+          ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
+          ...(opts.outputCache !== undefined ? { outputCache: opts.outputCache } : {}),
+          onPlanned: (input, plan) => {
+            this.plan = plan;
+            this.waiting.get(input)?.resolve();
+          },
+        },
+      )
+      .then(
+        (plan) => void (this.plan = plan),
+        (err: unknown) => void (this.error = { err }),
+      )
+      .finally(() => {
+        for (const w of this.waiting.values()) w.resolve();
+      });
+  }
+
+  get failed(): boolean {
+    return this.error !== undefined;
+  }
+
+  async ready(input: string): Promise<ReleasePlan | undefined> {
+    await (this.waiting.get(input)?.promise ?? this.done);
+    return this.plan;
+  }
+
+  async settled(): Promise<void> {
+    await this.done;
+    if (this.error) throw this.error.err;
+  }
 }
 
 async function signOne(

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../../src/config/index.js';
 import { validateConfig } from '../../src/config/validate.js';
-import { MemoryBudget } from '../../src/pipeline/budget.js';
+import { MemoryBudget, roundedSize } from '../../src/pipeline/budget.js';
 import { Pipeline, signRelease } from '../../src/pipeline/index.js';
 import type { ResolvedLocale } from '../../src/release/request.js';
 import { tempDir } from '../helpers/env.js';
@@ -68,6 +68,33 @@ test('MemoryBudget: a discarded buffer (a failed run may still have readers) is 
   assert.equal(z.buffer.buffer, y.buffer.buffer);
   assert.equal(z.bytes, 400);
   assert.equal(b.inUse, 400);
+  z.release();
+});
+
+test('MemoryBudget: a new buffer of 1 MiB or more is rounded up (at most 1/8), so a slightly bigger input reuses it', () => {
+  const MiB = 1024 * 1024;
+  assert.equal(roundedSize(MiB - 1), MiB - 1, 'small buffers as asked');
+  assert.equal(roundedSize(MiB), MiB);
+  assert.equal(roundedSize(17_816_429), 18 * MiB, 'a 17.8 MB MAR: steps of 2 MiB');
+  for (const n of [MiB + 1, 3 * MiB + 5, 17_816_429, 900 * MiB + 1]) {
+    assert.ok(roundedSize(n) >= n && roundedSize(n) <= n * 1.125, `${n}`);
+  }
+  const b = new MemoryBudget(64 * MiB);
+  const x = b.trySharedBuffer(17_816_429)!;
+  assert.equal(x.buffer.length, 17_816_429);
+  assert.equal(x.bytes, 18 * MiB, 'counted as allocated');
+  assert.equal(b.inUse, 18 * MiB);
+  const backing = x.buffer.buffer;
+  x.release();
+  // The next locale's input, a few KiB bigger (before: a new buffer per locale, RSS grew with each).
+  const y = b.trySharedBuffer(17_821_053)!;
+  assert.equal(y.buffer.buffer, backing);
+  assert.equal(y.buffer.length, 17_821_053);
+  y.release();
+  // Where the rounded size does not fit, exactly what was asked.
+  const tight = new MemoryBudget(17_900_000);
+  const z = tight.trySharedBuffer(17_816_429)!;
+  assert.equal(z.bytes, 17_816_429);
   z.release();
 });
 
