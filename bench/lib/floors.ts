@@ -16,7 +16,7 @@ import { decompressEntry, recompressEntry } from '../../src/codecs/index.js';
 import { loadProfile } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { readEntryBytes, readMar } from '../../src/formats/mar/index.js';
-import { FileSource } from '../../src/io/byte-source.js';
+import { BufferSource, FileSource } from '../../src/io/byte-source.js';
 import { compilePolicy } from '../../src/pipeline/policy.js';
 import { signPe } from '../../src/signing/authenticode.js';
 
@@ -199,5 +199,94 @@ async function measureWork(
       floorMs: total(first) / cores,
     },
     entries,
+  };
+}
+
+/**
+ * The digests, signatures and checks every locale of a release must make however it is built — the
+ * per-locale floor that "disk + sha256" leaves out — one thread's CPU time each, summed over the release:
+ * - `inputSha256`: the whole input (the output tier's key and the audit record's input digest);
+ * - `entryKeys`: each signable entry's stored bytes (its cache key);
+ * - `cacheChecks`: each cached signed entry read back (the cache's integrity check; the stored bytes
+ *   stand in for them: a signed re-encoded entry is within ~0.1% of the size of its input);
+ * - `containerSha384` + `containerSign`: the MAR signature (sha384 over the output, one RSA signature per
+ *   MAR key of the profile; the input stands in for the output);
+ * - `outputSha256` + `outputSha512`: the manifest's and SHA512SUMS's digests of the output;
+ * - `passthroughChecks` (cold only): each unique passthrough entry decoded once (issue 10's check; a warm
+ *   run finds the cache's marker instead).
+ */
+export interface RequiredFloor {
+  locales: number;
+  bytes: number;
+  cpuMs: {
+    inputSha256: number;
+    entryKeys: number;
+    cacheChecks: number;
+    containerSha384: number;
+    containerSign: number;
+    outputSha256: number;
+    outputSha512: number;
+    passthroughChecks: number;
+  };
+  passthroughUnique: number;
+  /** Every pass a warm locale must make (all but the passthrough checks), summed over the release. */
+  warmCpuMs: number;
+}
+
+export async function requiredFloor(
+  mars: string[],
+  config: LoadedConfig,
+  profileName: string,
+): Promise<RequiredFloor> {
+  const profile = await loadProfile(config, profileName);
+  const policy = compilePolicy(profile.policy);
+  const keys = profile.mar?.keys ?? [];
+  const cpu = {
+    inputSha256: 0,
+    entryKeys: 0,
+    cacheChecks: 0,
+    containerSha384: 0,
+    containerSign: 0,
+    outputSha256: 0,
+    outputSha512: 0,
+    passthroughChecks: 0,
+  };
+  const timed = async (k: keyof typeof cpu, f: () => unknown): Promise<void> => {
+    const c0 = cpuNow();
+    await f();
+    cpu[k] += cpuNow() - c0;
+  };
+  const checked = new Set<string>();
+  let bytes = 0;
+  for (const path of mars) {
+    const data = await readFile(path);
+    bytes += data.length;
+    const info = await readMar(new BufferSource(data));
+    await timed('inputSha256', () => createHash('sha256').update(data).digest());
+    for (const e of info.entries) {
+      const raw = data.subarray(e.offset, e.offset + e.size);
+      if (policy.decide(e.name) === 'sign') {
+        await timed('entryKeys', () => createHash('sha256').update(raw).digest());
+        await timed('cacheChecks', () => createHash('sha256').update(raw).digest());
+        continue;
+      }
+      const id = createHash('sha256').update(raw).digest('hex');
+      if (checked.has(id)) continue;
+      checked.add(id);
+      await timed('passthroughChecks', () => decompressEntry(raw));
+    }
+    let digest: Buffer = Buffer.alloc(0);
+    await timed('containerSha384', () => (digest = createHash('sha384').update(data).digest()));
+    for (const key of keys) await timed('containerSign', () => key.signDigest('sha384', digest));
+    await timed('outputSha256', () => createHash('sha256').update(data).digest());
+    await timed('outputSha512', () => createHash('sha512').update(data).digest());
+  }
+  const { passthroughChecks: _p, ...warm } = cpu;
+  return {
+    locales: mars.length,
+    bytes,
+    cpuMs: cpu,
+    passthroughUnique: checked.size,
+    warmCpuMs: Object.values(warm).reduce((a, b) => a + b, 0),
   };
 }
