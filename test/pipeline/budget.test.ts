@@ -12,6 +12,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { MemoryBudget, roundedSize } from '../../src/pipeline/budget.js';
 import { Pipeline, signRelease } from '../../src/pipeline/index.js';
+import { DEFAULT_LOCALE_CONCURRENCY } from '../../src/pipeline/release.js';
 import type { ResolvedLocale } from '../../src/release/request.js';
 import { tempDir } from '../helpers/env.js';
 import { buildMar, BZ2, CONFIG_PATH, fixtureMar, LOCALES, newCache } from './_support.js';
@@ -150,10 +151,12 @@ test('a release of many locales holds only its concurrency worth of buffers, and
   const largest = Math.max(...locales.map((l) => statSync(l.input).size));
   assert.equal(stats.inUse, 0, 'every lease returned');
   assert.ok(stats.peak > 0, 'the pipeline leased its buffers from the budget');
-  // Per running locale (2 at a time): its output buffer and its window's stored bytes (≤ its input),
-  // with a margin for the signed entries' growth. Twelve locales' worth would be ~6× this.
-  const bound = 2 * (2 * largest + 64 * 1024);
-  assert.ok(stats.peak <= bound, `peak ${stats.peak} bytes in flight > ${bound} (2 locales' worth)`);
+  // Per running locale (DEFAULT_LOCALE_CONCURRENCY at a time): its output buffer and its window's stored
+  // bytes (≤ its input), with a margin for the signed entries' growth; and the plan's one input buffer
+  // (it plans the next inputs while locales run). Twelve locales' worth would be ~4× this.
+  const C = DEFAULT_LOCALE_CONCURRENCY;
+  const bound = C * (2 * largest + 64 * 1024) + largest;
+  assert.ok(stats.peak <= bound, `peak ${stats.peak} bytes in flight > ${bound} (${C} locales' worth)`);
 });
 
 test('a budget smaller than one locale still signs, within the budget but for each locale head entry, byte-identically', async () => {
@@ -163,11 +166,12 @@ test('a budget smaller than one locale still signs, within the budget but for ea
   assert.equal(tight.stats.inUse, 0);
   assert.equal(tight.stats.budget, limit);
   // Only a locale's window head may exceed the budget (so a locale always progresses): at most one
-  // entry per running locale (2) over the limit.
+  // entry per running locale over the limit.
   const largestEntry = 16 * 1024;
+  const C = DEFAULT_LOCALE_CONCURRENCY;
   assert.ok(
-    tight.stats.peak <= limit + 2 * largestEntry,
-    `peak ${tight.stats.peak} > budget ${limit} + 2 entries`,
+    tight.stats.peak <= limit + C * largestEntry,
+    `peak ${tight.stats.peak} > budget ${limit} + ${C} entries`,
   );
   assert.ok(tight.stats.peak < roomy.stats.peak, 'the tight budget held less than the roomy one');
   for (let i = 0; i < roomy.locales.length; i++)

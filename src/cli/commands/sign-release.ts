@@ -69,7 +69,7 @@ export const signReleaseCommand: CommandModule<object, Args> = {
           'serve/store whole signed locales from/in the cache (default: config cache.outputs, else on; --no-output-cache)',
       })
       .option('threads', { alias: 't', type: 'number', describe: 'worker threads (default: cores)' })
-      .option('concurrency', { type: 'number', describe: 'locales signed at once (default 2)' })
+      .option('concurrency', { type: 'number', describe: 'locales signed at once (default 3)' })
       .option('progress', {
         type: 'boolean',
         default: true,
