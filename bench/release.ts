@@ -1127,14 +1127,18 @@ function goalsFor(r: CodecResult, L: number): Goal[] {
     const entries = p.warmReleaseEntries;
     if (entries) {
       const diskSha = fl.releaseDisk.ms + fl.releaseSha256.ms;
+      // The issue's convention (disk + hashing, summed), with every required pass in place of one sha256.
       const warmFloor = fl.releaseDisk.ms + req.warmCpuMs / cores;
+      // A strict lower bound: disk and hashing fully overlapped.
+      const strict = Math.max(fl.releaseDisk.ms, req.warmCpuMs / cores);
       out.push({
         goal: 'warm release, entry cache only ≥ 80% of its floor (issue 14)',
         measured:
           `${((100 * warmFloor) / entries.wallMs).toFixed(0)}% of disk + required passes ÷ ${cores} cores ` +
           `(${formatSeconds(s(warmFloor))}: disk ${formatSeconds(s(fl.releaseDisk.ms))} + ${f1(s(req.warmCpuMs))} CPU-s ÷ ${cores}); ` +
           `${((100 * diskSha) / entries.wallMs).toFixed(0)}% of the disk+sha256 floor (${formatSeconds(s(diskSha))}), which leaves out ` +
-          `all but one of the ${f1(s(req.warmCpuMs))} CPU-s of passes`,
+          `most of the passes; ${((100 * strict) / entries.wallMs).toFixed(0)}% of the strict bound max(disk, passes ÷ ${cores}) ` +
+          `(${formatSeconds(s(strict))}), which assumes disk and hashing overlap completely`,
         met: warmFloor >= 0.8 * entries.wallMs,
       });
     }
@@ -1200,9 +1204,10 @@ function markdown(res: BenchResults, withCharts: boolean): string {
       `to ${L} (the baseline costs the same for every locale: it has no cache).`,
     '- *required passes* (bench/lib/floors.ts `requiredFloor`, one thread, CPU): what every locale must do however ' +
       "it is built: the input's sha256 (output-tier key, audit record), each signable entry's sha256 (cache key) and " +
-      "its cached signed bytes' sha256 (the cache's integrity check), the MAR signature (sha384 + RSA), the output's " +
+      "each unique cached signed entry's sha256 once (the cache's integrity check), the MAR signature (sha384 + RSA), the output's " +
       'sha256 and sha512 (manifests, SHA512SUMS), and, cold, each unique passthrough entry decoded once (the passthrough ' +
-      'check). The warm floor is disk + these passes ÷ cores; the cold floor CPU is unique work + checks + passes.',
+      'check). The warm floor is disk + these passes ÷ cores (summed, as the disk+sha256 floor is; the strict bound ' +
+      'max(disk, passes ÷ cores) is given too); the cold floor CPU is unique work + checks + passes.',
     '- *floors*: disk = read every input MAR and write as many bytes to new files with fsync (8 MiB chunks); ' +
       'sha256 = one node:crypto pass over the same input bytes in memory; unique work = in-process, one thread, the ' +
       'CPU time (user+system) of decompress → `signPe` → recompress of every unique signable entry, ÷ cores, with ' +

@@ -2,10 +2,9 @@
  * Stage 4, finish: seal the container (index / central directory), apply its signature, take the
  * output's digests, and commit it (fsync + rename). An output the memory budget has room for is held in
  * memory once — assembled there (warm) or read back once — so the signature's stream, sha256 and sha512 are
- * taken from that buffer: sha512 on the side thread while this thread takes sha256 and the kernel writes
- * the data (an early fsync through a second descriptor). Otherwise the output streams from the file.
+ * taken from that buffer: sha256 and sha512 on the side thread while the kernel writes the data (an early
+ * fsync through a second descriptor). Otherwise the output streams from the file.
  */
-import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { ArchiveWriter, PredictedLayout } from '../archive/types.js';
 import { CodedError } from '../errors.js';
@@ -81,22 +80,24 @@ export async function finish(
     if (lease !== assembled) lease.discard();
     throw err;
   }
-  // The final bytes' two digests now: sha512 (the slower pass) on the side thread, sha256 here, while
-  // the data's fsync started above runs in the kernel; commit's own fsync then has little left.
+  // The final bytes' two digests on the side thread (this thread, which streamed the signature's digest
+  // and writes the files, is the busier one when locales run side by side), while the data's fsync
+  // started above runs in the kernel; commit's own fsync then has little left.
   const sha512 = ctx.side.digest(buf, 'sha512');
   sha512.catch(() => undefined);
-  const sha256 = createHash('sha256').update(buf).digest('hex');
+  const sha256 = ctx.side.digest(buf, 'sha256');
+  sha256.catch(() => undefined);
   await early.catch(() => undefined);
   await fh.close();
   try {
     await writer.commit();
   } catch (err) {
     // The side thread may still be reading the buffer: it goes back to the budget only after.
-    await sha512.catch(() => undefined);
+    await Promise.allSettled([sha256, sha512]);
     if (lease !== assembled) lease.discard();
     throw err;
   }
-  return { sha256, sha512, size: buf.length, bytes: buf, lease };
+  return { sha256: await sha256, sha512, size: buf.length, bytes: buf, lease };
 }
 
 async function readAll(fh: Awaited<ReturnType<typeof open>>, path: string, buf: Buffer): Promise<Buffer> {

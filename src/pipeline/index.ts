@@ -208,6 +208,7 @@ export class Pipeline implements LocaleSigner {
     return planRelease(ctx, inputs, onMisses, {
       ...((options.outputCache ?? this.outputCache) ? { outputs: { skipInvalid, verifyPassthrough } } : {}),
       ...(options.onPlanned ? { onPlanned: options.onPlanned } : {}),
+      ...(signal ? { signal } : {}),
     });
   }
 

@@ -1,12 +1,14 @@
 /**
  * Stage 1, plan: what each entry of an input needs — passthrough (the policy does not match it), or
  * signing under a cache key (from its stored bytes' sha256, codec settings and the signer), or, when its
- * codec cannot be read, failing / skipping (`invalid`). A release plans every input first (`planRelease`):
- * the unique keys the cache lacks are the release's misses, scheduled largest first (schedule.ts) while
- * planning goes on; inputs whose whole output the locale-output tier holds are left out.
+ * codec cannot be read, failing / skipping (`invalid`). A release plans its inputs in order (`planRelease`),
+ * each locale starting once its own input is planned: the unique keys the cache lacks are the release's
+ * misses, scheduled largest first (schedule.ts) while planning goes on; inputs whose whole output the
+ * locale-output tier holds are left out.
  *
- * Memory stays bounded: a release plan holds, per input, one small record per signable entry; entries
- * are read one at a time (a locale signed alone reads its input whole into shared memory, once).
+ * Memory stays bounded: a release plan holds, per input, one small record per signable entry. An input
+ * whose whole sha256 is wanted (tier key, audit record) is read whole into one budget lease, reused for
+ * the next input; otherwise its signable entries are read one at a time through one reused buffer.
  */
 import { stat } from 'node:fs/promises';
 import type { ArchiveEntry, OpenedArchive } from '../archive/types.js';
@@ -176,6 +178,7 @@ export async function planRelease(
      * goes on; `misses` is complete only once the promise resolves), so its locale may start at once.
      */
     onPlanned?: (input: string, plan: ReleasePlan) => void;
+    signal?: AbortSignal;
   } = {},
 ): Promise<ReleasePlan> {
   const seen = new Map<string, PlannedMiss | null>();
@@ -188,6 +191,12 @@ export async function planRelease(
   // The whole input's sha256 is wanted for the output tier's key and for the audit record's input digest.
   const whole = tier !== undefined || ctx.audit !== undefined;
   for (const [inputIndex, input] of inputs.entries()) {
+    // An aborted release plans no further (its locales, told below, see the abort themselves); an input
+    // given twice is planned once (its first locale may already be reading the plan).
+    if (options.signal?.aborted || planned.has(input)) {
+      options.onPlanned?.(input, plan);
+      continue;
+    }
     const identity = await identityOf(input);
     if (!identity) {
       options.onPlanned?.(input, plan);
@@ -245,9 +254,10 @@ interface InputKeys {
 
 /**
  * One input's keys and, when `whole` (the output tier's key, the audit record), its whole sha256. With
- * room in the budget the file is read once, whole, into shared memory (input.ts), its whole-file hash taken
- * on this thread while the side thread hashes its signable entries; else the file is hashed in chunks and
- * its entries read one at a time. An input the tier holds is not keyed.
+ * room in the budget the file is read once, whole, into shared memory (input.ts) and hashed there on two
+ * threads (`keysFromMemory`); without room, or when that fails (the file changed or cannot be read, the
+ * tier cannot answer), as before: the tier's key hashed from the file in chunks, the entries read one at a
+ * time. An input the tier holds is not keyed.
  */
 async function inputKeys(
   ctx: SigningContext,
@@ -260,31 +270,73 @@ async function inputKeys(
   const storedAs = async (sha256: string): Promise<boolean> =>
     !!tier && (await tier.hasOutput(localeOutputKey(ctx.profile, ctx.policy, settings!, sha256)));
   const lease = want.whole ? ctx.budget.trySharedBuffer(size) : undefined;
-  if (!lease) {
-    let sha256: string | undefined;
-    if (tier)
-      try {
-        sha256 = await hashFileSha256(input);
-        if (await storedAs(sha256)) return { sha256, stored: true, keys: new Map(), entries: new Map() };
-      } catch {
-        // Unreadable: planned (and failed in its locale) like any input.
-      }
-    return { ...(sha256 ? { sha256 } : {}), ...(await keysFromFile(ctx, input, scratch)) };
+  if (lease) {
+    let got: InputKeys | undefined;
+    try {
+      got = await keysFromMemory(ctx, input, lease.buffer, tier !== undefined, storedAs);
+    } catch {
+      // Taken again below from the file, which reports its own problem in the locale.
+    } finally {
+      // On success every digest of these bytes has settled; after a failure a side-thread digest may
+      // still read them, so the buffer is never handed out again.
+      if (got) lease.release();
+      else lease.discard();
+    }
+    if (got) return got;
   }
+  let sha256: string | undefined;
+  if (tier)
+    try {
+      sha256 = await hashFileSha256(input);
+      if (await storedAs(sha256)) return { sha256, stored: true, keys: new Map(), entries: new Map() };
+    } catch {
+      // Unreadable: planned (and failed in its locale) like any input.
+    }
+  return { ...(sha256 ? { sha256 } : {}), ...(await keysFromFile(ctx, input, scratch)) };
+}
+
+/**
+ * `inputKeys` from the file read whole into `buffer`. With the tier (`tiered`), the whole hash is taken
+ * on this thread as the file comes in, and the entries' keys only once the tier has said no (most inputs
+ * of a warm release are served whole), on both threads; without, the whole hash (the audit record's)
+ * goes to the side thread while this thread, the busier one while locales run, takes the entries' keys.
+ * Throws on any failure (the caller falls back); settles only once no digest reads `buffer`.
+ */
+async function keysFromMemory(
+  ctx: SigningContext,
+  input: string,
+  buffer: Buffer,
+  tiered: boolean,
+  storedAs: (sha256: string) => Promise<boolean>,
+): Promise<InputKeys> {
   const keys = new Map<number, EntryKey>();
   const entries = new Map<number, ArchiveEntry>();
-  let source: FileSource | undefined;
+  const source = await FileSource.open(input);
   try {
-    source = await FileSource.open(input);
     const archive = await openArchive(source, input);
     const signable = signableEntries(ctx, archive);
-    // With the tier, entries are hashed only once the tier has said no (most inputs of a warm release
-    // are served whole).
-    const ranges = tier ? [] : signable.map((e) => ({ offset: e.offset, size: e.size }));
-    const snap = await readInput(source.reopenPath, lease.buffer, { whole: true, ranges, side: ctx.side });
-    const sha256 = snap.sha256!;
-    if (await storedAs(sha256)) return { sha256, stored: true, keys, entries };
-    const known = await keysInMemory(ctx, archive, snap.bytes, ctx.side, snap.entryDigests);
+    let sha256: string;
+    let known: Map<number, EntryKey>;
+    if (tiered) {
+      const snap = await readInput(source.reopenPath, buffer, { whole: true, ranges: [], side: ctx.side });
+      sha256 = snap.sha256!;
+      if (await storedAs(sha256)) return { sha256, stored: true, keys, entries };
+      known = await keysInMemory(ctx, archive, snap.bytes, ctx.side, snap.entryDigests);
+    } else {
+      const snap = await readInput(source.reopenPath, buffer, { whole: false, ranges: [] });
+      const whole = ctx.side.digest(snap.bytes, 'sha256');
+      whole.catch(() => undefined);
+      try {
+        known = new Map();
+        for (const e of signable) {
+          const k = keyOf(ctx, archive, e, snap.bytes.subarray(e.offset, e.offset + e.size));
+          if (!('error' in k)) known.set(e.index, k);
+        }
+      } finally {
+        await whole.catch(() => undefined);
+      }
+      sha256 = await whole;
+    }
     for (const e of signable) {
       const k = known.get(e.index);
       if (!k) continue;
@@ -292,13 +344,8 @@ async function inputKeys(
       entries.set(e.index, e);
     }
     return { sha256, keys, entries };
-  } catch {
-    // An unreadable input fails in its own locale with the typed error.
-    return { keys: new Map(), entries: new Map() };
   } finally {
-    // Every digest of these bytes has settled (readInput and keysInMemory wait for the side thread).
-    lease.release();
-    await source?.close();
+    await source.close();
   }
 }
 

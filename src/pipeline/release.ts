@@ -170,16 +170,19 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   // as its own input is planned, while the others are still being read and hashed (an unreadable locale
   // is left out of the plan and fails below with its own typed error).
   const planning = opts.dryRun ? undefined : new PlanTracker(opts, ledger);
-  if (!opts.dryRun) {
-    // A killed run must not leave sums (or a report) that list digests of outputs it has since replaced:
-    // they go before the first output is touched and are written again at the end. Temps of earlier
-    // runs that were killed go too (those of live processes stay).
-    await removeStaleTemps(outDir, { names: RELEASE_FILES });
-    for (const name of RELEASE_FILES)
-      await unlink(join(outDir, name)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw e;
-      });
-  }
+  // A killed run must not leave sums (or a report) that list digests of outputs it has since replaced:
+  // they go before the first output is touched (once the first locale's input is planned: a plan that
+  // fails before leaves them as they were) and are written again at the end. Temps of earlier runs that
+  // were killed go too (those of live processes stay).
+  let clearing: Promise<void> | undefined;
+  const clearReleaseFiles = (): Promise<void> =>
+    (clearing ??= (async () => {
+      await removeStaleTemps(outDir, { names: RELEASE_FILES });
+      for (const name of RELEASE_FILES)
+        await unlink(join(outDir, name)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw e;
+        });
+    })());
   const results: ReleaseLocaleReport[] = new Array(opts.locales.length);
   let nextIndex = 0;
   const runOne = async (): Promise<void> => {
@@ -188,6 +191,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
       const plan = await planning?.ready(l.input);
       // A plan that failed fails the release (below); no locale starts after it.
       if (planning?.failed) return;
+      if (!opts.dryRun) await clearReleaseFiles();
       results[i] = await signOne(opts, l, ledger, plan, progress);
       progress.localeDone(l.locale);
       opts.onLocaleDone?.(results[i]!);
@@ -196,6 +200,7 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   try {
     await Promise.all(Array.from({ length: Math.min(concurrency, opts.locales.length) }, runOne));
   } finally {
+    // Planning never outlives the release (its error, if any, is the release's).
     await planning?.settled();
   }
   const report = releaseReport(opts, outDir, results, startedAt, performance.now() - started);

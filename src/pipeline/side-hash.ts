@@ -1,7 +1,8 @@
 /**
- * One digest of a finished output on a second thread while the main thread takes another: the output
- * sha256 and sha512 of a warm locale's MAR are independent passes over the same bytes, and node:crypto
- * hashes synchronously on the calling thread, so two threads halve that wall time on 2 cores. The bytes
+ * Digests on a second thread while the main thread does other work: node:crypto hashes synchronously on
+ * the calling thread, and on 2 cores the main thread (reads, writes, the MAR signature's streamed digest)
+ * is the busier one. Here: the output's sha256 and sha512, cache hits' checks, and, while a release is
+ * planned, entry keys or the whole input's sha256. The bytes
  * live in a SharedArrayBuffer (no copy to the thread). The thread is started before the bytes exist so its
  * start-up overlaps the read-back and MAR signing; any failure of the thread falls back to hashing inline.
  * The thread runs `workers/side-hash.ts` (protocol: src/pipeline/protocol.ts).

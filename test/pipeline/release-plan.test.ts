@@ -2,11 +2,11 @@
  * The release plan and the locales overlap (src/pipeline/release.ts `PlanTracker`, plan.ts `planRelease`
  * `onPlanned`): a locale starts once its own input is planned, not after the whole plan; a failed plan
  * still fails the release. The plan takes each input's whole sha256 for the audit record (read whole into
- * a leased buffer, or hashed in chunks when the budget has no room), and the records carry the right one.
+ * a leased buffer; without room in the budget the locale takes it from the file), and the records carry it.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { AuditSink, LocaleAuditRun } from '../../src/audit/types.js';
@@ -101,41 +101,116 @@ test('a release locale starts once its own input is planned, while the other inp
   assert.deepEqual(started, [...LOCALES]);
 });
 
-test('a plan that fails fails the release, and no locale starts after it', async () => {
+for (const plannedFirst of [1, 0]) {
+  test(`a plan that fails after ${plannedFirst} input(s) fails the release, no locale starts after it, and the last release's files go only once a locale starts`, async () => {
+    const dir = tempDir();
+    const ls = locales(dir);
+    const outDir = join(dir, 'out');
+    mkdirSync(outDir, { recursive: true });
+    for (const f of ['release-manifest.json', 'SHA512SUMS']) writeFileSync(join(outDir, f), 'last run\n');
+    const started: string[] = [];
+    const signer: LocaleSigner = {
+      profile: async () => ({}),
+      plan: async (_profile, inputs, _ledger, _signal, o) => {
+        const plan: ReleasePlan = { inputs: new Map(), misses: [] };
+        for (const input of inputs.slice(0, plannedFirst)) o?.onPlanned?.(input, plan);
+        await new Promise((r) => setTimeout(r, 50));
+        throw Object.assign(new Error('cache unreadable'), { code: 'CACHE_IO' });
+      },
+      signLocale: async (o) => {
+        started.push(o.locale!);
+        return fakeManifest(o.input, o.output);
+      },
+    };
+    await assert.rejects(
+      signRelease({
+        signer,
+        release: 'failing',
+        source: dir,
+        locales: ls,
+        outDir,
+        profile: 'dev',
+        concurrency: 1,
+      }),
+      { code: 'CACHE_IO' },
+    );
+    assert.deepEqual(
+      started,
+      LOCALES.slice(0, plannedFirst),
+      'only the locales planned before the failure ran',
+    );
+    for (const f of ['release-manifest.json', 'SHA512SUMS'])
+      assert.equal(
+        existsSync(join(outDir, f)),
+        plannedFirst === 0,
+        plannedFirst === 0
+          ? `${f}: nothing was replaced, the last run's file stays`
+          : `${f}: an output was replaced, the last run's file (listing its old digest) is gone`,
+      );
+  });
+}
+
+test('an input given twice is planned once and both its locales get its keys; a tier that cannot answer falls back to the file and leaves no lease held', async () => {
   const dir = tempDir();
-  const ls = locales(dir);
-  const started: string[] = [];
-  const signer: LocaleSigner = {
-    profile: async () => ({}),
-    plan: async (_profile, inputs, _ledger, _signal, o) => {
-      const plan: ReleasePlan = { inputs: new Map(), misses: [] };
-      o?.onPlanned?.(inputs[0]!, plan);
-      await new Promise((r) => setTimeout(r, 50));
-      throw Object.assign(new Error('cache unreadable'), { code: 'CACHE_IO' });
-    },
-    signLocale: async (o) => {
-      started.push(o.locale!);
-      return fakeManifest(o.input, o.output);
-    },
-  };
-  await assert.rejects(
-    signRelease({
-      signer,
-      release: 'failing',
+  const config = await loadConfig(CONFIG_PATH);
+  const cache = newCache(join(dir, 'cache'));
+  const p = await Pipeline.create({ config, threads: 1, cache, audit: { locale: async () => undefined } });
+  try {
+    const de = fixtureMar('de');
+    const inputs = [de, fixtureMar('fr'), de];
+    const told: { input: string; keys: number; sha256?: string }[] = [];
+    const records: unknown[] = [];
+    const onPlanned = (input: string, so: ReleasePlan): void => {
+      const got = so.inputs.get(input);
+      records.push(got);
+      told.push({ input, keys: got?.keys?.size ?? 0, ...(got?.sha256 ? { sha256: got.sha256 } : {}) });
+    };
+    await p.plan('dev', inputs, new RunLedger(), undefined, { outputCache: false, onPlanned });
+    // The second mention is not planned again: the record its first locale may be reading stays.
+    assert.equal(records[2], records[0], 'the same planned record for the input given twice');
+    assert.deepEqual(
+      told.map((t) => [t.input, t.keys > 0, t.sha256]),
+      inputs.map((i) => [i, true, sha256File(i)]),
+    );
+    assert.equal(p.budget.inUse, 0);
+    // The tier's lookup fails: the leased read gives up (its buffer discarded), the file path plans it.
+    const outputs = cache.outputs!;
+    const hasOutput = outputs.hasOutput.bind(outputs);
+    outputs.hasOutput = async () => {
+      throw Object.assign(new Error('EIO'), { code: 'EIO' });
+    };
+    try {
+      const plan = await p.plan('dev', inputs.slice(0, 2), new RunLedger(), undefined, { outputCache: true });
+      for (const input of inputs.slice(0, 2)) {
+        assert.ok((plan.inputs.get(input)?.keys?.size ?? 0) > 0, `${input}: keyed from the file`);
+        assert.equal(plan.inputs.get(input)?.sha256, sha256File(input));
+      }
+      assert.equal(p.budget.inUse, 0, 'no lease held after a failed leased read');
+    } finally {
+      outputs.hasOutput = hasOutput;
+    }
+    // Two locales of one input sign through the release, both correct.
+    const ls = locales(dir).slice(0, 2);
+    ls[1] = { ...ls[1]!, input: ls[0]!.input };
+    const report = await signRelease({
+      signer: p,
+      release: 'twice',
       source: dir,
       profile: 'dev',
       locales: ls,
       outDir: join(dir, 'out'),
-      concurrency: 1,
-    }),
-    { code: 'CACHE_IO' },
-  );
-  assert.deepEqual(started, ['en-US'], 'only the locale planned before the failure ran');
+      outputCache: false,
+    });
+    assert.equal(report.totals.failed, 0);
+    assert.deepEqual(readFileSync(ls[0]!.output), readFileSync(ls[1]!.output));
+  } finally {
+    await p.close();
+  }
 });
 
 for (const [label, budget] of [
   ['read whole into a leased buffer', undefined],
-  ['no room in the budget: hashed in chunks', 16 * 1024],
+  ['no room in the budget: the locale takes it from the file', 16 * 1024],
 ] as const) {
   test(`the plan tells each input with its keys and takes its whole sha256 for the audit (${label}); the records carry it`, async () => {
     const dir = tempDir();
