@@ -24,6 +24,8 @@ const CHUNK = 8 << 20;
 
 export interface DiskFloor {
   ms: number;
+  /** CPU time (user + system) of the reads and writes: copying 2× the bytes through the kernel. */
+  cpuMs: number;
   bytesRead: number;
   bytesWritten: number;
 }
@@ -35,6 +37,7 @@ export async function diskFloor(files: string[], outDir: string): Promise<DiskFl
   let bytesWritten = 0;
   const outs: string[] = [];
   const t0 = performance.now();
+  const c0 = cpuNow();
   for (const [i, path] of files.entries()) {
     const out = join(outDir, `floor-${i}.out`);
     outs.push(out);
@@ -56,8 +59,9 @@ export async function diskFloor(files: string[], outDir: string): Promise<DiskFl
     }
   }
   const ms = performance.now() - t0;
+  const cpuMs = cpuNow() - c0;
   for (const o of outs) await rm(o, { force: true });
-  return { ms, bytesRead, bytesWritten };
+  return { ms, cpuMs, bytesRead, bytesWritten };
 }
 
 export interface ShaFloor {
