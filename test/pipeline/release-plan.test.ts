@@ -262,3 +262,25 @@ for (const [label, budget] of [
     }
   });
 }
+
+test('an aborted release plans no further input, and still tells each one (its locale then sees the abort)', async () => {
+  const dir = tempDir();
+  const config = await loadConfig(CONFIG_PATH);
+  const p = await Pipeline.create({ config, threads: 1, cache: newCache(join(dir, 'cache')) });
+  try {
+    const inputs = LOCALES.map(fixtureMar);
+    const ac = new AbortController();
+    const told: string[] = [];
+    const plan = await p.plan('dev', inputs, new RunLedger(), ac.signal, {
+      outputCache: false,
+      onPlanned: (input) => {
+        told.push(input);
+        if (told.length === 1) ac.abort(new Error('cancelled'));
+      },
+    });
+    assert.deepEqual(told, inputs, 'every input told once');
+    assert.deepEqual([...plan.inputs.keys()], inputs.slice(0, 1), 'only the input planned before the abort');
+  } finally {
+    await p.close();
+  }
+});
