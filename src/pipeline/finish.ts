@@ -83,21 +83,24 @@ export async function finish(
   // The final bytes' two digests on the side thread (this thread, which streamed the signature's digest
   // and writes the files, is the busier one when locales run side by side), while the data's fsync
   // started above runs in the kernel; commit's own fsync then has little left.
-  const sha512 = ctx.side.digest(buf, 'sha512');
-  sha512.catch(() => undefined);
+  // sha256 is queued first (the thread takes requests in order): finish waits for it, not for sha512.
   const sha256 = ctx.side.digest(buf, 'sha256');
   sha256.catch(() => undefined);
+  const sha512 = ctx.side.digest(buf, 'sha512');
+  sha512.catch(() => undefined);
   await early.catch(() => undefined);
   await fh.close();
+  let hex: string;
   try {
     await writer.commit();
+    hex = await sha256;
   } catch (err) {
     // The side thread may still be reading the buffer: it goes back to the budget only after.
     await Promise.allSettled([sha256, sha512]);
     if (lease !== assembled) lease.discard();
     throw err;
   }
-  return { sha256: await sha256, sha512, size: buf.length, bytes: buf, lease };
+  return { sha256: hex, sha512, size: buf.length, bytes: buf, lease };
 }
 
 async function readAll(fh: Awaited<ReturnType<typeof open>>, path: string, buf: Buffer): Promise<Buffer> {

@@ -185,6 +185,7 @@ export async function planRelease(
   const misses: PlannedMiss[] = [];
   const planned = new Map<string, PlannedInput>();
   const plan: ReleasePlan = { inputs: planned, misses: [] };
+  const visited = new Set<string>();
   const tier = options.outputs ? (ctx.store?.outputs ?? undefined) : undefined;
   // One buffer for the whole plan, as big as the largest signable entry: planning N locales allocates once.
   const scratch = new ScratchReader();
@@ -193,10 +194,11 @@ export async function planRelease(
   for (const [inputIndex, input] of inputs.entries()) {
     // An aborted release plans no further (its locales, told below, see the abort themselves); an input
     // given twice is planned once (its first locale may already be reading the plan).
-    if (options.signal?.aborted || planned.has(input)) {
+    if (options.signal?.aborted || visited.has(input)) {
       options.onPlanned?.(input, plan);
       continue;
     }
+    visited.add(input);
     const identity = await identityOf(input);
     if (!identity) {
       options.onPlanned?.(input, plan);

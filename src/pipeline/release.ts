@@ -199,10 +199,15 @@ export async function signRelease(opts: SignReleaseOptions): Promise<ReleaseRepo
   };
   try {
     await Promise.all(Array.from({ length: Math.min(concurrency, opts.locales.length) }, runOne));
-  } finally {
-    // Planning never outlives the release (its error, if any, is the release's).
-    await planning?.settled();
+  } catch (err) {
+    // A runner failed (the release files could not be removed): planning stops now, and this error, not
+    // a later one of the plan's, is the release's.
+    planning?.stop(err);
+    await planning?.settled().catch(() => undefined);
+    throw err;
   }
+  // Planning never outlives the release (its error, if any, is the release's).
+  await planning?.settled();
   const report = releaseReport(opts, outDir, results, startedAt, performance.now() - started);
   if (!opts.dryRun) {
     await writeFileAtomic(join(outDir, 'release-manifest.json'), JSON.stringify(report, null, 2) + '\n');
@@ -224,6 +229,9 @@ class PlanTracker {
   private readonly done: Promise<void>;
   private error: { err: unknown } | undefined;
 
+  /** Stops planning (between inputs) when the release fails, or when the caller's signal aborts. */
+  private readonly stopping = new AbortController();
+
   constructor(opts: SignReleaseOptions, ledger: RunLedger) {
     for (const l of opts.locales) {
       if (this.waiting.has(l.input)) continue;
@@ -236,7 +244,7 @@ class PlanTracker {
         opts.profile,
         opts.locales.map((l) => l.input),
         ledger,
-        opts.signal,
+        opts.signal ? AbortSignal.any([opts.signal, this.stopping.signal]) : this.stopping.signal,
         {
           skipInvalid: opts.skipInvalid === true,
           ...(opts.verifyPassthrough !== undefined ? { verifyPassthrough: opts.verifyPassthrough } : {}),
@@ -254,6 +262,10 @@ class PlanTracker {
       .finally(() => {
         for (const w of this.waiting.values()) w.resolve();
       });
+  }
+
+  stop(reason: unknown): void {
+    this.stopping.abort(reason);
   }
 
   get failed(): boolean {

@@ -284,3 +284,37 @@ test('an aborted release plans no further input, and still tells each one (its l
     await p.close();
   }
 });
+
+test("a release that cannot remove its last run's files fails with that error at once, and its planning stops", async () => {
+  const dir = tempDir();
+  const ls = locales(dir);
+  const outDir = join(dir, 'out');
+  // A directory where the last report was: unlink refuses it (EISDIR or EPERM), not ENOENT.
+  mkdirSync(join(outDir, 'release-manifest.json', 'x'), { recursive: true });
+  let planStopped = false;
+  const signer: LocaleSigner = {
+    profile: async () => ({}),
+    plan: async (_profile, inputs, _ledger, signal, o) => {
+      const plan: ReleasePlan = { inputs: new Map(), misses: [] };
+      o?.onPlanned?.(inputs[0]!, plan);
+      // The rest of the plan goes on until it is stopped (or 10 s, which fails the test).
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 10_000);
+        signal?.addEventListener('abort', () => {
+          planStopped = true;
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      throw Object.assign(new Error('stopped'), { code: 'PLAN_STOPPED' });
+    },
+    signLocale: async (o) => fakeManifest(o.input, o.output),
+  };
+  const t0 = Date.now();
+  await assert.rejects(
+    signRelease({ signer, release: 'stuck', source: dir, locales: ls, outDir, profile: 'dev' }),
+    (err: NodeJS.ErrnoException) => err.code === 'EISDIR' || err.code === 'EPERM',
+  );
+  assert.ok(planStopped, 'the plan was told to stop');
+  assert.ok(Date.now() - t0 < 5_000, 'the error came at once, not after the plan');
+});
