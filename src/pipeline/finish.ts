@@ -82,8 +82,8 @@ export async function finish(
   }
   // The final bytes' two digests on the side thread (this thread, which streamed the signature's digest
   // and writes the files, is the busier one when locales run side by side), while the data's fsync
-  // started above runs in the kernel; commit's own fsync then has little left.
-  // sha256 is queued first (the thread takes requests in order): finish waits for it, not for sha512.
+  // started above runs in the kernel; commit's own fsync then has little left. sha256 is queued first
+  // (the thread takes requests in order): finish waits for it, not for sha512.
   const sha256 = ctx.side.digest(buf, 'sha256');
   sha256.catch(() => undefined);
   const sha512 = ctx.side.digest(buf, 'sha512');

@@ -159,13 +159,12 @@ export async function keysInMemory(
 }
 
 /**
- * Plan a release: each input's keys and the unique keys the cache lacks (`inputKeys`: each input read whole
- * into one leased buffer when the budget has room, else its signable entries one at a time). With the
+ * Plan a release: each input's keys and the unique keys the cache lacks (`inputKeys`). With the
  * locale-output tier (`outputs`), each input is hashed whole first and left out when its output is stored
  * (the run's `LocaleSettings` are part of that key); with an audit sink, the whole hash is kept for the
- * locale's audit record. An unreadable input is left to its locale,
- * which reports the typed error. `onMisses` gets each input's new misses as soon as it is planned, so
- * signing starts before the plan is complete.
+ * locale's audit record. An unreadable input is left to its locale, which reports the typed error.
+ * `onMisses` gets each input's new misses as soon as it is planned, so signing starts before the plan is
+ * complete; `onPlanned` lets the input's locale start.
  */
 export async function planRelease(
   ctx: SigningContext,

@@ -2,8 +2,9 @@
  * A whole release, in-process (embedded mode, no Redis): every locale through one signer (a Pipeline),
  * so the pool, the cache and single-flight are shared and an entry common to all locales is signed once.
  * The release is planned (plan.ts: every input's keys, the unique misses scheduled largest first) while
- * the locales run `concurrency` at a time, each once its input is planned, sharing one run ledger, so each entry's action says what
- * happened to it in this run and the locales' `signed` totals add up to the signatures made.
+ * the locales run `concurrency` at a time, each once its input is planned, sharing one run ledger, so
+ * each entry's action says what happened to it in this run and the locales' `signed` totals add up to the
+ * signatures made.
  */
 import { mkdir, stat, unlink } from 'node:fs/promises';
 import { basename, join, relative, resolve, sep } from 'node:path';
