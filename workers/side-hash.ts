@@ -1,6 +1,6 @@
 /**
- * The side-hash thread (src/pipeline/side-hash.ts `SideHasher`): digests of views of shared memory, so one
- * digest of a finished output runs here while the main thread takes another. Protocol: `DigestRequest` →
+ * A side-hash thread (src/pipeline/side-hash.ts `SideHasher`): digests over ranges of shared memory, so the
+ * digests of a finished output run here while the main thread does other work. Protocol: `DigestRequest` →
  * `DigestReply` (src/pipeline/protocol.ts).
  */
 import { createHash } from 'node:crypto';
@@ -10,8 +10,9 @@ import type { DigestReply, DigestRequest } from '../src/pipeline/protocol.js';
 parentPort?.on('message', (m: DigestRequest) => {
   let reply: DigestReply;
   try {
-    const view = new Uint8Array(m.buffer, m.offset, m.length);
-    reply = { id: m.id, hex: createHash(m.algorithm).update(view).digest('hex') };
+    const hash = createHash(m.algorithm);
+    for (const [offset, length] of m.ranges) hash.update(new Uint8Array(m.buffer, offset, length));
+    reply = { id: m.id, hex: hash.digest('hex') };
   } catch (err) {
     reply = { id: m.id, error: String((err as Error)?.message ?? err) };
   }

@@ -2,7 +2,8 @@
  * MAR as an `ArchiveFormat` (../shared/docs/mar-format.md): entries are complete bzip2/xz streams (or raw
  * bytes), so an entry's codec is sniffed from its bytes; the output keeps the input's order, flags,
  * product information and additional-header form, and gets one MAR signature per profile key, computed
- * over the exact signed stream (§8) — streamed while writing when the layout was predicted, else read back.
+ * over the exact signed stream (§8): by the caller holding the output's bytes (`signedRanges`), or here,
+ * from those bytes or read back from the temp file.
  */
 import { createHash } from 'node:crypto';
 import { readSettings } from '../codecs/index.js';
@@ -91,21 +92,6 @@ export class MarArchive implements OpenedArchive {
     const fileSize = offset + index.length;
     const head = Buffer.from(layout.header);
     head.set(encodeHeaderFields(indexOffset, fileSize), 0);
-    let digest: PredictedLayout['digest'];
-    if (signing.mar) {
-      // The signed stream (§8) is the header without the signature bytes, every entry, then the index.
-      const hash = createHash(signing.mar.algorithm);
-      const headInfo = {
-        style: 'modern',
-        signatures: layout.signatures,
-        fileSize: layout.dataStart,
-      } as MarInfo;
-      for (const r of signableRanges(headInfo)) hash.update(head.subarray(r.offset, r.offset + r.length));
-      digest = {
-        update: (bytes) => void hash.update(bytes),
-        final: () => new Uint8Array(hash.update(index).digest()),
-      };
-    }
     return {
       fileSize,
       slots: predicted.map((e) => ({ offset: e.offset, size: e.size })),
@@ -113,7 +99,6 @@ export class MarArchive implements OpenedArchive {
         { offset: 0, bytes: head },
         { offset: indexOffset, bytes: index },
       ],
-      ...(digest ? { digest } : {}),
     };
   }
 }
@@ -137,6 +122,11 @@ class MarArchiveWriter implements ArchiveWriter {
   async seal(): Promise<SealedArchive> {
     this.info = await this.writer.finish();
     return { fileSize: this.info.fileSize };
+  }
+
+  signedRanges(): { algorithm: string; ranges: { offset: number; length: number }[] } | undefined {
+    const mar = this.signing.mar;
+    return mar ? { algorithm: mar.algorithm, ranges: signableRanges(this.info!) } : undefined;
   }
 
   async sign(whole?: Buffer, digest?: Uint8Array): Promise<void> {

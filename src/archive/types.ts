@@ -41,8 +41,8 @@ export interface ContainerSigning {
 /**
  * The layout of an output when every entry's stored size is known before writing: where each entry's
  * bytes go and every other byte of the file (headers, index, directory) with the container signature's
- * slots zero. The pipeline assembles a warm output in memory from this, and streams the signature digest
- * over the entries as they come (`digest`), so a finished output is never read back.
+ * slots zero. The pipeline assembles a warm output in memory from this, so a finished output is never
+ * read back.
  */
 export interface PredictedLayout {
   readonly fileSize: number;
@@ -50,11 +50,6 @@ export interface PredictedLayout {
   readonly slots: readonly { offset: number; size: number }[];
   /** Every byte that is not entry data, at its offset (signature slots zero). */
   readonly segments: readonly { offset: number; bytes: Uint8Array }[];
-  /**
-   * The container signature's digest, fed each entry's bytes in index order as they are written; `final`
-   * adds what follows the last entry and returns the digest. Absent for containers without a signature.
-   */
-  readonly digest?: { update(bytes: Uint8Array): void; final(): Uint8Array };
 }
 
 /** What a writer reports when its structure is complete (before the container signature). */
@@ -75,10 +70,16 @@ export interface ArchiveWriter {
   /**
    * Apply the container signature (no-op when there is none). `whole`: the sealed file's bytes when the
    * caller holds them (the signatures are then patched into it too; else the signed stream is read back
-   * from the temp file); `digest`: the signature digest streamed while writing (`PredictedLayout.digest`),
-   * trusted only when the output matched the prediction.
+   * from the temp file); `digest`: the signature's digest over `signedRanges` of `whole`, when the caller
+   * took it.
    */
   sign(whole?: Buffer, digest?: Uint8Array): Promise<void>;
+  /**
+   * After `seal`: the container signature's algorithm and the byte ranges of the sealed file it covers,
+   * in order (so the caller holding the file's bytes may take `digest` elsewhere, e.g. on a side thread);
+   * undefined when the container is not signed.
+   */
+  signedRanges?(): { algorithm: string; ranges: { offset: number; length: number }[] } | undefined;
   /** fsync and rename into place. */
   commit(): Promise<void>;
   abort(): Promise<void>;

@@ -2,8 +2,7 @@
  * Stage 3, assemble: resolve entries a window ahead (so the pool stays busy and reads overlap signing)
  * and hand them to the container writer in index order from a small reorder buffer. When the output's
  * layout was predicted (every stored size known: a warm locale), the output is also assembled in shared
- * memory and the container signature's digest is streamed over the entries as they are written, so the
- * finished file is never read back; any surprise (a hit turned miss, another size) drops both.
+ * memory, so the finished file is never read back; any surprise (a hit turned miss, another size) drops it.
  *
  * Memory stays bounded: at most `threads + WINDOW_EXTRA` entries are in flight, their stored bytes leased
  * from the pipeline's memory budget (budget.ts; the head of the window is always allowed, so a locale always
@@ -34,10 +33,8 @@ export interface AssemblyTarget {
 export interface Assembly {
   records: EntryRecord[];
   warnings: string[];
-  /** Every entry came out as predicted: `buffer` holds every entry and `digest` is the signature's. */
+  /** Every entry came out as predicted: `buffer` holds every entry. */
   asPredicted: boolean;
-  /** The container signature's digest streamed while writing (only when as predicted). */
-  digest?: Uint8Array;
 }
 
 export async function assemble(
@@ -87,12 +84,7 @@ export async function assemble(
     let out = await pending.shift()!;
     const i = records.length;
     const plan = plans[i]!;
-    if (ok) {
-      if (out.data.bytes.length !== layout!.slots[i]!.size) ok = false;
-      // Hashed for the container signature even before a speculative hit's check is back (it runs at
-      // the same time on the side thread); a failed check throws this digest away.
-      else layout!.digest?.update(out.data.bytes);
-    }
+    if (ok && out.data.bytes.length !== layout!.slots[i]!.size) ok = false;
     if (out.verified && !(await out.verified)) {
       // The cache entry was bad (the store counted and removed it): resolve it again the ordinary way.
       ok = false;
@@ -167,6 +159,5 @@ export async function assemble(
     unwatch?.();
     for (const lease of leases) lease.release();
   }
-  if (ok && layout?.digest) return { records, warnings, asPredicted: true, digest: layout.digest.final() };
   return { records, warnings, asPredicted: ok };
 }

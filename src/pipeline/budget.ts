@@ -57,6 +57,11 @@ export class MemoryBudget {
   forced = 0;
   private readonly free: SharedArrayBuffer[] = [];
   private freeBytes = 0;
+  /**
+   * Frees about `bytes` of leases whose holder can give them up at once (hot entries, hot.ts) and returns
+   * what it freed: asked before a lease is refused or forced over the limit.
+   */
+  reclaimer: ((bytes: number) => number) | undefined;
 
   constructor(readonly limit: number = DEFAULT_MEMORY_BUDGET) {
     if (!Number.isSafeInteger(limit) || limit < 1)
@@ -72,13 +77,13 @@ export class MemoryBudget {
 
   /** `bytes` from the budget if they fit, else undefined (the caller uses less memory instead). */
   tryTake(bytes: number): Lease | undefined {
-    if (this.used + bytes > this.limit) return undefined;
+    if (!this.room(bytes)) return undefined;
     return this.grant(bytes);
   }
 
   /** `bytes` whether or not they fit: for a caller holding nothing else, so it can make progress. */
   force(bytes: number): Lease {
-    if (this.used + bytes > this.limit) this.forced++;
+    if (!this.room(bytes)) this.forced++;
     return this.grant(bytes);
   }
 
@@ -87,7 +92,7 @@ export class MemoryBudget {
    * else undefined. The buffer's contents are unspecified.
    */
   trySharedBuffer(size: number): SharedLease | undefined {
-    if (this.used + size > this.limit) return undefined;
+    if (!this.room(size)) return undefined;
     // A kept buffer big enough (not wastefully so) is taken off the free list before the lease is granted,
     // which may drop other kept buffers to make room.
     const i = this.free.findIndex((b) => b.byteLength >= size && b.byteLength <= size * 2);
@@ -114,6 +119,12 @@ export class MemoryBudget {
       release: () => end(true),
       discard: () => end(false),
     };
+  }
+
+  /** Whether `bytes` fit beside what is leased, after reclaiming what can be given up. */
+  private room(bytes: number): boolean {
+    if (this.used + bytes > this.limit) this.reclaimer?.(this.used + bytes - this.limit);
+    return this.used + bytes <= this.limit;
   }
 
   private keep(sab: SharedArrayBuffer): void {

@@ -8,6 +8,7 @@ import type { AuditSink } from '../audit/types.js';
 import type { LoadedConfig, SigningProfile } from '../config/types.js';
 import type { MemoryBudget } from './budget.js';
 import type { PassthroughChecks } from './check-flight.js';
+import type { HotEntries } from './hot.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SigningPool } from './pool.js';
 import type { SideHasher } from './side-hash.js';
@@ -59,6 +60,8 @@ export interface SigningContext {
   readonly checks: PassthroughChecks;
   /** The big buffers of every locale this pipeline runs are leased from here (budget.ts). */
   readonly budget: MemoryBudget;
+  /** Signed entries served more than once, kept in memory under the budget (hot.ts); absent without a store. */
+  readonly hot?: HotEntries;
   /** Where each signed locale's audit records go (src/audit); none: not audited (library use). */
   readonly audit?: AuditSink;
 }

@@ -1,8 +1,8 @@
 /**
  * Stage 4, finish: seal the container (index / central directory), apply its signature, take the
  * output's digests, and commit it (fsync + rename). An output the memory budget has room for is held in
- * memory once — assembled there (warm) or read back once — so the signature's stream, sha256 and sha512 are
- * taken from that buffer: sha256 and sha512 on the side thread while the kernel writes the data (an early
+ * memory once — assembled there (warm) or read back once — so the signature's digest, sha256 and sha512
+ * are taken from that buffer on the side threads, the last two while the kernel writes the data (an early
  * fsync through a second descriptor). Otherwise the output streams from the file.
  */
 import { open } from 'node:fs/promises';
@@ -15,10 +15,10 @@ import type { SharedLease } from './budget.js';
 import type { SigningContext } from './context.js';
 
 /**
- * How many in-memory finishes used a signature digest streamed while writing vs. one read back, and how
- * many had the whole output assembled in memory (no read-back of the file at all) (tests).
+ * How many in-memory finishes had the whole output assembled in memory (no read-back of the file at all)
+ * vs. read it back (tests).
  */
-export const finishStats = { streamed: 0, readBack: 0, assembled: 0 };
+export const finishStats = { readBack: 0, assembled: 0 };
 
 export interface Finished {
   sha256: string;
@@ -68,10 +68,15 @@ export async function finish(
       // The header (with its final offsets), index and directory bytes the writer wrote, encoded alike.
       for (const seg of layout!.segments) buffer.set(seg.bytes, seg.offset);
       buf = buffer;
-    } else buf = await readAll(fh, writer.tempPath, lease.buffer);
-    const digest = asPredicted ? assembly.digest : undefined;
-    if (digest) finishStats.streamed++;
-    else finishStats.readBack++;
+    } else {
+      finishStats.readBack++;
+      buf = await readAll(fh, writer.tempPath, lease.buffer);
+    }
+    // The container signature's digest on a side thread (the buffer is shared memory).
+    const signed = writer.signedRanges?.();
+    const digest = signed
+      ? Buffer.from(await ctx.side.digestRanges(buf, signed.algorithm, signed.ranges), 'hex')
+      : undefined;
     await writer.sign(buf, digest);
   } catch (err) {
     await early.catch(() => undefined);
@@ -80,10 +85,9 @@ export async function finish(
     if (lease !== assembled) lease.discard();
     throw err;
   }
-  // The final bytes' two digests on the side thread (this thread, which streamed the signature's digest
-  // and writes the files, is the busier one when locales run side by side), while the data's fsync
-  // started above runs in the kernel; commit's own fsync then has little left. sha256 is queued first
-  // (the thread takes requests in order): finish waits for it, not for sha512.
+  // The final bytes' two digests on the side threads (this thread writes the files of every locale),
+  // while the data's fsync started above runs in the kernel; commit's own fsync then has little left.
+  // sha256 is queued first (a thread takes requests in order): finish waits for it, not for sha512.
   const sha256 = ctx.side.digest(buf, 'sha256');
   sha256.catch(() => undefined);
   const sha512 = ctx.side.digest(buf, 'sha512');

@@ -23,6 +23,7 @@ import { SigningPool } from './pool.js';
 import type { LocaleSigner, PlanOptions } from './release.js';
 import { startScheduler, type Scheduler } from './schedule.js';
 import { SideHasher } from './side-hash.js';
+import { HotEntries } from './hot.js';
 import { InProcessCoordinator } from './single-flight.js';
 import type { Coordinator, LocaleManifest, PipelineErrorCode } from './types.js';
 
@@ -85,7 +86,7 @@ export interface PipelineStats {
     outputMisses: number;
   };
   /** The memory budget (budget.ts): its limit, the bytes leased now, and the most ever leased at once. */
-  memory: { budget: number; inUse: number; peak: number };
+  memory: { budget: number; inUse: number; peak: number; hot: { bytes: number; hits: number } };
   /** Passthrough entries decoded to check them, and found checked already (cache marker, this process). */
   passthrough: { decoded: number; cached: number };
 }
@@ -104,6 +105,8 @@ export class Pipeline implements LocaleSigner {
   private readonly side = new SideHasher();
   /** Passthrough checks of every locale of this pipeline (one decode per unique blob at a time). */
   private readonly checks = new PassthroughChecks();
+  /** Signed entries read more than once, kept in memory (hot.ts); none without a cache store. */
+  private readonly hot: HotEntries | undefined;
 
   private constructor(
     readonly config: LoadedConfig,
@@ -113,7 +116,9 @@ export class Pipeline implements LocaleSigner {
     readonly outputCache: boolean,
     readonly audit: AuditSink | undefined,
     readonly budget: MemoryBudget,
-  ) {}
+  ) {
+    this.hot = cache ? new HotEntries(budget) : undefined;
+  }
 
   static async create(options: PipelineOptions): Promise<Pipeline> {
     if (!options || typeof options.config !== 'object' || options.config === null)
@@ -177,6 +182,7 @@ export class Pipeline implements LocaleSigner {
       outputTier: this.outputCache,
       budget: this.budget,
       checks: this.checks,
+      ...(this.hot ? { hot: this.hot } : {}),
       ...(this.audit ? { audit: this.audit } : {}),
     };
   }
@@ -235,7 +241,12 @@ export class Pipeline implements LocaleSigner {
         outputHits: this.counters.outputHits,
         outputMisses: this.counters.outputMisses,
       },
-      memory: { budget: this.budget.limit, inUse: this.budget.inUse, peak: this.budget.peak },
+      memory: {
+        budget: this.budget.limit,
+        inUse: this.budget.inUse,
+        peak: this.budget.peak,
+        hot: { bytes: this.hot?.bytes ?? 0, hits: this.hot?.stats.hits ?? 0 },
+      },
       passthrough: { decoded: this.counters.passthroughDecoded, cached: this.counters.passthroughCached },
     };
   }
@@ -264,6 +275,7 @@ export class Pipeline implements LocaleSigner {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.hot?.clear();
     await this.side.close();
     await this.pool.close();
   }

@@ -27,7 +27,10 @@ export interface WorkItem {
 
 /** The cached form of an entry key's result (a hit needs no work). */
 export async function cacheLookup(ctx: SigningContext, key: string): Promise<Produced | undefined> {
+  const hot = ctx.hot?.take(key);
+  if (hot) return { bytes: hot.bytes, sha256: hot.sha256, ...(hot.facts ? { facts: hot.facts } : {}) };
   const got = ctx.store ? await ctx.store.get(key) : undefined;
+  if (got) ctx.hot?.offer(key, got.payload, got.sha256, got.facts);
   return got && { bytes: got.payload, sha256: got.sha256, ...(got.facts ? { facts: got.facts } : {}) };
 }
 
@@ -101,6 +104,8 @@ export async function produceEntry(
         ledger.storeFailed(item.key, produced.warning);
       },
     );
+  // The first sighting of the key for the hot entries (hot.ts): a second use keeps it in memory.
+  ctx.hot?.offer(item.key, result.output, result.outputSha256, result.decoded);
   return produced;
 }
 

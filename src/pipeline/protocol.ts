@@ -137,12 +137,15 @@ export type ClaimReply =
 export type ClaimOutcome =
   { type: 'signed'; der: Uint8Array; tsa?: string } | { type: 'failed'; error: PlainError };
 
-/** Main → side-hash thread: one digest of a view of shared memory. */
+/**
+ * Main → side-hash thread: one digest over byte ranges of shared memory, in order (one range: a view;
+ * several: a container signature's signed stream, which leaves the signature slots out).
+ */
 export interface DigestRequest {
   id: number;
   buffer: SharedArrayBuffer;
-  offset: number;
-  length: number;
+  /** [offset, length] pairs within `buffer`. */
+  ranges: [number, number][];
   algorithm: string;
 }
 

@@ -172,11 +172,14 @@ async function signEntry(
     ms: performance.now() - t0,
   });
   let produced: Produced | undefined;
+  // An entry this process has read from the cache twice already is copied from memory (hot.ts).
+  const hot = slot ? ctx.hot?.take(key, slot) : undefined;
+  if (hot) produced = { bytes: hot.bytes, sha256: hot.sha256, ...(hot.facts ? { facts: hot.facts } : {}) };
   // Warm: the entry straight from the cache into its slot, checked on the side thread. Anything
   // unexpected (absent, corrupt, another size) takes the general path below.
-  if (slot && ctx.store?.ranged && !ledger.held(key)) {
-    // Without attribution to settle for the key, the entry goes on (written, hashed for the container
-    // signature) as soon as its bytes are in place, while the side thread checks them.
+  else if (slot && ctx.store?.ranged && !ledger.held(key)) {
+    // Without attribution to settle for the key, the entry goes on (written) as soon as its bytes are in
+    // place, while a side thread checks them.
     const early = speculate && !ledger.produced(key);
     let landed: () => void = () => undefined;
     const inSlot = new Promise<'landed'>((r) => (landed = () => r('landed')));
@@ -197,6 +200,7 @@ async function signEntry(
         if (!got) return false;
         out.record.outputSha256 = got.sha256;
         if (got.facts) out.data.decoded = got.facts;
+        ctx.hot?.offer(key, slot, got.sha256, got.facts);
         // Work of this run (a prefetch, another locale) may have put the entry while it was being read:
         // then it was made in this run, not served from an earlier one.
         if (ledger.produced(key)) {
@@ -210,8 +214,10 @@ async function signEntry(
       out.verified.catch(() => undefined); // awaited by the assembler
       return out;
     }
-    if (first)
+    if (first) {
       produced = { bytes: slot, sha256: first.sha256, ...(first.facts ? { facts: first.facts } : {}) };
+      ctx.hot?.offer(key, slot, first.sha256, first.facts);
+    }
   }
   // How this locale got the bytes: its own lookup hit, its own work, or it joined work in flight (which
   // another locale — of this run or another one in this process — started).

@@ -1,11 +1,11 @@
 /**
- * Digests on a second thread while the main thread does other work: node:crypto hashes synchronously on
- * the calling thread, and on 2 cores the main thread (reads, writes, the MAR signature's streamed digest)
- * is the busier one. Here: the output's sha256 and sha512, cache hits' checks, and, while a release is
- * planned, entry keys or the whole input's sha256. The bytes
- * live in a SharedArrayBuffer (no copy to the thread). The thread is started before the bytes exist so its
- * start-up overlaps the read-back and MAR signing; any failure of the thread falls back to hashing inline.
- * The thread runs `workers/side-hash.ts` (protocol: src/pipeline/protocol.ts).
+ * Digests on side threads while the main thread does other work: node:crypto hashes synchronously on
+ * the calling thread, which would hold up the main thread's reads and writes. Here: the MAR signature's
+ * digest, the output's sha256 and sha512, cache hits' checks, and, while a release is planned, entry keys
+ * or the whole input's sha256. The bytes live in a SharedArrayBuffer (no copy to the thread); each digest
+ * goes to the thread with the fewest bytes queued. The threads are started with the pipeline so their
+ * start-up overlaps loading the profile; any failure of a thread falls back to hashing inline.
+ * The threads run `workers/side-hash.ts` (protocol: src/pipeline/protocol.ts).
  */
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -22,17 +22,30 @@ const SIDE_HASH_WORKER = fileURLToPath(
 );
 const WORKER_DATA = FROM_SOURCE ? { marsignEntry: './side-hash.ts' } : undefined;
 
-/** Counts of digests taken on the side thread vs. inline (tests). */
+/** Counts of digests taken on the side threads vs. inline (tests). */
 export const sideHashStats = { threaded: 0, inline: 0 };
 
-export class SideHasher {
-  private worker: Worker | undefined;
-  private failed = false;
-  private started = false;
-  private nextId = 1;
-  private inFlight = 0;
+/**
+ * Side threads a pipeline starts by default. Two: on 2 cores the main thread is not busy all the time,
+ * and with one side thread the main thread and it each idled while the other had a queue (measured:
+ * docs/BENCHMARKS.md "Scale").
+ */
+export const DEFAULT_SIDE_THREADS = 2;
 
-  /** Starts the thread now; `digest` may be called later. */
+/** A byte range of a buffer handed to `digestRanges`. */
+export interface HashRange {
+  offset: number;
+  length: number;
+}
+
+/** One side thread: its worker, whether it is up, and the bytes it has been asked to hash and not done. */
+class HashThread {
+  worker: Worker | undefined;
+  failed = false;
+  started = false;
+  inFlight = 0;
+  pendingBytes = 0;
+
   constructor() {
     try {
       this.worker = new Worker(SIDE_HASH_WORKER, {
@@ -54,33 +67,70 @@ export class SideHasher {
     }
   }
 
-  /** Whether the thread is running (a digest sent now starts at once rather than after its start-up). */
-  get online(): boolean {
-    return this.started && !this.failed && this.worker !== undefined;
+  get usable(): boolean {
+    return this.worker !== undefined && !this.failed;
+  }
+}
+
+export class SideHasher {
+  private readonly threads: HashThread[];
+  private nextId = 1;
+  /** Digests each thread has answered, by thread (tests). */
+  readonly answered: number[];
+
+  /** Starts the threads now; `digest` may be called later. */
+  constructor(threads: number = DEFAULT_SIDE_THREADS) {
+    this.threads = Array.from({ length: Math.max(1, threads) }, () => new HashThread());
+    this.answered = this.threads.map(() => 0);
   }
 
-  /** A Buffer over shared memory, so `digest` can hand it to the thread without copying. */
+  /** Whether a thread is running (a digest sent now starts at once rather than after its start-up). */
+  get online(): boolean {
+    return this.threads.some((t) => t.started && t.usable);
+  }
+
+  /** A Buffer over shared memory, so `digest` can hand it to a thread without copying. */
   static alloc(size: number): Buffer {
     return Buffer.from(new SharedArrayBuffer(size));
   }
 
   /**
-   * Hex digest of `bytes` with `algorithm`, taken on the side thread when `bytes` is shared memory
+   * Hex digest of `bytes` with `algorithm`, taken on a side thread when `bytes` is shared memory
    * (the caller must not modify it until the promise settles), else inline.
    */
-  async digest(bytes: Uint8Array, algorithm: string): Promise<string> {
-    const worker = this.worker;
-    if (!worker || this.failed || !(bytes.buffer instanceof SharedArrayBuffer)) {
+  digest(bytes: Uint8Array, algorithm: string): Promise<string> {
+    return this.digestRanges(bytes, algorithm, [{ offset: 0, length: bytes.byteLength }]);
+  }
+
+  /**
+   * Hex digest of `ranges` of `bytes` (offsets within `bytes`), hashed in order: on the side thread with
+   * the fewest bytes still to hash when `bytes` is shared memory, else inline.
+   */
+  async digestRanges(bytes: Uint8Array, algorithm: string, ranges: readonly HashRange[]): Promise<string> {
+    for (const r of ranges)
+      if (r.offset < 0 || r.length < 0 || r.offset + r.length > bytes.byteLength)
+        throw new RangeError(`range ${r.offset}+${r.length} is outside the ${bytes.byteLength} bytes given`);
+    const hashHere = (): string => {
+      const h = createHash(algorithm);
+      for (const r of ranges) h.update(bytes.subarray(r.offset, r.offset + r.length));
+      return h.digest('hex');
+    };
+    const usable = this.threads.filter((t) => t.usable);
+    if (usable.length === 0 || !(bytes.buffer instanceof SharedArrayBuffer)) {
       sideHashStats.inline++;
-      return createHash(algorithm).update(bytes).digest('hex');
+      return hashHere();
     }
+    const t = usable.reduce((a, b) => (b.pendingBytes < a.pendingBytes ? b : a));
+    const index = this.threads.indexOf(t);
+    const worker = t.worker!;
+    const total = ranges.reduce((n, r) => n + r.length, 0);
     const id = this.nextId++;
     return new Promise<string>((resolve, reject) => {
       const inline = (): void => {
         cleanup();
         sideHashStats.inline++;
         try {
-          resolve(createHash(algorithm).update(bytes).digest('hex'));
+          resolve(hashHere());
         } catch (err) {
           reject(err);
         }
@@ -90,10 +140,12 @@ export class SideHasher {
         if (!('hex' in m)) return inline();
         cleanup();
         sideHashStats.threaded++;
+        this.answered[index]!++;
         resolve(m.hex);
       };
       const cleanup = (): void => {
-        if (--this.inFlight === 0) worker.unref();
+        t.pendingBytes -= total;
+        if (--t.inFlight === 0) worker.unref();
         worker.off('message', onMessage);
         worker.off('error', inline);
         worker.off('exit', inline);
@@ -101,12 +153,12 @@ export class SideHasher {
       worker.on('message', onMessage);
       worker.once('error', inline);
       worker.once('exit', inline);
-      if (this.inFlight++ === 0) worker.ref();
+      if (t.inFlight++ === 0) worker.ref();
+      t.pendingBytes += total;
       const request: DigestRequest = {
         id,
         buffer: bytes.buffer as SharedArrayBuffer,
-        offset: bytes.byteOffset,
-        length: bytes.byteLength,
+        ranges: ranges.map((r) => [bytes.byteOffset + r.offset, r.length]),
         algorithm,
       };
       worker.postMessage(request);
@@ -141,8 +193,12 @@ export class SideHasher {
   }
 
   async close(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) await w.terminate().catch(() => undefined);
+    await Promise.all(
+      this.threads.map(async (t) => {
+        const w = t.worker;
+        t.worker = undefined;
+        if (w) await w.terminate().catch(() => undefined);
+      }),
+    );
   }
 }

@@ -53,7 +53,7 @@ export interface WorkerSnapshot {
    * Bytes: the process's resident size, and its pipeline's memory budget, what is leased from it now and
    * the most ever leased (src/pipeline/budget.ts; absent from workers before the budget).
    */
-  memory?: { rss: number; budget?: number; leased?: number; peakLeased?: number };
+  memory?: { rss: number; budget?: number; leased?: number; peakLeased?: number; hot?: number };
   counters: {
     signOperations: number;
     cacheHits: number;

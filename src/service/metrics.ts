@@ -173,7 +173,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'marsign_worker_memory_bytes',
-      help: "Each worker's resident size (kind=rss) and its pipeline's memory budget (budget), leased now (leased) and at most (peak_leased)",
+      help: "Each worker's resident size (kind=rss) and its pipeline's memory budget (budget), leased now (leased), of which hot entries (hot), and at most (peak_leased)",
       labelNames: ['worker', 'kind'],
       registers: [this.registry],
       collect() {
@@ -185,6 +185,7 @@ export class ServiceMetrics {
           if (m.budget !== undefined) this.set({ worker: s.id, kind: 'budget' }, m.budget);
           if (m.leased !== undefined) this.set({ worker: s.id, kind: 'leased' }, m.leased);
           if (m.peakLeased !== undefined) this.set({ worker: s.id, kind: 'peak_leased' }, m.peakLeased);
+          if (m.hot !== undefined) this.set({ worker: s.id, kind: 'hot' }, m.hot);
         }
       },
     });

@@ -54,7 +54,7 @@ export interface LocaleSigner {
     queued: number;
     signOperations: number;
     cache: { hits: number; misses: number; corrupt: number; bytesServed: number };
-    memory?: { budget: number; inUse: number; peak: number };
+    memory?: { budget: number; inUse: number; peak: number; hot?: { bytes: number } };
   };
   canary(profile: string): Promise<{ ok: boolean; ms: number; error?: PlainError }>;
   /** The profile's MAR algorithm and public keys (SPKI DER), null when it does not MAR-sign. */
@@ -476,7 +476,14 @@ export class WorkerService {
       },
       memory: {
         rss: process.memoryUsage.rss(),
-        ...(s.memory ? { budget: s.memory.budget, leased: s.memory.inUse, peakLeased: s.memory.peak } : {}),
+        ...(s.memory
+          ? {
+              budget: s.memory.budget,
+              leased: s.memory.inUse,
+              peakLeased: s.memory.peak,
+              ...(s.memory.hot ? { hot: s.memory.hot.bytes } : {}),
+            }
+          : {}),
       },
       counters: {
         signOperations: s.signOperations,

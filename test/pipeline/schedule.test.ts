@@ -191,9 +191,9 @@ test('a cold locale submits its largest miss first; digests equal sha256sum/sha5
       output: warmOut,
       outputCache: false,
     });
-    // Warm: the signable hash was taken while writing; byte-identical output (RSA PKCS#1 v1.5 is
-    // deterministic) proves it equals the read-back hash of the cold run.
-    assert.equal(finishStats.streamed, before.streamed + 1);
+    // Warm: assembled in memory, the signable hash taken there; byte-identical output (RSA PKCS#1 v1.5
+    // is deterministic) proves it equals the read-back hash of the cold run.
+    assert.equal(finishStats.assembled, before.assembled + 1);
     assert.equal(w.totals.cached, FIXTURE_SIGNED.length);
     assert.equal(w.totals.signOperations, 0);
     assert.deepEqual(readFileSync(warmOut), readFileSync(out));

@@ -32,6 +32,38 @@ test('SideHasher: shared bytes are hashed on the thread and match sha512sum/sha2
   }
 });
 
+test('SideHasher: a digest over ranges hashes them in order (openssl over their concatenation); digests spread over the threads', async () => {
+  const dir = await tempDir();
+  const side = new SideHasher(2);
+  try {
+    const buf = SideHasher.alloc(5 * 1024 * 1024);
+    randomBytes(buf.length).copy(buf);
+    // Like a MAR's signed stream: the header without the signature bytes, then everything after them.
+    const view = buf.subarray(100); // offsets are within the view given
+    const ranges = [
+      { offset: 0, length: 20 },
+      { offset: 28, length: 8 },
+      { offset: 548, length: view.length - 548 },
+    ];
+    const file = join(dir, 'signed.bin');
+    writeFileSync(file, Buffer.concat(ranges.map((r) => view.subarray(r.offset, r.offset + r.length))));
+    const want = spawnSync('openssl', ['dgst', '-sha384', '-r', file], { encoding: 'utf8' }).stdout.split(
+      ' ',
+    )[0];
+    // Two at once: the second goes to the thread with nothing queued.
+    const [a, b] = await Promise.all([
+      side.digestRanges(view, 'sha384', ranges),
+      side.digestRanges(view, 'sha384', ranges),
+    ]);
+    assert.equal(a, want);
+    assert.equal(b, want);
+    assert.deepEqual(side.answered, [1, 1], 'one digest on each thread');
+    await assert.rejects(side.digestRanges(view, 'sha384', [{ offset: 10, length: view.length }]), /outside/);
+  } finally {
+    await side.close();
+  }
+});
+
 test('SideHasher: unshared bytes, a closed hasher and a bad algorithm fall back to inline hashing', async () => {
   const dir = await tempDir();
   const side = new SideHasher();

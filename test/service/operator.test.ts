@@ -170,6 +170,10 @@ describe('operator figures from a measured run', { skip: REDIS_SKIP, timeout: 24
     );
     assert.match(
       metrics,
+      new RegExp(`^marsign_worker_memory_bytes\\{worker="${id1}",kind="hot"\\} \\d`, 'm'),
+    );
+    assert.match(
+      metrics,
       new RegExp(`^marsign_worker_heartbeat_age_seconds\\{worker="${id1}",state="alive"\\} `, 'm'),
     );
     const overview = (await (

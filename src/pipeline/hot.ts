@@ -1,0 +1,116 @@
+/**
+ * Hot entries: signed entries the cache served more than once, kept in memory after their second
+ * verified read, so the next locales copy them instead of reading the cache file and hashing it again
+ * (docs/ARCHITECTURE.md "Memory"). A release's locales hold the same binaries: in the 100-locale benchmark
+ * the same 7 signed entries (17 MB) were read from the cache and checked 700 times.
+ *
+ * Nothing here is trusted that was not checked: bytes are kept only after the store verified them
+ * (header, HMAC, payload sha256) or the pool produced them, and an entry key names exactly one output
+ * (input digest, codec settings, signer), so serving it from memory is serving the same bytes.
+ *
+ * Memory stays bounded: at most `capacity` bytes (default an eighth of the memory budget), each entry
+ * under a lease of the pipeline's budget, least recently used dropped first; when the budget has no
+ * room for a locale's buffer it reclaims hot entries first (MemoryBudget's reclaimer). A key is kept on
+ * its second offer only, so entries of one locale alone never displace the shared ones. Bytes handed out
+ * are always copies: a kept buffer is never written, transferred or read by another thread.
+ */
+import type { DecodedFacts } from '../../cache/types.js';
+import type { Lease, MemoryBudget } from './budget.js';
+
+export interface HotEntry {
+  bytes: Uint8Array;
+  sha256: string;
+  facts?: DecodedFacts;
+}
+
+/** How many keys seen once are remembered (for the second-offer rule); the oldest are forgotten. */
+const SEEN_KEYS = 4096;
+
+export class HotEntries {
+  /** Insertion order is recency order: the first is the least recently used. */
+  private readonly kept = new Map<string, { entry: HotEntry; lease: Lease }>();
+  private readonly seen = new Set<string>();
+  private held = 0;
+  /** Set while this class takes from the budget itself (the budget must not reclaim from it then). */
+  private taking = false;
+  /** Served from memory / kept / dropped (capacity, budget pressure). */
+  readonly stats = { hits: 0, kept: 0, dropped: 0 };
+
+  constructor(
+    private readonly budget: MemoryBudget,
+    readonly capacity: number = Math.floor(budget.limit / 8),
+  ) {
+    budget.reclaimer = (bytes) => (this.taking ? 0 : this.drop(bytes));
+  }
+
+  /** Bytes held now. */
+  get bytes(): number {
+    return this.held;
+  }
+
+  /**
+   * The entry of `key`, its bytes copied into `into` when it is exactly their size, else into a new
+   * buffer; undefined when not held.
+   */
+  take(key: string, into?: Uint8Array): HotEntry | undefined {
+    const k = this.kept.get(key);
+    if (!k) return undefined;
+    this.kept.delete(key);
+    this.kept.set(key, k);
+    this.stats.hits++;
+    const src = k.entry.bytes;
+    let bytes: Uint8Array;
+    if (into && into.length === src.length) bytes = into;
+    else bytes = new Uint8Array(new ArrayBuffer(src.length));
+    bytes.set(src);
+    return { ...k.entry, bytes };
+  }
+
+  /**
+   * Verified bytes of `key` (read from the cache and checked, or produced): remembered the first time,
+   * copied and kept the second, if they fit. The caller may change or transfer `bytes` afterwards.
+   */
+  offer(key: string, bytes: Uint8Array, sha256: string, facts?: DecodedFacts): void {
+    if (this.kept.has(key) || bytes.length > this.capacity) return;
+    if (!this.seen.has(key)) {
+      this.seen.add(key);
+      if (this.seen.size > SEEN_KEYS) this.seen.delete(this.seen.values().next().value!);
+      return;
+    }
+    if (this.held + bytes.length > this.capacity) this.drop(this.held + bytes.length - this.capacity);
+    this.taking = true;
+    let lease: Lease | undefined;
+    try {
+      lease = this.budget.tryTake(bytes.length);
+    } finally {
+      this.taking = false;
+    }
+    if (!lease) return;
+    const copy = new Uint8Array(new ArrayBuffer(bytes.length));
+    copy.set(bytes);
+    this.kept.set(key, { entry: { bytes: copy, sha256, ...(facts ? { facts } : {}) }, lease });
+    this.seen.delete(key);
+    this.held += bytes.length;
+    this.stats.kept++;
+  }
+
+  /** Drops least recently used entries until `bytes` are freed (or none is left); returns the bytes freed. */
+  drop(bytes: number): number {
+    let freed = 0;
+    for (const [key, k] of this.kept) {
+      if (freed >= bytes) break;
+      this.kept.delete(key);
+      k.lease.release();
+      this.held -= k.entry.bytes.length;
+      freed += k.entry.bytes.length;
+      this.stats.dropped++;
+    }
+    return freed;
+  }
+
+  /** Drops everything (the pipeline closes). */
+  clear(): void {
+    this.drop(Infinity);
+    this.seen.clear();
+  }
+}
