@@ -4,12 +4,13 @@
  * locale's reorder window — are leased from one budget per Pipeline, so memory is bounded by the budget
  * (and the pool's threads), not by the size of the release or the number of releases a worker has seen.
  *
- * Two rules keep it simple and free of waiting (so it cannot deadlock): a lease that does not fit is
- * refused and the caller takes the path that needs less memory (plan and finish from the file instead of
- * from memory, write the window's head before reading further) — except a caller's first lease when it
- * holds none (`force`), so every locale always makes progress, one entry at a time at worst.
+ * Two rules keep it simple and free of waiting (so it cannot deadlock): a lease that does not fit (even
+ * after the hot entries, hot.ts, gave up their room) is refused and the caller takes the path that needs
+ * less memory (plan and finish from the file instead of from memory, write the window's head before
+ * reading further) — except a caller's first lease when it holds none (`force`), so every locale always
+ * makes progress, one entry at a time at worst.
  *
- * Shared buffers (SharedArrayBuffer: the side-hash thread reads them without a copy) are reused from a
+ * Shared buffers (SharedArrayBuffer: the side-hash threads read them without a copy) are reused from a
  * free list: V8 frees a released buffer only when it collects its small wrapper, which a busy process may
  * put off for a long time — reuse keeps the resident size flat instead of growing with every locale.
  */
@@ -55,13 +56,16 @@ export class MemoryBudget {
   peak = 0;
   /** Leases granted over the limit by `force` (a caller's first lease bigger than what was free). */
   forced = 0;
+  /** Shared buffers allocated (not reused from the free list) (tests). */
+  allocated = 0;
   private readonly free: SharedArrayBuffer[] = [];
   private freeBytes = 0;
   /**
-   * Frees about `bytes` of leases whose holder can give them up at once (hot entries, hot.ts) and returns
-   * what it freed: asked before a lease is refused or forced over the limit.
+   * Frees at least `bytes` of leases whose holder can give them up at once (hot entries, hot.ts) and
+   * returns what it freed: asked before a lease is refused or forced over the limit. With `whole`, it frees
+   * nothing unless it can free all of `bytes` (a refused lease gains nothing from a partial reclaim).
    */
-  reclaimer: ((bytes: number) => number) | undefined;
+  reclaimer: ((bytes: number, whole: boolean) => number) | undefined;
 
   constructor(readonly limit: number = DEFAULT_MEMORY_BUDGET) {
     if (!Number.isSafeInteger(limit) || limit < 1)
@@ -83,7 +87,7 @@ export class MemoryBudget {
 
   /** `bytes` whether or not they fit: for a caller holding nothing else, so it can make progress. */
   force(bytes: number): Lease {
-    if (!this.room(bytes)) this.forced++;
+    if (!this.room(bytes, false)) this.forced++;
     return this.grant(bytes);
   }
 
@@ -105,6 +109,7 @@ export class MemoryBudget {
     // be up to twice the size asked for.
     const rounded = roundedSize(size);
     const lease = this.grant(sab ? sab.byteLength : this.used + rounded <= this.limit ? rounded : size);
+    if (!sab) this.allocated++;
     const shared = sab ?? new SharedArrayBuffer(lease.bytes);
     let done = false;
     const end = (keep: boolean): void => {
@@ -121,9 +126,12 @@ export class MemoryBudget {
     };
   }
 
-  /** Whether `bytes` fit beside what is leased, after reclaiming what can be given up. */
-  private room(bytes: number): boolean {
-    if (this.used + bytes > this.limit) this.reclaimer?.(this.used + bytes - this.limit);
+  /**
+   * Whether `bytes` fit beside what is leased, after reclaiming what can be given up (`whole`: only if
+   * that makes them fit; a forced lease takes what it can, to stay as near the limit as possible).
+   */
+  private room(bytes: number, whole = true): boolean {
+    if (this.used + bytes > this.limit) this.reclaimer?.(this.used + bytes - this.limit, whole);
     return this.used + bytes <= this.limit;
   }
 

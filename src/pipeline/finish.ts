@@ -22,7 +22,7 @@ export const finishStats = { readBack: 0, assembled: 0 };
 
 export interface Finished {
   sha256: string;
-  /** Still being taken on the side thread when finish returns (the output tier's store waits for it). */
+  /** Still being taken on a side thread when finish returns (the output tier's store waits for it). */
   sha512: Promise<string>;
   size: number;
   /** The committed output's bytes, when it was held in memory (the output tier stores them). */
@@ -99,7 +99,7 @@ export async function finish(
     await writer.commit();
     hex = await sha256;
   } catch (err) {
-    // The side thread may still be reading the buffer: it goes back to the budget only after.
+    // A side thread may still be reading the buffer: it goes back to the budget only after.
     await Promise.allSettled([sha256, sha512]);
     if (lease !== assembled) lease.discard();
     throw err;

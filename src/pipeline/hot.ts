@@ -10,9 +10,14 @@
  *
  * Memory stays bounded: at most `capacity` bytes (default an eighth of the memory budget), each entry
  * under a lease of the pipeline's budget, least recently used dropped first; when the budget has no
- * room for a locale's buffer it reclaims hot entries first (MemoryBudget's reclaimer). A key is kept on
- * its second offer only, so entries of one locale alone never displace the shared ones. Bytes handed out
- * are always copies: a kept buffer is never written, transferred or read by another thread.
+ * room for a locale's buffer it reclaims hot entries first (MemoryBudget's reclaimer), if that makes the
+ * buffer fit. A key is kept on its second offer (a verified read, or the pool's output), so an entry read
+ * once is not kept. Bytes handed out are always copies: a kept buffer is never written, transferred or
+ * read by another thread. Dropped copies are plain ArrayBuffers, freed when V8 collects them.
+ *
+ * A kept entry lives as long as the pipeline (a worker's process) unless dropped: it outlasts a `cache
+ * prune` that removes its file. That is sound (the key names the bytes); the release planner still sees
+ * the key as missing from the store and schedules it, and the work is served from here without a sign.
  */
 import type { DecodedFacts } from '../../cache/types.js';
 import type { Lease, MemoryBudget } from './budget.js';
@@ -33,14 +38,16 @@ export class HotEntries {
   private held = 0;
   /** Set while this class takes from the budget itself (the budget must not reclaim from it then). */
   private taking = false;
-  /** Served from memory / kept / dropped (capacity, budget pressure). */
+  /** Set by `clear` (the pipeline closed): nothing is kept any more. */
+  private closed = false;
+  /** Served from memory / kept / dropped (capacity, budget pressure, another size wanted). */
   readonly stats = { hits: 0, kept: 0, dropped: 0 };
 
   constructor(
     private readonly budget: MemoryBudget,
     readonly capacity: number = Math.floor(budget.limit / 8),
   ) {
-    budget.reclaimer = (bytes) => (this.taking ? 0 : this.drop(bytes));
+    budget.reclaimer = (bytes, whole) => (this.taking || (whole && bytes > this.held) ? 0 : this.drop(bytes));
   }
 
   /** Bytes held now. */
@@ -48,20 +55,28 @@ export class HotEntries {
     return this.held;
   }
 
+  /** The size of the entry kept for `key`, if any. */
+  size(key: string): number | undefined {
+    return this.kept.get(key)?.entry.bytes.length;
+  }
+
   /**
-   * The entry of `key`, its bytes copied into `into` when it is exactly their size, else into a new
-   * buffer; undefined when not held.
+   * The entry of `key`, its bytes copied into `into` (else into a new buffer); undefined when not held.
+   * An entry of another size than `into` is dropped (the store now holds other bytes for the key: a
+   * re-signed entry with a new timestamp) and undefined returned, so the caller reads the store's.
    */
   take(key: string, into?: Uint8Array): HotEntry | undefined {
     const k = this.kept.get(key);
     if (!k) return undefined;
+    const src = k.entry.bytes;
+    if (into && into.length !== src.length) {
+      this.forget(key, k);
+      return undefined;
+    }
     this.kept.delete(key);
     this.kept.set(key, k);
     this.stats.hits++;
-    const src = k.entry.bytes;
-    let bytes: Uint8Array;
-    if (into && into.length === src.length) bytes = into;
-    else bytes = new Uint8Array(new ArrayBuffer(src.length));
+    const bytes = into ?? new Uint8Array(new ArrayBuffer(src.length));
     bytes.set(src);
     return { ...k.entry, bytes };
   }
@@ -71,13 +86,13 @@ export class HotEntries {
    * copied and kept the second, if they fit. The caller may change or transfer `bytes` afterwards.
    */
   offer(key: string, bytes: Uint8Array, sha256: string, facts?: DecodedFacts): void {
-    if (this.kept.has(key) || bytes.length > this.capacity) return;
+    if (this.closed || this.kept.has(key) || bytes.length > this.capacity) return;
     if (!this.seen.has(key)) {
       this.seen.add(key);
       if (this.seen.size > SEEN_KEYS) this.seen.delete(this.seen.values().next().value!);
       return;
     }
-    if (this.held + bytes.length > this.capacity) this.drop(this.held + bytes.length - this.capacity);
+    // The budget first (it must not take room from the entries kept here), then room within the capacity.
     this.taking = true;
     let lease: Lease | undefined;
     try {
@@ -86,6 +101,7 @@ export class HotEntries {
       this.taking = false;
     }
     if (!lease) return;
+    if (this.held + bytes.length > this.capacity) this.drop(this.held + bytes.length - this.capacity);
     const copy = new Uint8Array(new ArrayBuffer(bytes.length));
     copy.set(bytes);
     this.kept.set(key, { entry: { bytes: copy, sha256, ...(facts ? { facts } : {}) }, lease });
@@ -99,18 +115,23 @@ export class HotEntries {
     let freed = 0;
     for (const [key, k] of this.kept) {
       if (freed >= bytes) break;
-      this.kept.delete(key);
-      k.lease.release();
-      this.held -= k.entry.bytes.length;
-      freed += k.entry.bytes.length;
-      this.stats.dropped++;
+      freed += this.forget(key, k);
     }
     return freed;
   }
 
-  /** Drops everything (the pipeline closes). */
+  /** Drops everything and keeps nothing more (the pipeline closes). */
   clear(): void {
+    this.closed = true;
     this.drop(Infinity);
     this.seen.clear();
+  }
+
+  private forget(key: string, k: { entry: HotEntry; lease: Lease }): number {
+    this.kept.delete(key);
+    k.lease.release();
+    this.held -= k.entry.bytes.length;
+    this.stats.dropped++;
+    return k.entry.bytes.length;
   }
 }

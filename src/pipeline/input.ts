@@ -1,7 +1,7 @@
 /**
  * Reading a locale's input MAR whole into shared memory while hashing it: the whole file's sha256 (the
  * locale-output tier's key) on this thread as the chunks arrive, and each signable entry's sha256 (its
- * entry-cache key) as soon as its bytes are in, on the side thread (and on this thread too when the
+ * entry-cache key) as soon as its bytes are in, on the side threads (and on this thread too when the
  * whole-file hash is not wanted). Reads run a few chunks ahead of the hashing.
  */
 import { createHash } from 'node:crypto';
@@ -51,20 +51,22 @@ export async function readInput(
   let nextReady = 0;
   const ready: InputRange[] = [];
   const sideJobs: Promise<void>[] = [];
-  let sideBusy = false;
+  /** Side digests in flight: at most one per running side thread, so the rest stay for this thread. */
+  let sideBusy = 0;
   const side = opts.side;
   const view = (r: InputRange): Buffer => into.subarray(r.offset, r.offset + r.size);
   const toSide = (): void => {
-    if (!side || sideBusy || !side.online || ready.length === 0) return;
-    const r = ready.shift()!;
-    sideBusy = true;
-    sideJobs.push(
-      side.digest(view(r), 'sha256').then((hex) => {
-        entryDigests.set(rangeId(r), hex);
-        sideBusy = false;
-        toSide();
-      }),
-    );
+    while (side && ready.length > 0 && sideBusy < side.running) {
+      const r = ready.shift()!;
+      sideBusy++;
+      sideJobs.push(
+        side.digest(view(r), 'sha256').then((hex) => {
+          entryDigests.set(rangeId(r), hex);
+          sideBusy--;
+          toSide();
+        }),
+      );
+    }
   };
   const hereOne = (): void => {
     const r = ready.shift()!;
@@ -125,8 +127,8 @@ export async function readInput(
     } finally {
       await Promise.allSettled(reads);
     }
-    // Whatever is left: this thread takes the largest ready range while the side thread works through
-    // the others; each turn yields so the side thread's answers are seen.
+    // Whatever is left: this thread takes the largest ready range while the side threads work through
+    // the others; each turn yields so the side threads' answers are seen.
     while (ready.length > 0) {
       toSide();
       if (ready.length === 0) break;

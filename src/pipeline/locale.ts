@@ -297,7 +297,7 @@ function auditRun(
 
 /**
  * The input read whole into shared memory: with the output tier, hashed whole on this thread for its
- * key (its entries are hashed only after a miss: hashing them on the side thread meanwhile slowed the
+ * key (its entries are hashed only after a miss: hashing them on a side thread meanwhile slowed the
  * reads, and so a hit, on 2 cores); without, its signable entries hashed as they come in.
  */
 async function snapshotOf(
@@ -354,7 +354,8 @@ async function missesOf(l: LocaleInput, plans: EntryPlan[]): Promise<PlannedMiss
 
 /**
  * The output's layout when every entry's stored size is known before writing: passthrough entries keep
- * theirs, signable ones are planned hits whose size the cache tells without reading. Undefined otherwise.
+ * theirs, signable ones are hot entries or planned hits whose size the cache tells without reading.
+ * Undefined otherwise.
  */
 async function predict(
   l: LocaleInput,
@@ -368,7 +369,8 @@ async function predict(
     if (p.kind === 'passthrough') sizes.push(p.entry.size);
     else if (p.kind === 'invalid') return undefined;
     else {
-      const size = await presence.payloadSize(p.key);
+      // A hot entry (hot.ts) is what the locale will be given: its size first (no look at the store).
+      const size = l.ctx.hot?.size(p.key) ?? (await presence.payloadSize(p.key));
       if (size === undefined) return undefined;
       sizes.push(size);
     }
@@ -378,7 +380,7 @@ async function predict(
 
 /**
  * Store the committed output for the next run of the same input (its sha512 goes into the header last,
- * once the side thread has it). The store may hard-link the committed file instead of writing the bytes
+ * once a side thread has it). The store may hard-link the committed file instead of writing the bytes
  * again. A failure is a warning, never a failed locale.
  */
 function storeOutput(

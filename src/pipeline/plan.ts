@@ -278,10 +278,8 @@ async function inputKeys(
     } catch {
       // Taken again below from the file, which reports its own problem in the locale.
     } finally {
-      // On success every digest of these bytes has settled; after a failure a side-thread digest may
-      // still read them, so the buffer is never handed out again.
-      if (got) lease.release();
-      else lease.discard();
+      // keysFromMemory settles only once nothing reads the buffer, failed or not: it is reused.
+      lease.release();
     }
     if (got) return got;
   }
@@ -300,7 +298,7 @@ async function inputKeys(
  * `inputKeys` from the file read whole into `buffer`. With the tier (`tiered`), the whole hash is taken
  * on this thread as the file comes in, and the entries' keys only once the tier has said no (most inputs
  * of a warm release are served whole), on both threads; without, the whole hash (the audit record's)
- * goes to the side thread while this thread, the busier one while locales run, takes the entries' keys.
+ * goes to a side thread while this thread, the busier one while locales run, takes the entries' keys.
  * Throws on any failure (the caller falls back); settles only once no digest reads `buffer`.
  */
 async function keysFromMemory(

@@ -1,9 +1,9 @@
 /**
  * Stage 2, resolve: each entry's output bytes. A passthrough entry is its stored bytes (checked in the
- * pool meanwhile, passthrough.ts, unless the run opted out); a signable one
- * comes from the cache (straight into its slot of an output assembled in memory when the layout is
- * known), from bytes this run produced, or from the single-flight slot of its key, whose work signs it in
- * the pool (produce.ts). The record says what happened here (types.ts `EntryAction`), from the run ledger.
+ * pool meanwhile, passthrough.ts, unless the run opted out); a signable one comes from the hot entries
+ * (a copy from memory, hot.ts), the cache (straight into its slot of an output assembled in memory when
+ * the layout is known), from bytes this run produced, or from the single-flight slot of its key, whose
+ * work signs it in the pool (produce.ts). The record says what happened here (types.ts `EntryAction`), from the run ledger.
  */
 import { performance } from 'node:perf_hooks';
 import type { ArchiveEntry, EntryData, OpenedArchive } from '../archive/types.js';
@@ -175,7 +175,7 @@ async function signEntry(
   // An entry this process has read from the cache twice already is copied from memory (hot.ts).
   const hot = slot ? ctx.hot?.take(key, slot) : undefined;
   if (hot) produced = { bytes: hot.bytes, sha256: hot.sha256, ...(hot.facts ? { facts: hot.facts } : {}) };
-  // Warm: the entry straight from the cache into its slot, checked on the side thread. Anything
+  // Warm: the entry straight from the cache into its slot, checked on a side thread. Anything
   // unexpected (absent, corrupt, another size) takes the general path below.
   else if (slot && ctx.store?.ranged && !ledger.held(key)) {
     // Without attribution to settle for the key, the entry goes on (written) as soon as its bytes are in

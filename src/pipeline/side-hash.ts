@@ -22,8 +22,8 @@ const SIDE_HASH_WORKER = fileURLToPath(
 );
 const WORKER_DATA = FROM_SOURCE ? { marsignEntry: './side-hash.ts' } : undefined;
 
-/** Counts of digests taken on the side threads vs. inline (tests). */
-export const sideHashStats = { threaded: 0, inline: 0 };
+/** Counts of digests taken on the side threads (also by algorithm) vs. inline (tests). */
+export const sideHashStats = { threaded: 0, inline: 0, threadedBy: {} as Record<string, number> };
 
 /**
  * Side threads a pipeline starts by default. Two: on 2 cores the main thread is not busy all the time,
@@ -56,7 +56,11 @@ class HashThread {
         execArgv: process.execArgv.filter((a) => !a.startsWith('--inspect')),
       });
       this.worker.unref();
+      // A thread that failed or ended is not sent anything more (its digests in flight are taken inline).
       this.worker.on('error', () => {
+        this.failed = true;
+      });
+      this.worker.on('exit', () => {
         this.failed = true;
       });
       this.worker.once('online', () => {
@@ -87,6 +91,11 @@ export class SideHasher {
   /** Whether a thread is running (a digest sent now starts at once rather than after its start-up). */
   get online(): boolean {
     return this.threads.some((t) => t.started && t.usable);
+  }
+
+  /** Threads running now. */
+  get running(): number {
+    return this.threads.filter((t) => t.started && t.usable).length;
   }
 
   /** A Buffer over shared memory, so `digest` can hand it to a thread without copying. */
@@ -120,7 +129,10 @@ export class SideHasher {
       sideHashStats.inline++;
       return hashHere();
     }
-    const t = usable.reduce((a, b) => (b.pendingBytes < a.pendingBytes ? b : a));
+    // A running thread before one still starting up, then the fewest bytes queued.
+    const t = usable.reduce((a, b) =>
+      b.started !== a.started ? (b.started ? b : a) : b.pendingBytes < a.pendingBytes ? b : a,
+    );
     const index = this.threads.indexOf(t);
     const worker = t.worker!;
     const total = ranges.reduce((n, r) => n + r.length, 0);
@@ -140,6 +152,7 @@ export class SideHasher {
         if (!('hex' in m)) return inline();
         cleanup();
         sideHashStats.threaded++;
+        sideHashStats.threadedBy[algorithm] = (sideHashStats.threadedBy[algorithm] ?? 0) + 1;
         this.answered[index]!++;
         resolve(m.hex);
       };
@@ -166,9 +179,9 @@ export class SideHasher {
   }
 
   /**
-   * Hex sha256 of each view, split between this thread and the side thread (largest first, each to the
+   * Hex sha256 of each view, split between this thread and the side threads (largest first, each to the
    * one with fewer bytes so far), so the two halves run at once. Views on shared memory only go to the
-   * side thread; while it is still starting, everything is hashed here.
+   * side threads; while they are still starting, everything is hashed here.
    */
   async sha256All(views: Uint8Array[]): Promise<string[]> {
     const out: string[] = new Array<string>(views.length);
@@ -187,8 +200,16 @@ export class SideHasher {
         here.push(i);
       }
     }
-    for (const i of here) out[i] = createHash('sha256').update(views[i]!).digest('hex');
-    await Promise.all(side);
+    let failed: { reason: unknown } | undefined;
+    try {
+      for (const i of here) out[i] = createHash('sha256').update(views[i]!).digest('hex');
+    } catch (reason) {
+      failed = { reason };
+    }
+    // Settled only once no thread reads the views (the caller may reuse their memory after a failure).
+    const settled = await Promise.allSettled(side);
+    failed ??= settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     return out;
   }
 

@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config/index.js';
 import type { LoadedConfig } from '../../src/config/types.js';
 import { Pipeline } from '../../src/pipeline/index.js';
 import { finishStats } from '../../src/pipeline/finish.js';
+import { sideHashStats } from '../../src/pipeline/side-hash.js';
 import type { LocaleManifest } from '../../src/pipeline/types.js';
 import { tempDir } from '../helpers/env.js';
 import {
@@ -65,10 +66,12 @@ for (const locale of ['en-US', 'de']) {
     assert.equal(c.m.totals.signOperations, FIXTURE_SIGNED.length);
 
     const before = { ...finishStats };
+    const sha384 = sideHashStats.threadedBy.sha384 ?? 0;
     const warm = join(dir, 'warm.mar');
     const w = await run(config, root, secret, fixtureMar(locale), warm);
     assert.equal(finishStats.assembled, before.assembled + 1, 'assembled in memory');
     assert.equal(finishStats.readBack, before.readBack, 'nothing read back');
+    assert.equal(sideHashStats.threadedBy.sha384, sha384 + 1, "the MAR signature's digest on a side thread");
     assert.equal(w.started, false, 'no pool thread');
     assert.equal(w.m.totals.hits, FIXTURE_SIGNED.length);
     assert.equal(w.m.totals.signOperations, 0);
@@ -91,7 +94,7 @@ test('a cache entry that fails its check after it was used speculatively is sign
   const cold = join(dir, 'cold.mar');
   const c = await run(config, root, secret, fixtureMar('ja'), cold);
   // Flip a payload byte of the biggest signed entry (same size: the layout is still predicted, the
-  // bytes land in their slot and are hashed before the side thread's check fails).
+  // bytes land in their slot and are written before the side thread's check fails).
   const biggest = [...c.m.entries]
     .filter((e) => e.action === 'signed')
     .sort((a, b) => b.outputSize - a.outputSize)[0]!;

@@ -40,6 +40,22 @@ test('a key is kept on its second offer, under a lease of the budget, and handed
   assert.equal(budget.inUse, 0, 'clear returns every lease');
 });
 
+test('an entry of another size than the slot asking is dropped (the store holds other bytes now); nothing is kept once cleared', () => {
+  const budget = new MemoryBudget(1000);
+  const hot = new HotEntries(budget, 500);
+  hot.offer('k', bytes(100, 7), 'sha');
+  hot.offer('k', bytes(100, 7), 'sha');
+  assert.equal(hot.size('k'), 100);
+  assert.equal(hot.take('k', new Uint8Array(101)), undefined);
+  assert.equal(hot.size('k'), undefined, 'dropped');
+  assert.equal(budget.inUse, 0);
+  hot.clear();
+  hot.offer('j', bytes(10, 1), 'sha');
+  hot.offer('j', bytes(10, 1), 'sha');
+  assert.equal(hot.size('j'), undefined, 'a closed pipeline keeps nothing');
+  assert.equal(budget.inUse, 0);
+});
+
 test('at capacity the least recently used go first; an entry over the capacity is never kept', () => {
   const budget = new MemoryBudget(10_000);
   const hot = new HotEntries(budget, 250);
@@ -79,6 +95,13 @@ test('a budget without room reclaims hot entries before refusing or forcing a le
   shared.release();
   forced.release();
   assert.equal(budget.inUse, 0);
+  // A lease the hot entries cannot make fit takes nothing from them.
+  hot.offer('d', bytes(300, 1), 'd');
+  hot.offer('d', bytes(300, 1), 'd');
+  const other = budget.tryTake(500)!;
+  assert.equal(budget.tryTake(600), undefined, '300 + 500 + 600 > 1000 even without the hot entry');
+  assert.equal(hot.size('d'), 300, 'kept: dropping it would not have made room');
+  other.release();
 });
 
 /** A store that counts the payload reads of each key (get and ranged readInto). */
@@ -143,6 +166,13 @@ test('a release served from hot entries is byte-identical and reads each cached 
     assert.equal(second.totals.signOperations, 0);
     for (const [key, n] of reads)
       assert.ok(n <= 1, `${key} read ${n} times from the cache in the second run`);
+    for (const l of second.locales) {
+      const m = JSON.parse(readFileSync(l.manifest!, 'utf8')) as {
+        entries: { name: string; action: string }[];
+      };
+      for (const e of m.entries)
+        assert.ok(['cached', 'passthrough'].includes(e.action), `${l.locale} ${e.name}: ${e.action}`);
+    }
     const served = p.stats().memory.hot.hits - hitsBefore;
     assert.ok(served >= signable - reads.size, `${served} entries from memory of ${signable}`);
     assert.ok(served > 0);

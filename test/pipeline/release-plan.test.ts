@@ -173,14 +173,18 @@ test('an input given twice is planned once and both its locales get its keys; a 
       inputs.map((i) => [i, true, sha256File(i)]),
     );
     assert.equal(p.budget.inUse, 0);
-    // The tier's lookup fails: the leased read gives up (its buffer discarded), the file path plans it.
+    // The tier's lookup fails: the leased read gives up (its buffer kept for the next input: nothing
+    // reads it any more), the file path plans it.
     const outputs = cache.outputs!;
     const hasOutput = outputs.hasOutput.bind(outputs);
     outputs.hasOutput = async () => {
       throw Object.assign(new Error('EIO'), { code: 'EIO' });
     };
+    const allocated = p.budget.allocated;
     try {
       const plan = await p.plan('dev', inputs.slice(0, 2), new RunLedger(), undefined, { outputCache: true });
+      // de and fr are the same size: both read into the buffer the first plan left.
+      assert.equal(p.budget.allocated, allocated, 'a failed leased read gives its buffer back for reuse');
       for (const input of inputs.slice(0, 2)) {
         assert.ok((plan.inputs.get(input)?.keys?.size ?? 0) > 0, `${input}: keyed from the file`);
         assert.equal(plan.inputs.get(input)?.sha256, sha256File(input));
