@@ -104,8 +104,6 @@ export async function produceEntry(
         ledger.storeFailed(item.key, produced.warning);
       },
     );
-  // The first sighting of the key for the hot entries (hot.ts): a second use keeps it in memory.
-  ctx.hot?.offer(item.key, result.output, result.outputSha256, result.decoded);
   return produced;
 }
 

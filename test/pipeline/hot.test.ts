@@ -187,3 +187,28 @@ test('a release served from hot entries is byte-identical and reads each cached 
   }
   assert.equal(p.budget.inUse, 0);
 });
+
+test("a locale's entries, signed and then read back once, are not kept; read a second time, they are", async () => {
+  const dir = tempDir('hot-once-');
+  const config = await loadConfig(CONFIG_PATH);
+  const p = await Pipeline.create({ config, cache: newCache(join(dir, 'cache')), outputCache: false });
+  try {
+    const sign = async (i: number) => {
+      const m = await p.signLocale({
+        profile: 'dev',
+        input: fixtureMar('de'),
+        output: join(dir, `o${i}.mar`),
+      });
+      return { m, hot: p.stats().memory.hot.bytes };
+    };
+    const cold = await sign(1);
+    assert.ok(cold.m.totals.signed > 0);
+    assert.equal(cold.hot, 0, 'produced: not a use from the cache');
+    assert.equal((await sign(2)).hot, 0, 'read once: remembered, not kept');
+    const third = await sign(3);
+    assert.ok(third.hot > 0, 'read a second time: kept');
+    assert.deepEqual(readFileSync(join(dir, 'o3.mar')), readFileSync(join(dir, 'o1.mar')));
+  } finally {
+    await p.close();
+  }
+});
