@@ -1,26 +1,27 @@
 /**
- * Hot entries: signed entries the cache served more than once, kept in memory after their second
- * verified read (a locale's own entry, signed for it and read back once, is not), so the next locales copy
- * them instead of reading the cache file and hashing it again
- * (docs/ARCHITECTURE.md "Memory"). A release's locales hold the same binaries: in the 100-locale benchmark
- * the same 7 signed entries (17 MB) were read from the cache and checked 700 times.
+ * Hot entries: signed entries the cache served more than once, kept in memory after their second verified
+ * read (a locale's own entry, signed for it and read back once, is not), so the next locales copy them
+ * instead of reading the cache file and hashing it again (docs/ARCHITECTURE.md "Memory"). A release's locales
+ * hold the same binaries: in the 100-locale benchmark the same 7 signed entries (17 MB) were read from the
+ * cache and checked 700 times.
  *
- * Nothing here is trusted that was not checked: bytes are kept only after the store verified them
- * (header, HMAC, payload sha256), and an entry key names exactly one output (input digest, codec
- * settings, signer), so serving it from memory is serving the same bytes.
+ * Nothing here is trusted that was not checked: bytes are kept only after the store verified them (header,
+ * HMAC, payload sha256), and an entry key names one valid output (input digest, codec settings, signer; with
+ * a timestamp, up to its time), so serving it from memory serves what the cache would.
  *
- * Memory stays bounded: at most `capacity` bytes (default an eighth of the memory budget), each entry
- * under a lease of the pipeline's budget, least recently used dropped first; when the budget has no
- * room for a locale's buffer it reclaims hot entries first (MemoryBudget's reclaimer), if that makes the
- * buffer fit. A key is kept on its second offer (a verified read), so an entry read once is not kept: in a
- * 1000-locale release whose locales each hold one binary of their own, keeping those too (counting the
- * pool's output as a first offer) filled the capacity with entries no other locale used (max RSS 405 MB
- * against 346–349 MB, and 342 MB without hot entries at all). Bytes handed out are always copies: a kept buffer is never written, transferred or
- * read by another thread. Dropped copies are plain ArrayBuffers, freed when V8 collects them.
+ * Memory stays bounded: at most `capacity` bytes (default an eighth of the memory budget), each entry under a
+ * lease of the pipeline's budget, least recently used dropped first; when the budget has no room for a
+ * locale's buffer it reclaims hot entries first (MemoryBudget's reclaimer), if that makes the buffer fit. A
+ * key is kept on its second offer (a verified read), so an entry read once is not kept: in a 1000-locale
+ * release whose locales each hold one binary of their own, keeping those too (counting the pool's output as a
+ * first offer) filled the capacity with entries no other locale used (max RSS 395 MiB against 338–340 MiB,
+ * and 334 MiB without hot entries at all; docs/BENCHMARKS.md "Scale"). Bytes handed out are always copies: a
+ * kept buffer is never written, transferred or read by another thread. Dropped copies are plain ArrayBuffers,
+ * freed when V8 collects them.
  *
- * A kept entry lives as long as the pipeline (a worker's process) unless dropped: it outlasts a `cache
- * prune` that removes its file. That is sound (the key names the bytes); the release planner still sees
- * the key as missing from the store and schedules it, and the work is served from here without a sign.
+ * A kept entry lives as long as the pipeline (a worker's process) unless dropped: it outlasts a `cache prune`
+ * that removes its file. That is sound (the bytes are a valid output of the key); the planner sees the key as
+ * missing from the store and schedules it, and the work is served from here without a sign.
  */
 import type { DecodedFacts } from '../../cache/types.js';
 import type { Lease, MemoryBudget } from './budget.js';

@@ -34,8 +34,9 @@ export interface InputSnapshot {
 
 /**
  * Read `path` (`into.length` bytes) into `into`. With `whole`, its sha256 is taken on this thread while
- * later chunks are read; every range's sha256 is taken once the range is in, largest first, by the side
- * thread when it is up and idle, else (or, with `whole`, once the whole-file hash is done) here.
+ * later chunks are read; every range's sha256 is taken once the range is in, largest first, by a running
+ * side thread with nothing of this read queued, else (or, with `whole`, once the whole-file hash is done)
+ * here.
  */
 export async function readInput(
   path: string,
@@ -53,10 +54,12 @@ export async function readInput(
   const sideJobs: Promise<void>[] = [];
   /** Side digests in flight: at most one per running side thread, so the rest stay for this thread. */
   let sideBusy = 0;
+  /** Set once this read is over (done or failed): no new digest of `into` may start after. */
+  let stopped = false;
   const side = opts.side;
   const view = (r: InputRange): Buffer => into.subarray(r.offset, r.offset + r.size);
   const toSide = (): void => {
-    while (side && ready.length > 0 && sideBusy < side.running) {
+    while (side && !stopped && ready.length > 0 && sideBusy < side.running) {
       const r = ready.shift()!;
       sideBusy++;
       sideJobs.push(
@@ -142,6 +145,7 @@ export async function readInput(
       entryDigests,
     };
   } finally {
+    stopped = true;
     await Promise.allSettled(sideJobs);
     await fh.close();
   }

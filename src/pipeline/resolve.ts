@@ -1,9 +1,9 @@
 /**
- * Stage 2, resolve: each entry's output bytes. A passthrough entry is its stored bytes (checked in the
- * pool meanwhile, passthrough.ts, unless the run opted out); a signable one comes from the hot entries
- * (a copy from memory, hot.ts), the cache (straight into its slot of an output assembled in memory when
- * the layout is known), from bytes this run produced, or from the single-flight slot of its key, whose
- * work signs it in the pool (produce.ts). The record says what happened here (types.ts `EntryAction`), from the run ledger.
+ * Stage 2, resolve: each entry's output bytes. A passthrough entry is its stored bytes (checked in the pool
+ * meanwhile, passthrough.ts, unless the run opted out); a signable one comes from the hot entries (a copy
+ * from memory, hot.ts), the cache (straight into its slot of an output assembled in memory when the layout is
+ * known), from bytes this run produced, or from the single-flight slot of its key, whose work signs it in the
+ * pool (produce.ts). The record says what happened here (types.ts `EntryAction`), from the run ledger.
  */
 import { performance } from 'node:perf_hooks';
 import type { ArchiveEntry, EntryData, OpenedArchive } from '../archive/types.js';

@@ -1,11 +1,11 @@
 /**
- * Digests on side threads while the main thread does other work: node:crypto hashes synchronously on
- * the calling thread, which would hold up the main thread's reads and writes. Here: the MAR signature's
- * digest, the output's sha256 and sha512, cache hits' checks, and, while a release is planned, entry keys
- * or the whole input's sha256. The bytes live in a SharedArrayBuffer (no copy to the thread); each digest
- * goes to the thread with the fewest bytes queued. The threads are started with the pipeline so their
- * start-up overlaps loading the profile; any failure of a thread falls back to hashing inline.
- * The threads run `workers/side-hash.ts` (protocol: src/pipeline/protocol.ts).
+ * Digests on side threads while the main thread does other work: node:crypto hashes synchronously on the
+ * calling thread, which would hold up the main thread's reads and writes. Here: the MAR signature's digest,
+ * the output's sha256 and sha512, cache hits' checks, and, while a release is planned, entry keys or the
+ * whole input's sha256. The bytes live in a SharedArrayBuffer (no copy to the thread); each digest goes to a
+ * running thread (before one still starting) with the fewest bytes queued. The threads are started with the
+ * pipeline so their start-up overlaps loading the profile; any failure of a thread falls back to hashing
+ * inline. The threads run `workers/side-hash.ts` (protocol: src/pipeline/protocol.ts).
  */
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -112,8 +112,8 @@ export class SideHasher {
   }
 
   /**
-   * Hex digest of `ranges` of `bytes` (offsets within `bytes`), hashed in order: on the side thread with
-   * the fewest bytes still to hash when `bytes` is shared memory, else inline.
+   * Hex digest of `ranges` of `bytes` (offsets within `bytes`), hashed in order: on a side thread (a
+   * running one first, then the fewest bytes still to hash) when `bytes` is shared memory, else inline.
    */
   async digestRanges(bytes: Uint8Array, algorithm: string, ranges: readonly HashRange[]): Promise<string> {
     for (const r of ranges)

@@ -50,7 +50,10 @@ test('SideHasher: a digest over ranges hashes them in order (openssl over their 
     const want = spawnSync('openssl', ['dgst', '-sha384', '-r', file], { encoding: 'utf8' }).stdout.split(
       ' ',
     )[0];
-    // Two at once: the second goes to the thread with nothing queued.
+    // Both threads running (a digest goes to a running one first), then two at once: the second goes to
+    // the thread with nothing queued.
+    for (let i = 0; side.running < 2 && i < 500; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(side.running, 2, 'both side threads started');
     const [a, b] = await Promise.all([
       side.digestRanges(view, 'sha384', ranges),
       side.digestRanges(view, 'sha384', ranges),
