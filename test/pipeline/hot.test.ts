@@ -4,12 +4,13 @@
  * needs the room; a release served from them is byte-identical and reads the cache no more.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { CacheStore } from '../../cache/types.js';
 import { loadConfig } from '../../src/config/index.js';
 import { MemoryBudget } from '../../src/pipeline/budget.js';
+import { finishStats } from '../../src/pipeline/finish.js';
 import { HotEntries } from '../../src/pipeline/hot.js';
 import { Pipeline, signRelease } from '../../src/pipeline/index.js';
 import type { ResolvedLocale } from '../../src/release/request.js';
@@ -188,7 +189,7 @@ test('a release served from hot entries is byte-identical and reads each cached 
   assert.equal(p.budget.inUse, 0);
 });
 
-test("a locale's entries, signed and then read back once, are not kept; read a second time, they are", async () => {
+test("a locale's entries, signed and then read back once, are not kept; read a second time, they are, and serve after a prune", async () => {
   const dir = tempDir('hot-once-');
   const config = await loadConfig(CONFIG_PATH);
   const p = await Pipeline.create({ config, cache: newCache(join(dir, 'cache')), outputCache: false });
@@ -208,6 +209,14 @@ test("a locale's entries, signed and then read back once, are not kept; read a s
     const third = await sign(3);
     assert.ok(third.hot > 0, 'read a second time: kept');
     assert.deepEqual(readFileSync(join(dir, 'o3.mar')), readFileSync(join(dir, 'o1.mar')));
+    // The cache emptied under the running pipeline (a prune): the kept entries still serve, their sizes
+    // predict the layout (the output is assembled in memory), and nothing is signed again.
+    rmSync(join(dir, 'cache'), { recursive: true, force: true });
+    const assembled = finishStats.assembled;
+    const fourth = await sign(4);
+    assert.equal(fourth.m.totals.signOperations, 0);
+    assert.equal(finishStats.assembled, assembled + 1, 'assembled in memory from the hot entries');
+    assert.deepEqual(readFileSync(join(dir, 'o4.mar')), readFileSync(join(dir, 'o1.mar')));
   } finally {
     await p.close();
   }
