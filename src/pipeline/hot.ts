@@ -44,8 +44,8 @@ export class HotEntries {
   private taking = false;
   /** Set by `clear` (the pipeline closed): nothing is kept any more. */
   private closed = false;
-  /** Served from memory / kept / dropped (capacity, budget pressure, another size wanted). */
-  readonly stats = { hits: 0, kept: 0, dropped: 0 };
+  /** Entries served from memory (pipeline stats). */
+  readonly stats = { hits: 0 };
 
   constructor(
     private readonly budget: MemoryBudget,
@@ -111,7 +111,6 @@ export class HotEntries {
     this.kept.set(key, { entry: { bytes: copy, sha256, ...(facts ? { facts } : {}) }, lease });
     this.seen.delete(key);
     this.held += bytes.length;
-    this.stats.kept++;
   }
 
   /** Drops least recently used entries until `bytes` are freed (or none is left); returns the bytes freed. */
@@ -135,7 +134,6 @@ export class HotEntries {
     this.kept.delete(key);
     k.lease.release();
     this.held -= k.entry.bytes.length;
-    this.stats.dropped++;
     return k.entry.bytes.length;
   }
 }
